@@ -1,0 +1,285 @@
+//! `ckpt inspect`: what is in a checkpoint, as JSON for tools or a summary for people.
+//! Without `hash`, nothing here reads tensor data.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde_json::{json, Value as Json};
+
+use crate::model::{Checkpoint, Format, Origin, Tensor};
+use crate::tensor_data::sha256_hex;
+
+/// What to show.
+#[derive(Debug, Clone, Default)]
+pub struct InspectOptions {
+    pub hash: bool,
+    /// Only tensors whose names match; None shows all.
+    pub filter: Option<globset::GlobMatcher>,
+}
+
+fn selected<'a>(ckpt: &'a Checkpoint, opts: &'a InspectOptions) -> impl Iterator<Item = &'a Tensor> {
+    ckpt.tensors.iter().filter(move |t| opts.filter.as_ref().is_none_or(|m| m.is_match(&t.name)))
+}
+
+/// The storage id `--json` shows: shared by tensors that share a storage; null where the
+/// format has no storages (safetensors).
+fn storage_id(ckpt: &Checkpoint, t: &Tensor) -> Json {
+    match ckpt.storage(t.storage).key {
+        Some(_) => json!(t.storage.0),
+        None => Json::Null,
+    }
+}
+
+pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
+    let tensors: Vec<Json> = selected(ckpt, opts)
+        .map(|t| {
+            let mut o = json!({
+                "name": t.name,
+                "dtype": t.dtype.name(),
+                "shape": t.shape,
+                "device": ckpt.storage(t.storage).location,
+                "requires_grad": t.requires_grad,
+                "parameter": t.parameter,
+                "nbytes": t.nbytes(),
+                "storage": storage_id(ckpt, t),
+            });
+            if opts.hash {
+                o["sha256"] = json!(sha256_hex(ckpt, t));
+            }
+            o
+        })
+        .collect();
+    json!({
+        "path": path,
+        "format": ckpt.format.name(),
+        "tensors": tensors,
+        "metadata": ckpt.metadata,
+        "globals": ckpt.globals,
+        "total_params": selected(ckpt, opts).map(Tensor::numel).sum::<u64>(),
+        "total_bytes": selected(ckpt, opts).map(Tensor::nbytes).sum::<u64>(),
+    })
+}
+
+/// Bytes as people read them: 1.5 KiB, 340 MiB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// 1234567 as "1,234,567".
+pub fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn shape_str(shape: &[u64]) -> String {
+    format!("[{}]", shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+}
+
+/// Observations worth a line: key prefixes, tied weights, what requires_grad means here.
+pub fn notes(ckpt: &Checkpoint) -> Vec<String> {
+    let mut notes = Vec::new();
+    let n = ckpt.tensors.len();
+    for (prefix, who) in [("module.", "nn.DataParallel / DistributedDataParallel"), ("_orig_mod.", "torch.compile")] {
+        let count = ckpt.tensors.iter().filter(|t| t.name.starts_with(prefix)).count();
+        if count > 0 && count == n {
+            notes.push(format!("every key starts with '{prefix}' (saved from {who}); load_state_dict on the plain model needs it stripped"));
+        } else if count > 0 {
+            notes.push(format!("{count} of {n} keys start with '{prefix}' ({who})"));
+        }
+    }
+    let mut by_storage: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for t in &ckpt.tensors {
+        if ckpt.storage(t.storage).key.is_some() {
+            by_storage.entry(t.storage.0).or_default().push(&t.name);
+        }
+    }
+    let shared: Vec<_> = by_storage.values().filter(|names| names.len() > 1).collect();
+    if !shared.is_empty() {
+        let examples: Vec<String> = shared.iter().take(3).map(|names| names.join(" = ")).collect();
+        notes.push(format!(
+            "{} storages are shared by several tensors (tied weights or views): {}{}",
+            shared.len(),
+            examples.join("; "),
+            if shared.len() > 3 { "; ..." } else { "" }
+        ));
+    }
+    let params: Vec<&Tensor> = ckpt.tensors.iter().filter(|t| t.parameter).collect();
+    if !params.is_empty() {
+        let frozen = params.iter().filter(|t| !t.requires_grad).count();
+        notes.push(format!(
+            "requires_grad is real: {} tensors saved as nn.Parameter, {} trainable, {} frozen",
+            params.len(),
+            params.len() - frozen,
+            frozen
+        ));
+    } else if ckpt.format != Format::Safetensors && n > 0 {
+        notes.push("requires_grad flags are absent: tensors were saved detached (a state_dict), not as nn.Parameter".into());
+    }
+    notes
+}
+
+pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &InspectOptions, tree: bool) -> String {
+    let mut out = String::new();
+    let tensors: Vec<&Tensor> = selected(ckpt, opts).collect();
+    let params: u64 = tensors.iter().map(|t| t.numel()).sum();
+    let bytes: u64 = tensors.iter().map(|t| t.nbytes()).sum();
+    let _ = writeln!(out, "file      {path}{}", file_size.map(|s| format!(" ({})", human_bytes(s))).unwrap_or_default());
+    let origin = match ckpt.origin {
+        Origin::Data => "",
+        Origin::WholeModel => ", whole model (torch.save(model)); names follow model.state_dict()",
+        Origin::Scripted => ", TorchScript module; names follow its state_dict()",
+    };
+    let _ = writeln!(out, "format    {}{origin}", ckpt.format);
+    let shown = if tensors.len() == ckpt.tensors.len() { String::new() } else { format!(" (of {} matching the filter)", ckpt.tensors.len()) };
+    let _ = writeln!(out, "tensors   {}{shown}", tensors.len());
+    let _ = writeln!(out, "params    {}", grouped(params));
+    let _ = writeln!(out, "bytes     {} ({})", grouped(bytes), human_bytes(bytes));
+    let mut dtypes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut devices: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in &tensors {
+        *dtypes.entry(t.dtype.name()).or_default() += 1;
+        *devices.entry(ckpt.storage(t.storage).location.as_str()).or_default() += 1;
+    }
+    let hist = |m: &BTreeMap<&str, usize>| m.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(out, "dtypes    {}", hist(&dtypes));
+    let _ = writeln!(out, "devices   {}", hist(&devices));
+    for note in notes(ckpt) {
+        let _ = writeln!(out, "note      {note}");
+    }
+    out.push('\n');
+    if tree {
+        out.push_str(&module_tree(ckpt, &tensors));
+    } else {
+        out.push_str(&table(ckpt, &tensors, opts.hash));
+    }
+    if !ckpt.metadata.is_empty() {
+        let _ = writeln!(out, "\nmetadata");
+        for (k, v) in &ckpt.metadata {
+            let mut text = v.to_string();
+            if text.len() > 100 {
+                let cut = (0..=97).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                text.truncate(cut);
+                text.push_str("...");
+            }
+            let _ = writeln!(out, "  {k} = {text}");
+        }
+    }
+    out
+}
+
+fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hash: bool) -> String {
+    let mut rows: Vec<[String; 6]> = vec![["name".into(), "dtype".into(), "shape".into(), "device".into(), "size".into(), "grad".into()]];
+    for t in tensors {
+        let grad = match (t.parameter, t.requires_grad) {
+            (true, true) => "trainable",
+            (true, false) => "frozen",
+            (false, true) => "requires_grad",
+            (false, false) => "",
+        };
+        let mut name = t.name.clone();
+        if hash {
+            name = format!("{name}  sha256:{}", &sha256_hex(ckpt, t)[..16]);
+        }
+        rows.push([name, t.dtype.name().into(), shape_str(&t.shape), ckpt.storage(t.storage).location.clone(), human_bytes(t.nbytes()), grad.into()]);
+    }
+    let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+const MAX_TREE_DEPTH: usize = 64;
+
+/// Tensors grouped by module prefix, with the parameter count of every module.
+fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
+    #[derive(Default)]
+    struct Module<'a> {
+        params: u64,
+        children: Vec<String>,
+        index: HashMap<String, usize>,
+        tensors: Vec<&'a Tensor>,
+    }
+    let mut modules: Vec<Module> = vec![Module::default()];
+    let mut names: Vec<String> = vec!["(all)".into()];
+    for t in tensors {
+        // Bounded depth: a hostile name with a million dots must not recurse a million deep.
+        let parts: Vec<&str> = t.name.splitn(MAX_TREE_DEPTH + 1, '.').collect();
+        let mut cur = 0;
+        modules[0].params += t.numel();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            let next = match modules[cur].index.get(*part) {
+                Some(&i) => i,
+                None => {
+                    let i = modules.len();
+                    modules.push(Module::default());
+                    names.push(part.to_string());
+                    modules[cur].index.insert(part.to_string(), i);
+                    modules[cur].children.push(part.to_string());
+                    i
+                }
+            };
+            cur = next;
+            modules[cur].params += t.numel();
+        }
+        modules[cur].tensors.push(t);
+    }
+    let mut out = String::new();
+    fn show(out: &mut String, ckpt: &Checkpoint, modules: &[Module], names: &[String], i: usize, depth: usize) {
+        let m = &modules[i];
+        let frozen = {
+            let mut all: Vec<&Tensor> = Vec::new();
+            collect(modules, i, &mut all);
+            let params: Vec<_> = all.iter().filter(|t| t.parameter).collect();
+            if !params.is_empty() && params.iter().all(|t| !t.requires_grad) {
+                "  [frozen]"
+            } else {
+                ""
+            }
+        };
+        let _ = writeln!(out, "{:indent$}{}  {} params{frozen}", "", names[i], grouped(m.params), indent = depth * 2);
+        for t in &m.tensors {
+            let leaf = t.name.splitn(MAX_TREE_DEPTH + 1, '.').last().unwrap_or(&t.name);
+            let _ = writeln!(
+                out,
+                "{:indent$}{leaf}  {} {} {}",
+                "",
+                t.dtype,
+                shape_str(&t.shape),
+                ckpt.storage(t.storage).location,
+                indent = depth * 2 + 2
+            );
+        }
+        for c in &m.children {
+            show(out, ckpt, modules, names, m.index[c], depth + 1);
+        }
+    }
+    fn collect<'a>(modules: &[Module<'a>], i: usize, all: &mut Vec<&'a Tensor>) {
+        all.extend(modules[i].tensors.iter().copied());
+        for c in &modules[i].children {
+            collect(modules, modules[i].index[c], all);
+        }
+    }
+    show(&mut out, ckpt, &modules, &names, 0, 0);
+    out
+}

@@ -1,0 +1,210 @@
+//! The one data model every reader produces and every writer consumes.
+//!
+//! A [`Checkpoint`] is a structure tree ([`Node`]) whose tensor leaves index into a flat list of
+//! [`Tensor`]s; each tensor is a view (dtype, shape, strides, offset) of a [`Storage`], and a
+//! storage is a byte range of an input file ([`DataRef`]) that is only read when a command asks.
+//! Views, shared storages, device tags and requires_grad flags are kept as the file has them.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::dtype::DType;
+use crate::source::Source;
+
+/// The container a checkpoint came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    PthZip,
+    PthLegacy,
+    TorchScript,
+    Safetensors,
+    Sharded,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::PthZip => "pth-zip",
+            Format::PthLegacy => "pth-legacy",
+            Format::TorchScript => "torchscript",
+            Format::Safetensors => "safetensors",
+            Format::Sharded => "sharded",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Byte order of a storage's elements in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteOrder {
+    Little,
+    Big,
+}
+
+/// Where a storage's bytes are: a range of an input file.
+#[derive(Debug, Clone)]
+pub struct DataRef {
+    pub source: Arc<Source>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl DataRef {
+    /// The bytes, straight from the map. The reader proved the range lies inside the file.
+    pub fn bytes(&self) -> &[u8] {
+        self.source.slice(self.offset, self.len).unwrap_or(&[])
+    }
+}
+
+/// Index into [`Checkpoint::storages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StorageId(pub usize);
+
+/// A block of raw tensor memory, as torch's storages are.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// The key the file gives it (zip `data/<key>`, legacy key); None where the format has no
+    /// storages of its own (safetensors: one per tensor, never shared).
+    pub key: Option<String>,
+    /// The device tag saved with it: "cpu", "cuda:0", "mps"...
+    pub location: String,
+    pub byte_order: ByteOrder,
+    pub data: DataRef,
+}
+
+impl Storage {
+    pub fn nbytes(&self) -> u64 {
+        self.data.len
+    }
+}
+
+/// A named tensor: a strided view of a storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    /// In elements, as torch counts them.
+    pub stride: Vec<u64>,
+    /// In elements from the start of the storage.
+    pub offset: u64,
+    pub storage: StorageId,
+    pub requires_grad: bool,
+    /// Saved as an nn.Parameter (so its requires_grad is real), not a plain (detached) tensor.
+    pub parameter: bool,
+}
+
+impl Tensor {
+    /// Number of elements; readers have proved it does not overflow.
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+    pub fn nbytes(&self) -> u64 {
+        self.numel() * self.dtype.size() as u64
+    }
+    /// Whether the elements lie row-major and densely from `offset` on.
+    pub fn is_contiguous(&self) -> bool {
+        let mut expected = 1u64;
+        for (&dim, &stride) in self.shape.iter().zip(&self.stride).rev() {
+            if dim != 1 && stride != expected {
+                return false;
+            }
+            expected = expected.saturating_mul(dim);
+        }
+        true
+    }
+}
+
+/// A key of a dict in the structure tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Key {
+    Str(String),
+    Int(i64),
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Str(s) => f.write_str(s),
+            Key::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// Index into [`Checkpoint::tensors`].
+pub type TensorIdx = usize;
+
+/// The structure of what was saved, as far as it is data: containers, scalars and tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Node>),
+    Tuple(Vec<Node>),
+    /// `ordered` marks a `collections.OrderedDict` (what state_dict() returns).
+    Dict { ordered: bool, items: Vec<(Key, Node)> },
+    Tensor(TensorIdx),
+    /// Something ckpt keeps only as a description: an object of an unknown class without
+    /// tensors, a torch.device, a big integer...
+    Opaque(String),
+}
+
+impl Node {
+    /// Whether a tensor lies anywhere below this node.
+    pub fn has_tensor(&self) -> bool {
+        match self {
+            Node::Tensor(_) => true,
+            Node::List(items) | Node::Tuple(items) => items.iter().any(Node::has_tensor),
+            Node::Dict { items, .. } => items.iter().any(|(_, v)| v.has_tensor()),
+            _ => false,
+        }
+    }
+}
+
+/// Everything a reader found in a checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub format: Format,
+    pub root: Node,
+    pub tensors: Vec<Tensor>,
+    pub storages: Vec<Storage>,
+    /// Non-tensor leaves by dotted name (training checkpoints), or safetensors' `__metadata__`.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Every global the file's pickles reference, as "module.name".
+    pub globals: BTreeSet<String>,
+    /// What the reader understood about how the file was saved.
+    pub origin: Origin,
+}
+
+/// How the tensors got into the file, which decides what their flags mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Plain tensors and containers (a state_dict, a training checkpoint, safetensors).
+    Data,
+    /// A whole nn.Module pickled by `torch.save(model)`; names follow `model.state_dict()`.
+    WholeModel,
+    /// A TorchScript archive; names follow the scripted module's `state_dict()`.
+    Scripted,
+}
+
+impl Checkpoint {
+    pub fn storage(&self, id: StorageId) -> &Storage {
+        &self.storages[id.0]
+    }
+    pub fn total_params(&self) -> u64 {
+        self.tensors.iter().map(Tensor::numel).sum()
+    }
+    pub fn total_bytes(&self) -> u64 {
+        self.tensors.iter().map(Tensor::nbytes).sum()
+    }
+}

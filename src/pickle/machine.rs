@@ -1,0 +1,1238 @@
+//! The pickle virtual machine. It interprets the opcode stream the way CPython's `Unpickler`
+//! does, but never imports, calls or constructs anything: globals become [`Obj::Global`], calls
+//! and object constructions become [`Obj::Instance`] records, and every use of a global is
+//! logged in [`Pickle::globals`] for the scanner.
+//!
+//! Hostile input is the normal case, so: every length read from the file is checked against the
+//! bytes that remain before anything is allocated; every growing structure (stack, marks, memo,
+//! heap, container items, payload bytes) is bounded by [`Limits`]; the memo is a map, never a
+//! vector indexed by a key from the file; nothing recurses (the heap is flat); and nothing
+//! panics (the lints below keep indexing and unwrapping out of this file).
+
+#![warn(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::error::PickleError;
+use super::opcode::Opcode;
+use super::value::{Construct, Global, GlobalUse, Heap, Instance, Obj, Usage, Value};
+
+type Result<T> = std::result::Result<T, PickleError>;
+
+/// Bounds on the work one [`parse`] may do; exceeding one is [`PickleError::LimitExceeded`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Values on the stack plus all open marks.
+    pub max_stack: usize,
+    /// Open MARK nesting.
+    pub max_marks: usize,
+    /// Memo entries.
+    pub max_memo: usize,
+    /// The working set: heap objects + items stored in containers (a dict pair counts once) +
+    /// recorded global uses.
+    pub max_objects: usize,
+    /// Total bytes of str/bytes/bytearray/big-int payloads and global names.
+    pub max_bytes: u64,
+}
+
+impl Default for Limits {
+    /// Generous for real checkpoints, bounded for hostile ones.
+    ///
+    /// - `max_stack` 2^20: picklers batch APPENDS/SETITEMS by 1000, so the stack only grows with
+    ///   tuple length and nesting depth; a million entries is ~24 MiB.
+    /// - `max_marks` 100 000: CPython's pickler recurses per nesting level and stops near its
+    ///   recursion limit (1000), so real pickles never nest marks that deep; 200 000 nested
+    ///   MARKs are rejected after 100 000 cheap pushes.
+    /// - `max_memo` 2^24: the pickler memoizes each str, tuple, list, dict, global and instance
+    ///   once, about ten per tensor, so a 100k-tensor model needs ~1M; 16M entries stay under
+    ///   ~1 GiB of map.
+    /// - `max_objects` 2^25 (33.5M): three times the 10M heap items of a large whole-model
+    ///   pickle, while bounding the heap to a few GiB.
+    /// - `max_bytes` 4 GiB: payloads are copied out of the input, so they never exceed its size;
+    ///   this caps memory for very large inputs (raise it for pickles that inline huge arrays).
+    fn default() -> Self {
+        Limits {
+            max_stack: 1 << 20,
+            max_marks: 100_000,
+            max_memo: 1 << 24,
+            max_objects: 1 << 25,
+            max_bytes: 1 << 32,
+        }
+    }
+}
+
+/// The result of reading one pickle.
+#[derive(Debug, Clone)]
+pub struct Pickle {
+    /// Every compound value of the pickle.
+    pub heap: Heap,
+    /// The value STOP returned.
+    pub root: Value,
+    /// Every use of a global, in stream order.
+    pub globals: Vec<GlobalUse>,
+    /// Offset just past STOP: where a following pickle (legacy torch format) starts.
+    pub end: usize,
+    /// The last PROTO opcode's argument, if any (protocol 0 and 1 pickles have none).
+    pub protocol: Option<u8>,
+}
+
+/// Reads one pickle from the start of `data`, up to and including the first STOP. Bytes after
+/// STOP are left alone: the legacy torch format concatenates pickles, so the caller parses
+/// `data[end..]` next.
+pub fn parse(data: &[u8], limits: &Limits) -> Result<Pickle> {
+    Machine {
+        data,
+        pos: 0,
+        at: 0,
+        op: Opcode::Stop,
+        limits,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        heap: Heap::new(),
+        globals: Vec::new(),
+        objects: 0,
+        bytes: 0,
+        protocol: None,
+    }
+    .run()
+}
+
+// Names of the limits, as they appear in LimitExceeded::what.
+const STACK: &str = "stack entries";
+const MARKS: &str = "open MARKs";
+const MEMO: &str = "memo entries";
+const OBJECTS: &str = "objects";
+const BYTES: &str = "payload bytes";
+
+/// The highest protocol CPython 3.8+ writes (pickle.HIGHEST_PROTOCOL).
+const HIGHEST_PROTOCOL: u8 = 5;
+
+struct Machine<'a> {
+    data: &'a [u8],
+    /// Read position; always <= data.len().
+    pos: usize,
+    /// Offset of the opcode being executed, for errors and global uses.
+    at: usize,
+    op: Opcode,
+    limits: &'a Limits,
+    /// Values; the marks are positions in it (CPython's C unpickler keeps them the same way).
+    stack: Vec<Value>,
+    marks: Vec<usize>,
+    memo: HashMap<u64, Value>,
+    heap: Heap,
+    globals: Vec<GlobalUse>,
+    /// Working set charged against max_objects.
+    objects: u64,
+    /// Payload bytes charged against max_bytes.
+    bytes: u64,
+    protocol: Option<u8>,
+}
+
+impl<'a> Machine<'a> {
+    fn run(mut self) -> Result<Pickle> {
+        loop {
+            let at = self.pos;
+            let byte = *self
+                .data
+                .get(at)
+                .ok_or(PickleError::NoStop { offset: at as u64 })?;
+            self.pos = at + 1;
+            self.at = at;
+            self.op = Opcode::try_from(byte).map_err(|byte| PickleError::UnknownOpcode {
+                byte,
+                offset: at as u64,
+            })?;
+            if self.op == Opcode::Stop {
+                return self.finish();
+            }
+            self.step()?;
+        }
+    }
+
+    /// STOP: the result is the stack top, and it must be all that is left.
+    fn finish(mut self) -> Result<Pickle> {
+        if !self.marks.is_empty() {
+            return Err(self.invalid(format!("{} MARK(s) still open", self.marks.len())));
+        }
+        let root = self.pop()?;
+        if !self.stack.is_empty() {
+            return Err(self.invalid(format!(
+                "{} value(s) left on the stack below the result",
+                self.stack.len()
+            )));
+        }
+        Ok(Pickle {
+            heap: self.heap,
+            root,
+            globals: self.globals,
+            end: self.pos,
+            protocol: self.protocol,
+        })
+    }
+
+    fn step(&mut self) -> Result<()> {
+        use Opcode as Op;
+        match self.op {
+            Op::Stop => Ok(()), // run() handles STOP before dispatching
+            Op::Mark => self.push_mark(),
+            Op::Pop => self.pop_value_or_mark(),
+            Op::PopMark => self.pop_mark().map(drop),
+            Op::Dup => {
+                let top = self.top()?.clone();
+                self.push(top)
+            }
+
+            // Numbers.
+            Op::None => self.push(Value::None),
+            Op::NewTrue => self.push(Value::Bool(true)),
+            Op::NewFalse => self.push(Value::Bool(false)),
+            Op::Int => {
+                // pickletools: INT, "00"/"01" are protocol 0's False/True.
+                let v = match self.line()? {
+                    b"00" => Value::Bool(false),
+                    b"01" => Value::Bool(true),
+                    text => literal::decimal_int(text).map_err(|w| self.invalid(w))?,
+                };
+                self.push(v)
+            }
+            Op::Long => {
+                // pickletools: LONG, decimal digits with an optional trailing 'L'.
+                let line = self.line()?;
+                let text = line.strip_suffix(b"L").unwrap_or(line);
+                let v = literal::decimal_int(text).map_err(|w| self.invalid(w))?;
+                self.push(v)
+            }
+            Op::BinInt => {
+                let v = i32::from_le_bytes(self.array()?);
+                self.push(Value::Int(v.into()))
+            }
+            Op::BinInt1 => {
+                let [v] = self.array()?;
+                self.push(Value::Int(v.into()))
+            }
+            Op::BinInt2 => {
+                let v = u16::from_le_bytes(self.array()?);
+                self.push(Value::Int(v.into()))
+            }
+            Op::Long1 => {
+                let [len] = self.array()?;
+                self.long(len.into())
+            }
+            Op::Long4 => {
+                let len = self.signed_len()?;
+                self.long(len)
+            }
+            Op::Float => {
+                let v = literal::float(self.line()?).map_err(|w| self.invalid(w))?;
+                self.push(Value::Float(v))
+            }
+            Op::BinFloat => {
+                let v = f64::from_be_bytes(self.array()?);
+                self.push(Value::Float(v))
+            }
+
+            // Strings and bytes.
+            Op::String => {
+                let line = self.line()?;
+                let bytes = literal::python_string(line).map_err(|w| self.invalid(w))?;
+                self.charge_bytes(bytes.len() as u64)?;
+                self.push(py2_str(&bytes))
+            }
+            Op::BinString => {
+                let len = self.signed_len()?;
+                let payload = self.payload(len)?;
+                self.push(py2_str(payload))
+            }
+            Op::ShortBinString => {
+                let [len] = self.array()?;
+                let payload = self.payload(len.into())?;
+                self.push(py2_str(payload))
+            }
+            Op::Unicode => {
+                let line = self.line()?;
+                let text = literal::raw_unicode_escape(line).map_err(|w| self.invalid(w))?;
+                self.charge_bytes(text.len() as u64)?;
+                self.push(Value::Str(text.into()))
+            }
+            Op::BinUnicode => {
+                let len = u32::from_le_bytes(self.array()?);
+                self.unicode(len.into())
+            }
+            Op::ShortBinUnicode => {
+                let [len] = self.array()?;
+                self.unicode(len.into())
+            }
+            Op::BinUnicode8 => {
+                let len = u64::from_le_bytes(self.array()?);
+                self.unicode(len)
+            }
+            Op::BinBytes => {
+                let len = u32::from_le_bytes(self.array()?);
+                let payload = self.payload(len.into())?;
+                self.push(Value::Bytes(payload.into()))
+            }
+            Op::ShortBinBytes => {
+                let [len] = self.array()?;
+                let payload = self.payload(len.into())?;
+                self.push(Value::Bytes(payload.into()))
+            }
+            Op::BinBytes8 => {
+                let len = u64::from_le_bytes(self.array()?);
+                let payload = self.payload(len)?;
+                self.push(Value::Bytes(payload.into()))
+            }
+            Op::ByteArray8 => {
+                let len = u64::from_le_bytes(self.array()?);
+                let payload = self.payload(len)?;
+                let v = self.alloc(Obj::ByteArray(payload.to_vec()), 0)?;
+                self.push(v)
+            }
+            Op::NextBuffer | Op::ReadonlyBuffer => Err(PickleError::Unsupported {
+                opcode: self.op.name(),
+                offset: self.at as u64,
+            }),
+
+            // Containers.
+            Op::EmptyTuple => self.new_container(Obj::Tuple(Vec::new()), 0),
+            Op::EmptyList => self.new_container(Obj::List(Vec::new()), 0),
+            Op::EmptyDict => self.new_container(Obj::Dict(Vec::new()), 0),
+            Op::EmptySet => self.new_container(Obj::Set(Vec::new()), 0),
+            Op::Tuple1 => self.tuple_of(1),
+            Op::Tuple2 => self.tuple_of(2),
+            Op::Tuple3 => self.tuple_of(3),
+            Op::Tuple => {
+                let items = self.pop_mark()?;
+                let n = items.len();
+                self.new_container(Obj::Tuple(items), n)
+            }
+            Op::List => {
+                let items = self.pop_mark()?;
+                let n = items.len();
+                self.new_container(Obj::List(items), n)
+            }
+            Op::FrozenSet => {
+                let items = self.pop_mark()?;
+                let n = items.len();
+                self.new_container(Obj::FrozenSet(items), n)
+            }
+            Op::Dict => {
+                let items = self.pop_mark()?;
+                let pairs = self.pairs(items)?;
+                let n = pairs.len();
+                self.new_container(Obj::Dict(pairs), n)
+            }
+            Op::Append => {
+                let item = self.pop()?;
+                self.append(vec![item])
+            }
+            Op::Appends => {
+                let items = self.pop_mark()?;
+                self.append(items)
+            }
+            Op::SetItem => {
+                let value = self.pop()?;
+                let key = self.pop()?;
+                self.set_items(vec![(key, value)])
+            }
+            Op::SetItems => {
+                let items = self.pop_mark()?;
+                let pairs = self.pairs(items)?;
+                self.set_items(pairs)
+            }
+            Op::AddItems => {
+                let items = self.pop_mark()?;
+                self.add_items(items)
+            }
+
+            // Memo.
+            Op::Put => {
+                let key = literal::memo_key(self.line()?).map_err(|w| self.invalid(w))?;
+                self.memo_put(key)
+            }
+            Op::BinPut => {
+                let [key] = self.array()?;
+                self.memo_put(key.into())
+            }
+            Op::LongBinPut => {
+                let key = u32::from_le_bytes(self.array()?);
+                self.memo_put(key.into())
+            }
+            Op::Memoize => self.memo_put(self.memo.len() as u64),
+            Op::Get => {
+                let key = literal::memo_key(self.line()?).map_err(|w| self.invalid(w))?;
+                self.memo_get(key)
+            }
+            Op::BinGet => {
+                let [key] = self.array()?;
+                self.memo_get(key.into())
+            }
+            Op::LongBinGet => {
+                let key = u32::from_le_bytes(self.array()?);
+                self.memo_get(key.into())
+            }
+
+            // Globals, calls and object construction: recorded, never performed.
+            Op::Global => {
+                let global = self.global_lines()?;
+                let v = self.global(global)?;
+                self.push(v)
+            }
+            Op::StackGlobal => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let (Value::Str(module), Value::Str(name)) = (module, name) else {
+                    return Err(self.invalid("module and name must both be str".into()));
+                };
+                let v = self.global(Global {
+                    module: module.to_string(),
+                    name: name.to_string(),
+                })?;
+                self.push(v)
+            }
+            Op::Ext1 => {
+                let [code] = self.array()?;
+                self.extension(code.into())
+            }
+            Op::Ext2 => {
+                let code = u16::from_le_bytes(self.array()?);
+                self.extension(code.into())
+            }
+            Op::Ext4 => {
+                let code = i32::from_le_bytes(self.array()?);
+                self.extension(code.into())
+            }
+            Op::Reduce => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                self.record(&callable, Usage::Called)?;
+                self.instance(callable, Construct::Reduce, args, None)
+            }
+            Op::NewObj => {
+                let args = self.pop()?;
+                let class = self.pop()?;
+                self.record(&class, Usage::Instantiated)?;
+                self.instance(class, Construct::NewObj, args, None)
+            }
+            Op::NewObjEx => {
+                let kwargs = self.pop()?;
+                let args = self.pop()?;
+                let class = self.pop()?;
+                self.record(&class, Usage::Instantiated)?;
+                self.instance(class, Construct::NewObjEx, args, Some(kwargs))
+            }
+            Op::Inst => {
+                // pickletools: INST, the class is named inline and its args sit above a mark.
+                let global = self.global_lines()?;
+                let items = self.pop_mark()?;
+                let class = self.global(global)?;
+                self.record(&class, Usage::Instantiated)?;
+                let n = items.len();
+                let args = self.alloc(Obj::Tuple(items), n)?;
+                self.instance(class, Construct::Inst, args, None)
+            }
+            Op::Obj => {
+                // pickletools: OBJ, the class is the first value above the mark.
+                let mut items = self.pop_mark()?.into_iter();
+                let class = items.next().ok_or_else(|| self.underflow())?;
+                let items: Vec<Value> = items.collect();
+                self.record(&class, Usage::Instantiated)?;
+                let n = items.len();
+                let args = self.alloc(Obj::Tuple(items), n)?;
+                self.instance(class, Construct::Obj, args, None)
+            }
+            Op::Build => {
+                let state = self.pop()?;
+                self.build(state)
+            }
+            Op::PersId => {
+                // pickle.py: "persistent IDs in protocol 0 must be ASCII strings".
+                let line = self.line()?;
+                if !line.is_ascii() {
+                    return Err(self.invalid("persistent id is not ASCII".into()));
+                }
+                let pid = String::from_utf8_lossy(line);
+                self.charge_bytes(line.len() as u64)?;
+                let v = self.alloc(Obj::PersistentId(Value::Str(pid.into())), 0)?;
+                self.push(v)
+            }
+            Op::BinPersId => {
+                let pid = self.pop()?;
+                let v = self.alloc(Obj::PersistentId(pid), 0)?;
+                self.push(v)
+            }
+
+            // Framing and protocol.
+            Op::Proto => {
+                let [proto] = self.array()?;
+                if proto > HIGHEST_PROTOCOL {
+                    return Err(self.invalid(format!("unsupported pickle protocol {proto}")));
+                }
+                self.protocol = Some(proto);
+                Ok(())
+            }
+            Op::Frame => {
+                // pickletools: FRAME, a length hint for buffered reading; it carries no value, but
+                // a frame longer than the input means the input was cut short.
+                let len = u64::from_le_bytes(self.array()?);
+                let remaining = self.remaining();
+                if len > remaining as u64 {
+                    return Err(self.truncated(len, remaining));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ---- Reading the input -------------------------------------------------------------------
+
+    fn remaining(&self) -> usize {
+        self.data.len().saturating_sub(self.pos)
+    }
+
+    fn truncated(&self, needed: u64, remaining: usize) -> PickleError {
+        PickleError::Truncated {
+            opcode: self.op.name(),
+            offset: self.pos as u64,
+            needed,
+            remaining: remaining as u64,
+        }
+    }
+
+    /// The next `len` bytes; `len` comes from the file, so it is checked before anything else.
+    fn take(&mut self, len: u64) -> Result<&'a [u8]> {
+        let remaining = self.remaining();
+        let end = usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= remaining)
+            .and_then(|n| self.pos.checked_add(n))
+            .ok_or_else(|| self.truncated(len, remaining))?;
+        let data = self.data;
+        let bytes = data
+            .get(self.pos..end)
+            .ok_or_else(|| self.truncated(len, remaining))?;
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let bytes = self.take(N as u64)?;
+        let remaining = bytes.len();
+        bytes
+            .try_into()
+            .map_err(|_| self.truncated(N as u64, remaining))
+    }
+
+    /// A text argument: the bytes up to the next newline, which is consumed.
+    fn line(&mut self) -> Result<&'a [u8]> {
+        let data = self.data;
+        let rest = data.get(self.pos..).unwrap_or_default();
+        let unterminated = PickleError::Unterminated {
+            opcode: self.op.name(),
+            offset: self.pos as u64,
+        };
+        let newline = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(unterminated.clone())?;
+        let line = rest.get(..newline).ok_or(unterminated)?;
+        self.pos += newline + 1;
+        Ok(line)
+    }
+
+    /// A signed 4-byte length (BINSTRING, LONG4); CPython rejects negative ones.
+    fn signed_len(&mut self) -> Result<u64> {
+        let len = i32::from_le_bytes(self.array()?);
+        u64::try_from(len).map_err(|_| self.invalid(format!("negative length {len}")))
+    }
+
+    /// A str/bytes payload: checked against the input first, then charged to max_bytes.
+    fn payload(&mut self, len: u64) -> Result<&'a [u8]> {
+        let bytes = self.take(len)?;
+        self.charge_bytes(len)?;
+        Ok(bytes)
+    }
+
+    /// BINUNICODE and friends: strict UTF-8 (CPython's surrogatepass strings cannot be held).
+    fn unicode(&mut self, len: u64) -> Result<()> {
+        let payload = self.payload(len)?;
+        let text = std::str::from_utf8(payload).map_err(|e| {
+            self.invalid(format!("invalid UTF-8 at byte {} of the string", e.valid_up_to()))
+        })?;
+        let v = Value::Str(text.into());
+        self.push(v)
+    }
+
+    /// LONG1/LONG4: a little-endian two's complement integer of `len` bytes.
+    fn long(&mut self, len: u64) -> Result<()> {
+        let payload = self.payload(len)?;
+        self.push(literal::int_from_le(payload))
+    }
+
+    /// GLOBAL and INST name their global on two lines, module then name.
+    fn global_lines(&mut self) -> Result<Global> {
+        let module = self.line()?;
+        let module = std::str::from_utf8(module)
+            .map_err(|_| self.invalid("module name is not UTF-8".into()))?
+            .to_owned();
+        let name = self.line()?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| self.invalid("global name is not UTF-8".into()))?
+            .to_owned();
+        Ok(Global { module, name })
+    }
+
+    // ---- The stack ----------------------------------------------------------------------------
+
+    fn invalid(&self, what: String) -> PickleError {
+        PickleError::Invalid {
+            opcode: self.op.name(),
+            what,
+            offset: self.at as u64,
+        }
+    }
+
+    fn underflow(&self) -> PickleError {
+        PickleError::StackUnderflow {
+            opcode: self.op.name(),
+            offset: self.at as u64,
+        }
+    }
+
+    fn limit(&self, what: &'static str, limit: u64) -> PickleError {
+        PickleError::LimitExceeded {
+            what,
+            limit,
+            offset: self.at as u64,
+        }
+    }
+
+    /// The one way values get onto the stack; enforces max_stack.
+    fn push(&mut self, v: Value) -> Result<()> {
+        if self.stack.len() + self.marks.len() >= self.limits.max_stack {
+            return Err(self.limit(STACK, self.limits.max_stack as u64));
+        }
+        self.stack.push(v);
+        Ok(())
+    }
+
+    fn push_mark(&mut self) -> Result<()> {
+        if self.marks.len() >= self.limits.max_marks {
+            return Err(self.limit(MARKS, self.limits.max_marks as u64));
+        }
+        if self.stack.len() + self.marks.len() >= self.limits.max_stack {
+            return Err(self.limit(STACK, self.limits.max_stack as u64));
+        }
+        self.marks.push(self.stack.len());
+        Ok(())
+    }
+
+    /// Values below the topmost mark are out of reach, as in CPython.
+    fn fence(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn pop(&mut self) -> Result<Value> {
+        if self.stack.len() <= self.fence() {
+            return Err(self.underflow());
+        }
+        self.stack.pop().ok_or_else(|| self.underflow())
+    }
+
+    fn top(&self) -> Result<&Value> {
+        if self.stack.len() <= self.fence() {
+            return Err(self.underflow());
+        }
+        self.stack.last().ok_or_else(|| self.underflow())
+    }
+
+    /// POP discards the topmost mark when nothing is above it (pickle.py's load_pop).
+    fn pop_value_or_mark(&mut self) -> Result<()> {
+        if self.marks.last() == Some(&self.stack.len()) {
+            self.marks.pop();
+            Ok(())
+        } else {
+            self.pop().map(drop)
+        }
+    }
+
+    /// Removes the topmost mark and returns the values above it, in stack order.
+    fn pop_mark(&mut self) -> Result<Vec<Value>> {
+        let mark = self.marks.pop().ok_or(PickleError::NoMark {
+            opcode: self.op.name(),
+            offset: self.at as u64,
+        })?;
+        if mark > self.stack.len() {
+            return Err(self.underflow());
+        }
+        Ok(self.stack.split_off(mark))
+    }
+
+    fn pairs(&self, items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
+        if items.len() % 2 != 0 {
+            return Err(self.invalid(format!(
+                "odd number of values ({}) for key/value pairs",
+                items.len()
+            )));
+        }
+        let mut pairs = Vec::with_capacity(items.len() / 2);
+        let mut items = items.into_iter();
+        while let (Some(k), Some(v)) = (items.next(), items.next()) {
+            pairs.push((k, v));
+        }
+        Ok(pairs)
+    }
+
+    // ---- The memo -----------------------------------------------------------------------------
+
+    /// Stores the stack top; an object is shared, so later mutations show through every GET.
+    fn memo_put(&mut self, key: u64) -> Result<()> {
+        let v = self.top()?.clone();
+        if self.memo.len() >= self.limits.max_memo && !self.memo.contains_key(&key) {
+            return Err(self.limit(MEMO, self.limits.max_memo as u64));
+        }
+        self.memo.insert(key, v);
+        Ok(())
+    }
+
+    fn memo_get(&mut self, key: u64) -> Result<()> {
+        let v = self.memo.get(&key).cloned().ok_or(PickleError::MemoMissing {
+            key,
+            offset: self.at as u64,
+        })?;
+        self.push(v)
+    }
+
+    // ---- The heap -----------------------------------------------------------------------------
+
+    fn charge_objects(&mut self, n: usize) -> Result<()> {
+        let total = self.objects.saturating_add(n as u64);
+        if total > self.limits.max_objects as u64 {
+            return Err(self.limit(OBJECTS, self.limits.max_objects as u64));
+        }
+        self.objects = total;
+        Ok(())
+    }
+
+    fn charge_bytes(&mut self, n: u64) -> Result<()> {
+        let total = self.bytes.saturating_add(n);
+        if total > self.limits.max_bytes {
+            return Err(self.limit(BYTES, self.limits.max_bytes));
+        }
+        self.bytes = total;
+        Ok(())
+    }
+
+    /// The one place heap objects are made: charges the object and its `items` to max_objects.
+    fn alloc(&mut self, obj: Obj, items: usize) -> Result<Value> {
+        self.charge_objects(items.saturating_add(1))?;
+        // ObjId is a u32.
+        if self.heap.len() >= u32::MAX as usize {
+            return Err(self.limit(OBJECTS, u32::MAX.into()));
+        }
+        Ok(Value::Obj(self.heap.alloc(obj)))
+    }
+
+    fn new_container(&mut self, obj: Obj, items: usize) -> Result<()> {
+        let v = self.alloc(obj, items)?;
+        self.push(v)
+    }
+
+    fn tuple_of(&mut self, n: usize) -> Result<()> {
+        if self.stack.len() < self.fence().saturating_add(n) {
+            return Err(self.underflow());
+        }
+        let items = self.stack.split_off(self.stack.len() - n);
+        self.new_container(Obj::Tuple(items), n)
+    }
+
+    /// What a value is, for messages.
+    fn kind(&self, v: &Value) -> &'static str {
+        match v {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) | Value::BigInt(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::Obj(id) => match self.heap.get(*id) {
+                Obj::Tuple(_) => "tuple",
+                Obj::List(_) => "list",
+                Obj::Dict(_) => "dict",
+                Obj::Set(_) => "set",
+                Obj::FrozenSet(_) => "frozenset",
+                Obj::ByteArray(_) => "bytearray",
+                Obj::Global(_) => "global",
+                Obj::Instance(_) => "instance",
+                Obj::PersistentId(_) => "persistent id",
+            },
+        }
+    }
+
+    /// The heap object at the stack top, which APPEND/SETITEM/ADDITEMS/BUILD modify in place.
+    fn target(&mut self) -> Result<(&mut Obj, &'static str)> {
+        let top = self.top()?.clone();
+        let kind = self.kind(&top);
+        match top {
+            Value::Obj(id) => Ok((self.heap.get_mut(id), kind)),
+            _ => Err(self.invalid(format!("cannot modify a {kind}"))),
+        }
+    }
+
+    fn wrong_target(&self, kind: &str, expected: &str) -> PickleError {
+        self.invalid(format!("target is a {kind}, expected {expected}"))
+    }
+
+    /// APPEND/APPENDS: onto a list, or into the list items of an instance (a list subclass).
+    fn append(&mut self, items: Vec<Value>) -> Result<()> {
+        self.charge_objects(items.len())?;
+        let kind = match self.target()? {
+            (Obj::List(list), _) => {
+                list.extend(items);
+                return Ok(());
+            }
+            (Obj::Instance(inst), _) => {
+                inst.list_items.extend(items);
+                return Ok(());
+            }
+            (_, kind) => kind,
+        };
+        Err(self.wrong_target(kind, "a list or an instance"))
+    }
+
+    /// SETITEM/SETITEMS: into a dict, or into the dict items of an instance (OrderedDict).
+    fn set_items(&mut self, pairs: Vec<(Value, Value)>) -> Result<()> {
+        self.charge_objects(pairs.len())?;
+        let kind = match self.target()? {
+            (Obj::Dict(dict), _) => {
+                dict.extend(pairs);
+                return Ok(());
+            }
+            (Obj::Instance(inst), _) => {
+                inst.dict_items.extend(pairs);
+                return Ok(());
+            }
+            (_, kind) => kind,
+        };
+        Err(self.wrong_target(kind, "a dict or an instance"))
+    }
+
+    /// ADDITEMS: into a set.
+    fn add_items(&mut self, items: Vec<Value>) -> Result<()> {
+        self.charge_objects(items.len())?;
+        let kind = match self.target()? {
+            (Obj::Set(set), _) => {
+                set.extend(items);
+                return Ok(());
+            }
+            (_, kind) => kind,
+        };
+        Err(self.wrong_target(kind, "a set"))
+    }
+
+    /// BUILD: sets the state of the instance at the stack top (the last BUILD wins).
+    fn build(&mut self, state: Value) -> Result<()> {
+        let callable = match self.target()? {
+            (Obj::Instance(inst), _) => {
+                inst.state = Some(state);
+                inst.callable.clone()
+            }
+            (_, kind) => {
+                let e = self.wrong_target(kind, "an instance");
+                return Err(e);
+            }
+        };
+        self.record(&callable, Usage::Built)
+    }
+
+    /// Makes a global object and records that it was referenced.
+    fn global(&mut self, global: Global) -> Result<Value> {
+        let len = global.module.len().saturating_add(global.name.len());
+        self.charge_bytes(len as u64)?;
+        let v = self.alloc(Obj::Global(global), 0)?;
+        self.record(&v, Usage::Referenced)?;
+        Ok(v)
+    }
+
+    /// EXT1/2/4: the extension registry is unknown here, so the code is kept in the name.
+    fn extension(&mut self, code: i64) -> Result<()> {
+        if code <= 0 {
+            // pickle.py: "EXT specifies code <= 0".
+            return Err(self.invalid(format!("extension code {code} <= 0")));
+        }
+        let v = self.global(Global {
+            module: "copyreg".into(),
+            name: format!("extension_{code}"),
+        })?;
+        self.push(v)
+    }
+
+    /// Logs a use of `callable` if it is a global; each use counts toward max_objects, since a
+    /// stream of BUILDs on one instance would otherwise grow the log without growing the heap.
+    fn record(&mut self, callable: &Value, usage: Usage) -> Result<()> {
+        let Some(global) = self.heap.global(callable).cloned() else {
+            return Ok(());
+        };
+        self.charge_objects(1)?;
+        self.globals.push(GlobalUse {
+            global,
+            usage,
+            offset: self.at as u64,
+        });
+        Ok(())
+    }
+
+    fn instance(
+        &mut self,
+        callable: Value,
+        construct: Construct,
+        args: Value,
+        kwargs: Option<Value>,
+    ) -> Result<()> {
+        let inst = Instance {
+            callable,
+            construct,
+            args,
+            kwargs,
+            state: None,
+            list_items: Vec::new(),
+            dict_items: Vec::new(),
+        };
+        self.new_container(Obj::Instance(inst), 0)
+    }
+}
+
+/// A Python 2 `str` (STRING, BINSTRING): text when it is UTF-8, bytes otherwise.
+fn py2_str(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Value::Str(text.into()),
+        Err(_) => Value::Bytes(bytes.into()),
+    }
+}
+
+/// Decoding of the text arguments of protocol 0 and of integer payloads. Errors are messages
+/// that the machine wraps in [`PickleError::Invalid`].
+mod literal {
+    use super::{Arc, Value};
+
+    /// CPython's `int()` refuses longer decimal strings (sys.int_info.default_max_str_digits),
+    /// which also keeps the quadratic decimal conversion below cheap.
+    const MAX_DIGITS: usize = 4300;
+
+    /// A little-endian two's complement integer: `Int` when it fits in i64, else `BigInt` with
+    /// redundant sign bytes trimmed (so equal numbers compare equal).
+    pub fn int_from_le(bytes: &[u8]) -> Value {
+        let mut len = bytes.len();
+        while len > 1 {
+            let (Some(&last), Some(&prev)) = (bytes.get(len - 1), bytes.get(len - 2)) else {
+                break;
+            };
+            let redundant = (last == 0x00 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0);
+            if !redundant {
+                break;
+            }
+            len -= 1;
+        }
+        let bytes = bytes.get(..len).unwrap_or_default();
+        if bytes.len() > 8 {
+            return Value::BigInt(Arc::from(bytes));
+        }
+        let negative = bytes.last().is_some_and(|&b| b & 0x80 != 0);
+        let mut buf = if negative { [0xff; 8] } else { [0; 8] };
+        for (dst, &src) in buf.iter_mut().zip(bytes) {
+            *dst = src;
+        }
+        Value::Int(i64::from_le_bytes(buf))
+    }
+
+    /// A decimal integer literal (INT, LONG): optional sign, digits, surrounding whitespace.
+    pub fn decimal_int(text: &[u8]) -> Result<Value, String> {
+        let bad = || format!("{:?} is not a decimal integer", String::from_utf8_lossy(text));
+        let trimmed = text.trim_ascii();
+        let (negative, digits) = match trimmed.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            Some((b'+', rest)) => (false, rest),
+            _ => (false, trimmed),
+        };
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        if digits.len() > MAX_DIGITS {
+            return Err(format!(
+                "integer literal has {} digits, more than {MAX_DIGITS}",
+                digits.len()
+            ));
+        }
+        // Magnitude in base 2^32, least significant limb first, fed nine digits at a time.
+        let mut limbs: Vec<u32> = Vec::new();
+        for chunk in digits.chunks(9) {
+            let mut scale: u64 = 1;
+            let mut carry: u64 = 0;
+            for &d in chunk {
+                scale *= 10;
+                carry = carry * 10 + u64::from(d - b'0');
+            }
+            for limb in &mut limbs {
+                let x = u64::from(*limb) * scale + carry;
+                *limb = x as u32;
+                carry = x >> 32;
+            }
+            if carry != 0 {
+                limbs.push(carry as u32);
+            }
+        }
+        let mut bytes: Vec<u8> = limbs.iter().flat_map(|l| l.to_le_bytes()).collect();
+        bytes.push(0); // room for the sign bit
+        if negative {
+            // Two's complement: invert, add one.
+            let mut carry = true;
+            for b in &mut bytes {
+                let (sum, overflow) = (!*b).overflowing_add(u8::from(carry));
+                *b = sum;
+                carry = overflow;
+            }
+        }
+        Ok(int_from_le(&bytes))
+    }
+
+    /// A memo key of PUT/GET: a non-negative decimal.
+    pub fn memo_key(text: &[u8]) -> Result<u64, String> {
+        std::str::from_utf8(text.trim_ascii())
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| format!("{:?} is not a memo key", String::from_utf8_lossy(text)))
+    }
+
+    /// FLOAT: Python's float repr ("1.5", "1e+300", "inf", "nan").
+    pub fn float(text: &[u8]) -> Result<f64, String> {
+        std::str::from_utf8(text)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("{:?} is not a float", String::from_utf8_lossy(text)))
+    }
+
+    fn hex_digit(b: u8) -> Option<u8> {
+        char::from(b).to_digit(16).map(|d| d as u8)
+    }
+
+    /// STRING: a quoted Python 2 string literal, decoded like `codecs.escape_decode`.
+    pub fn python_string(line: &[u8]) -> Result<Vec<u8>, String> {
+        let inner = match line {
+            [q @ (b'\'' | b'"'), inner @ .., last] if last == q => inner,
+            _ => return Err("the STRING argument must be quoted".into()),
+        };
+        let mut out = Vec::with_capacity(inner.len());
+        let mut i = 0;
+        while let Some(&b) = inner.get(i) {
+            i += 1;
+            if b != b'\\' {
+                out.push(b);
+                continue;
+            }
+            let Some(&c) = inner.get(i) else {
+                return Err("trailing \\ in string".into());
+            };
+            i += 1;
+            match c {
+                b'\n' => {} // line continuation
+                b'\\' | b'\'' | b'"' => out.push(c),
+                b'a' => out.push(0x07),
+                b'b' => out.push(0x08),
+                b'f' => out.push(0x0c),
+                b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b't' => out.push(b'\t'),
+                b'v' => out.push(0x0b),
+                b'0'..=b'7' => {
+                    // Up to three octal digits; CPython keeps the low byte of \400..\777.
+                    let mut v = u32::from(c - b'0');
+                    for _ in 0..2 {
+                        match inner.get(i) {
+                            Some(&d @ b'0'..=b'7') => {
+                                v = v * 8 + u32::from(d - b'0');
+                                i += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    out.push(v as u8);
+                }
+                b'x' => {
+                    let hi = inner.get(i).copied().and_then(hex_digit);
+                    let lo = inner.get(i + 1).copied().and_then(hex_digit);
+                    let (Some(hi), Some(lo)) = (hi, lo) else {
+                        return Err(format!("invalid \\x escape at position {}", i - 2));
+                    };
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                // Unknown escapes stay as written.
+                _ => out.extend_from_slice(&[b'\\', c]),
+            }
+        }
+        Ok(out)
+    }
+
+    /// UNICODE: raw-unicode-escape. Bytes are Latin-1 code points; only `\uXXXX` and
+    /// `\UXXXXXXXX` are escapes (a backslash pair is taken as written, so `\\u` is literal).
+    /// Surrogate pairs, which Python 2 narrow builds wrote, are joined; a lone surrogate cannot
+    /// be held in a Rust string and is an error.
+    pub fn raw_unicode_escape(line: &[u8]) -> Result<String, String> {
+        let mut units: Vec<u32> = Vec::with_capacity(line.len());
+        let mut i = 0;
+        while let Some(&b) = line.get(i) {
+            i += 1;
+            if b != b'\\' {
+                units.push(b.into());
+                continue;
+            }
+            let digits = match line.get(i) {
+                Some(b'u') => 4,
+                Some(b'U') => 8,
+                Some(&c) => {
+                    units.extend([u32::from(b'\\'), c.into()]);
+                    i += 1;
+                    continue;
+                }
+                None => {
+                    units.push(b'\\'.into());
+                    continue;
+                }
+            };
+            let hex = line
+                .get(i + 1..i + 1 + digits)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .ok_or_else(|| format!("truncated \\u escape at position {}", i - 1))?;
+            let cp = hex
+                .iter()
+                .try_fold(0u32, |acc, &h| Some(acc << 4 | u32::from(hex_digit(h)?)))
+                .unwrap_or(u32::MAX);
+            if cp > 0x10ffff {
+                return Err(format!("\\U{cp:08x} is out of range"));
+            }
+            units.push(cp);
+            i += 1 + digits;
+        }
+        let mut out = String::with_capacity(units.len());
+        let mut units = units.into_iter().peekable();
+        while let Some(u) = units.next() {
+            let cp = match (u, units.peek()) {
+                (0xd800..=0xdbff, Some(&lo @ 0xdc00..=0xdfff)) => {
+                    units.next();
+                    0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00)
+                }
+                _ => u,
+            };
+            let c = char::from_u32(cp)
+                .ok_or_else(|| format!("lone surrogate U+{cp:04X} cannot be represented"))?;
+            out.push(c);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    use super::literal::*;
+    use super::*;
+
+    fn big(v: &Value) -> Vec<u8> {
+        match v {
+            Value::BigInt(b) => b.to_vec(),
+            other => panic!("expected a big int, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decimal_ints_of_all_sizes() {
+        assert_eq!(decimal_int(b"0"), Ok(Value::Int(0)));
+        assert_eq!(decimal_int(b"-0"), Ok(Value::Int(0)));
+        assert_eq!(decimal_int(b" +42 "), Ok(Value::Int(42)));
+        assert_eq!(
+            decimal_int(b"9223372036854775807"),
+            Ok(Value::Int(i64::MAX))
+        );
+        assert_eq!(
+            decimal_int(b"-9223372036854775808"),
+            Ok(Value::Int(i64::MIN))
+        );
+        // 2**63 = 00 .. 80 00 (sign byte needed); -2**63-1 = ff .. 7f ff.
+        assert_eq!(
+            big(&decimal_int(b"9223372036854775808").unwrap()),
+            [0, 0, 0, 0, 0, 0, 0, 0x80, 0]
+        );
+        assert_eq!(
+            big(&decimal_int(b"-9223372036854775809").unwrap()),
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0xff]
+        );
+        // 2**100 = 1267650600228229401496703205376
+        let mut expected = vec![0u8; 12];
+        expected.push(0x10);
+        assert_eq!(
+            big(&decimal_int(b"1267650600228229401496703205376").unwrap()),
+            expected
+        );
+        assert!(decimal_int(b"12a").is_err());
+        assert!(decimal_int(b"").is_err());
+        assert!(decimal_int(b"-").is_err());
+        assert!(decimal_int(&[b'9'; 4301]).is_err());
+    }
+
+    #[test]
+    fn le_ints_are_trimmed_and_sign_extended() {
+        assert_eq!(int_from_le(&[]), Value::Int(0));
+        assert_eq!(int_from_le(&[0xff]), Value::Int(-1));
+        assert_eq!(int_from_le(&[0xff, 0x00]), Value::Int(255));
+        assert_eq!(int_from_le(&[0x00, 0x80]), Value::Int(-32768));
+        assert_eq!(int_from_le(&[0xff; 20]), Value::Int(-1));
+        assert_eq!(
+            int_from_le(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Value::Int(1)
+        );
+        assert_eq!(big(&int_from_le(&[0, 0, 0, 0, 0, 0, 0, 0, 1])).len(), 9);
+    }
+
+    #[test]
+    fn python_string_escapes() {
+        assert_eq!(
+            python_string(br#"'a\\b\'c\"d\n\r\t\x41\101\0\q'"#).unwrap(),
+            b"a\\b'c\"d\n\r\tAA\0\\q"
+        );
+        assert_eq!(python_string(b"\"dq\"").unwrap(), b"dq");
+        assert!(python_string(b"'unterminated").is_err());
+        assert!(python_string(b"'").is_err());
+        assert!(python_string(b"'bad \\x4'").is_err());
+        assert!(python_string(b"'trailing \\'").is_err());
+    }
+
+    #[test]
+    fn raw_unicode_escape_decoding() {
+        assert_eq!(raw_unicode_escape(b"a\\u00e9\\U0001f600").unwrap(), "aé😀");
+        // Latin-1 bytes are code points; non-u escapes stay as written.
+        assert_eq!(raw_unicode_escape(b"\xe9\\n").unwrap(), "é\\n");
+        // A backslash pair is literal, so the u after it is not an escape.
+        assert_eq!(raw_unicode_escape(b"\\\\u0041").unwrap(), "\\\\u0041");
+        assert_eq!(raw_unicode_escape(b"\\ud83d\\ude00").unwrap(), "😀");
+        assert!(raw_unicode_escape(b"\\ud83d").is_err());
+        assert!(raw_unicode_escape(b"\\u12").is_err());
+        assert!(raw_unicode_escape(b"\\U00110000").is_err());
+    }
+
+    #[test]
+    fn memo_keys_and_floats() {
+        assert_eq!(memo_key(b"12"), Ok(12));
+        assert!(memo_key(b"-1").is_err());
+        assert!(memo_key(b"99999999999999999999999").is_err());
+        assert_eq!(float(b"1e+300"), Ok(1e300));
+        assert_eq!(float(b"-inf"), Ok(f64::NEG_INFINITY));
+        assert!(float(b"nan").unwrap().is_nan());
+        assert!(float(b"one").is_err());
+    }
+}

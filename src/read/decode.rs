@@ -1,0 +1,700 @@
+//! Turns the value tree of a torch pickle into ckpt's structure tree.
+//!
+//! Calls of `torch._utils._rebuild_*` become tensors (their storage comes from the persistent
+//! id, resolved by the format's [`StorageProvider`]); OrderedDict, set, `_codecs.encode`,
+//! torch.Size become plain containers; an nn.Module object graph (from `torch.save(model)`, or a
+//! TorchScript archive) becomes the flat OrderedDict `model.state_dict()` would return; any other
+//! object stays opaque unless tensors live inside it. Nothing is executed: this only reads.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::model::{Key, Node, StorageId, Tensor};
+use crate::pickle::{Global, Heap, Instance, Obj, ObjId, Value};
+use crate::read::script::ScriptClasses;
+
+/// Bounds on what decoding may build, against object graphs that share one object many times
+/// (a DAG that expands exponentially into a tree) or nest without end.
+#[derive(Debug, Clone)]
+pub struct DecodeLimits {
+    pub max_depth: usize,
+    pub max_nodes: usize,
+    /// Bytes of strings and bytes copied into the tree.
+    pub max_bytes: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        // A whole model nests a few dozen levels; a training checkpoint a handful. Millions of
+        // nodes cover the largest optimizer states while a memo bomb still stops in milliseconds.
+        DecodeLimits { max_depth: 512, max_nodes: 20_000_000, max_bytes: 256 << 20 }
+    }
+}
+
+/// A storage as a persistent id `('storage', storage_type, key, location, numel[, view])` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoragePid {
+    /// The element type of a typed storage (`torch.FloatStorage`); None for `UntypedStorage`.
+    pub dtype: Option<DType>,
+    pub key: String,
+    pub location: String,
+    /// Elements for a typed storage, bytes for an untyped one.
+    pub numel: u64,
+    /// Legacy format only: (root key, byte offset, size in elements) of a storage view.
+    pub view: Option<(String, u64, u64)>,
+}
+
+/// A resolved storage: its id in the checkpoint and its size in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageRef {
+    pub id: StorageId,
+    pub nbytes: u64,
+}
+
+/// Finds the bytes behind a persistent id; each format keeps them elsewhere.
+pub trait StorageProvider {
+    fn storage(&mut self, pid: &StoragePid) -> std::result::Result<StorageRef, String>;
+}
+
+/// What decoding produced.
+#[derive(Debug)]
+pub struct Decoded {
+    pub root: Node,
+    pub tensors: Vec<Tensor>,
+    /// Whether an nn.Module object graph was turned into a state dict.
+    pub saw_module: bool,
+}
+
+#[derive(Debug, Clone)]
+struct TensorSpec {
+    storage: StorageId,
+    dtype: DType,
+    shape: Vec<u64>,
+    stride: Vec<u64>,
+    offset: u64,
+    requires_grad: bool,
+    parameter: bool,
+}
+
+pub struct Decoder<'a> {
+    heap: &'a Heap,
+    provider: &'a mut dyn StorageProvider,
+    file: &'a Path,
+    record: &'a str,
+    script: Option<&'a ScriptClasses>,
+    limits: DecodeLimits,
+    specs: HashMap<ObjId, TensorSpec>,
+    tensors: Vec<Tensor>,
+    active: HashSet<ObjId>,
+    /// The dict keys leading to what is being decoded, for error messages.
+    place: Vec<String>,
+    nodes: usize,
+    bytes: usize,
+    saw_module: bool,
+}
+
+const REBUILD_FUNCS: [&str; 6] = [
+    "_rebuild_tensor",
+    "_rebuild_tensor_v2",
+    "_rebuild_tensor_v3",
+    "_rebuild_parameter",
+    "_rebuild_parameter_with_state",
+    "_rebuild_from_type_v2",
+];
+
+fn is_rebuild(g: &Global) -> bool {
+    (g.module == "torch._utils" || g.module == "torch._tensor") && REBUILD_FUNCS.contains(&g.name.as_str())
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(
+        heap: &'a Heap,
+        provider: &'a mut dyn StorageProvider,
+        file: &'a Path,
+        record: &'a str,
+        script: Option<&'a ScriptClasses>,
+        limits: DecodeLimits,
+    ) -> Self {
+        Decoder {
+            heap,
+            provider,
+            file,
+            record,
+            script,
+            limits,
+            specs: HashMap::new(),
+            tensors: Vec::new(),
+            active: HashSet::new(),
+            place: Vec::new(),
+            nodes: 0,
+            bytes: 0,
+            saw_module: false,
+        }
+    }
+
+    pub fn decode(mut self, root: &Value) -> Result<Decoded> {
+        let root = self.node(root, 0)?;
+        Ok(Decoded { root, tensors: self.tensors, saw_module: self.saw_module })
+    }
+
+    fn err(&self, what: impl Into<String>) -> Error {
+        let place = if self.place.is_empty() {
+            self.record.to_string()
+        } else {
+            format!("{}, at '{}'", self.record, self.place.join("."))
+        };
+        Error::malformed(self.file, place, what)
+    }
+
+    fn count(&mut self, bytes: usize) -> Result<()> {
+        self.nodes += 1;
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.nodes > self.limits.max_nodes {
+            return Err(self.err(format!(
+                "the object graph expands to more than {} values (shared references repeated too often)",
+                self.limits.max_nodes
+            )));
+        }
+        if self.bytes > self.limits.max_bytes {
+            return Err(self.err(format!("more than {} bytes of strings", self.limits.max_bytes)));
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, v: &Value, depth: usize) -> Result<Node> {
+        if depth > self.limits.max_depth {
+            return Err(self.err(format!("nested deeper than {} levels", self.limits.max_depth)));
+        }
+        Ok(match v {
+            Value::None => {
+                self.count(0)?;
+                Node::None
+            }
+            Value::Bool(b) => {
+                self.count(0)?;
+                Node::Bool(*b)
+            }
+            Value::Int(i) => {
+                self.count(0)?;
+                Node::Int(*i)
+            }
+            Value::BigInt(b) => {
+                self.count(b.len())?;
+                Node::Opaque(format!("integer of {} bytes", b.len()))
+            }
+            Value::Float(f) => {
+                self.count(0)?;
+                Node::Float(*f)
+            }
+            Value::Str(s) => {
+                self.count(s.len())?;
+                Node::Str(s.to_string())
+            }
+            Value::Bytes(b) => {
+                self.count(b.len())?;
+                Node::Bytes(b.to_vec())
+            }
+            Value::Obj(id) => {
+                self.count(0)?;
+                if !self.active.insert(*id) {
+                    return Ok(Node::Opaque("<recursive reference>".into()));
+                }
+                let r = self.obj(*id, depth);
+                self.active.remove(id);
+                r?
+            }
+        })
+    }
+
+    fn nodes(&mut self, items: &[Value], depth: usize) -> Result<Vec<Node>> {
+        let mut out = Vec::with_capacity(items.len().min(1 << 16));
+        for (i, item) in items.iter().enumerate() {
+            self.place.push(i.to_string());
+            let n = self.node(item, depth + 1);
+            self.place.pop();
+            out.push(n?);
+        }
+        Ok(out)
+    }
+
+    fn dict(&mut self, pairs: &[(Value, Value)], ordered: bool, depth: usize) -> Result<Node> {
+        let mut items = Vec::with_capacity(pairs.len().min(1 << 16));
+        for (k, v) in pairs {
+            let key = self.key(k);
+            self.place.push(key.to_string());
+            let n = self.node(v, depth + 1);
+            self.place.pop();
+            items.push((key, n?));
+        }
+        Ok(Node::Dict { ordered, items })
+    }
+
+    fn key(&self, k: &Value) -> Key {
+        match k {
+            Value::Str(s) => Key::Str(s.to_string()),
+            Value::Int(i) => Key::Int(*i),
+            Value::Bool(b) => Key::Int(*b as i64),
+            Value::Float(f) => Key::Str(f.to_string()),
+            Value::None => Key::Str("None".into()),
+            Value::Bytes(b) => Key::Str(String::from_utf8_lossy(b).into_owned()),
+            other => Key::Str(self.describe(other)),
+        }
+    }
+
+    fn describe(&self, v: &Value) -> String {
+        match self.heap.obj(v) {
+            Some(Obj::Global(g)) => g.dotted(),
+            Some(Obj::Instance(i)) => match self.callee(i) {
+                Some(g) => format!("<{} object>", g.dotted()),
+                None => "<object>".into(),
+            },
+            Some(Obj::Tuple(_)) => "<tuple>".into(),
+            _ => "<value>".into(),
+        }
+    }
+
+    fn obj(&mut self, id: ObjId, depth: usize) -> Result<Node> {
+        let heap = self.heap;
+        match heap.get(id) {
+            Obj::Tuple(items) => Ok(Node::Tuple(self.nodes(items, depth)?)),
+            Obj::List(items) | Obj::Set(items) | Obj::FrozenSet(items) => Ok(Node::List(self.nodes(items, depth)?)),
+            Obj::Dict(pairs) => self.dict(pairs, false, depth),
+            Obj::ByteArray(b) => {
+                self.count(b.len())?;
+                Ok(Node::Bytes(b.clone()))
+            }
+            Obj::Global(g) => Ok(Node::Opaque(g.dotted())),
+            Obj::PersistentId(_) => Ok(Node::Opaque("<persistent id>".into())),
+            Obj::Instance(inst) => self.instance(id, inst, depth),
+        }
+    }
+
+    /// The global an instance was made from: its callable, or the class inside a legacy
+    /// `('module', cls, source_file, source)` persistent id.
+    fn callee<'h>(&self, inst: &'h Instance) -> Option<&'h Global>
+    where
+        'a: 'h,
+    {
+        let heap: &'h Heap = self.heap;
+        match heap.obj(&inst.callable)? {
+            Obj::Global(g) => Some(g),
+            Obj::PersistentId(pid) => heap.tuple(pid)?.get(1).and_then(|c| heap.global(c)),
+            _ => None,
+        }
+    }
+
+    fn instance(&mut self, id: ObjId, inst: &'a Instance, depth: usize) -> Result<Node> {
+        let heap = self.heap;
+        let args: &[Value] = heap.tuple(&inst.args).unwrap_or(&[]);
+        let Some(g) = self.callee(inst) else {
+            return self.opaque_object(inst, "<object>", depth);
+        };
+        if is_rebuild(g) {
+            let spec = self.tensor_spec(id, depth)?;
+            return Ok(self.new_tensor(spec));
+        }
+        match (g.module.as_str(), g.name.as_str()) {
+            ("collections", "OrderedDict") => {
+                let mut pairs: Vec<(Value, Value)> = Vec::new();
+                // OrderedDict([(k, v), ...]) as protocol 0 writers pickle it.
+                if let Some(Some(Obj::List(items))) = args.first().map(|a| heap.obj(a)) {
+                    for item in items {
+                        if let Some([k, v]) = heap.tuple(item).or_else(|| match heap.obj(item) {
+                            Some(Obj::List(l)) => Some(l.as_slice()),
+                            _ => None,
+                        }) {
+                            pairs.push((k.clone(), v.clone()));
+                        }
+                    }
+                }
+                pairs.extend(inst.dict_items.iter().cloned());
+                self.dict(&pairs, true, depth)
+            }
+            ("builtins" | "__builtin__", "set" | "frozenset") => match args.first() {
+                Some(a) => match self.node(a, depth + 1)? {
+                    Node::List(items) | Node::Tuple(items) => Ok(Node::List(items)),
+                    other => Ok(other),
+                },
+                None => Ok(Node::List(Vec::new())),
+            },
+            ("_codecs", "encode") => match args.first() {
+                // Python 3 pickles bytes at protocol 2 as _codecs.encode(text, 'latin1').
+                Some(Value::Str(s)) => {
+                    let bytes: Option<Vec<u8>> = s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+                    match bytes {
+                        Some(b) => {
+                            self.count(b.len())?;
+                            Ok(Node::Bytes(b))
+                        }
+                        None => Ok(Node::Opaque("<encoded text>".into())),
+                    }
+                }
+                _ => Ok(Node::Opaque("<encoded text>".into())),
+            },
+            ("torch", "device") => {
+                let parts: Vec<String> = args
+                    .iter()
+                    .map(|a| match a {
+                        Value::Str(s) => s.to_string(),
+                        Value::Int(i) => i.to_string(),
+                        _ => "?".into(),
+                    })
+                    .collect();
+                Ok(Node::Opaque(parts.join(":")))
+            }
+            ("torch", "Size") => match args.first() {
+                Some(a) => match self.node(a, depth + 1)? {
+                    Node::List(items) | Node::Tuple(items) => Ok(Node::Tuple(items)),
+                    other => Ok(other),
+                },
+                None => Ok(Node::Tuple(Vec::new())),
+            },
+            _ => {
+                if self.script.is_some_and(|s| s.get(&g.dotted()).is_some()) || module_state(heap, inst).is_some() {
+                    let mut entries = Vec::new();
+                    self.module(inst, "", &mut entries, depth)?;
+                    self.saw_module = true;
+                    Ok(Node::Dict { ordered: true, items: entries })
+                } else {
+                    let label = format!("<{} object>", g.dotted());
+                    self.opaque_object(inst, &label, depth)
+                }
+            }
+        }
+    }
+
+    /// An object of a class ckpt does not know: kept as a description, unless tensors live in its
+    /// state or arguments, in which case that part is kept so the tensors can be found and named.
+    fn opaque_object(&mut self, inst: &Instance, label: &str, depth: usize) -> Result<Node> {
+        let mut parts = Vec::new();
+        if let Some(state) = &inst.state {
+            parts.push(self.node(state, depth + 1)?);
+        }
+        if !inst.dict_items.is_empty() {
+            parts.push(self.dict(&inst.dict_items, false, depth)?);
+        }
+        if !inst.list_items.is_empty() {
+            parts.push(Node::List(self.nodes(&inst.list_items, depth)?));
+        }
+        parts.push(self.node(&inst.args, depth + 1)?);
+        match parts.into_iter().find(Node::has_tensor) {
+            Some(n) => Ok(n),
+            None => Ok(Node::Opaque(label.to_string())),
+        }
+    }
+
+    /// Appends `model.state_dict()`'s entries for one module: its parameters, then its persistent
+    /// buffers, then each child module's, names prefixed as torch does.
+    fn module(&mut self, inst: &'a Instance, prefix: &str, out: &mut Vec<(Key, Node)>, depth: usize) -> Result<()> {
+        if depth > self.limits.max_depth {
+            return Err(self.err(format!("modules nested deeper than {} levels", self.limits.max_depth)));
+        }
+        let heap = self.heap;
+        let state = inst.state.as_ref().and_then(|s| dict_pairs(heap, s)).unwrap_or_default();
+        let script = self.callee(inst).and_then(|g| self.script.and_then(|s| s.get(&g.dotted())));
+        if let Some(class) = script {
+            // TorchScript: the attributes dict holds parameters, buffers and submodules side by
+            // side; the archive's code says which is which.
+            for want_params in [true, false] {
+                for (k, v) in &state {
+                    let Some(name) = str_of(k) else { continue };
+                    let listed = if want_params { class.parameters.contains(name) } else { class.buffers.contains(name) };
+                    if listed && !matches!(v, Value::None) {
+                        self.module_tensor(prefix, name, v, want_params, out, depth)?;
+                    }
+                }
+            }
+            for (k, v) in &state {
+                let Some(name) = str_of(k) else { continue };
+                if let Some(child) = heap.instance(v) {
+                    let is_module = self.callee(child).is_some_and(|g| self.script.is_some_and(|s| s.get(&g.dotted()).is_some()));
+                    if is_module {
+                        self.module_child(child, prefix, name, out, depth)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let field = |name: &str| state.iter().find(|(k, _)| str_of(k) == Some(name)).map(|(_, v)| v);
+        if let Some(params) = field("_parameters").and_then(|p| dict_pairs(heap, p)) {
+            for (k, v) in &params {
+                if let (Some(name), false) = (str_of(k), matches!(v, Value::None)) {
+                    self.module_tensor(prefix, name, v, true, out, depth)?;
+                }
+            }
+        }
+        let non_persistent: HashSet<&str> = field("_non_persistent_buffers_set")
+            .map(|s| set_strings(heap, s))
+            .unwrap_or_default();
+        if let Some(buffers) = field("_buffers").and_then(|b| dict_pairs(heap, b)) {
+            for (k, v) in &buffers {
+                if let Some(name) = str_of(k) {
+                    if !matches!(v, Value::None) && !non_persistent.contains(name) {
+                        self.module_tensor(prefix, name, v, false, out, depth)?;
+                    }
+                }
+            }
+        }
+        if let Some(modules) = field("_modules").and_then(|m| dict_pairs(heap, m)) {
+            for (k, v) in &modules {
+                let Some(name) = str_of(k) else { continue };
+                match heap.instance(v) {
+                    Some(child) => self.module_child(child, prefix, name, out, depth)?,
+                    None if matches!(v, Value::None) => {}
+                    None => return Err(self.err(format!("submodule '{prefix}{name}' is not an object"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn module_child(&mut self, child: &'a Instance, prefix: &str, name: &str, out: &mut Vec<(Key, Node)>, depth: usize) -> Result<()> {
+        let child_prefix = format!("{prefix}{name}.");
+        self.place.push(name.to_string());
+        let r = self.module(child, &child_prefix, out, depth + 1);
+        self.place.pop();
+        r
+    }
+
+    fn module_tensor(
+        &mut self,
+        prefix: &str,
+        name: &str,
+        v: &Value,
+        is_param: bool,
+        out: &mut Vec<(Key, Node)>,
+        depth: usize,
+    ) -> Result<()> {
+        self.place.push(name.to_string());
+        let n = self.node(v, depth + 1);
+        self.place.pop();
+        let n = n?;
+        let Node::Tensor(idx) = n else {
+            let kind = if is_param { "parameter" } else { "buffer" };
+            return Err(self.err(format!("{kind} '{prefix}{name}' is not a tensor")));
+        };
+        // TorchScript stores parameters as plain tensors; the archive's code says they are
+        // parameters, and their saved requires_grad is the real one.
+        if is_param && self.script.is_some() {
+            if let Some(t) = self.tensors.get_mut(idx) {
+                t.parameter = true;
+            }
+        }
+        out.push((Key::Str(format!("{prefix}{name}")), n));
+        Ok(())
+    }
+
+    fn new_tensor(&mut self, spec: TensorSpec) -> Node {
+        let idx = self.tensors.len();
+        self.tensors.push(Tensor {
+            name: String::new(),
+            dtype: spec.dtype,
+            shape: spec.shape,
+            stride: spec.stride,
+            offset: spec.offset,
+            storage: spec.storage,
+            requires_grad: spec.requires_grad,
+            parameter: spec.parameter,
+        });
+        Node::Tensor(idx)
+    }
+
+    /// The tensor a rebuild call makes, decoded once per pickled object (tied weights pickle
+    /// one Parameter object twice and must come out sharing everything).
+    fn tensor_spec(&mut self, id: ObjId, depth: usize) -> Result<TensorSpec> {
+        if let Some(spec) = self.specs.get(&id) {
+            return Ok(spec.clone());
+        }
+        if depth > self.limits.max_depth {
+            return Err(self.err("tensor rebuild calls nested too deeply"));
+        }
+        let heap = self.heap;
+        let Some(inst) = heap.instance(&Value::Obj(id)) else {
+            return Err(self.err("expected a tensor"));
+        };
+        let Some(g) = self.callee(inst).filter(|g| is_rebuild(g)) else {
+            return Err(self.err("expected a tensor rebuild call"));
+        };
+        let args = heap.tuple(&inst.args).ok_or_else(|| self.err(format!("{} without an argument tuple", g.dotted())))?;
+        let spec = self.rebuild(&g.name, args, depth)?;
+        self.specs.insert(id, spec.clone());
+        Ok(spec)
+    }
+
+    fn rebuild(&mut self, func: &str, args: &[Value], depth: usize) -> Result<TensorSpec> {
+        let heap = self.heap;
+        match func {
+            "_rebuild_parameter" | "_rebuild_parameter_with_state" => {
+                let inner = args.first().and_then(|a| match a {
+                    Value::Obj(id) => Some(*id),
+                    _ => None,
+                });
+                let inner = inner.ok_or_else(|| self.err(format!("{func}: first argument is not a tensor")))?;
+                let mut spec = self.tensor_spec(inner, depth + 1)?;
+                spec.requires_grad = match args.get(1) {
+                    Some(Value::Bool(b)) => *b,
+                    _ => return Err(self.err(format!("{func}: requires_grad is not a bool"))),
+                };
+                spec.parameter = true;
+                Ok(spec)
+            }
+            "_rebuild_from_type_v2" => {
+                // (func, new_type, args, state): a tensor subclass; nn.Parameter is the one that matters.
+                let f = args.get(0).and_then(|f| heap.global(f)).filter(|g| is_rebuild(g));
+                let f = f.ok_or_else(|| self.err("_rebuild_from_type_v2 of an unknown function"))?;
+                let inner_args = args.get(2).and_then(|a| heap.tuple(a)).ok_or_else(|| self.err("_rebuild_from_type_v2 without arguments"))?;
+                let mut spec = self.rebuild(&f.name, inner_args, depth + 1)?;
+                if args.get(1).and_then(|t| heap.global(t)).is_some_and(|t| t.name == "Parameter") {
+                    spec.parameter = true;
+                }
+                Ok(spec)
+            }
+            _ => self.rebuild_tensor(func, args),
+        }
+    }
+
+    /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, hooks[, metadata])`,
+    /// `_rebuild_tensor_v3(..., dtype)` and the old `_rebuild_tensor(storage, offset, size, stride)`.
+    fn rebuild_tensor(&mut self, func: &str, args: &[Value]) -> Result<TensorSpec> {
+        let heap = self.heap;
+        let pid_value = match args.first().and_then(|a| heap.obj(a)) {
+            Some(Obj::PersistentId(p)) => p,
+            _ => return Err(self.err(format!("{func}: first argument is not a storage"))),
+        };
+        let pid = parse_storage_pid(heap, pid_value).map_err(|e| self.err(e))?;
+        let offset = args.get(1).and_then(uint).ok_or_else(|| self.err(format!("{func}: bad storage offset")))?;
+        let shape = args.get(2).and_then(|a| uints(heap, a)).ok_or_else(|| self.err(format!("{func}: bad size")))?;
+        let stride = args.get(3).and_then(|a| uints(heap, a)).ok_or_else(|| self.err(format!("{func}: bad stride")))?;
+        let requires_grad = matches!(args.get(4), Some(Value::Bool(true)));
+        let dtype = if func == "_rebuild_tensor_v3" {
+            let g = args.get(6).and_then(|d| heap.global(d)).ok_or_else(|| self.err("_rebuild_tensor_v3 without a dtype"))?;
+            DType::parse(&g.name).ok_or_else(|| self.err(format!("unsupported dtype torch.{}", g.name)))?
+        } else {
+            pid.dtype.ok_or_else(|| self.err(format!("{func} of an untyped storage has no dtype")))?
+        };
+        if shape.len() != stride.len() {
+            return Err(self.err(format!("size has {} dimensions but stride has {}", shape.len(), stride.len())));
+        }
+        let storage = self.provider.storage(&pid).map_err(|e| self.err(e))?;
+        check_view(&shape, &stride, offset, dtype, storage.nbytes).map_err(|e| self.err(e))?;
+        Ok(TensorSpec { storage: storage.id, dtype, shape, stride, offset, requires_grad, parameter: false })
+    }
+}
+
+/// Proves that every element of the view lies inside the storage, with checked arithmetic.
+pub fn check_view(shape: &[u64], stride: &[u64], offset: u64, dtype: DType, storage_bytes: u64) -> Result<(), String> {
+    let mut numel: u64 = 1;
+    for &d in shape {
+        numel = numel.checked_mul(d).ok_or("number of elements overflows")?;
+    }
+    numel.checked_mul(dtype.size() as u64).ok_or("size in bytes overflows")?;
+    if numel == 0 {
+        return Ok(());
+    }
+    let mut last = offset;
+    for (&d, &s) in shape.iter().zip(stride) {
+        last = (d - 1).checked_mul(s).and_then(|x| last.checked_add(x)).ok_or("view extent overflows")?;
+    }
+    let end = last
+        .checked_add(1)
+        .and_then(|e| e.checked_mul(dtype.size() as u64))
+        .ok_or("view extent overflows")?;
+    if end > storage_bytes {
+        return Err(format!(
+            "view (offset {offset}, size {shape:?}, stride {stride:?}, {dtype}) reaches byte {end} of a {storage_bytes}-byte storage"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `('storage', storage_type, key, location, numel[, view_metadata])`.
+pub fn parse_storage_pid(heap: &Heap, pid: &Value) -> Result<StoragePid, String> {
+    let items = heap.tuple(pid).ok_or("persistent id is not a tuple")?;
+    match items.first() {
+        Some(Value::Str(s)) if &**s == "storage" => {}
+        Some(Value::Str(s)) => return Err(format!("persistent id of kind '{s}' is not a storage")),
+        _ => return Err("persistent id without a kind".into()),
+    }
+    let class = items.get(1).and_then(|c| heap.global(c)).ok_or("storage type is not a class")?;
+    let dtype = if class.name == "UntypedStorage" {
+        None
+    } else {
+        Some(DType::from_storage_class(&class.name).ok_or_else(|| format!("unsupported storage type {}", class.dotted()))?)
+    };
+    let key = match items.get(2) {
+        Some(Value::Str(s)) => s.to_string(),
+        Some(Value::Int(i)) => i.to_string(),
+        _ => return Err("storage key is not a string".into()),
+    };
+    let location = match items.get(3) {
+        Some(Value::Str(s)) => s.to_string(),
+        _ => return Err("storage location is not a string".into()),
+    };
+    let numel = items.get(4).and_then(uint).ok_or("storage size is not a count")?;
+    let view = match items.get(5) {
+        None | Some(Value::None) => None,
+        Some(v) => {
+            let t = heap.tuple(v).ok_or("storage view is not a tuple")?;
+            match t {
+                [Value::Str(k), off, size] => Some((k.to_string(), uint(off).ok_or("bad view offset")?, uint(size).ok_or("bad view size")?)),
+                _ => return Err("storage view is not (key, offset, size)".into()),
+            }
+        }
+    };
+    Ok(StoragePid { dtype, key, location, numel, view })
+}
+
+fn uint(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+fn uints(heap: &Heap, v: &Value) -> Option<Vec<u64>> {
+    let items = match heap.obj(v)? {
+        Obj::Tuple(t) | Obj::List(t) => t,
+        // torch.Size(...) is pickled as a REDUCE in some writers.
+        Obj::Instance(i) => return heap.tuple(&i.args).and_then(|a| a.first()).and_then(|a| uints(heap, a)),
+        _ => return None,
+    };
+    items.iter().map(uint).collect()
+}
+
+fn str_of(v: &Value) -> Option<&str> {
+    match v {
+        Value::Str(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The pairs of a dict or an OrderedDict instance.
+fn dict_pairs(heap: &Heap, v: &Value) -> Option<Vec<(Value, Value)>> {
+    match heap.obj(v)? {
+        Obj::Dict(pairs) => Some(pairs.clone()),
+        Obj::Instance(i) => Some(i.dict_items.clone()),
+        _ => None,
+    }
+}
+
+/// Strings in a set: a SET object or `builtins.set([...])`.
+fn set_strings<'h>(heap: &'h Heap, v: &'h Value) -> HashSet<&'h str> {
+    let items: &[Value] = match heap.obj(v) {
+        Some(Obj::Set(items)) | Some(Obj::FrozenSet(items)) | Some(Obj::List(items)) => items,
+        Some(Obj::Instance(i)) => match heap.tuple(&i.args).and_then(|a| a.first()).and_then(|a| heap.obj(a)) {
+            Some(Obj::List(items)) | Some(Obj::Tuple(items)) => items,
+            _ => &[],
+        },
+        _ => &[],
+    };
+    items.iter().filter_map(str_of).collect()
+}
+
+/// The `__dict__` of an nn.Module object: BUILD state holding `_parameters` and `_modules`.
+fn module_state<'h>(heap: &'h Heap, inst: &'h Instance) -> Option<Vec<(Value, Value)>> {
+    let pairs = dict_pairs(heap, inst.state.as_ref()?)?;
+    let has = |name: &str| pairs.iter().any(|(k, _)| str_of(k) == Some(name));
+    (has("_parameters") && has("_modules")).then_some(pairs)
+}
