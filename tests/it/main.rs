@@ -1,0 +1,4 @@
+//! Integration tests, one binary. Each module covers one area; helpers live in `common`.
+
+mod common;
+mod fixtures;
