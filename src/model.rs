@@ -76,11 +76,30 @@ pub struct Storage {
     pub location: String,
     pub byte_order: ByteOrder,
     pub data: DataRef,
+    /// A pending element-type change (`convert --dtype`): the bytes in `data` hold `from`
+    /// elements, every tensor on this storage already says `to`, and whoever streams the bytes
+    /// out converts them. None: the bytes are what the tensors' dtype says.
+    pub cast: Option<Cast>,
+}
+
+/// An element-type conversion applied while streaming a storage out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cast {
+    pub from: DType,
+    pub to: DType,
 }
 
 impl Storage {
+    /// Bytes in the input file.
     pub fn nbytes(&self) -> u64 {
         self.data.len
+    }
+    /// Bytes once streamed out (after any pending cast).
+    pub fn out_nbytes(&self) -> u64 {
+        match self.cast {
+            Some(c) => self.data.len / c.from.size() as u64 * c.to.size() as u64,
+            None => self.data.len,
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 /// argument bytes begin, and [`PickleError::NoStop`], where it is the end of the input.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum PickleError {
-    #[error("pickle truncated at byte {offset}: {opcode} needs {needed} bytes, {remaining} remain")]
+    #[error(
+        "pickle truncated at byte {offset}: {opcode} needs {needed} bytes, {remaining} remain"
+    )]
     Truncated {
         opcode: &'static str,
         offset: u64,

@@ -563,7 +563,10 @@ impl<'a> Machine<'a> {
     fn unicode(&mut self, len: u64) -> Result<()> {
         let payload = self.payload(len)?;
         let text = std::str::from_utf8(payload).map_err(|e| {
-            self.invalid(format!("invalid UTF-8 at byte {} of the string", e.valid_up_to()))
+            self.invalid(format!(
+                "invalid UTF-8 at byte {} of the string",
+                e.valid_up_to()
+            ))
         })?;
         let v = Value::Str(text.into());
         self.push(v)
@@ -702,10 +705,14 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_get(&mut self, key: u64) -> Result<()> {
-        let v = self.memo.get(&key).cloned().ok_or(PickleError::MemoMissing {
-            key,
-            offset: self.at as u64,
-        })?;
+        let v = self
+            .memo
+            .get(&key)
+            .cloned()
+            .ok_or(PickleError::MemoMissing {
+                key,
+                offset: self.at as u64,
+            })?;
         self.push(v)
     }
 
@@ -933,7 +940,8 @@ mod literal {
             let (Some(&last), Some(&prev)) = (bytes.get(len - 1), bytes.get(len - 2)) else {
                 break;
             };
-            let redundant = (last == 0x00 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0);
+            let redundant =
+                (last == 0x00 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0);
             if !redundant {
                 break;
             }
@@ -953,7 +961,12 @@ mod literal {
 
     /// A decimal integer literal (INT, LONG): optional sign, digits, surrounding whitespace.
     pub fn decimal_int(text: &[u8]) -> Result<Value, String> {
-        let bad = || format!("{:?} is not a decimal integer", String::from_utf8_lossy(text));
+        let bad = || {
+            format!(
+                "{:?} is not a decimal integer",
+                String::from_utf8_lossy(text)
+            )
+        };
         let trimmed = text.trim_ascii();
         let (negative, digits) = match trimmed.split_first() {
             Some((b'-', rest)) => (true, rest),

@@ -12,6 +12,4 @@ pub mod value;
 pub use error::PickleError;
 pub use machine::{parse, Limits, Pickle};
 pub use opcode::Opcode;
-pub use value::{
-    Construct, Global, GlobalUse, Heap, Instance, Obj, ObjId, Usage, Value,
-};
+pub use value::{Construct, Global, GlobalUse, Heap, Instance, Obj, ObjId, Usage, Value};

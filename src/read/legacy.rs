@@ -60,6 +60,7 @@ impl StorageProvider for LegacyStorages {
             location: pid.location.clone(),
             byte_order: self.byte_order,
             data: DataRef { source: self.source.clone(), offset, len },
+            cast: None,
         });
         self.by_key.insert(cache_key, r);
         Ok(r)

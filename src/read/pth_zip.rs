@@ -145,6 +145,7 @@ impl StorageProvider for ZipStorages<'_> {
             location: pid.location.clone(),
             byte_order: self.byte_order,
             data: DataRef { source: self.source.clone(), offset, len },
+            cast: None,
         });
         self.by_key.insert(pid.key.clone(), r);
         Ok(r)

@@ -41,6 +41,7 @@ pub fn read(source: Arc<Source>) -> Result<Checkpoint> {
             location: "cpu".into(),
             byte_order: ByteOrder::Little,
             data: DataRef { source: source.clone(), offset: data_start + begin as u64, len: (end - begin) as u64 },
+            cast: None,
         });
         items.push((Key::Str(name.clone()), Node::Tensor(tensors.len())));
         tensors.push(Tensor { name, dtype, shape, stride, offset: 0, storage: id, requires_grad: false, parameter: false });
