@@ -115,7 +115,7 @@ pub fn notes(ckpt: &Checkpoint) -> Vec<String> {
     if !shared.is_empty() {
         let examples: Vec<String> = shared.iter().take(3).map(|names| names.join(" = ")).collect();
         notes.push(format!(
-            "{} storages are shared by several tensors (tied weights or views): {}{}",
+            "{} storage(s) shared by several tensors (tied weights or views): {}{}",
             shared.len(),
             examples.join("; "),
             if shared.len() > 3 { "; ..." } else { "" }
