@@ -5,6 +5,7 @@
 //! is bounded by [`Limits`], and no input makes it panic or recurse.
 
 mod error;
+mod literal;
 mod machine;
 pub mod opcode;
 pub mod value;

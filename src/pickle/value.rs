@@ -88,7 +88,8 @@ pub enum Obj {
     FrozenSet(Vec<Value>),
     ByteArray(Vec<u8>),
     Global(Global),
-    Instance(Instance),
+    /// Boxed: an Instance is large, and most heap objects are small containers.
+    Instance(Box<Instance>),
     /// The argument of PERSID/BINPERSID: what torch's persistent_load would receive.
     PersistentId(Value),
 }

@@ -3,3 +3,4 @@
 mod common;
 mod cli;
 mod fixtures;
+mod pickle_vectors;

@@ -1,0 +1,39 @@
+//! `ckpt inspect`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ckpt::inspect::{self, InspectOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A .pth/.pt/.bin file, a safetensors file, a *.index.json, or a directory of shards.
+    path: PathBuf,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Add each tensor's SHA-256 (of its C-contiguous little-endian bytes); reads all data.
+    #[arg(long)]
+    hash: bool,
+    /// Group tensors by module, with parameter counts per module.
+    #[arg(long, conflicts_with = "json")]
+    tree: bool,
+    /// Only tensors whose names match this glob (e.g. 'layer4.*', '*.weight').
+    #[arg(long, value_name = "GLOB")]
+    filter: Option<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let filter = args.filter.map(|g| super::glob("--filter", &g).map(|g| g.compile_matcher())).transpose()?;
+    let opts = InspectOptions { hash: args.hash, filter };
+    let ckpt = ckpt::read::open(&args.path)?;
+    let shown = args.path.display().to_string();
+    if args.json {
+        let value = inspect::to_json(&ckpt, &shown, &opts);
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let size = std::fs::metadata(&args.path).ok().filter(|m| m.is_file()).map(|m| m.len());
+        print!("{}", inspect::to_text(&ckpt, &shown, size, &opts, args.tree));
+    }
+    Ok(ExitCode::SUCCESS)
+}
