@@ -45,6 +45,22 @@ pub enum Error {
     },
     #[error("{path}: {what}")]
     Unsupported { path: PathBuf, what: String },
+    /// The output exists and overwriting was not asked for.
+    #[error("{path}: already exists (pass --force to overwrite it)")]
+    Exists { path: PathBuf },
+    /// The output is (or would replace) one of the inputs.
+    #[error("{path}: refusing to write over an input of this conversion ({input})")]
+    SameFile { path: PathBuf, input: PathBuf },
+    /// Writing an output failed; nothing was left at `path`.
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tensor the chosen output format cannot hold as it is.
+    #[error("tensor '{tensor}': {why}")]
+    Unwritable { tensor: String, why: String },
 }
 
 impl Error {

@@ -5,14 +5,20 @@
 //! The pipeline: a reader ([`read::open`]) produces a [`model::Checkpoint`]; commands work on it;
 //! tensor data stays a byte range of the input file until something needs the bytes.
 
+pub mod diff;
 pub mod dtype;
 pub mod error;
 pub mod inspect;
 pub mod model;
 pub mod pickle;
 pub mod read;
+pub mod scan;
 pub mod source;
 pub mod tensor_data;
+pub mod transform;
+pub mod write;
+#[cfg(feature = "tch")]
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use model::Checkpoint;

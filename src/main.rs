@@ -6,11 +6,9 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cmd::Cli::parse();
-    match cmd::run(cli) {
+    let (cli, matches) = cmd::parse();
+    match cmd::run(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ckpt: {e:#}");

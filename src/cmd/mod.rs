@@ -1,10 +1,16 @@
 //! Subcommands of the `ckpt` binary, one module each.
 
+mod convert;
+mod diff;
+mod drop_layers;
+mod freeze;
 mod inspect;
+mod output;
+mod scan;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "ckpt", version, about = "Inspect and convert PyTorch and safetensors checkpoints without executing pickles")]
@@ -17,11 +23,36 @@ pub struct Cli {
 enum Command {
     /// Show what a checkpoint holds: tensors, dtypes, shapes, devices, parameters, metadata.
     Inspect(inspect::Args),
+    /// Convert between PyTorch (.pth/.pt/.bin) and safetensors; cast dtypes, retag devices, rename.
+    Convert(convert::Args),
+    /// Delete tensors by module name or glob and write the rest.
+    DropLayers(drop_layers::Args),
+    /// Report, set and export requires_grad flags; write them into a .pth as nn.Parameter.
+    Freeze(freeze::Args),
+    /// Compare two checkpoints tensor by tensor (exit 1 when they differ).
+    Diff(diff::Args),
+    /// List the globals every pickle references and judge each file (exit 1 when dangerous).
+    Scan(scan::Args),
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Parses the command line; the raw matches are kept for options whose order matters.
+pub fn parse() -> (Cli, ArgMatches) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    (cli, matches)
+}
+
+pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::DropLayers(args) => drop_layers::run(args),
+        Command::Freeze(args) => {
+            let sub = matches.subcommand_matches("freeze").expect("freeze was parsed");
+            freeze::run(args, sub)
+        }
+        Command::Diff(args) => diff::run(args),
+        Command::Scan(args) => scan::run(args),
     }
 }
 

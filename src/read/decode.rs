@@ -23,13 +23,20 @@ pub struct DecodeLimits {
     pub max_nodes: usize,
     /// Bytes of strings and bytes copied into the tree.
     pub max_bytes: usize,
+    /// Largest logical size of one tensor (elements x element size). A stride-0 view of one
+    /// element may claim any shape; hashing or converting it costs its logical size.
+    pub max_view_bytes: u64,
+    /// Module visits while flattening a whole model: shared submodules are repeated under every
+    /// name (as `state_dict()` does), so a graph sharing each child twice explodes exponentially.
+    pub max_modules: usize,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
         // A whole model nests a few dozen levels; a training checkpoint a handful. Millions of
         // nodes cover the largest optimizer states while a memo bomb still stops in milliseconds.
-        DecodeLimits { max_depth: 512, max_nodes: 20_000_000, max_bytes: 256 << 20 }
+        // No real tensor reaches 1 TiB; real models have thousands of modules, not 262 144.
+        DecodeLimits { max_depth: 512, max_nodes: 20_000_000, max_bytes: 256 << 20, max_view_bytes: 1 << 40, max_modules: 1 << 18 }
     }
 }
 
@@ -80,7 +87,7 @@ struct TensorSpec {
 
 pub struct Decoder<'a> {
     heap: &'a Heap,
-    provider: &'a mut dyn StorageProvider,
+    provider: &'a mut (dyn StorageProvider + Send),
     file: &'a Path,
     record: &'a str,
     script: Option<&'a ScriptClasses>,
@@ -92,6 +99,7 @@ pub struct Decoder<'a> {
     place: Vec<String>,
     nodes: usize,
     bytes: usize,
+    modules: usize,
     saw_module: bool,
 }
 
@@ -104,6 +112,41 @@ const REBUILD_FUNCS: [&str; 6] = [
     "_rebuild_from_type_v2",
 ];
 
+/// Below these, a pickle may expand as it likes (65 536 values, 16 MiB).
+const NODES_FLOOR: usize = 1 << 16;
+const BYTES_FLOOR: usize = 16 << 20;
+
+/// Values (objects and the items they hold) and string/bytes payload of a heap.
+fn heap_size(heap: &Heap) -> (usize, usize) {
+    fn add<'v>(totals: &mut (usize, usize), items: impl Iterator<Item = &'v Value>) {
+        for v in items {
+            totals.0 += 1;
+            totals.1 = totals.1.saturating_add(match v {
+                Value::Str(s) => s.len(),
+                Value::Bytes(b) | Value::BigInt(b) => b.len(),
+                _ => 0,
+            });
+        }
+    }
+    let mut totals = (0usize, 0usize);
+    for i in 0..heap.len() {
+        totals.0 += 1;
+        match heap.get(ObjId(i as u32)) {
+            Obj::Tuple(items) | Obj::List(items) | Obj::Set(items) | Obj::FrozenSet(items) => add(&mut totals, items.iter()),
+            Obj::Dict(pairs) => add(&mut totals, pairs.iter().flat_map(|(k, v)| [k, v])),
+            Obj::ByteArray(b) => totals.1 = totals.1.saturating_add(b.len()),
+            Obj::Global(_) => {}
+            Obj::PersistentId(v) => add(&mut totals, std::iter::once(v)),
+            Obj::Instance(inst) => {
+                add(&mut totals, [&inst.callable, &inst.args].into_iter().chain(inst.kwargs.iter()).chain(inst.state.iter()));
+                add(&mut totals, inst.list_items.iter());
+                add(&mut totals, inst.dict_items.iter().flat_map(|(k, v)| [k, v]));
+            }
+        }
+    }
+    totals
+}
+
 fn is_rebuild(g: &Global) -> bool {
     (g.module == "torch._utils" || g.module == "torch._tensor") && REBUILD_FUNCS.contains(&g.name.as_str())
 }
@@ -111,7 +154,7 @@ fn is_rebuild(g: &Global) -> bool {
 impl<'a> Decoder<'a> {
     pub fn new(
         heap: &'a Heap,
-        provider: &'a mut dyn StorageProvider,
+        provider: &'a mut (dyn StorageProvider + Send),
         file: &'a Path,
         record: &'a str,
         script: Option<&'a ScriptClasses>,
@@ -130,11 +173,46 @@ impl<'a> Decoder<'a> {
             place: Vec::new(),
             nodes: 0,
             bytes: 0,
+            modules: 0,
             saw_module: false,
         }
     }
 
-    pub fn decode(mut self, root: &Value) -> Result<Decoded> {
+    /// Decoding recurses once per nesting level, up to `max_depth`. A debug build needs about
+    /// 9 KiB of stack a level, more than the 2 MiB of a spawned thread holds at 512 levels, and a
+    /// stack overflow aborts the process; so decoding runs on a thread with a stack of its own.
+    pub fn decode(self, root: &Value) -> Result<Decoded> {
+        const STACK: usize = 16 << 20; // reserved address space; only what is used is committed
+        let pending = std::sync::Mutex::new(Some(self));
+        let take = || pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name("ckpt-decode".into())
+                .stack_size(STACK)
+                .spawn_scoped(scope, || take().map(|d| d.decode_here(root)));
+            let result = match spawned {
+                Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => None,
+            };
+            // No thread to be had (resource limits): decode here, on the caller's stack.
+            match result {
+                Some(r) => r,
+                None => match take() {
+                    Some(d) => d.decode_here(root),
+                    None => unreachable!("the decoder is taken exactly once"),
+                },
+            }
+        })
+    }
+
+    fn decode_here(mut self, root: &Value) -> Result<Decoded> {
+        // Shared references (the memo) let a small pickle describe a huge tree. A real pickle
+        // visits each value about once (a layer shared across depth, a dozen times), so the tree
+        // may hold at most 32 times the pickle's own values and 4 times its string bytes, with
+        // floors for small pickles; the absolute limits still apply.
+        let (values, payload) = heap_size(self.heap);
+        self.limits.max_nodes = self.limits.max_nodes.min(values.saturating_mul(32).max(NODES_FLOOR));
+        self.limits.max_bytes = self.limits.max_bytes.min(payload.saturating_mul(4).max(BYTES_FLOOR));
         let root = self.node(root, 0)?;
         Ok(Decoded { root, tensors: self.tensors, saw_module: self.saw_module })
     }
@@ -319,6 +397,8 @@ impl<'a> Decoder<'a> {
                 },
                 None => Ok(Node::List(Vec::new())),
             },
+            // b'' is pickled as a call of bytes() with no arguments.
+            ("builtins" | "__builtin__", "bytes" | "bytearray") if args.is_empty() => Ok(Node::Bytes(Vec::new())),
             ("_codecs", "encode") => match args.first() {
                 // Python 3 pickles bytes at protocol 2 as _codecs.encode(text, 'latin1').
                 Some(Value::Str(s)) => {
@@ -390,6 +470,13 @@ impl<'a> Decoder<'a> {
     fn module(&mut self, inst: &'a Instance, prefix: &str, out: &mut Vec<(Key, Node)>, depth: usize) -> Result<()> {
         if depth > self.limits.max_depth {
             return Err(self.err(format!("modules nested deeper than {} levels", self.limits.max_depth)));
+        }
+        self.modules += 1;
+        if self.modules > self.limits.max_modules {
+            return Err(self.err(format!(
+                "the model expands to more than {} modules (submodules shared too often)",
+                self.limits.max_modules
+            )));
         }
         let heap = self.heap;
         let state = inst.state.as_ref().and_then(|s| dict_pairs(heap, s)).unwrap_or_default();
@@ -579,6 +666,13 @@ impl<'a> Decoder<'a> {
         }
         let storage = self.provider.storage(&pid).map_err(|e| self.err(e))?;
         check_view(&shape, &stride, offset, dtype, storage.nbytes).map_err(|e| self.err(e))?;
+        let logical = shape.iter().product::<u64>() * dtype.size() as u64; // check_view proved no overflow
+        if logical > self.limits.max_view_bytes {
+            return Err(self.err(format!(
+                "a view of size {shape:?} ({logical} bytes) exceeds the limit of {} bytes for one tensor",
+                self.limits.max_view_bytes
+            )));
+        }
         Ok(TensorSpec { storage: storage.id, dtype, shape, stride, offset, requires_grad, parameter: false })
     }
 }

@@ -46,6 +46,14 @@ impl<'a> ZipIndex<'a> {
         let zip_err = |e| Error::Zip { path: path.into(), source: e };
         let bytes = source.bytes();
         let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(zip_err)?;
+        // The zip crate keeps one entry per name; loaders disagree on which copy of a repeated
+        // name they read (miniz, Python's zipfile), so an archive that repeats one is refused.
+        if let Some(raw) = raw_central_directory(bytes) {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(dup) = raw.iter().find(|e| !seen.insert(e.name.as_str())) {
+                return Err(Error::malformed(path, format!("zip record {}", dup.name), "the archive holds this record more than once"));
+            }
+        }
         if archive.len() > limits.max_zip_entries {
             return Err(Error::malformed(path, "zip directory", format!("{} entries, more than the limit of {}", archive.len(), limits.max_zip_entries)));
         }
@@ -68,7 +76,10 @@ impl<'a> ZipIndex<'a> {
                 return Err(Error::malformed(path, format!("zip record {name}"), "data runs past the end of the file"));
             }
             names.push(name.clone());
-            records.insert(name, record);
+            // Loaders disagree on which of two equal names they read (miniz, Python's zipfile).
+            if records.insert(name.clone(), record).is_some() {
+                return Err(Error::malformed(path, format!("zip record {name}"), "the archive holds this record twice"));
+            }
         }
         // torch takes the archive's prefix from its first record, whatever it is called.
         let prefix = names
@@ -106,6 +117,92 @@ impl<'a> ZipIndex<'a> {
         }
         Ok(out)
     }
+}
+
+/// One entry of a zip's central directory as the file holds it, repeated names included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    pub name: String,
+    pub method: u16,
+    pub flags: u16,
+    pub compressed_size: u64,
+    pub size: u64,
+    pub header_offset: u64,
+}
+
+impl RawEntry {
+    /// Where the entry's data starts, from its local header.
+    pub fn data_start(&self, bytes: &[u8]) -> Option<u64> {
+        local_data_start(bytes, self.header_offset)
+    }
+}
+
+/// Walks the central directory (zip64 included) without deduplicating names. None when the
+/// directory cannot be walked (the zip crate's view is then all there is).
+pub fn raw_central_directory(bytes: &[u8]) -> Option<Vec<RawEntry>> {
+    let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |at: usize| bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let lowest = bytes.len().saturating_sub(22 + 0xffff);
+    let eocd = (lowest..=bytes.len().checked_sub(22)?).rev().find(|&i| bytes.get(i..i + 4) == Some(b"PK\x05\x06"))?;
+    let mut count = u64::from(u16_at(eocd + 10)?);
+    let mut cd_size = u64::from(u32_at(eocd + 12)?);
+    let mut cd_offset = u64::from(u32_at(eocd + 16)?);
+    if count == 0xffff || cd_size == 0xffff_ffff || cd_offset == 0xffff_ffff {
+        let locator = eocd.checked_sub(20)?;
+        if bytes.get(locator..locator + 4) != Some(b"PK\x06\x07") {
+            return None;
+        }
+        let rec = usize::try_from(u64_at(locator + 8)?).ok()?;
+        if bytes.get(rec..rec + 4) != Some(b"PK\x06\x06") {
+            return None;
+        }
+        count = u64_at(rec + 32)?;
+        cd_size = u64_at(rec + 40)?;
+        cd_offset = u64_at(rec + 48)?;
+    }
+    let mut pos = usize::try_from(cd_offset).ok()?;
+    let end = pos.checked_add(usize::try_from(cd_size).ok()?)?;
+    if end > bytes.len() || count > (cd_size / 46) + 1 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for _ in 0..count {
+        if bytes.get(pos..pos + 4) != Some(b"PK\x01\x02") {
+            return None;
+        }
+        let flags = u16_at(pos + 8)?;
+        let method = u16_at(pos + 10)?;
+        let mut compressed_size = u64::from(u32_at(pos + 20)?);
+        let mut size = u64::from(u32_at(pos + 24)?);
+        let name_len = usize::from(u16_at(pos + 28)?);
+        let extra_len = usize::from(u16_at(pos + 30)?);
+        let comment_len = usize::from(u16_at(pos + 32)?);
+        let mut header_offset = u64::from(u32_at(pos + 42)?);
+        let name = String::from_utf8_lossy(bytes.get(pos + 46..pos + 46 + name_len)?).into_owned();
+        // Zip64 extra field: the 8-byte values of the fields saturated above, in this order.
+        let mut extra = bytes.get(pos + 46 + name_len..pos + 46 + name_len + extra_len)?;
+        while extra.len() >= 4 {
+            let id = u16::from_le_bytes([extra[0], extra[1]]);
+            let len = usize::from(u16::from_le_bytes([extra[2], extra[3]]));
+            let data = extra.get(4..4 + len)?;
+            if id == 1 {
+                let mut fields = data.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+                for field in [&mut size, &mut compressed_size, &mut header_offset] {
+                    if *field == 0xffff_ffff {
+                        *field = fields.next()?;
+                    }
+                }
+            }
+            extra = &extra[4 + len..];
+        }
+        out.push(RawEntry { name, method, flags, compressed_size, size, header_offset });
+        pos = pos.checked_add(46 + name_len + extra_len + comment_len)?;
+        if pos > end {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// Where a record's data starts: after the 30-byte local header, its name and its extra field

@@ -63,6 +63,10 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         if !shard_path.is_file() {
             return Err(Error::malformed(index, "weight_map", format!("shard '{shard}' is missing ({})", shard_path.display())));
         }
+        // A shard that is itself an index (or names the index) would recurse without end.
+        if is_json(&shard_path) {
+            return Err(Error::malformed(index, "weight_map", format!("shard '{shard}' is itself an index")));
+        }
         let ckpt = open_with(&shard_path, limits)?;
         if ckpt.format == Format::Sharded {
             return Err(Error::malformed(index, "weight_map", format!("shard '{shard}' is itself an index")));
@@ -104,4 +108,12 @@ fn shard_path(dir: &Path, shard: &str) -> Option<PathBuf> {
     } else {
         None
     }
+}
+
+/// Whether a file starts (after whitespace) like JSON, i.e. would be read as an index.
+fn is_json(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+    head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }

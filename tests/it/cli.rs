@@ -92,3 +92,115 @@ fn bad_arguments_exit_2() {
     ckpt().args(["inspect"]).assert().code(2);
     ckpt().args(["frobnicate"]).assert().code(2);
 }
+
+fn run_in(dir: &std::path::Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    ckpt().current_dir(dir).args(args).assert()
+}
+
+fn names(path: &std::path::Path) -> Vec<String> {
+    ckpt::read::open(path).unwrap().tensors.iter().map(|t| t.name.clone()).collect()
+}
+
+#[test]
+fn convert_refuses_to_clobber_and_to_overwrite_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("cnn_state_dict.pth");
+    run_in(dir.path(), &["convert", &input, "out.safetensors"]).success();
+    let before = std::fs::read(dir.path().join("out.safetensors")).unwrap();
+    let err = run_in(dir.path(), &["convert", &input, "out.safetensors"]).code(2).get_output().stderr.clone();
+    assert!(String::from_utf8_lossy(&err).contains("--force"), "{}", String::from_utf8_lossy(&err));
+    assert_eq!(std::fs::read(dir.path().join("out.safetensors")).unwrap(), before, "refused run left the file alone");
+    run_in(dir.path(), &["convert", &input, "out.safetensors", "--force"]).success();
+    // The input is never the output, even with --force.
+    std::fs::copy(&input, dir.path().join("in.pth")).unwrap();
+    run_in(dir.path(), &["convert", "in.pth", "in.pth", "--force"]).code(2);
+    assert_eq!(std::fs::read(dir.path().join("in.pth")).unwrap(), std::fs::read(&input).unwrap());
+}
+
+#[test]
+fn convert_with_unknown_output_format_or_dtype_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("cnn_state_dict.pth");
+    let err = run_in(dir.path(), &["convert", &input, "out.xyz"]).code(2).get_output().stderr.clone();
+    assert!(String::from_utf8_lossy(&err).contains("--to"));
+    let err = run_in(dir.path(), &["convert", &input, "out.pth", "--dtype", "int8"]).code(2).get_output().stderr.clone();
+    assert!(String::from_utf8_lossy(&err).contains("bf16"));
+    assert!(!dir.path().join("out.pth").exists(), "a refused run writes nothing");
+}
+
+#[test]
+fn convert_strips_prefixes_selects_subtrees_and_retags_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    run_in(dir.path(), &["convert", &fixture("dataparallel.pth"), "plain.pth", "--strip-prefix", "module."]).success();
+    assert!(names(&dir.path().join("plain.pth")).iter().all(|n| !n.starts_with("module.")));
+    assert_eq!(names(&dir.path().join("plain.pth")), names(&fixtures_dir().join("cnn_state_dict.pth")));
+    run_in(dir.path(), &["convert", &fixture("training_checkpoint.pth"), "model.safetensors", "--select", "model_state_dict"]).success();
+    // safetensors orders tensors by dtype alignment, then name: compare as sets.
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(names(&dir.path().join("model.safetensors"))), sorted(names(&fixtures_dir().join("cnn_state_dict.pth"))));
+    run_in(dir.path(), &["convert", &fixture("gpu_tagged.pth"), "cpu.pth", "--device", "cpu"]).success();
+    let cpu = ckpt::read::open(&dir.path().join("cpu.pth")).unwrap();
+    assert!(cpu.storages.iter().all(|s| s.location == "cpu"));
+}
+
+#[test]
+fn convert_refuses_a_cast_that_overflows() {
+    let dir = tempfile::tempdir().unwrap();
+    // dtypes.pth holds float32/float64 values beyond float16's range (PyTorch wrote them).
+    let out = run_in(dir.path(), &["convert", &fixture("dtypes.pth"), "half.pth", "--dtype", "f16"]).code(2).get_output().stderr.clone();
+    let err = String::from_utf8_lossy(&out);
+    assert!(err.contains("inf") && err.contains("--allow-overflow"), "{err}");
+    assert!(!dir.path().join("half.pth").exists());
+    run_in(dir.path(), &["convert", &fixture("dtypes.pth"), "half.pth", "--dtype", "f16", "--allow-overflow"]).success();
+}
+
+#[test]
+fn drop_layers_removes_a_module_and_refuses_typos() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["drop-layers", &fixture("cnn_state_dict.pth"), "head.pth", "--pattern", "fc3"]).success().get_output().stdout.clone();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("fc3.weight") && text.contains("fc3.bias"), "{text}");
+    let left = names(&dir.path().join("head.pth"));
+    assert!(left.iter().all(|n| !n.starts_with("fc3.")) && left.iter().any(|n| n.starts_with("fc2.")));
+    run_in(dir.path(), &["drop-layers", &fixture("cnn_state_dict.pth"), "typo.pth", "--pattern", "fc9"]).code(2);
+    assert!(!dir.path().join("typo.pth").exists());
+    run_in(dir.path(), &["drop-layers", &fixture("cnn_state_dict.pth"), "--pattern", "fc3", "--dry-run"]).success();
+}
+
+#[test]
+fn freeze_reports_real_flags_unknown_flags_and_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = stdout_of(&["freeze", &fixture("cnn_model.pth")]);
+    assert!(real.contains("trainable params:"), "{real}");
+    let unknown = stdout_of(&["freeze", &fixture("cnn_state_dict.pth")]);
+    assert!(unknown.contains("unknown"), "a detached state_dict has no flags: {unknown}");
+    run_in(dir.path(), &["freeze", &fixture("cnn_state_dict.pth"), "--freeze", "conv1", "--unfreeze", "conv1.bias", "-o", "flags.json", "--write", "frozen.pth"]).success();
+    let flags: Json = serde_json::from_slice(&std::fs::read(dir.path().join("flags.json")).unwrap()).unwrap();
+    let text = flags.to_string();
+    assert!(text.contains("conv1.weight"), "{text}");
+    let frozen = ckpt::read::open(&dir.path().join("frozen.pth")).unwrap();
+    let flag = |n: &str| frozen.tensors.iter().find(|t| t.name == n).map(|t| (t.parameter, t.requires_grad));
+    assert_eq!(flag("conv1.weight"), Some((true, false)));
+    assert_eq!(flag("conv1.bias"), Some((true, true)), "the later --unfreeze wins");
+}
+
+#[test]
+fn diff_exit_codes_follow_equality() {
+    let dir = tempfile::tempdir().unwrap();
+    run_in(dir.path(), &["convert", &fixture("cnn_state_dict.pth"), "same.safetensors"]).success();
+    run_in(dir.path(), &["diff", &fixture("cnn_state_dict.pth"), "same.safetensors"]).code(0);
+    run_in(dir.path(), &["diff", &fixture("cnn_state_dict.pth"), &fixture("lstm_state_dict.pth")]).code(1);
+    run_in(dir.path(), &["diff", &fixture("cnn_state_dict.pth"), "missing.pth"]).code(2);
+}
+
+#[test]
+fn scan_judges_whole_models_as_needing_code() {
+    let out = ckpt().args(["scan", "--json", &fixture("cnn_model.pth")]).assert().code(0).get_output().stdout.clone();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("needs-code"), "{text}");
+    ckpt().args(["scan", "--strict", &fixture("cnn_model.pth")]).assert().code(1);
+    ckpt().args(["scan", &fixture("cnn_state_dict.pth")]).assert().code(0);
+}

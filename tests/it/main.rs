@@ -4,3 +4,11 @@ mod common;
 mod cli;
 mod fixtures;
 mod pickle_vectors;
+mod casts;
+mod transform;
+mod diff;
+mod write;
+mod no_panic;
+#[cfg(feature = "tch")]
+mod verify;
+mod scan;

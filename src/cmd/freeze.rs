@@ -1,0 +1,75 @@
+//! `ckpt freeze`: report or set requires_grad flags, export them as JSON, or write a pth whose
+//! parameters carry them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::parser::ValuesRef;
+use ckpt::transform::{self, FreezeRule};
+
+use super::output::{warn_globals, written, OutArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    input: PathBuf,
+    /// Set requires_grad=False on parameters matching P (module name or glob); repeatable.
+    #[arg(long, value_name = "P")]
+    freeze: Vec<String>,
+    /// Set requires_grad=True on parameters matching P; repeatable. Later rules win.
+    #[arg(long, value_name = "P")]
+    unfreeze: Vec<String>,
+    /// Write the flags as JSON to this file ('-' for stdout).
+    #[arg(short = 'o', long = "output", value_name = "FLAGS.json")]
+    flags: Option<PathBuf>,
+    /// Write a pth whose parameters carry the flags as nn.Parameter.
+    #[arg(long, value_name = "OUT")]
+    write: Option<PathBuf>,
+    #[command(flatten)]
+    out: OutArgs,
+}
+
+/// The freeze/unfreeze rules in the order they were typed: later ones win.
+fn rules_in_order(matches: &clap::ArgMatches) -> Vec<(FreezeRule, String)> {
+    let mut rules: Vec<(usize, FreezeRule, String)> = Vec::new();
+    for (id, rule) in [("freeze", FreezeRule::Freeze), ("unfreeze", FreezeRule::Unfreeze)] {
+        let values: Option<ValuesRef<String>> = matches.get_many(id);
+        let indices = matches.indices_of(id);
+        if let (Some(values), Some(indices)) = (values, indices) {
+            for (v, i) in values.zip(indices) {
+                rules.push((i, rule, v.clone()));
+            }
+        }
+    }
+    rules.sort_by_key(|r| r.0);
+    rules.into_iter().map(|(_, r, p)| (r, p)).collect()
+}
+
+pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
+    let rules = rules_in_order(matches);
+    let output = args.write.as_deref().map(|o| args.out.resolve(o)).transpose()?;
+    if let Some(output) = &output {
+        if output.options.format != ckpt::write::OutFormat::Pth {
+            anyhow::bail!("--write: flags live in .pth files (safetensors has no requires_grad); name a .pth/.pt/.bin output");
+        }
+    }
+    let mut ckpt = ckpt::read::open(&args.input)?;
+    if let Some(output) = &output {
+        output.check(&ckpt)?;
+    }
+    warn_globals(&ckpt, &args.input);
+    let report = transform::try_freeze(&mut ckpt, &rules)?;
+    match args.flags.as_deref() {
+        Some(p) if p.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
+        Some(p) => {
+            let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
+            std::fs::write(p, text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            println!("{}", report.summary());
+        }
+        None => println!("{}", report.summary()),
+    }
+    if let Some(output) = &output {
+        let written_report = output.write(&ckpt)?;
+        println!("{}", written(&written_report, output.options.format));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,92 @@
+//! What the writing commands share: choosing the output format, refusing to clobber, writing,
+//! and warning about what a checkpoint's pickles reference.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail};
+use ckpt::model::Checkpoint;
+use ckpt::write::{self, OutFormat, WriteOptions, WriteReport};
+
+/// Output options every writing command takes.
+#[derive(clap::Args, Debug)]
+pub struct OutArgs {
+    /// Output format; by default from OUT's extension (.safetensors, or .pth/.pt/.bin).
+    #[arg(long, value_name = "pth|safetensors")]
+    pub to: Option<String>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Split into huggingface-style shards of at most SIZE (e.g. 5GB, 500MB, 2GiB) plus an index.
+    #[arg(long, value_name = "SIZE")]
+    pub max_shard_size: Option<String>,
+    /// safetensors: keep one name per set of tied tensors, recording the others in __metadata__.
+    #[arg(long)]
+    pub dedupe: bool,
+}
+
+/// The resolved output: where, what format, how.
+pub struct Output {
+    pub path: PathBuf,
+    pub options: WriteOptions,
+}
+
+impl OutArgs {
+    pub fn resolve(&self, out: &Path) -> anyhow::Result<Output> {
+        let format = match self.to.as_deref() {
+            Some("pth" | "pt" | "bin" | "torch") => OutFormat::Pth,
+            Some("safetensors" | "st") => OutFormat::Safetensors,
+            Some(other) => bail!("--to {other}: expected pth or safetensors"),
+            None => OutFormat::from_path(out).ok_or_else(|| {
+                anyhow!("{}: cannot tell the output format from the name; use --to pth|safetensors", out.display())
+            })?,
+        };
+        let max_shard_size = match &self.max_shard_size {
+            Some(s) => Some(write::parse_size(s).filter(|&n| n > 0).ok_or_else(|| anyhow!("--max-shard-size {s}: expected a size such as 5GB, 500MB or 2GiB"))?),
+            None => None,
+        };
+        let mut options = WriteOptions::new(format);
+        options.force = self.force;
+        options.dedupe = self.dedupe;
+        options.max_shard_size = max_shard_size;
+        options.progress = true;
+        Ok(Output { path: out.to_path_buf(), options })
+    }
+}
+
+impl Output {
+    /// Refuses before any work is done: OUT is one of the inputs, or exists without --force.
+    pub fn check(&self, ckpt: &Checkpoint) -> anyhow::Result<()> {
+        let inputs = write::input_paths(ckpt);
+        let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        write::check_output(&inputs, &self.path, self.options.force)?;
+        Ok(())
+    }
+
+    pub fn write(&self, ckpt: &Checkpoint) -> anyhow::Result<WriteReport> {
+        Ok(write::write(ckpt, &self.path, &self.options)?)
+    }
+}
+
+/// One line saying what was written.
+pub fn written(report: &WriteReport, format: OutFormat) -> String {
+    let files = match report.files.as_slice() {
+        [one] => one.display().to_string(),
+        many => format!("{} files ({} ...)", many.len(), many.first().map(|p| p.display().to_string()).unwrap_or_default()),
+    };
+    format!("wrote {files} ({}): {} tensors, {}", format.name(), report.tensors, ckpt::inspect::human_bytes(report.bytes))
+}
+
+/// Warns on stderr about globals that torch.load(weights_only=True) would refuse. ckpt never
+/// runs them, and writers never write them.
+pub fn warn_globals(ckpt: &Checkpoint, path: &Path) {
+    let warnings = ckpt::scan::dangerous_globals(&ckpt.globals);
+    let dangerous: Vec<_> = warnings.iter().filter(|w| w.verdict == ckpt::scan::Verdict::Dangerous).collect();
+    if !dangerous.is_empty() {
+        let names: Vec<&str> = dangerous.iter().map(|w| w.name.as_str()).collect();
+        eprintln!(
+            "ckpt: warning: {}: the pickle references dangerous globals ({}); ckpt did not run them. `ckpt scan` tells more.",
+            path.display(),
+            names.join(", ")
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! `ckpt scan`: what loading a checkpoint with Python would run, decided without running it.
+//!
+//! Every pickle a loader could unpickle is read by ckpt's own pickle machine ([`crate::pickle`]):
+//! all `*.pkl` members of a zip whatever their directory (plus members that parse as pickles
+//! under another name), the five pickles of the legacy format, the members of the torch < 0.4
+//! tar format, and bare (possibly concatenated) pickle files. For each pickle, every global and
+//! how it is used is judged:
+//!
+//! * **safe**: only what `torch.load(weights_only=True)` (torch 2.11) allows: storages, dtypes,
+//!   `torch._utils._rebuild_*`, OrderedDict, set, torch.Size, torch.device, Parameter,
+//!   `_codecs.encode` ... ([`policy::is_allowed`]). safetensors and index files are safe.
+//! * **needs-code**: objects are instantiated the way `torch.save(model)` does (NEWOBJ/BUILD of
+//!   `__main__.Net`, `torch.nn.modules.conv.Conv2d`, or `copyreg._reconstructor(cls, object,
+//!   state)` at protocol 0/1), or a global is only referenced, or a known plain-data type outside
+//!   the allowlist is built (numpy arrays, datetime): loading needs `weights_only=False` and the
+//!   classes' code, but the pickle itself calls nothing dangerous. TorchScript archives are at
+//!   least needs-code: `torch.jit.load` compiles their `code/` and runs it (`__setstate__` methods
+//!   run during the load itself, `forward` later); TorchScript cannot import Python modules, so
+//!   the archive is not judged dangerous for having code, but that code is not checked here.
+//! * **dangerous**: anything *called* (REDUCE, INST, OBJ, or the function argument of an
+//!   allowlisted trampoline such as `_rebuild_from_type_v2`) that is not allowlisted; any use of
+//!   a denylisted name (os/posix/nt, subprocess, builtins.eval/exec/getattr/__import__/open,
+//!   runpy, importlib, pickle.loads, functools.partial, operator.*, torch.load, torch.hub,
+//!   torch.jit, ...); a REDUCE or NEWOBJ whose callable is not a named global (a memoized or
+//!   computed callable); `copyreg._reconstructor` with a base class that is not a builtin type.
+//!   Unknown callables are dangerous, so a name missing from the denylist is never a bypass: the
+//!   denylist only sharpens messages.
+//!
+//! A pickle ckpt cannot read is never reported safe: the file is `unreadable` (exit 2), or
+//! `dangerous` if a denylisted name appears before the point where reading failed (CPython runs
+//! everything up to there).
+//!
+//! Exit codes ([`exit_code`]): 0 nothing dangerous; 1 something dangerous (with `strict`,
+//! needs-code too); 2 a file that looks like a checkpoint cannot be read. 1 wins over 2, so a
+//! dangerous file is never hidden by a damaged one. When a directory is walked, files that are
+//! not checkpoints at all (README, config.json, tokenizer files) are listed as `not-a-checkpoint`
+//! and do not change the exit code, unless their extension says checkpoint (`.pt`, `.pth`,
+//! `.bin`, `.ckpt`, `.pkl`, `.pickle`, `.safetensors`, `.tar`) or their first bytes do (a zip,
+//! a tar header, a pickle PROTO): then an unreadable file is exit 2. A file named explicitly
+//! must be a checkpoint.
+
+mod analyze;
+mod container;
+mod ops;
+pub mod policy;
+mod tar;
+mod text;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::read::ReadLimits;
+
+pub use policy::Category;
+
+/// The judgement of a pickle or a file. Ordered from least to most severe (`max` combines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Not a checkpoint at all (a README next to the weights); ignored by the exit code.
+    NotCheckpoint,
+    Safe,
+    NeedsCode,
+    /// Could not be read, so could not be cleared.
+    Unreadable,
+    Dangerous,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::NotCheckpoint => "not-a-checkpoint",
+            Verdict::Safe => "safe",
+            Verdict::NeedsCode => "needs-code",
+            Verdict::Unreadable => "unreadable",
+            Verdict::Dangerous => "dangerous",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One reason for a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub verdict: Verdict,
+    /// The record (zip member, legacy pickle name, "pickle 2") it was found in.
+    pub record: String,
+    /// Byte offset of the opcode inside the record's pickle, as `python -m pickletools` counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The global concerned, as `module.name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global: Option<String>,
+    pub message: String,
+}
+
+/// One global of one pickle, with everything the pickle does with it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GlobalReport {
+    /// `module.name` after Python 2 renames (`__builtin__.set` -> `builtins.set`).
+    pub name: String,
+    /// The name as the pickle writes it, where it differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written_as: Option<String>,
+    pub category: Category,
+    /// "referenced", "called", "instantiated", "built".
+    pub usage: Vec<&'static str>,
+    /// Opcode offsets inside the pickle (the first 16).
+    pub offsets: Vec<u64>,
+    /// How many times the pickle uses it.
+    pub count: usize,
+    pub verdict: Verdict,
+    pub why: String,
+}
+
+/// One pickle of a file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PickleReport {
+    pub record: String,
+    /// Where the pickle starts in the file, when it lies there uncompressed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Bytes of the pickle (up to and including STOP, when it was read).
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u8>,
+    pub verdict: Verdict,
+    pub globals: Vec<GlobalReport>,
+    /// Opcodes present that torch's weights_only unpickler does not implement: even a pickle
+    /// with only allowlisted globals then needs `weights_only=False`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub opcodes_outside_weights_only: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The scan of one file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScanReport {
+    pub path: String,
+    /// pth-zip, torchscript, pth-legacy, pth-legacy-tar, pickle, zip, safetensors, index-json, unknown.
+    pub format: String,
+    pub verdict: Verdict,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Everything that is not safe, most severe first.
+    pub findings: Vec<Finding>,
+    pub pickles: Vec<PickleReport>,
+    /// TorchScript source files (`code/**.py`) inside the archive.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub code: Vec<String>,
+    /// Shard files an index names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl ScanReport {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+    /// A few lines for a terminal.
+    pub fn to_text(&self, verbose: bool) -> String {
+        text::report(self, verbose)
+    }
+}
+
+/// Scans one file named by the user. Errors (exit 2): the file cannot be opened, is not a
+/// checkpoint, or cannot be read far enough to clear it; a file in which something dangerous was
+/// found before the damage is `Ok` with verdict dangerous and `error` set.
+pub fn scan_path(path: &Path, limits: &ReadLimits) -> Result<ScanReport> {
+    let report = scan_file(path, limits, true);
+    match report.verdict {
+        Verdict::Unreadable => Err(report_error(path, &report)),
+        _ => Ok(report),
+    }
+}
+
+fn report_error(path: &Path, report: &ScanReport) -> Error {
+    let why = report.error.clone().unwrap_or_else(|| "cannot be read".into());
+    if report.format == "unknown" {
+        Error::UnknownFormat { path: path.into(), why }
+    } else {
+        Error::Unsupported { path: path.into(), what: format!("cannot be scanned: {why}") }
+    }
+}
+
+/// Scans files and directories (recursively, in name order, not following symlinked
+/// directories). An index json named explicitly brings its shards along. Never fails: a file
+/// that cannot be read is a report with verdict unreadable.
+pub fn scan_paths(paths: &[PathBuf], limits: &ReadLimits) -> Vec<ScanReport> {
+    let mut files: Vec<(PathBuf, bool)> = Vec::new();
+    for p in paths {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => walk(p, &mut files),
+            _ => files.push((p.clone(), true)),
+        }
+    }
+    let mut done: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut reports = Vec::new();
+    let mut i = 0;
+    while i < files.len() {
+        let (path, explicit) = files[i].clone();
+        i += 1;
+        let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if !done.insert(key) {
+            continue;
+        }
+        let report = scan_file(&path, limits, explicit);
+        if explicit && report.format == "index-json" {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            for shard in &report.shards {
+                files.push((dir.join(shard), true));
+            }
+        }
+        reports.push(report);
+    }
+    reports
+}
+
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, bool)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        out.push((dir.to_path_buf(), true));
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => walk(&p, out),
+            Ok(m) if m.file_type().is_symlink() && std::fs::metadata(&p).is_ok_and(|t| t.is_file()) => out.push((p, false)),
+            Ok(m) if m.is_file() => out.push((p, false)),
+            _ => {}
+        }
+    }
+}
+
+/// The process exit status for a scan: 1 if anything is dangerous (or, with `strict`, needs
+/// code), else 2 if a checkpoint could not be read, else 0.
+pub fn exit_code(reports: &[ScanReport], strict: bool) -> u8 {
+    let worst = |v: Verdict| reports.iter().any(|r| r.verdict == v);
+    if worst(Verdict::Dangerous) || (strict && worst(Verdict::NeedsCode)) {
+        1
+    } else if worst(Verdict::Unreadable) {
+        2
+    } else {
+        0
+    }
+}
+
+/// JSON of a whole scan: `{"files": [...], "summary": {verdict: count}, "exit_code": n}`.
+pub fn to_json(reports: &[ScanReport], strict: bool) -> serde_json::Value {
+    let mut summary = serde_json::Map::new();
+    for v in [Verdict::Safe, Verdict::NeedsCode, Verdict::Dangerous, Verdict::Unreadable, Verdict::NotCheckpoint] {
+        summary.insert(v.name().into(), reports.iter().filter(|r| r.verdict == v).count().into());
+    }
+    serde_json::json!({
+        "files": reports.iter().map(ScanReport::to_json).collect::<Vec<_>>(),
+        "summary": summary,
+        "exit_code": exit_code(reports, strict),
+    })
+}
+
+/// The human summary of a whole scan.
+pub fn to_text(reports: &[ScanReport], verbose: bool) -> String {
+    text::summary(reports, verbose)
+}
+
+/// A warning about one global name, for commands that only have [`crate::Checkpoint::globals`]
+/// (names without usage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalWarning {
+    pub name: String,
+    /// Dangerous for denylisted names; needs-code for every other name outside the allowlist
+    /// (whether it is called is not known from names alone: run [`scan_path`] for that).
+    pub verdict: Verdict,
+    pub why: String,
+}
+
+/// The globals among `names` ("module.name", as [`crate::Checkpoint::globals`] holds them) that
+/// torch's weights_only loader would refuse, most severe first. Names are split at the last dot
+/// that gives an allowlisted or denylisted module; an empty result means every name is allowed.
+pub fn dangerous_globals(names: &BTreeSet<String>) -> Vec<GlobalWarning> {
+    let mut out: Vec<GlobalWarning> = names
+        .iter()
+        .filter_map(|dotted| {
+            let (module, name) = split_dotted(dotted);
+            let (module, name) = policy::normalize(module, name);
+            let (category, why) = policy::classify(&module, &name, false);
+            let verdict = match category {
+                Category::Allowed => return None,
+                Category::Denylisted => Verdict::Dangerous,
+                _ => Verdict::NeedsCode,
+            };
+            Some(GlobalWarning { name: dotted.clone(), verdict, why: why.to_string() })
+        })
+        .collect();
+    out.sort_by(|a, b| b.verdict.cmp(&a.verdict).then(a.name.cmp(&b.name)));
+    out
+}
+
+/// "a.b.c" as (module, name): the split torch itself would produce is unknown from the joined
+/// string, so prefer the one that the allowlist recognises, else the last dot.
+fn split_dotted(dotted: &str) -> (&str, &str) {
+    for (i, _) in dotted.match_indices('.') {
+        let (m, n) = (&dotted[..i], &dotted[i + 1..]);
+        if policy::is_allowed(m, n) {
+            return (m, n);
+        }
+    }
+    dotted.rsplit_once('.').unwrap_or(("", dotted))
+}
+
+/// Scans one file; never fails (errors become an unreadable report).
+fn scan_file(path: &Path, limits: &ReadLimits, explicit: bool) -> ScanReport {
+    container::scan_file(path, limits, explicit)
+}

@@ -1,0 +1,285 @@
+//! A linear pass over a pickle's opcodes, independent of the pickle machine: which opcodes
+//! appear (torch's weights_only unpickler implements only some) and which global names are
+//! written, even when the machine refuses the pickle. CPython accepts some streams the machine
+//! rejects (values left on the stack at STOP, APPEND onto a global, lone surrogates ...) and
+//! runs everything before the point of refusal, so a scanner must not go blind there.
+//!
+//! The pass never allocates more than the names it finds (bounded by the input) and never
+//! looks backwards except through a small string memo for `STACK_GLOBAL`.
+
+use std::collections::HashMap;
+
+use crate::pickle::Opcode;
+
+/// Opcodes torch 2.11's weights_only unpickler implements (`_weights_only_unpickler.py`).
+const WEIGHTS_ONLY_OPCODES: &[Opcode] = &[
+    Opcode::Global,
+    Opcode::NewObj,
+    Opcode::Reduce,
+    Opcode::Build,
+    Opcode::Append,
+    Opcode::Appends,
+    Opcode::SetItem,
+    Opcode::SetItems,
+    Opcode::Mark,
+    Opcode::Tuple,
+    Opcode::Tuple1,
+    Opcode::Tuple2,
+    Opcode::Tuple3,
+    Opcode::None,
+    Opcode::NewFalse,
+    Opcode::NewTrue,
+    Opcode::EmptyTuple,
+    Opcode::EmptyList,
+    Opcode::EmptyDict,
+    Opcode::EmptySet,
+    Opcode::BinInt,
+    Opcode::BinInt1,
+    Opcode::BinInt2,
+    Opcode::BinFloat,
+    Opcode::BinUnicode,
+    Opcode::ShortBinString,
+    Opcode::BinPersId,
+    Opcode::BinGet,
+    Opcode::LongBinGet,
+    Opcode::BinPut,
+    Opcode::LongBinPut,
+    Opcode::Long1,
+    Opcode::Proto,
+    Opcode::Stop,
+];
+
+/// A global name as written in the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawGlobal {
+    pub module: String,
+    pub name: String,
+    pub offset: u64,
+    /// The opcode: GLOBAL, INST or STACK_GLOBAL (names recovered from the strings pushed before it).
+    pub opcode: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct OpcodeScan {
+    /// Which opcodes occur.
+    pub seen: Vec<Opcode>,
+    pub globals: Vec<RawGlobal>,
+    /// Offset just past the first STOP, if the pass reached one.
+    pub end: Option<usize>,
+    /// Why the pass stopped early (an unknown opcode, a truncated argument).
+    pub error: Option<String>,
+}
+
+impl OpcodeScan {
+    /// Opcodes present that torch's weights_only unpickler does not implement.
+    pub fn outside_weights_only(&self) -> Vec<&'static str> {
+        self.seen.iter().filter(|op| !WEIGHTS_ONLY_OPCODES.contains(op)).map(|op| op.name()).collect()
+    }
+}
+
+enum Arg {
+    None,
+    Fixed(usize),
+    Line,
+    TwoLines,
+    /// A length of 1, 4 (signed or not) or 8 bytes, then that many bytes.
+    Len(usize),
+}
+
+fn arg_of(op: Opcode) -> Arg {
+    use Opcode as O;
+    match op {
+        O::BinInt | O::LongBinGet | O::LongBinPut | O::Ext4 => Arg::Fixed(4),
+        O::BinInt1 | O::BinGet | O::BinPut | O::Proto | O::Ext1 => Arg::Fixed(1),
+        O::BinInt2 | O::Ext2 => Arg::Fixed(2),
+        O::BinFloat | O::Frame => Arg::Fixed(8),
+        O::Float | O::Int | O::Long | O::PersId | O::String | O::Unicode | O::Get | O::Put => Arg::Line,
+        O::Global | O::Inst => Arg::TwoLines,
+        O::ShortBinString | O::ShortBinUnicode | O::ShortBinBytes | O::Long1 => Arg::Len(1),
+        O::BinString | O::BinUnicode | O::BinBytes | O::Long4 => Arg::Len(4),
+        O::BinUnicode8 | O::BinBytes8 | O::ByteArray8 => Arg::Len(8),
+        _ => Arg::None,
+    }
+}
+
+/// At most this many names are kept (each costs at most its bytes in the input).
+const MAX_NAMES: usize = 1 << 20;
+
+/// Walks the opcodes from the start of `data` to the first STOP.
+pub fn scan(data: &[u8]) -> OpcodeScan {
+    let mut out = OpcodeScan::default();
+    let mut seen = [false; 256];
+    let mut pos = 0usize;
+    // The last two strings pushed, and strings memoized, for STACK_GLOBAL.
+    let mut recent: [Option<String>; 2] = [None, None];
+    let mut memo: HashMap<u64, String> = HashMap::new();
+    let mut memo_len: u64 = 0;
+    let push_str = |recent: &mut [Option<String>; 2], s: Option<String>| {
+        recent[0] = recent[1].take();
+        recent[1] = s;
+    };
+    loop {
+        let Some(&byte) = data.get(pos) else {
+            out.error = Some(format!("no STOP opcode before the end ({pos} bytes)"));
+            break;
+        };
+        let at = pos;
+        let Ok(op) = Opcode::try_from(byte) else {
+            out.error = Some(format!("unknown opcode 0x{byte:02x} at byte {at}"));
+            break;
+        };
+        seen[byte as usize] = true;
+        pos += 1;
+        let rest = data.get(pos..).unwrap_or_default();
+        let truncated = |out: &mut OpcodeScan| out.error = Some(format!("{} at byte {at} is truncated", op.name()));
+        let mut text: Option<String> = None;
+        let line_of = |rest: &[u8], skip: usize| -> Option<(usize, String)> {
+            let rest = rest.get(skip..)?;
+            let n = rest.iter().position(|&b| b == b'\n')?;
+            Some((n + 1, String::from_utf8_lossy(rest.get(..n)?).into_owned()))
+        };
+        let consumed = match arg_of(op) {
+            Arg::None => 0,
+            Arg::Fixed(n) => {
+                if rest.len() < n {
+                    truncated(&mut out);
+                    break;
+                }
+                n
+            }
+            Arg::Line => match line_of(rest, 0) {
+                Some((n, s)) => {
+                    text = Some(s);
+                    n
+                }
+                None => {
+                    truncated(&mut out);
+                    break;
+                }
+            },
+            Arg::TwoLines => {
+                let Some((n1, module)) = line_of(rest, 0) else {
+                    truncated(&mut out);
+                    break;
+                };
+                let Some((n2, name)) = line_of(rest, n1) else {
+                    truncated(&mut out);
+                    break;
+                };
+                if out.globals.len() < MAX_NAMES {
+                    out.globals.push(RawGlobal { module, name, offset: at as u64, opcode: op.name() });
+                }
+                n1 + n2
+            }
+            Arg::Len(width) => {
+                let Some(head) = rest.get(..width) else {
+                    truncated(&mut out);
+                    break;
+                };
+                let mut buf = [0u8; 8];
+                buf[..width].copy_from_slice(head);
+                let mut len = u64::from_le_bytes(buf);
+                if width == 4 && matches!(op, Opcode::BinString | Opcode::Long4) && len >= 1 << 31 {
+                    out.error = Some(format!("{} at byte {at} has a negative length", op.name()));
+                    break;
+                }
+                if width == 4 {
+                    len &= 0xffff_ffff;
+                }
+                let Some(payload) = usize::try_from(len).ok().and_then(|l| rest.get(width..width.checked_add(l)?)) else {
+                    truncated(&mut out);
+                    break;
+                };
+                if matches!(op, Opcode::ShortBinUnicode | Opcode::BinUnicode | Opcode::BinUnicode8 | Opcode::ShortBinString | Opcode::BinString) {
+                    // Names are short; long strings cannot be module names worth reporting.
+                    if payload.len() <= 4096 {
+                        text = Some(String::from_utf8_lossy(payload).into_owned());
+                    }
+                }
+                width + payload.len()
+            }
+        };
+        pos += consumed;
+        match op {
+            Opcode::Stop => {
+                out.end = Some(pos);
+                break;
+            }
+            Opcode::ShortBinUnicode | Opcode::BinUnicode | Opcode::BinUnicode8 | Opcode::ShortBinString | Opcode::BinString | Opcode::Unicode => {
+                push_str(&mut recent, text)
+            }
+            Opcode::String => push_str(&mut recent, text.map(|t| t.trim_matches(|c| c == '\'' || c == '"').to_string())),
+            Opcode::Memoize | Opcode::Put | Opcode::BinPut | Opcode::LongBinPut => {
+                let key = match op {
+                    Opcode::Memoize => Some(memo_len),
+                    Opcode::Put => text.as_deref().and_then(|t| t.trim().parse().ok()),
+                    _ => {
+                        let width = consumed;
+                        let mut buf = [0u8; 8];
+                        buf[..width].copy_from_slice(data.get(at + 1..at + 1 + width).unwrap_or(&[0; 4][..width]));
+                        Some(u64::from_le_bytes(buf))
+                    }
+                };
+                memo_len += 1;
+                if let (Some(key), Some(s)) = (key, recent[1].clone()) {
+                    if memo.len() < MAX_NAMES {
+                        memo.insert(key, s);
+                    }
+                }
+            }
+            Opcode::Get | Opcode::BinGet | Opcode::LongBinGet => {
+                let key = match op {
+                    Opcode::Get => text.as_deref().and_then(|t| t.trim().parse::<u64>().ok()),
+                    _ => {
+                        let mut buf = [0u8; 8];
+                        buf[..consumed].copy_from_slice(data.get(at + 1..at + 1 + consumed).unwrap_or(&[0; 4][..consumed]));
+                        Some(u64::from_le_bytes(buf))
+                    }
+                };
+                push_str(&mut recent, key.and_then(|k| memo.get(&k).cloned()));
+            }
+            Opcode::StackGlobal => {
+                if let [Some(module), Some(name)] = &recent {
+                    if out.globals.len() < MAX_NAMES {
+                        out.globals.push(RawGlobal { module: module.clone(), name: name.clone(), offset: at as u64, opcode: op.name() });
+                    }
+                }
+                push_str(&mut recent, None);
+            }
+            Opcode::Frame | Opcode::Proto | Opcode::Pop | Opcode::Mark => {}
+            _ => push_str(&mut recent, None),
+        }
+    }
+    out.seen = Opcode::ALL.iter().copied().filter(|op| seen[*op as usize]).collect();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_global_and_memoized_stack_global() {
+        let s = scan(b"cos\nsystem\n(S'echo'\ntR.");
+        assert_eq!(s.globals[0].module, "os");
+        assert_eq!(s.end, Some(23));
+        // PROTO 4, 'os' MEMOIZE, 'system' MEMOIZE, POP POP, BINGET 0, BINGET 1, STACK_GLOBAL
+        let mut p = vec![0x80, 4, 0x8c, 2];
+        p.extend(b"os");
+        p.push(0x94);
+        p.extend([0x8c, 6]);
+        p.extend(b"system");
+        p.extend([0x94, b'0', b'0', b'h', 0, b'h', 1, 0x93, b'N', b'.']);
+        let s = scan(&p);
+        assert_eq!((s.globals[0].module.as_str(), s.globals[0].name.as_str()), ("os", "system"));
+        assert!(s.outside_weights_only().contains(&"STACK_GLOBAL"));
+    }
+
+    #[test]
+    fn stops_on_garbage_without_panicking() {
+        for data in [&b""[..], b"\xff", b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff", b"T\xff\xff\xff\xff", b"c\n", b"q"] {
+            let s = scan(data);
+            assert!(s.error.is_some() && s.end.is_none());
+        }
+    }
+}

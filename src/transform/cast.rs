@@ -1,0 +1,247 @@
+//! `convert --dtype`: casts floating-point tensors by recording a pending cast on their
+//! storages ([`crate::model::Storage::cast`]); writers convert the bytes while streaming them
+//! out with [`super::elem::convert`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use globset::GlobSet;
+use serde_json::{json, Value as Json};
+
+use super::elem;
+use crate::dtype::DType;
+use crate::model::{Cast, Checkpoint, Node, StorageId};
+use crate::tensor_data;
+
+/// What [`cast`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CastReport {
+    pub to: DType,
+    /// Tensors now `to`, with the dtype they had.
+    pub cast: Vec<CastEntry>,
+    /// Tensors left as they were, and why.
+    pub kept: Vec<KeptEntry>,
+    /// Storages that got a pending cast.
+    pub storages_cast: usize,
+    /// Bytes of all storages before and after (what a writer will store).
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CastEntry {
+    pub name: String,
+    pub from: DType,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptEntry {
+    pub name: String,
+    pub dtype: DType,
+    pub reason: KeepReason,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeepReason {
+    /// Integer, bool and complex tensors are never cast.
+    NotFloating,
+    /// The target dtype is not floating: casts go between floating types only.
+    TargetNotFloating,
+    /// Already the target dtype.
+    AlreadyTarget,
+    /// Matched a keep pattern.
+    KeepPattern,
+    /// Shares its storage with a tensor that is not cast (kept by pattern, not floating...).
+    SharesStorageWithKept { other: String },
+    /// Shares its storage with a tensor of another dtype (a reinterpreting view).
+    SharesStorageWithOtherDtype { other: String, dtype: DType },
+    /// Its storage already has a pending cast (casts do not compose).
+    PendingCast { from: DType, to: DType },
+    /// The storage's size is not a whole number of elements.
+    PartialElements,
+}
+
+impl fmt::Display for KeepReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeepReason::NotFloating => f.write_str("not a floating-point tensor"),
+            KeepReason::TargetNotFloating => f.write_str("casts go to floating-point dtypes only"),
+            KeepReason::AlreadyTarget => f.write_str("already the target dtype"),
+            KeepReason::KeepPattern => f.write_str("matches a keep pattern"),
+            KeepReason::SharesStorageWithKept { other } => write!(f, "shares its storage with '{other}', which is not cast"),
+            KeepReason::SharesStorageWithOtherDtype { other, dtype } => {
+                write!(f, "shares its storage with '{other}', which views it as {dtype}")
+            }
+            KeepReason::PendingCast { from, to } => write!(f, "its storage is already being cast from {from} to {to}"),
+            KeepReason::PartialElements => f.write_str("its storage is not a whole number of elements"),
+        }
+    }
+}
+
+impl KeepReason {
+    /// A short machine-readable tag.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            KeepReason::NotFloating => "not_floating",
+            KeepReason::TargetNotFloating => "target_not_floating",
+            KeepReason::AlreadyTarget => "already_target",
+            KeepReason::KeepPattern => "keep_pattern",
+            KeepReason::SharesStorageWithKept { .. } => "shares_storage_with_kept",
+            KeepReason::SharesStorageWithOtherDtype { .. } => "shares_storage_with_other_dtype",
+            KeepReason::PendingCast { .. } => "pending_cast",
+            KeepReason::PartialElements => "partial_elements",
+        }
+    }
+}
+
+impl CastReport {
+    pub fn to_json(&self) -> Json {
+        json!({
+            "to": self.to.name(),
+            "cast": self.cast.iter().map(|c| json!({"name": c.name, "from": c.from.name()})).collect::<Vec<_>>(),
+            "kept": self.kept.iter().map(|k| json!({"name": k.name, "dtype": k.dtype.name(), "reason": k.reason.tag(), "why": k.reason.to_string()})).collect::<Vec<_>>(),
+            "storages_cast": self.storages_cast,
+            "bytes_before": self.bytes_before,
+            "bytes_after": self.bytes_after,
+        })
+    }
+}
+
+/// Casts every floating-point tensor (float64/32/16, bfloat16, float8) to `to`, except those
+/// whose name matches `keep` and those already `to`. Integer, bool and complex tensors are
+/// never cast. The cast is recorded, not done: each cast storage gets `cast = {from, to}` and
+/// its tensors say `to` (offsets and strides are in elements, so they stay valid).
+///
+/// A storage viewed by several tensors (tied weights, views) is cast only if all of them are
+/// cast and share one dtype; otherwise all of them are kept, with the reason. A storage that
+/// already has a pending cast is not cast again. A `to` that is not floating casts nothing
+/// (every floating tensor is kept with [`KeepReason::TargetNotFloating`]).
+pub fn cast(ckpt: &mut Checkpoint, to: DType, keep: &GlobSet) -> CastReport {
+    let bytes_before = ckpt.storages.iter().map(|s| s.out_nbytes()).sum();
+    let mut reason: Vec<Option<KeepReason>> = ckpt
+        .tensors
+        .iter()
+        .map(|t| {
+            if !t.dtype.is_floating() {
+                Some(KeepReason::NotFloating)
+            } else if !to.is_floating() {
+                Some(KeepReason::TargetNotFloating)
+            } else if keep.is_match(&t.name) {
+                Some(KeepReason::KeepPattern)
+            } else if t.dtype == to {
+                Some(KeepReason::AlreadyTarget)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut by_storage: BTreeMap<StorageId, Vec<usize>> = BTreeMap::new();
+    for (i, t) in ckpt.tensors.iter().enumerate() {
+        by_storage.entry(t.storage).or_default().push(i);
+    }
+    let mut storages_cast = 0;
+    for (sid, members) in &by_storage {
+        let selected: Vec<usize> = members.iter().copied().filter(|&i| reason[i].is_none()).collect();
+        if selected.is_empty() {
+            continue;
+        }
+        let storage = &ckpt.storages[sid.0];
+        let first = &ckpt.tensors[selected[0]];
+        let why = if let Some(c) = storage.cast.filter(|c| c.from != c.to) {
+            Some(KeepReason::PendingCast { from: c.from, to: c.to })
+        } else if let Some(&other) = members.iter().find(|&&i| reason[i].is_some()) {
+            Some(KeepReason::SharesStorageWithKept { other: ckpt.tensors[other].name.clone() })
+        } else if let Some(&other) = selected.iter().find(|&&i| ckpt.tensors[i].dtype != first.dtype) {
+            let o = &ckpt.tensors[other];
+            Some(KeepReason::SharesStorageWithOtherDtype { other: o.name.clone(), dtype: o.dtype })
+        } else if storage.data.len % first.dtype.size() as u64 != 0 {
+            Some(KeepReason::PartialElements)
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                for &i in &selected {
+                    // Name the other tensor, not the tensor itself.
+                    let why = match &why {
+                        KeepReason::SharesStorageWithOtherDtype { other, .. } if *other == ckpt.tensors[i].name => {
+                            KeepReason::SharesStorageWithOtherDtype { other: first.name.clone(), dtype: first.dtype }
+                        }
+                        w => w.clone(),
+                    };
+                    reason[i] = Some(why);
+                }
+            }
+            None => {
+                let from = first.dtype;
+                ckpt.storages[sid.0].cast = Some(Cast { from, to });
+                storages_cast += 1;
+            }
+        }
+    }
+    let mut cast = Vec::new();
+    let mut kept = Vec::new();
+    for (i, t) in ckpt.tensors.iter_mut().enumerate() {
+        match reason[i].take() {
+            Some(reason) => kept.push(KeptEntry { name: t.name.clone(), dtype: t.dtype, reason }),
+            None => {
+                cast.push(CastEntry { name: t.name.clone(), from: t.dtype });
+                t.dtype = to;
+            }
+        }
+    }
+    let bytes_after = ckpt.storages.iter().map(|s| s.out_nbytes()).sum();
+    CastReport { to, cast, kept, storages_cast, bytes_before, bytes_after }
+}
+
+/// For every tensor on a storage with a pending cast, how many of its finite values the cast
+/// turns into inf (NaN for float8 kinds without inf): float16's largest finite value is 65504,
+/// so |x| >= 65520 overflows. Only tensors with a nonzero count are listed, in tensor order.
+/// Counts are over the tensor's elements (a tensor that repeats an element, as an expanded
+/// view does, counts it each time). Tensors whose bytes cannot be read are skipped here (the
+/// writer reports them); [`try_overflow_report`] fails on them instead.
+pub fn overflow_report(ckpt: &Checkpoint) -> Vec<(String, u64)> {
+    overflow_impl(ckpt, false).unwrap_or_default()
+}
+
+/// [`overflow_report`], failing on the first tensor whose bytes cannot be read.
+pub fn try_overflow_report(ckpt: &Checkpoint) -> crate::Result<Vec<(String, u64)>> {
+    overflow_impl(ckpt, true)
+}
+
+fn overflow_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, u64)>> {
+    // A copy of the checkpoint's storages without their casts, and each tensor as a view of
+    // the source elements: streaming it gives the bytes the cast will convert.
+    let mut source = Checkpoint {
+        format: ckpt.format,
+        root: Node::None,
+        tensors: Vec::new(),
+        storages: ckpt.storages.iter().map(|s| crate::model::Storage { cast: None, ..s.clone() }).collect(),
+        metadata: Default::default(),
+        globals: Default::default(),
+        origin: ckpt.origin,
+    };
+    let mut out = Vec::new();
+    for t in &ckpt.tensors {
+        let Some(c) = ckpt.storage(t.storage).cast.filter(|c| c.from != c.to) else { continue };
+        if !elem::supported(c.from, c.to) {
+            continue;
+        }
+        let mut view = t.clone();
+        view.dtype = c.from;
+        source.tensors.clear();
+        source.tensors.push(view);
+        let mut count = 0u64;
+        let r = tensor_data::for_each_chunk::<crate::Error>(&source, &source.tensors[0], |bytes| {
+            count += elem::overflow_count(c.from, c.to, bytes);
+            Ok(())
+        });
+        match r {
+            Ok(()) if count > 0 => out.push((t.name.clone(), count)),
+            Ok(()) => {}
+            Err(e) if strict => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,136 @@
+//! `--device`: rewrites the device tags saved with storages (what `map_location` does at load
+//! time, done once in the file).
+
+use std::fmt;
+
+use super::{Result, TransformError};
+use crate::model::Checkpoint;
+
+/// Where storages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceRule {
+    /// Every storage to this device.
+    All(String),
+    /// Storages on `from` to `to`. A `from` without an index (`cuda`) matches every index of
+    /// that device type (`cuda`, `cuda:0`, `cuda:1`...).
+    Map { from: String, to: String },
+}
+
+impl DeviceRule {
+    /// `cpu`, `cuda:1` (everything there) or `cuda:1=cuda:0` (only what is on cuda:1).
+    pub fn parse(s: &str) -> Result<DeviceRule> {
+        let bad = |why: &str| TransformError::BadDevice { rule: s.into(), why: why.into() };
+        match s.split_once('=') {
+            None => {
+                check_device(s).map_err(|w| bad(&w))?;
+                Ok(DeviceRule::All(s.into()))
+            }
+            Some((from, to)) => {
+                check_device(from).map_err(|w| bad(&w))?;
+                check_device(to).map_err(|w| bad(&w))?;
+                Ok(DeviceRule::Map { from: from.into(), to: to.into() })
+            }
+        }
+    }
+
+    /// Whether a storage saved on `location` moves, and where to.
+    pub fn apply(&self, location: &str) -> Option<&str> {
+        match self {
+            DeviceRule::All(to) => Some(to),
+            DeviceRule::Map { from, to } => {
+                let matches = location == from || (!from.contains(':') && location.split(':').next() == Some(from.as_str()));
+                matches.then_some(to.as_str())
+            }
+        }
+    }
+}
+
+impl fmt::Display for DeviceRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceRule::All(to) => f.write_str(to),
+            DeviceRule::Map { from, to } => write!(f, "{from}={to}"),
+        }
+    }
+}
+
+/// A device string as torch's location tags spell them: a lowercase type (`cpu`, `cuda`,
+/// `mps`, `xpu`, `meta`, `privateuseone`...) and an optional `:index`.
+fn check_device(s: &str) -> std::result::Result<(), String> {
+    let (kind, index) = match s.split_once(':') {
+        Some((k, i)) => (k, Some(i)),
+        None => (s, None),
+    };
+    if kind.is_empty() {
+        return Err("empty device".into());
+    }
+    if !kind.starts_with(|c: char| c.is_ascii_lowercase()) || !kind.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(format!("'{kind}' is not a device type (expected e.g. cpu, cuda, mps)"));
+    }
+    if let Some(i) = index {
+        if i.is_empty() || !i.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("'{i}' is not a device index"));
+        }
+        if kind == "cpu" {
+            // torch writes plain "cpu"; "cpu:0" would load but is not what files hold.
+            return Err("cpu takes no index".into());
+        }
+    }
+    Ok(())
+}
+
+/// What [`set_device`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceReport {
+    /// Storages whose location changed.
+    pub storages_changed: usize,
+    /// Storages left as they were (another device, or already there).
+    pub storages_unchanged: usize,
+    /// Tensors viewing a changed storage.
+    pub tensors_moved: usize,
+}
+
+/// Rewrites the location tag of every storage the rule matches.
+pub fn set_device(ckpt: &mut Checkpoint, rule: &DeviceRule) -> DeviceReport {
+    let mut report = DeviceReport::default();
+    let mut changed = vec![false; ckpt.storages.len()];
+    for (i, s) in ckpt.storages.iter_mut().enumerate() {
+        match rule.apply(&s.location) {
+            Some(to) if to != s.location => {
+                s.location = to.to_string();
+                changed[i] = true;
+                report.storages_changed += 1;
+            }
+            _ => report.storages_unchanged += 1,
+        }
+    }
+    report.tensors_moved = ckpt.tensors.iter().filter(|t| changed.get(t.storage.0).copied().unwrap_or(false)).count();
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rules() {
+        assert_eq!(DeviceRule::parse("cpu").unwrap(), DeviceRule::All("cpu".into()));
+        assert_eq!(DeviceRule::parse("cuda:1").unwrap(), DeviceRule::All("cuda:1".into()));
+        assert_eq!(DeviceRule::parse("cuda:1=cuda:0").unwrap(), DeviceRule::Map { from: "cuda:1".into(), to: "cuda:0".into() });
+        for bad in ["", "CUDA", "cuda:", "cuda:x", "cpu:0", "=cpu", "cuda:1=", "a b"] {
+            assert!(DeviceRule::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn map_without_index_matches_every_index() {
+        let r = DeviceRule::parse("cuda=cpu").unwrap();
+        assert_eq!(r.apply("cuda:3"), Some("cpu"));
+        assert_eq!(r.apply("cuda"), Some("cpu"));
+        assert_eq!(r.apply("cudax:0"), None);
+        assert_eq!(r.apply("mps"), None);
+        let r = DeviceRule::parse("cuda:1=cuda:0").unwrap();
+        assert_eq!(r.apply("cuda:1"), Some("cuda:0"));
+        assert_eq!(r.apply("cuda:0"), None);
+    }
+}

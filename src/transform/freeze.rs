@@ -1,0 +1,362 @@
+//! `--freeze` / `--unfreeze` and the trainable-parameter report.
+//!
+//! Which tensors are parameters: a file saved with real flags — a whole model
+//! (`torch.save(model)`), a TorchScript archive, or `state_dict(keep_vars=True)` and other
+//! files holding `nn.Parameter`s — says so for every tensor (`Tensor::parameter`), and its
+//! `requires_grad` is real. A plain `state_dict()` holds detached tensors: no flags at all,
+//! and no module information to tell parameters from buffers. There the parameter-like
+//! tensors are guessed: floating-point (or complex) tensors, except the well-known buffers
+//! ([`is_known_buffer`]: BatchNorm's `running_mean` / `running_var` / `num_batches_tracked`,
+//! rotary `inv_freq`, `position_ids`, `relative_position_index`) and anything under a
+//! top-level key naming optimizer, scheduler or grad-scaler state. Their `requires_grad` is
+//! reported as unknown until a rule sets it.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value as Json};
+
+use super::pattern::{module_hint, Pattern};
+use super::{Result, TransformError};
+use crate::dtype::DType;
+use crate::model::{Checkpoint, Origin, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezeRule {
+    /// requires_grad = false
+    Freeze,
+    /// requires_grad = true
+    Unfreeze,
+}
+
+/// Where a parameter's reported `requires_grad` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagSource {
+    /// The file holds the flag (the tensor was saved as a Parameter).
+    File,
+    /// A rule set it.
+    Pattern,
+    /// The file holds no flag (a detached state_dict) and no rule set it.
+    Unknown,
+}
+
+impl FlagSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlagSource::File => "file",
+            FlagSource::Pattern => "pattern",
+            FlagSource::Unknown => "unknown",
+        }
+    }
+}
+
+/// One parameter-like tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreezeEntry {
+    pub name: String,
+    /// None when unknown.
+    pub requires_grad: Option<bool>,
+    pub numel: u64,
+    pub source: FlagSource,
+    /// For a tensor tied to an earlier one (the same view of one storage: one Parameter in
+    /// PyTorch, saved under two names), that tensor's name. Tied tensors are counted once.
+    pub shared_with: Option<String>,
+}
+
+/// The trainable-parameter report, after any rules were applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FreezeReport {
+    /// Whether the file holds real Parameter flags (see the module docs).
+    pub file_has_flags: bool,
+    /// Every parameter-like tensor, in checkpoint order.
+    pub entries: Vec<FreezeEntry>,
+    /// Elements of trainable / frozen / unknown parameters (tied tensors counted once).
+    pub trainable_params: u64,
+    pub frozen_params: u64,
+    pub unknown_params: u64,
+    /// Parameters (tied tensors counted once) by state.
+    pub trainable_tensors: usize,
+    pub frozen_tensors: usize,
+    pub unknown_tensors: usize,
+    /// Tensors a rule matched that are not parameters (buffers, integer tensors), with why;
+    /// rules leave them alone.
+    pub skipped: Vec<(String, String)>,
+    /// (tensor a rule matched, tensor tied to it that got the same flag): tied weights are one
+    /// Parameter in PyTorch, so they cannot differ.
+    pub tied: Vec<(String, String)>,
+    /// Rule patterns that matched no parameter.
+    pub unmatched_patterns: Vec<String>,
+    /// Rule patterns that are not valid globs, with the error (such rules did nothing).
+    pub invalid_patterns: Vec<(String, String)>,
+}
+
+/// Whether a tensor name ends in a well-known buffer name (BatchNorm running statistics and
+/// counter, rotary `inv_freq`, `position_ids`, `relative_position_index`): the heuristic used
+/// when a file has no Parameter flags.
+pub fn is_known_buffer(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    matches!(last, "running_mean" | "running_var" | "num_batches_tracked" | "inv_freq" | "position_ids" | "relative_position_index")
+}
+
+/// Optimizer, scheduler and grad-scaler state of a training checkpoint (by its top-level key).
+fn is_training_state(name: &str) -> bool {
+    let first = name.split('.').next().unwrap_or(name).to_ascii_lowercase();
+    first.contains("optim") || first.contains("sched") || first.contains("scaler")
+}
+
+fn can_require_grad(d: DType) -> bool {
+    d.is_floating() || matches!(d, DType::C64 | DType::C128)
+}
+
+fn file_has_flags(ckpt: &Checkpoint) -> bool {
+    ckpt.origin != Origin::Data || ckpt.tensors.iter().any(|t| t.parameter)
+}
+
+/// Whether tensor `t` counts as a parameter (see the module docs).
+fn parameter_like(t: &Tensor, flags: bool) -> bool {
+    if t.parameter {
+        return true;
+    }
+    !flags && can_require_grad(t.dtype) && !is_known_buffer(&t.name) && !is_training_state(&t.name)
+}
+
+fn not_parameter_reason(t: &Tensor, flags: bool) -> String {
+    if !can_require_grad(t.dtype) {
+        format!("{} tensors cannot require grad", t.dtype)
+    } else if flags {
+        "not a parameter in the file (a buffer or plain tensor)".into()
+    } else if is_known_buffer(&t.name) {
+        "a well-known buffer".into()
+    } else {
+        "optimizer/scheduler state".into()
+    }
+}
+
+/// Applies the rules in order (later rules win) and reports. A rule's pattern works as in
+/// `drop` ([`Pattern`]). A matched parameter-like tensor gets `requires_grad` and becomes a
+/// Parameter (`parameter = true`); tensors tied to it (the same view of the same storage) get
+/// the same flag. Matched tensors that are not parameters are listed in `skipped`; patterns
+/// that match no parameter in `unmatched_patterns`, invalid ones in `invalid_patterns` (use
+/// [`try_freeze`] to refuse those instead). With no rules, this is just the report.
+pub fn freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> FreezeReport {
+    let flags = file_has_flags(ckpt);
+    let param: Vec<bool> = ckpt.tensors.iter().map(|t| parameter_like(t, flags)).collect();
+    let was_parameter: Vec<bool> = ckpt.tensors.iter().map(|t| t.parameter).collect();
+    // Tie groups: identical views of one storage are one Parameter.
+    let mut groups: HashMap<ViewKey, Vec<usize>> = HashMap::new();
+    for (i, t) in ckpt.tensors.iter().enumerate() {
+        if param[i] {
+            groups.entry((t.storage.0, t.offset, t.dtype, t.shape.clone(), t.stride.clone())).or_default().push(i);
+        }
+    }
+    let group: Vec<Vec<usize>> = ckpt
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| groups.get(&(t.storage.0, t.offset, t.dtype, t.shape.clone(), t.stride.clone())).cloned().unwrap_or_else(|| vec![i]))
+        .collect();
+    let mut report = FreezeReport { file_has_flags: flags, ..Default::default() };
+    let mut set: Vec<Option<bool>> = vec![None; ckpt.tensors.len()];
+    let mut skipped_seen = vec![false; ckpt.tensors.len()];
+    for (rule, text) in rules {
+        let pattern = match Pattern::new(text) {
+            Ok(p) => p,
+            Err(e) => {
+                report.invalid_patterns.push((text.clone(), e.to_string()));
+                continue;
+            }
+        };
+        let value = *rule == FreezeRule::Unfreeze;
+        let mut matched_param = false;
+        for (i, t) in ckpt.tensors.iter().enumerate() {
+            if !pattern.matches(&t.name) {
+                continue;
+            }
+            if !param[i] {
+                if !skipped_seen[i] {
+                    skipped_seen[i] = true;
+                    report.skipped.push((t.name.clone(), not_parameter_reason(t, flags)));
+                }
+                continue;
+            }
+            matched_param = true;
+            for &j in &group[i] {
+                if j != i && !pattern.matches(&ckpt.tensors[j].name) {
+                    let pair = (t.name.clone(), ckpt.tensors[j].name.clone());
+                    if !report.tied.contains(&pair) {
+                        report.tied.push(pair);
+                    }
+                }
+                set[j] = Some(value);
+            }
+        }
+        if !matched_param {
+            report.unmatched_patterns.push(text.clone());
+        }
+    }
+    for (i, t) in ckpt.tensors.iter_mut().enumerate() {
+        if let Some(v) = set[i] {
+            t.requires_grad = v;
+            t.parameter = true;
+        }
+    }
+    for (i, t) in ckpt.tensors.iter().enumerate() {
+        if !param[i] {
+            continue;
+        }
+        let first = group[i][0];
+        let shared_with = (first != i).then(|| ckpt.tensors[first].name.clone());
+        let source = if set[i].is_some() {
+            FlagSource::Pattern
+        } else if was_parameter[i] {
+            FlagSource::File
+        } else {
+            FlagSource::Unknown
+        };
+        let requires_grad = (source != FlagSource::Unknown).then_some(t.requires_grad);
+        let numel = t.numel();
+        let counted = if shared_with.is_some() { None } else { Some(requires_grad) };
+        match counted.flatten() {
+            Some(true) => {
+                report.trainable_params += numel;
+                report.trainable_tensors += 1;
+            }
+            Some(false) => {
+                report.frozen_params += numel;
+                report.frozen_tensors += 1;
+            }
+            None if counted.is_some() => {
+                report.unknown_params += numel;
+                report.unknown_tensors += 1;
+            }
+            None => {}
+        }
+        report.entries.push(FreezeEntry { name: t.name.clone(), requires_grad, numel, source, shared_with });
+    }
+    report
+}
+
+/// [`freeze`], but refusing (and changing nothing) when a pattern is invalid or matches no
+/// parameter: a typo never passes silently.
+pub fn try_freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> Result<FreezeReport> {
+    let flags = file_has_flags(ckpt);
+    let mut unmatched = Vec::new();
+    for (_, text) in rules {
+        let p = Pattern::new(text)?;
+        if !ckpt.tensors.iter().any(|t| parameter_like(t, flags) && p.matches(&t.name)) {
+            unmatched.push(text.clone());
+        }
+    }
+    if !unmatched.is_empty() {
+        let params = ckpt.tensors.iter().filter(|t| parameter_like(t, flags));
+        let hint = format!("no parameter matches; {}", module_hint(params.map(|t| t.name.as_str())));
+        return Err(TransformError::NoMatch { patterns: unmatched, hint });
+    }
+    Ok(freeze(ckpt, rules))
+}
+
+/// A view's identity: storage, offset, dtype, shape, strides.
+type ViewKey = (usize, u64, DType, Vec<u64>, Vec<u64>);
+
+/// 1234567 -> "1,234,567".
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl FreezeReport {
+    pub fn all_params(&self) -> u64 {
+        self.trainable_params + self.frozen_params + self.unknown_params
+    }
+
+    /// One line, like PEFT's `print_trainable_parameters()`:
+    /// `trainable params: 1,234 || all params: 5,678 || trainable%: 21.7330`. When some or
+    /// all flags are unknown it says so instead of counting them as frozen.
+    pub fn summary(&self) -> String {
+        let known = self.trainable_params + self.frozen_params;
+        let pct = |t: u64, all: u64| if all == 0 { 0.0 } else { 100.0 * t as f64 / all as f64 };
+        if self.entries.is_empty() {
+            return "no parameters".into();
+        }
+        if self.unknown_tensors == 0 {
+            return format!(
+                "trainable params: {} || all params: {} || trainable%: {:.4}",
+                thousands(self.trainable_params),
+                thousands(known),
+                pct(self.trainable_params, known)
+            );
+        }
+        let unknown = format!(
+            "requires_grad unknown for {} tensor{} ({} params): the file saves no requires_grad flags (a plain state_dict)",
+            self.unknown_tensors,
+            if self.unknown_tensors == 1 { "" } else { "s" },
+            thousands(self.unknown_params)
+        );
+        if known == 0 {
+            return format!("all params: {} || {unknown}", thousands(self.unknown_params));
+        }
+        format!(
+            "trainable params: {} || all params: {} || trainable%: {:.4} of the {} with known flags || {unknown}",
+            thousands(self.trainable_params),
+            thousands(self.all_params()),
+            pct(self.trainable_params, known),
+            thousands(known)
+        )
+    }
+
+    pub fn to_json(&self) -> Json {
+        let known = self.trainable_params + self.frozen_params;
+        json!({
+            "flags": if self.file_has_flags { "file" } else { "none" },
+            "trainable_params": self.trainable_params,
+            "frozen_params": self.frozen_params,
+            "unknown_params": self.unknown_params,
+            "all_params": self.all_params(),
+            "trainable_percent": if known == 0 { Json::Null } else { json!(100.0 * self.trainable_params as f64 / known as f64) },
+            "trainable_tensors": self.trainable_tensors,
+            "frozen_tensors": self.frozen_tensors,
+            "unknown_tensors": self.unknown_tensors,
+            "tensors": self.entries.iter().map(|e| json!({
+                "name": e.name,
+                "requires_grad": e.requires_grad,
+                "numel": e.numel,
+                "source": e.source.name(),
+                "shared_with": e.shared_with,
+            })).collect::<Vec<_>>(),
+            "skipped": self.skipped.iter().map(|(n, w)| json!({"name": n, "why": w})).collect::<Vec<_>>(),
+            "tied": self.tied.iter().map(|(a, b)| json!({"matched": a, "tied": b})).collect::<Vec<_>>(),
+            "unmatched_patterns": self.unmatched_patterns,
+            "invalid_patterns": self.invalid_patterns.iter().map(|(p, w)| json!({"pattern": p, "why": w})).collect::<Vec<_>>(),
+            "summary": self.summary(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn known_buffers() {
+        assert!(is_known_buffer("bn.running_mean"));
+        assert!(is_known_buffer("num_batches_tracked"));
+        assert!(!is_known_buffer("bn.weight"));
+        assert!(is_training_state("optimizer_state_dict.state.2.exp_avg"));
+        assert!(is_training_state("lr_scheduler.x"));
+        assert!(!is_training_state("model_state_dict.fc.weight"));
+    }
+}

@@ -1,0 +1,73 @@
+//! Transforms of a [`Checkpoint`]: element-type casts, device tags, renames, selecting a
+//! subtree, dropping layers, freezing parameters. Every transform is a pure function on the
+//! in-memory model: no file is read or written (except that [`overflow_report()`] reads the
+//! tensor bytes a pending cast would convert).
+//!
+//! Every transform leaves the checkpoint consistent: `root`'s `Node::Tensor` leaves index
+//! `tensors` (each index once, in the order of `tensors`), every tensor's name is its dotted
+//! path in `root` (as [`crate::read::flatten`] names it), and tensors only reference existing
+//! storages. Transforms that remove tensors ([`drop_layers()`], [`select()`]) also remove the
+//! storages no remaining tensor views, so a writer never meets an orphan storage.
+//!
+//! Names and patterns: a *pattern* ([`Pattern`], used by [`drop_layers()`] and [`freeze()`])
+//! matches a tensor name if it is a glob matching the whole name (`layer4.*`,
+//! `*.num_batches_tracked`; `*` crosses dots) or if it names a module prefix (`fc` matches
+//! `fc.weight`, `fc.0.bias`, but not `fc1.weight`), or equals the name.
+
+pub mod cast;
+pub mod device;
+pub mod drop_layers;
+pub mod elem;
+pub mod freeze;
+pub mod pattern;
+pub mod rename;
+pub mod select;
+pub(crate) mod tree;
+
+pub use cast::{cast, overflow_report, try_overflow_report, CastEntry, CastReport, KeepReason, KeptEntry};
+pub use device::{set_device, DeviceReport, DeviceRule};
+pub use drop_layers::{drop_layers, DropReport};
+pub use freeze::{freeze, is_known_buffer, try_freeze, FlagSource, FreezeEntry, FreezeReport, FreezeRule};
+pub use pattern::Pattern;
+pub use rename::{rename, RenameReport};
+pub use select::select;
+pub use tree::prune_storages;
+
+#[cfg(doc)]
+use crate::model::Checkpoint;
+
+/// Why a transform refused. Nothing was changed when a transform returns one of these.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransformError {
+    /// Patterns that match no tensor: a typo never passes silently.
+    #[error("{} no tensor: {}{}", if .patterns.len() == 1 { "pattern matches" } else { "patterns match" }, quote_list(.patterns), hint_suffix(.hint))]
+    NoMatch { patterns: Vec<String>, hint: String },
+    #[error("invalid pattern '{pattern}': {why}")]
+    BadPattern { pattern: String, why: String },
+    /// A rename would give two tensors one name.
+    #[error("renaming makes '{a}' and '{b}' collide: both would be named '{name}'")]
+    Collision { a: String, b: String, name: String },
+    /// A rename would put one key twice into a dict (a tensor's new key equals another entry's).
+    #[error("renaming puts the key '{key}' twice into {place}")]
+    KeyCollision { key: String, place: String },
+    #[error("no '{path}' in the checkpoint; its top-level keys are: {}", .keys.join(", "))]
+    UnknownPath { path: String, keys: Vec<String> },
+    #[error("'{path}' holds no tensors")]
+    NoTensors { path: String },
+    #[error("invalid device rule '{rule}': {why}")]
+    BadDevice { rule: String, why: String },
+}
+
+fn quote_list(items: &[String]) -> String {
+    items.iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", ")
+}
+
+fn hint_suffix(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!(" ({hint})")
+    }
+}
+
+pub type Result<T, E = TransformError> = std::result::Result<T, E>;

@@ -1,0 +1,150 @@
+//! Never lose data: every output is written to a temporary file beside its target, flushed to
+//! disk, and renamed into place only once it is complete. An error or a panic before that drops
+//! the temporary file, which removes it, so no partial output is ever left at the target.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+use crate::error::{Error, Result};
+
+/// An output being written: a temporary file in the target's directory.
+pub struct AtomicFile {
+    tmp: NamedTempFile,
+    target: PathBuf,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file `.NAME.XXXXXX.ckpt-tmp` next to `target`. Its permissions
+    /// are those of the file it replaces, or the usual ones for a new file (0666 less umask).
+    pub fn create(target: &Path) -> Result<AtomicFile> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| Error::Write { path: target.into(), source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name") })?;
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let prefix = format!(".{}.", name.to_string_lossy());
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".ckpt-tmp");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder.tempfile_in(dir).map_err(|e| Error::Write { path: target.into(), source: e })?;
+        if let Ok(meta) = std::fs::metadata(target) {
+            if meta.is_file() {
+                let _ = tmp.as_file().set_permissions(meta.permissions());
+            }
+        }
+        Ok(AtomicFile { tmp, target: target.into() })
+    }
+
+    /// The file to write to.
+    pub fn file(&mut self) -> &mut File {
+        self.tmp.as_file_mut()
+    }
+
+    /// Where it will end up.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Where it is being written now.
+    pub fn temp_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn err(&self, source: io::Error) -> Error {
+        Error::Write { path: self.target.clone(), source }
+    }
+
+    /// Flushes the file's data to disk.
+    pub fn sync(&self) -> Result<()> {
+        self.tmp.as_file().sync_all().map_err(|e| self.err(e))
+    }
+
+    /// Renames the file into place. Without `overwrite` an existing target is an error (checked
+    /// by the rename itself, so a file that appeared meanwhile is not replaced either).
+    fn rename(self, overwrite: bool) -> Result<PathBuf> {
+        let target = self.target;
+        let persisted = if overwrite { self.tmp.persist(&target) } else { self.tmp.persist_noclobber(&target) };
+        match persisted {
+            Ok(_) => Ok(target),
+            // The temporary file drops (and is removed) with the error.
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists && !overwrite => Err(Error::Exists { path: target }),
+            Err(e) => Err(Error::Write { path: target, source: e.error }),
+        }
+    }
+
+    /// Syncs the file, renames it into place and syncs its directory.
+    pub fn commit(self, overwrite: bool) -> Result<PathBuf> {
+        self.sync()?;
+        let target = self.rename(overwrite)?;
+        sync_dir(&target);
+        Ok(target)
+    }
+}
+
+/// Several outputs that appear together or not at all (the shards and index of a sharded
+/// checkpoint). Committed in the order added, so the index goes last.
+#[derive(Default)]
+pub struct AtomicSet {
+    files: Vec<AtomicFile>,
+}
+
+impl AtomicSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, file: AtomicFile) {
+        self.files.push(file);
+    }
+
+    /// Syncs every file, then renames each into place. If a rename fails, the files already
+    /// renamed are removed again and the rest dropped: the targets are left as they were, except
+    /// that files replaced under `overwrite` are gone.
+    pub fn commit(self, overwrite: bool) -> Result<Vec<PathBuf>> {
+        for f in &self.files {
+            f.sync()?;
+        }
+        let mut done: Vec<PathBuf> = Vec::with_capacity(self.files.len());
+        for f in self.files {
+            match f.rename(overwrite) {
+                Ok(p) => done.push(p),
+                Err(e) => {
+                    for p in &done {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut dirs: Vec<&Path> = done.iter().filter_map(|p| p.parent()).collect();
+        dirs.dedup();
+        for d in dirs {
+            sync_dir_path(d);
+        }
+        Ok(done)
+    }
+}
+
+/// Makes a rename durable: syncs the directory that holds `file` (best effort; not every
+/// platform or file system allows it).
+fn sync_dir(file: &Path) {
+    if let Some(dir) = file.parent() {
+        sync_dir_path(dir);
+    }
+}
+
+fn sync_dir_path(dir: &Path) {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

@@ -1,0 +1,273 @@
+//! Writers: a [`Checkpoint`] becomes a PyTorch zip file (`.pth`/`.pt`/`.bin`), a safetensors
+//! file, or a sharded set of either with a huggingface index.
+//!
+//! Guarantees:
+//! - Never lose data: outputs are written to a temporary file in the target's directory,
+//!   synced, and renamed into place once complete ([`atomic`]); an error or a panic leaves no
+//!   partial file. An existing output is replaced only with `force`; an output that is one of
+//!   the inputs is always refused ([`check_output`]).
+//! - Streaming: tensor data goes from positioned reads of the inputs straight into a buffered
+//!   writer in chunks of a few MB; no tensor is ever held whole in memory.
+//! - Exactness: safetensors output is byte-identical to `safetensors.torch.save_file` of the
+//!   same tensors and metadata ([`safetensors`]); .pth output is what `torch.save` writes, loads
+//!   with `torch.load(weights_only=True)` and with libtorch's C++ unpickler, and keeps the
+//!   structure, storage sharing, views, requires_grad, Parameter-ness and device tags ([`pth`]).
+
+pub mod atomic;
+pub mod pickler;
+pub mod progress;
+pub mod pth;
+pub mod safetensors;
+pub mod shard;
+pub mod zip;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::model::Checkpoint;
+use crate::tensor_data::DataReader;
+
+use self::atomic::AtomicFile;
+use self::progress::Progress;
+
+/// The container to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutFormat {
+    /// PyTorch's zip format, as `torch.save` writes it.
+    Pth,
+    Safetensors,
+}
+
+impl OutFormat {
+    /// The format an output path asks for by its name: `.safetensors` (and
+    /// `.safetensors.index.json`) -> Safetensors; `.pth`, `.pt`, `.bin` (and their
+    /// `.index.json` forms) -> Pth; anything else None.
+    pub fn from_path(p: &Path) -> Option<OutFormat> {
+        let name = p.file_name()?.to_string_lossy().to_ascii_lowercase();
+        let name = name.strip_suffix(".index.json").unwrap_or(&name);
+        let ext = name.rsplit_once('.')?.1;
+        match ext {
+            "safetensors" => Some(OutFormat::Safetensors),
+            "pth" | "pt" | "bin" => Some(OutFormat::Pth),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OutFormat::Pth => "pth",
+            OutFormat::Safetensors => "safetensors",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub format: OutFormat,
+    /// Replace an existing output.
+    pub force: bool,
+    /// safetensors: write one name per group of exactly identical views of a storage (tied
+    /// weights), recording each dropped name in `__metadata__` as `dropped -> kept`, as
+    /// huggingface's convert does. .pth keeps sharing anyway, so this changes nothing there.
+    pub dedupe: bool,
+    /// Split into huggingface-style shards of at most this many bytes of tensor data.
+    pub max_shard_size: Option<u64>,
+    /// A progress line on stderr, when stderr is a terminal.
+    pub progress: bool,
+}
+
+impl WriteOptions {
+    pub fn new(format: OutFormat) -> Self {
+        WriteOptions { format, force: false, dedupe: false, max_shard_size: None, progress: false }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    /// The files written, in the order they were renamed into place (a shard index last).
+    pub files: Vec<PathBuf>,
+    /// Tensors written (after `dedupe`).
+    pub tensors: usize,
+    /// Total size of the files written.
+    pub bytes: u64,
+}
+
+/// Writes `ckpt` to `out` (see the module docs for what is guaranteed).
+///
+/// With `max_shard_size`, or when `out` ends in `.index.json`, the output is sharded
+/// ([`shard`]): `out` names the index file or a directory to write the index and shards into.
+pub fn write(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions) -> Result<WriteReport> {
+    write_with_layout(ckpt, out, opts, &pth::PthLayout::default())
+}
+
+/// [`write()`] with a chosen zip layout for .pth output (tests force zip64 with it).
+pub fn write_with_layout(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions, layout: &pth::PthLayout) -> Result<WriteReport> {
+    let inputs = input_paths(ckpt);
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    if opts.max_shard_size.is_some() || shard::is_index_name(out) {
+        return shard::write_sharded(ckpt, out, opts, &inputs);
+    }
+    check_output(&inputs, out, opts.force)?;
+    if out.is_dir() {
+        let why = "is a directory; name the output file (or pass a shard size to write shards into it)";
+        return Err(Error::Write { path: out.into(), source: std::io::Error::other(why) });
+    }
+    let mut reader = DataReader::new();
+    match opts.format {
+        OutFormat::Safetensors => {
+            let sel = safetensors::select(ckpt, opts.dedupe)?;
+            let mut meta = safetensors::metadata(ckpt);
+            safetensors::record_dropped(&mut meta, &sel.dropped);
+            let mut progress = Progress::new(safetensors::data_bytes(ckpt, &sel.tensors), opts.progress);
+            let mut f = AtomicFile::create(out)?;
+            let bytes = safetensors::write_file(ckpt, &sel.tensors, &meta, f.file(), out, &mut reader, &mut progress)?;
+            progress.finish();
+            let path = f.commit(opts.force)?;
+            Ok(WriteReport { files: vec![path], tensors: sel.tensors.len(), bytes })
+        }
+        OutFormat::Pth => {
+            let root = &ckpt.root;
+            let mut progress = Progress::new(pth::data_bytes(ckpt, root), opts.progress);
+            let mut f = AtomicFile::create(out)?;
+            let bytes = pth::write_archive(ckpt, root, &pth::prefix_for(out), f.file(), out, layout, &mut reader, &mut progress)?;
+            progress.finish();
+            let path = f.commit(opts.force)?;
+            Ok(WriteReport { files: vec![path], tensors: pth::tensors_in(root).len(), bytes })
+        }
+    }
+}
+
+/// The files the checkpoint's tensor data is read from.
+pub fn input_paths(ckpt: &Checkpoint) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for s in &ckpt.storages {
+        let p = s.data.source.path();
+        if !paths.iter().any(|q| q == p) {
+            paths.push(p.to_path_buf());
+        }
+    }
+    paths
+}
+
+/// Whether writing `out` is allowed: an output that is one of `inputs` (the same file, by
+/// device and inode, or by canonical path) is always refused; an existing file needs `force`.
+/// An existing directory passes: it is where sharded output goes (and [`write()`] refuses it
+/// as the output of a single file, before writing anything; it checks every shard and index
+/// file it will write the same way).
+pub fn check_output(inputs: &[&Path], out: &Path, force: bool) -> Result<()> {
+    let meta = match std::fs::metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::Write { path: out.into(), source: e }),
+    };
+    for input in inputs {
+        if same_file(input, out, &meta) {
+            return Err(Error::SameFile { path: out.into(), input: input.to_path_buf() });
+        }
+    }
+    if meta.is_dir() {
+        return Ok(());
+    }
+    if !force {
+        return Err(Error::Exists { path: out.into() });
+    }
+    Ok(())
+}
+
+fn same_file(input: &Path, out: &Path, out_meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(input) {
+            return m.dev() == out_meta.dev() && m.ino() == out_meta.ino();
+        }
+    }
+    let _ = out_meta;
+    match (std::fs::canonicalize(input), std::fs::canonicalize(out)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Parses a size: a number with an optional unit, case-insensitive: B, KB/MB/GB/TB (powers of
+/// 1000, as huggingface counts), KiB/MiB/GiB/TiB (powers of 1024), K/M/G/T (= KB...). "1.5GB"
+/// is allowed. None for anything else, zero, or overflow.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let mult: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    if num.is_empty() || num.starts_with('.') && num.len() == 1 {
+        return None;
+    }
+    let value = match num.split_once('.') {
+        None => num.parse::<u64>().ok()?.checked_mul(mult)?,
+        Some((int, frac)) => {
+            if frac.contains('.') || (int.is_empty() && frac.is_empty()) {
+                return None;
+            }
+            let int: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+            let whole = int.checked_mul(mult)?;
+            // The fraction, exactly in integers: frac / 10^len * mult, rounded down.
+            let frac = frac.trim_end_matches('0');
+            if frac.len() > 18 {
+                return None;
+            }
+            let f: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+            let part = f * mult as u128 / 10u128.pow(frac.len() as u32);
+            whole.checked_add(u64::try_from(part).ok()?)?
+        }
+    };
+    (value > 0).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("5GB"), Some(5_000_000_000));
+        assert_eq!(parse_size("500MB"), Some(500_000_000));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size(" 10 kb "), Some(10_000));
+        assert_eq!(parse_size("1.5GB"), Some(1_500_000_000));
+        assert_eq!(parse_size("0.5KiB"), Some(512));
+        assert_eq!(parse_size("3M"), Some(3_000_000));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("GB"), None);
+        assert_eq!(parse_size("."), None);
+        assert_eq!(parse_size("1.2.3"), None);
+        assert_eq!(parse_size("5XB"), None);
+        assert_eq!(parse_size("-5"), None);
+        assert_eq!(parse_size("99999999999TB"), None);
+    }
+
+    #[test]
+    fn formats_from_paths() {
+        let f = |p: &str| OutFormat::from_path(Path::new(p));
+        assert_eq!(f("a/model.safetensors"), Some(OutFormat::Safetensors));
+        assert_eq!(f("model.SafeTensors"), Some(OutFormat::Safetensors));
+        assert_eq!(f("x.pth"), Some(OutFormat::Pth));
+        assert_eq!(f("x.pt"), Some(OutFormat::Pth));
+        assert_eq!(f("pytorch_model.bin"), Some(OutFormat::Pth));
+        assert_eq!(f("model.safetensors.index.json"), Some(OutFormat::Safetensors));
+        assert_eq!(f("pytorch_model.bin.index.json"), Some(OutFormat::Pth));
+        assert_eq!(f("x.json"), None);
+        assert_eq!(f("x"), None);
+    }
+}
