@@ -70,6 +70,41 @@ impl DataReader {
     }
 }
 
+impl DataReader {
+    /// Appends `len` bytes at `offset` within `data` to `out` at its current position, inside
+    /// the kernel where it can (copy_file_range: what `cp` does), so bytes that need no
+    /// conversion never pass through this process. False when there is no file to copy from
+    /// (the caller then streams chunks).
+    pub fn copy_to(&mut self, data: &DataRef, offset: u64, len: u64, out: &mut File) -> Result<bool> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = data.source.path();
+        if offset.checked_add(len).is_none_or(|end| end > data.len) {
+            return Err(Error::malformed(path, "storage", format!("copy of {len} bytes at {offset} past the storage's {} bytes", data.len)));
+        }
+        let Some(mut file) = self.file(&data.source) else { return Ok(false) };
+        // Positioned reads ignore the cursor, so moving it here disturbs nothing else.
+        file.seek(SeekFrom::Start(data.offset + offset)).map_err(|e| Error::io(path, e))?;
+        let copied = std::io::copy(&mut file.take(len), out).map_err(|e| Error::io(path, e))?;
+        if copied != len {
+            return Err(Error::malformed(path, "storage", format!("file ended after {copied} of {len} bytes")));
+        }
+        Ok(true)
+    }
+}
+
+/// The tensor's bytes as one range of its storage that can be copied verbatim: contiguous,
+/// little-endian, no pending cast. (offset within the storage data, length)
+pub fn verbatim_range(ckpt: &Checkpoint, tensor: &Tensor) -> Option<(u64, u64)> {
+    let storage = ckpt.storage(tensor.storage);
+    if storage.cast.is_some() || storage.byte_order != ByteOrder::Little || !tensor.is_contiguous() {
+        return None;
+    }
+    let esize = tensor.dtype.size() as u64;
+    let start = tensor.offset.checked_mul(esize)?;
+    let len = tensor.numel().checked_mul(esize)?;
+    (start.checked_add(len)? <= storage.data.len).then_some((start, len))
+}
+
 /// Opens the source's file again, if it still is the file that was mapped: same length, same
 /// first and last 4 KiB (a file replaced under the same name is read through the map instead).
 fn open_same(source: &Source) -> Option<File> {
