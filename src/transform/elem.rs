@@ -1,7 +1,7 @@
 //! Element-type conversion of floating-point data, bit for bit as PyTorch's CPU
 //! `tensor.to(dtype)` does it on a contiguous tensor.
 //!
-//! What PyTorch does, measured with torch 2.11 on x86-64 (AVX2 and AVX-512 kernels agree) and
+//! What PyTorch does, measured with torch 2.11 on x86-64 (its AVX2 and AVX-512 kernels agree) and
 //! pinned by `fixtures/casts/casts.json` (written by `fixtures/casts/generate_casts.py`):
 //!
 //! * Narrowing rounds to nearest, ties to even, with gradual underflow (no flush to zero).
@@ -22,12 +22,16 @@
 //!   - to float8: c10's `fp8*_from_fp32_value` (e4m3fn: `0x7F|sign`, e5m2: `0x7F|sign`,
 //!     fnuz kinds: `0x80`, e8m0fnu: `0xFF`).
 //!
-//! PyTorch itself is not consistent for two pairs: its kernels convert whole vector blocks
+//! PyTorch itself is not consistent about NaN bits. Its kernels convert whole vector blocks
 //! (8 or 16 elements) and finish the last `n % width` elements of each thread's range on a
 //! scalar path, where float16 -> float32 turns every NaN into `0x7FFFFFFF` and
-//! float64 -> bfloat16 turns every NaN into `0x7FC0`. Which elements hit that path depends on
+//! float64 -> bfloat16 turns every NaN into `0x7FC0`; which elements hit that path depends on
 //! the tensor's length and the thread count, so this module always gives the block result
-//! (recorded as `tail_differences` in casts.json). Finite values never differ between paths.
+//! (recorded as `tail_differences` in casts.json). Strided tensors and builds without vector
+//! kernels (`ATEN_CPU_CAPABILITY=default`, some non-x86 builds) take scalar paths that give
+//! canonical NaNs (`0x7E00|sign` for float16, `0x7FC0` for bfloat16) for float32/float64 ->
+//! bfloat16 and bfloat16/float8/float64 -> float16. Finite values and infinities never differ
+//! between these paths (compared over every sweep of casts.json, AVX-512 against default).
 
 use crate::dtype::DType;
 
