@@ -8,6 +8,7 @@ use serde_json::{json, Value as Json};
 
 use crate::model::{Checkpoint, Format, Origin, Tensor};
 use crate::tensor_data::sha256_hex;
+pub use crate::units::{grouped, human_bytes};
 
 /// What to show.
 #[derive(Debug, Clone, Default)]
@@ -58,35 +59,6 @@ pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
         "total_params": selected(ckpt, opts).map(Tensor::numel).sum::<u64>(),
         "total_bytes": selected(ckpt, opts).map(Tensor::nbytes).sum::<u64>(),
     })
-}
-
-/// Bytes as people read them: 1.5 KiB, 340 MiB.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-/// 1234567 as "1,234,567".
-pub fn grouped(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn shape_str(shape: &[u64]) -> String {

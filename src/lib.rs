@@ -16,6 +16,7 @@ pub mod scan;
 pub mod source;
 pub mod tensor_data;
 pub mod transform;
+pub mod units;
 pub mod write;
 #[cfg(feature = "tch")]
 pub mod verify;

@@ -257,18 +257,6 @@ pub fn try_freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> Resu
 /// A view's identity: storage, offset, dtype, shape, strides.
 type ViewKey = (usize, u64, DType, Vec<u64>, Vec<u64>);
 
-/// 1234567 -> "1,234,567".
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 impl FreezeReport {
     pub fn all_params(&self) -> u64 {
@@ -287,8 +275,8 @@ impl FreezeReport {
         if self.unknown_tensors == 0 {
             return format!(
                 "trainable params: {} || all params: {} || trainable%: {:.4}",
-                thousands(self.trainable_params),
-                thousands(known),
+                crate::units::grouped(self.trainable_params),
+                crate::units::grouped(known),
                 pct(self.trainable_params, known)
             );
         }
@@ -296,17 +284,17 @@ impl FreezeReport {
             "requires_grad unknown for {} tensor{} ({} params): the file saves no requires_grad flags (a plain state_dict)",
             self.unknown_tensors,
             if self.unknown_tensors == 1 { "" } else { "s" },
-            thousands(self.unknown_params)
+            crate::units::grouped(self.unknown_params)
         );
         if known == 0 {
-            return format!("all params: {} || {unknown}", thousands(self.unknown_params));
+            return format!("all params: {} || {unknown}", crate::units::grouped(self.unknown_params));
         }
         format!(
             "trainable params: {} || all params: {} || trainable%: {:.4} of the {} with known flags || {unknown}",
-            thousands(self.trainable_params),
-            thousands(self.all_params()),
+            crate::units::grouped(self.trainable_params),
+            crate::units::grouped(self.all_params()),
             pct(self.trainable_params, known),
-            thousands(known)
+            crate::units::grouped(known)
         )
     }
 
@@ -344,10 +332,10 @@ mod tests {
 
     #[test]
     fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(crate::units::grouped(0), "0");
+        assert_eq!(crate::units::grouped(999), "999");
+        assert_eq!(crate::units::grouped(1000), "1,000");
+        assert_eq!(crate::units::grouped(1234567), "1,234,567");
     }
 
     #[test]

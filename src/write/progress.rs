@@ -40,9 +40,9 @@ impl Progress {
             "\rwriting [{}{}] {pct:>3}%  {} / {}  {}/s ",
             "=".repeat(filled),
             " ".repeat(width - filled),
-            human(self.done),
-            human(self.total),
-            human((self.done as f64 / secs) as u64)
+            crate::units::human_bytes(self.done),
+            crate::units::human_bytes(self.total),
+            crate::units::human_bytes((self.done as f64 / secs) as u64)
         );
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(line.as_bytes());
@@ -64,17 +64,3 @@ impl Drop for Progress {
     }
 }
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
