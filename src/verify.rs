@@ -11,7 +11,7 @@
 //! - `tch-zip-dict`: a zip `.pth` whose top level is an `OrderedDict` of tensors (what
 //!   `torch.save(model.state_dict())` writes). libtorch's C++ unpickler turns `OrderedDict` into
 //!   None, so a temporary copy is made whose `data.pkl` starts with a plain dict instead (see
-//!   [`plain_dict_pickle`]: the OrderedDict call becomes EMPTY_DICT, the trailing BUILD of
+//!   `plain_dict_pickle`: the OrderedDict call becomes EMPTY_DICT, the trailing BUILD of
 //!   `_metadata` is dropped, nothing else changes); every other record is copied as is.
 //!   libtorch then reads that copy as for `tch-zip`: storages, dtypes, offsets, shapes
 //!   and strides are still decoded by libtorch from the file's own pickle.
@@ -20,7 +20,7 @@
 //! - `tch-safetensors`: `Tensor::read_safetensors` (tch's safetensors parser, libtorch tensors),
 //!   then moved to the device.
 //! - `bytes`: for what libtorch cannot open (legacy files, whole-model pickles, nested
-//!   containers, protocol > 2, dtypes its loaders lack): ckpt's contiguous bytes are handed to
+//!   containers, protocol > 2, big-endian storages, dtypes its loaders lack): ckpt's contiguous bytes are handed to
 //!   libtorch (`Tensor::f_from_data_size`) and moved to the device and back. That proves
 //!   libtorch accepts them as that dtype and shape and that the device round trip keeps every
 //!   bit; it is not an independent reading of the file, and the report says so.

@@ -382,11 +382,11 @@ fn globals_report(col: &mut Collector, report: &mut PickleReport, uses: Uses, to
         let mut message = match category {
             Category::Allowed => String::new(),
             Category::Denylisted => format!("{action} {dotted}: {why}"),
-            Category::Unknown | Category::Archive if e.called => {
+            Category::Unknown if e.called => {
                 format!("{action} {dotted}, which is not in torch's weights_only allowlist (an unknown callable is dangerous)")
             }
             Category::Unknown => format!("{action} {dotted}: loading needs this module's code (weights_only=False)"),
-            Category::Archive => format!("{action} {dotted}: {why}"),
+            Category::Archive => format!("{} {dotted}: {why}", if e.called { "builds" } else { action }),
             Category::KnownData => format!("{action} {dotted}: {why}; weights_only=True refuses it, nothing dangerous runs"),
             Category::Reconstructor => format!("{action} {dotted}: {why}"),
             Category::NestedLoader => format!("{action} {dotted}: {why} (scanned below)"),

@@ -17,6 +17,10 @@
 //!   least needs-code: `torch.jit.load` compiles their `code/` and runs it (`__setstate__` methods
 //!   run during the load itself, `forward` later); TorchScript cannot import Python modules, so
 //!   the archive is not judged dangerous for having code, but that code is not checked here.
+//!   Inside a TorchScript archive (constants.pkl or code/ present), torch reads the pickles with
+//!   its C++ unpickler, which resolves `__torch__.*` names to the archive's compiled classes and
+//!   enums (instantiated or REDUCEd: needs-code) and `torch.jit._pickle.build_*` helpers
+//!   (allowed); elsewhere those names follow the general rules.
 //! * **dangerous**: anything *called* (REDUCE, INST, OBJ, or the function argument of an
 //!   allowlisted trampoline such as `_rebuild_from_type_v2`) that is not allowlisted; any use of
 //!   a denylisted name (os/posix/nt, subprocess, builtins.eval/exec/getattr/__import__/open,

@@ -14,8 +14,8 @@ use super::Verdict;
 pub enum Category {
     /// In torch's weights_only allowlist: safe whatever the pickle does with it.
     Allowed,
-    /// A class defined by a TorchScript archive's own code (`__torch__.*`) or a helper of the
-    /// TorchScript unpickler (`torch.jit._pickle.build_intlist` ...), inside a TorchScript archive.
+    /// A class or enum defined by a TorchScript archive's own code (`__torch__.*`), inside a
+    /// TorchScript archive.
     Archive,
     /// Outside the allowlist but known to construct plain data and run nothing (numpy arrays,
     /// datetime, argparse.Namespace ...): torch's weights_only refuses it, nothing dangerous runs.
@@ -434,10 +434,14 @@ pub fn judge(category: Category, called: bool) -> Verdict {
     match category {
         Category::Allowed => Verdict::Safe,
         Category::Denylisted => Verdict::Dangerous,
-        Category::Unknown | Category::Archive if called => Verdict::Dangerous,
+        Category::Unknown if called => Verdict::Dangerous,
         // Referenced, instantiated or given state: loading imports the module and runs the
         // class's own code (__new__, __setstate__), nothing the pickle chose to call.
-        Category::Unknown | Category::Archive => Verdict::NeedsCode,
+        Category::Unknown => Verdict::NeedsCode,
+        // TorchScript's C++ unpickler resolves `__torch__.*` to the archive's compiled types
+        // (a REDUCE of one builds an enum value); it cannot reach Python. What runs is the
+        // archive's code, which makes it needs-code already.
+        Category::Archive => Verdict::NeedsCode,
         Category::KnownData | Category::Reconstructor | Category::NestedLoader => Verdict::NeedsCode,
     }
 }

@@ -265,8 +265,8 @@ fn verify_output_is_verify() {
 
 // ---------------------------------------------------------------------------------------------
 // CONVERTED OUTPUTS. What ckpt writes (src/write) must load in libtorch to the tensors ckpt
-// read from the input. Through the library now; the CLI test at the end waits for `ckpt convert`
-// (remove its #[ignore] once `ckpt convert IN OUT --device cpu` exists).
+// read from the input. Through the library; the CLI test at the end (`ckpt convert ... --device
+// cpu`, then `ckpt verify`) waits for the `verify` subcommand: remove its #[ignore] once wired.
 // ---------------------------------------------------------------------------------------------
 
 /// Every tensor of `out` as libtorch loads it equals ckpt's reading of `input`, and `out` agrees
@@ -340,7 +340,7 @@ fn gpu_tagged_written_for_cpu_loads_in_libtorch() {
 }
 
 #[test]
-#[ignore = "needs `ckpt convert IN OUT --device cpu` (CLI)"]
+#[ignore = "needs the `ckpt verify` subcommand wired in src/cmd (passes with it)"]
 fn cli_convert_then_verify() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cpu.pth");
