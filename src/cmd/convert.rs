@@ -40,6 +40,14 @@ pub struct Args {
     /// Write only this subtree (e.g. model_state_dict of a training checkpoint).
     #[arg(long, value_name = "PATH")]
     select: Option<String>,
+    /// After writing, load the output with libtorch and compare every tensor (feature `tch`).
+    #[cfg(feature = "tch")]
+    #[arg(long)]
+    verify: bool,
+    /// Where --verify loads the output: cpu, cuda or cuda:N.
+    #[cfg(feature = "tch")]
+    #[arg(long, value_name = "D", default_value = "cpu", requires = "verify")]
+    verify_device: String,
 }
 
 /// `--dtype` as convert accepts it: floating-point targets only.
@@ -61,6 +69,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let keep = keep.build()?;
     let device = args.device.as_deref().map(DeviceRule::parse).transpose()?;
+    #[cfg(feature = "tch")]
+    let verify_device = args.verify.then(|| ckpt::verify::parse_device(&args.verify_device)).transpose()?;
 
     let mut ckpt = ckpt::read::open(&args.input)?;
     output.check(&ckpt)?;
@@ -94,5 +104,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let report = output.write(&ckpt)?;
     println!("{}", written(&report, output.options.format));
+    #[cfg(feature = "tch")]
+    if let Some(device) = verify_device {
+        let check = ckpt::verify::verify_output(&output.path, device)?;
+        eprint!("{}", check.to_text());
+        if !check.ok() {
+            return Ok(ExitCode::from(1));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

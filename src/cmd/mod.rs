@@ -7,6 +7,8 @@ mod freeze;
 mod inspect;
 mod output;
 mod scan;
+#[cfg(feature = "tch")]
+mod verify;
 
 use std::process::ExitCode;
 
@@ -33,6 +35,9 @@ enum Command {
     Diff(diff::Args),
     /// List the globals every pickle references and judge each file (exit 1 when dangerous).
     Scan(scan::Args),
+    /// Load a checkpoint with libtorch (CPU or CUDA) and compare every tensor with ckpt's reading.
+    #[cfg(feature = "tch")]
+    Verify(verify::Args),
 }
 
 /// Parses the command line; the raw matches are kept for options whose order matters.
@@ -53,6 +58,8 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         }
         Command::Diff(args) => diff::run(args),
         Command::Scan(args) => scan::run(args),
+        #[cfg(feature = "tch")]
+        Command::Verify(args) => verify::run(args),
     }
 }
 
