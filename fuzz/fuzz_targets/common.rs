@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each target uses some of these
 //! Shared by the targets: ckpt reads files, so each input is written to one file per process
 //! (named so that format detection and the zip prefix behave as for a real checkpoint).
 

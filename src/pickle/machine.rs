@@ -159,16 +159,10 @@ impl<'a> Machine<'a> {
 
     /// STOP: the result is the stack top, and it must be all that is left.
     fn finish(mut self) -> Result<Pickle> {
-        if !self.marks.is_empty() {
-            return Err(self.invalid(format!("{} MARK(s) still open", self.marks.len())));
-        }
+        // As CPython's load_stop: the result is the top of the innermost frame; values left
+        // below it and MARKs left open are ignored. Refusing them would make ckpt blind to
+        // pickles that Python loads (and runs).
         let root = self.pop()?;
-        if !self.stack.is_empty() {
-            return Err(self.invalid(format!(
-                "{} value(s) left on the stack below the result",
-                self.stack.len()
-            )));
-        }
         Ok(Pickle {
             heap: self.heap,
             root,

@@ -629,7 +629,7 @@ impl<'a> Decoder<'a> {
             }
             "_rebuild_from_type_v2" => {
                 // (func, new_type, args, state): a tensor subclass; nn.Parameter is the one that matters.
-                let f = args.get(0).and_then(|f| heap.global(f)).filter(|g| is_rebuild(g));
+                let f = args.first().and_then(|f| heap.global(f)).filter(|g| is_rebuild(g));
                 let f = f.ok_or_else(|| self.err("_rebuild_from_type_v2 of an unknown function"))?;
                 let inner_args = args.get(2).and_then(|a| heap.tuple(a)).ok_or_else(|| self.err("_rebuild_from_type_v2 without arguments"))?;
                 let mut spec = self.rebuild(&f.name, inner_args, depth + 1)?;

@@ -221,7 +221,8 @@ pub fn scan(data: &[u8]) -> OpcodeScan {
                     }
                 };
                 memo_len += 1;
-                if let (Some(key), Some(s)) = (key, recent[1].clone()) {
+                // Only short strings can be module or global names worth remembering.
+                if let (Some(key), Some(s)) = (key, recent[1].clone().filter(|s| s.len() <= 256)) {
                     if memo.len() < MAX_NAMES {
                         memo.insert(key, s);
                     }

@@ -1097,20 +1097,14 @@ fn protocol_above_5_is_invalid() {
 }
 
 #[test]
-fn stop_requires_exactly_one_value() {
+fn stop_returns_the_top_of_the_innermost_frame_as_cpython_does() {
     let limits = Limits::default();
-    assert!(matches!(
-        load_err(b"NN.", &limits),
-        PickleError::Invalid {
-            opcode: "STOP",
-            offset: 2,
-            ..
-        }
-    ));
-    assert!(matches!(
-        load_err(b"N(.", &limits),
-        PickleError::Invalid { opcode: "STOP", .. }
-    ));
+    // pickle.loads(b"NI1\n.") == 1: values left below the result are ignored.
+    assert_eq!(load(b"NI1\n.").root, Value::Int(1));
+    // pickle.loads(b"N(I2\n.") == 2: an open MARK is ignored too.
+    assert_eq!(load(b"N(I2\n.").root, Value::Int(2));
+    // pickle.loads(b"N(.") raises: the innermost frame is empty.
+    assert!(matches!(load_err(b"N(.", &limits), PickleError::StackUnderflow { opcode: "STOP", .. }));
     assert_eq!(
         load_err(b".", &limits),
         PickleError::StackUnderflow {

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Seeds fuzz/corpus/<target>/ from the committed fixtures: whole files for pth/scan/safetensors,
+# and every pickle (zip *.pkl members, legacy and bare pickles) for the pickle target.
+# Usage: fuzz/seed.sh            (run from anywhere; corpus/ is git-ignored)
+set -euo pipefail
+cd "$(dirname "$0")"
+fixtures=../fixtures
+mkdir -p corpus/pickle corpus/pth corpus/safetensors corpus/scan
+# The pth, safetensors and scan targets take an `Input` enum (arbitrary's derive): four zero
+# bytes select its first variant, `Raw`, whose bytes are then the whole file.
+raw() { { printf '\0\0\0\0'; cat "$1"; } > "$2"; }
+while IFS= read -r -d '' f; do
+  base=$(echo "${f#"$fixtures"/}" | tr '/' '_')
+  case "$f" in
+    *.safetensors) raw "$f" "corpus/safetensors/$base" ;;
+    *.pth|*.pt|*.bin|*.tar) raw "$f" "corpus/pth/$base" ;;
+  esac
+  case "$f" in
+    *.safetensors|*.pth|*.pt|*.bin|*.tar|*.pkl|*.json) raw "$f" "corpus/scan/$base" ;;
+  esac
+  case "$f" in *.pkl) cp "$f" "corpus/pickle/$base" ;; esac
+done < <(find "$fixtures" -type f -print0)
+# Pickles inside zips (data.pkl, constants.pkl, *.debug_pkl, hidden members) and the legacy
+# format's five pickles, split at each STOP by Python's own pickletools.
+python3 - "$fixtures" corpus/pickle <<'PY'
+import io, os, pickletools, sys, zipfile
+src, out = sys.argv[1], sys.argv[2]
+count = 0
+for root, _, files in os.walk(src):
+    for name in files:
+        path = os.path.join(root, name)
+        data = open(path, "rb").read()
+        tag = os.path.relpath(path, src).replace("/", "_")
+        if data[:4] == b"PK\x03\x04":
+            try:
+                with zipfile.ZipFile(path) as z:
+                    for m in z.namelist():
+                        if m.endswith("pkl"):
+                            open(os.path.join(out, f"{tag}__{m.replace('/', '_')}"), "wb").write(z.read(m))
+                            count += 1
+            except zipfile.BadZipFile:
+                pass
+        elif data[:1] == b"\x80":
+            f = io.BytesIO(data)
+            for i in range(8):
+                start = f.tell()
+                try:
+                    for op, arg, pos in pickletools.genops(f):
+                        pass
+                except Exception:
+                    break
+                open(os.path.join(out, f"{tag}__{i}"), "wb").write(data[start:f.tell()])
+                count += 1
+                if f.tell() >= len(data):
+                    break
+print(f"{count} pickles extracted")
+PY
+for t in pickle pth safetensors scan; do echo "corpus/$t: $(ls corpus/$t | wc -l) files"; done
