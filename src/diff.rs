@@ -66,7 +66,10 @@ pub struct ValueChange {
 /// Compares `a` and `b` by tensor name. See the module docs for what counts as equal.
 pub fn diff(a: &Checkpoint, b: &Checkpoint, atol: f64) -> DiffReport {
     let atol = if atol.is_nan() || atol < 0.0 { 0.0 } else { atol };
-    let mut report = DiffReport { atol, ..Default::default() };
+    let mut report = DiffReport {
+        atol,
+        ..Default::default()
+    };
     let index_b: HashMap<&str, &Tensor> = b.tensors.iter().rev().map(|t| (t.name.as_str(), t)).collect();
     let index_a: HashMap<&str, &Tensor> = a.tensors.iter().rev().map(|t| (t.name.as_str(), t)).collect();
     let mut seen = std::collections::HashSet::new();
@@ -98,8 +101,18 @@ pub fn diff(a: &Checkpoint, b: &Checkpoint, atol: f64) -> DiffReport {
         match compare(a, ta, b, tb, atol) {
             Err(e) => report.errors.push((ta.name.clone(), e)),
             Ok(s) if s.unequal == 0 => report.identical.push(ta.name.clone()),
-            Ok(s) if s.beyond == 0 => report.close.push(ValueChange { name: ta.name.clone(), max_abs_diff: s.max_abs_diff, differing: s.unequal, numel: ta.numel() }),
-            Ok(s) => report.values_changed.push(ValueChange { name: ta.name.clone(), max_abs_diff: s.max_abs_diff, differing: s.beyond, numel: ta.numel() }),
+            Ok(s) if s.beyond == 0 => report.close.push(ValueChange {
+                name: ta.name.clone(),
+                max_abs_diff: s.max_abs_diff,
+                differing: s.unequal,
+                numel: ta.numel(),
+            }),
+            Ok(s) => report.values_changed.push(ValueChange {
+                name: ta.name.clone(),
+                max_abs_diff: s.max_abs_diff,
+                differing: s.beyond,
+                numel: ta.numel(),
+            }),
         }
     }
     let mut seen_b = std::collections::HashSet::new();
@@ -197,7 +210,12 @@ fn compare(a: &Checkpoint, ta: &Tensor, b: &Checkpoint, tb: &Tensor, atol: f64) 
         let producer = scope.spawn(move || {
             tensor_data::for_each_chunk::<Stop>(b, tb, |bytes| tx.send(bytes.to_vec()).map_err(|_| Stop::Closed))
         });
-        let mut pending = Pending { rx, buf: Vec::new(), pos: 0, done: false };
+        let mut pending = Pending {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        };
         let mut mismatch = None;
         let r = tensor_data::for_each_chunk::<Error>(a, ta, |bytes| {
             let mut off = 0;
@@ -273,14 +291,20 @@ impl Pending {
 }
 
 fn num(x: f64) -> Json {
-    serde_json::Number::from_f64(x).map(Json::Number).unwrap_or_else(|| Json::String(x.to_string()))
+    serde_json::Number::from_f64(x)
+        .map(Json::Number)
+        .unwrap_or_else(|| Json::String(x.to_string()))
 }
 
 impl DiffReport {
     /// No tensor only on one side, no dtype/shape change, no value beyond `atol`, nothing
     /// unreadable.
     pub fn is_equal(&self) -> bool {
-        self.only_in_a.is_empty() && self.only_in_b.is_empty() && self.dtype_or_shape_changed.is_empty() && self.values_changed.is_empty() && self.errors.is_empty()
+        self.only_in_a.is_empty()
+            && self.only_in_b.is_empty()
+            && self.dtype_or_shape_changed.is_empty()
+            && self.values_changed.is_empty()
+            && self.errors.is_empty()
     }
 
     pub fn to_json(&self) -> Json {
@@ -319,7 +343,11 @@ impl DiffReport {
         if !self.dtype_or_shape_changed.is_empty() {
             let _ = writeln!(s, "dtype or shape changed ({}):", self.dtype_or_shape_changed.len());
             for c in &self.dtype_or_shape_changed {
-                let _ = write!(s, "  {}: {} {:?} -> {} {:?}", c.name, c.a_dtype, c.a_shape, c.b_dtype, c.b_shape);
+                let _ = write!(
+                    s,
+                    "  {}: {} {:?} -> {} {:?}",
+                    c.name, c.a_dtype, c.a_shape, c.b_dtype, c.b_shape
+                );
                 if let Some(d) = c.max_abs_diff {
                     let _ = write!(s, " (max abs diff {d:e})");
                 }
@@ -329,13 +357,21 @@ impl DiffReport {
         if !self.values_changed.is_empty() {
             let _ = writeln!(s, "values changed ({}):", self.values_changed.len());
             for c in &self.values_changed {
-                let _ = writeln!(s, "  {}: max abs diff {:e}, {} of {} elements beyond atol {}", c.name, c.max_abs_diff, c.differing, c.numel, self.atol);
+                let _ = writeln!(
+                    s,
+                    "  {}: max abs diff {:e}, {} of {} elements beyond atol {}",
+                    c.name, c.max_abs_diff, c.differing, c.numel, self.atol
+                );
             }
         }
         if !self.close.is_empty() {
             let _ = writeln!(s, "within atol {} ({}):", self.atol, self.close.len());
             for c in &self.close {
-                let _ = writeln!(s, "  {}: max abs diff {:e}, {} of {} elements differ", c.name, c.max_abs_diff, c.differing, c.numel);
+                let _ = writeln!(
+                    s,
+                    "  {}: max abs diff {:e}, {} of {} elements differ",
+                    c.name, c.max_abs_diff, c.differing, c.numel
+                );
             }
         }
         if !self.errors.is_empty() {
@@ -344,8 +380,21 @@ impl DiffReport {
                 let _ = writeln!(s, "  {n}: {e}");
             }
         }
-        let _ = writeln!(s, "identical: {} tensor{}", self.identical.len(), if self.identical.len() == 1 { "" } else { "s" });
-        let _ = writeln!(s, "{}", if self.is_equal() { "checkpoints are equal" } else { "checkpoints differ" });
+        let _ = writeln!(
+            s,
+            "identical: {} tensor{}",
+            self.identical.len(),
+            if self.identical.len() == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(
+            s,
+            "{}",
+            if self.is_equal() {
+                "checkpoints are equal"
+            } else {
+                "checkpoints differ"
+            }
+        );
         s
     }
 }

@@ -65,9 +65,16 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn malformed(path: impl Into<PathBuf>, place: impl Into<String>, what: impl Into<String>) -> Self {
-        Error::Malformed { path: path.into(), place: place.into(), what: what.into() }
+        Error::Malformed {
+            path: path.into(),
+            place: place.into(),
+            what: what.into(),
+        }
     }
 }

@@ -19,7 +19,9 @@ pub struct InspectOptions {
 }
 
 fn selected<'a>(ckpt: &'a Checkpoint, opts: &'a InspectOptions) -> impl Iterator<Item = &'a Tensor> {
-    ckpt.tensors.iter().filter(move |t| opts.filter.as_ref().is_none_or(|m| m.is_match(&t.name)))
+    ckpt.tensors
+        .iter()
+        .filter(move |t| opts.filter.as_ref().is_none_or(|m| m.is_match(&t.name)))
 }
 
 /// The storage id `--json` shows: shared by tensors that share a storage; null where the
@@ -69,7 +71,10 @@ fn shape_str(shape: &[u64]) -> String {
 pub fn notes(ckpt: &Checkpoint) -> Vec<String> {
     let mut notes = Vec::new();
     let n = ckpt.tensors.len();
-    for (prefix, who) in [("module.", "nn.DataParallel / DistributedDataParallel"), ("_orig_mod.", "torch.compile")] {
+    for (prefix, who) in [
+        ("module.", "nn.DataParallel / DistributedDataParallel"),
+        ("_orig_mod.", "torch.compile"),
+    ] {
         let count = ckpt.tensors.iter().filter(|t| t.name.starts_with(prefix)).count();
         if count > 0 && count == n {
             notes.push(format!("every key starts with '{prefix}' (saved from {who}); load_state_dict on the plain model needs it stripped"));
@@ -103,7 +108,9 @@ pub fn notes(ckpt: &Checkpoint) -> Vec<String> {
             frozen
         ));
     } else if ckpt.format != Format::Safetensors && n > 0 {
-        notes.push("requires_grad flags are absent: tensors were saved detached (a state_dict), not as nn.Parameter".into());
+        notes.push(
+            "requires_grad flags are absent: tensors were saved detached (a state_dict), not as nn.Parameter".into(),
+        );
     }
     notes
 }
@@ -113,14 +120,22 @@ pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &Ins
     let tensors: Vec<&Tensor> = selected(ckpt, opts).collect();
     let params: u64 = tensors.iter().map(|t| t.numel()).sum();
     let bytes: u64 = tensors.iter().map(|t| t.nbytes()).sum();
-    let _ = writeln!(out, "file      {path}{}", file_size.map(|s| format!(" ({})", human_bytes(s))).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "file      {path}{}",
+        file_size.map(|s| format!(" ({})", human_bytes(s))).unwrap_or_default()
+    );
     let origin = match ckpt.origin {
         Origin::Data => "",
         Origin::WholeModel => ", whole model (torch.save(model)); names follow model.state_dict()",
         Origin::Scripted => ", TorchScript module; names follow its state_dict()",
     };
     let _ = writeln!(out, "format    {}{origin}", ckpt.format);
-    let shown = if tensors.len() == ckpt.tensors.len() { String::new() } else { format!(" (of {} matching the filter)", ckpt.tensors.len()) };
+    let shown = if tensors.len() == ckpt.tensors.len() {
+        String::new()
+    } else {
+        format!(" (of {} matching the filter)", ckpt.tensors.len())
+    };
     let _ = writeln!(out, "tensors   {}{shown}", tensors.len());
     let _ = writeln!(out, "params    {}", grouped(params));
     let _ = writeln!(out, "bytes     {} ({})", grouped(bytes), human_bytes(bytes));
@@ -130,7 +145,12 @@ pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &Ins
         *dtypes.entry(t.dtype.name()).or_default() += 1;
         *devices.entry(ckpt.storage(t.storage).location.as_str()).or_default() += 1;
     }
-    let hist = |m: &BTreeMap<&str, usize>| m.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ");
+    let hist = |m: &BTreeMap<&str, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let _ = writeln!(out, "dtypes    {}", hist(&dtypes));
     let _ = writeln!(out, "devices   {}", hist(&devices));
     for note in notes(ckpt) {
@@ -158,7 +178,14 @@ pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &Ins
 }
 
 fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hash: bool) -> String {
-    let mut rows: Vec<[String; 6]> = vec![["name".into(), "dtype".into(), "shape".into(), "device".into(), "size".into(), "grad".into()]];
+    let mut rows: Vec<[String; 6]> = vec![[
+        "name".into(),
+        "dtype".into(),
+        "shape".into(),
+        "device".into(),
+        "size".into(),
+        "grad".into(),
+    ]];
     for t in tensors {
         let grad = match (t.parameter, t.requires_grad) {
             (true, true) => "trainable",
@@ -170,9 +197,18 @@ fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hash: bool) -> String {
         if hash {
             name = format!("{name}  sha256:{}", &sha256_hex(ckpt, t)[..16]);
         }
-        rows.push([name, t.dtype.name().into(), shape_str(&t.shape), ckpt.storage(t.storage).location.clone(), human_bytes(t.nbytes()), grad.into()]);
+        rows.push([
+            name,
+            t.dtype.name().into(),
+            shape_str(&t.shape),
+            ckpt.storage(t.storage).location.clone(),
+            human_bytes(t.nbytes()),
+            grad.into(),
+        ]);
     }
-    let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for r in &rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
@@ -229,7 +265,14 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
                 ""
             }
         };
-        let _ = writeln!(out, "{:indent$}{}  {} params{frozen}", "", names[i], grouped(m.params), indent = depth * 2);
+        let _ = writeln!(
+            out,
+            "{:indent$}{}  {} params{frozen}",
+            "",
+            names[i],
+            grouped(m.params),
+            indent = depth * 2
+        );
         for t in &m.tensors {
             let leaf = t.name.splitn(MAX_TREE_DEPTH + 1, '.').last().unwrap_or(&t.name);
             let _ = writeln!(

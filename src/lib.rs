@@ -17,9 +17,9 @@ pub mod source;
 pub mod tensor_data;
 pub mod transform;
 pub mod units;
-pub mod write;
 #[cfg(feature = "tch")]
 pub mod verify;
+pub mod write;
 
 pub use error::{Error, Result};
 pub use model::Checkpoint;

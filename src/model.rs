@@ -171,7 +171,10 @@ pub enum Node {
     List(Vec<Node>),
     Tuple(Vec<Node>),
     /// `ordered` marks a `collections.OrderedDict` (what state_dict() returns).
-    Dict { ordered: bool, items: Vec<(Key, Node)> },
+    Dict {
+        ordered: bool,
+        items: Vec<(Key, Node)>,
+    },
     Tensor(TensorIdx),
     /// Something ckpt keeps only as a description: an object of an unknown class without
     /// tensors, a torch.device, a big integer...

@@ -20,7 +20,10 @@ impl Source {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
-            return Err(Error::UnknownFormat { path: path.into(), why: "is a directory".into() });
+            return Err(Error::UnknownFormat {
+                path: path.into(),
+                why: "is a directory".into(),
+            });
         }
         // An empty file cannot be mapped; it is simply a source of no bytes.
         let map = if meta.len() == 0 {
@@ -33,7 +36,10 @@ impl Source {
             // map's length, never assumed.
             Some(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?)
         };
-        Ok(Arc::new(Source { path: path.to_path_buf(), map }))
+        Ok(Arc::new(Source {
+            path: path.to_path_buf(),
+            map,
+        }))
     }
 
     pub fn path(&self) -> &Path {

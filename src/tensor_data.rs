@@ -44,7 +44,10 @@ impl DataReader {
     #[cfg_attr(not(unix), allow(dead_code))]
     fn file(&mut self, source: &Arc<Source>) -> Option<&File> {
         let key = Arc::as_ptr(source) as usize;
-        let entry = self.files.entry(key).or_insert_with(|| (source.clone(), open_same(source)));
+        let entry = self
+            .files
+            .entry(key)
+            .or_insert_with(|| (source.clone(), open_same(source)));
         entry.1.as_ref()
     }
 
@@ -53,7 +56,11 @@ impl DataReader {
         let path = data.source.path();
         let len = buf.len() as u64;
         if offset.checked_add(len).is_none_or(|end| end > data.len) {
-            return Err(Error::malformed(path, "storage", format!("read of {len} bytes at {offset} past the storage's {} bytes", data.len)));
+            return Err(Error::malformed(
+                path,
+                "storage",
+                format!("read of {len} bytes at {offset} past the storage's {} bytes", data.len),
+            ));
         }
         let at = data.offset + offset;
         #[cfg(unix)]
@@ -61,10 +68,13 @@ impl DataReader {
             use std::os::unix::fs::FileExt;
             return file.read_exact_at(buf, at).map_err(|e| Error::io(path, e));
         }
-        let bytes = data
-            .source
-            .slice(at, len)
-            .ok_or_else(|| Error::malformed(path, "storage", format!("bytes {at}..{} lie past the end of the file", at + len)))?;
+        let bytes = data.source.slice(at, len).ok_or_else(|| {
+            Error::malformed(
+                path,
+                "storage",
+                format!("bytes {at}..{} lie past the end of the file", at + len),
+            )
+        })?;
         buf.copy_from_slice(bytes);
         Ok(())
     }
@@ -79,14 +89,25 @@ impl DataReader {
         use std::io::{Read, Seek, SeekFrom};
         let path = data.source.path();
         if offset.checked_add(len).is_none_or(|end| end > data.len) {
-            return Err(Error::malformed(path, "storage", format!("copy of {len} bytes at {offset} past the storage's {} bytes", data.len)));
+            return Err(Error::malformed(
+                path,
+                "storage",
+                format!("copy of {len} bytes at {offset} past the storage's {} bytes", data.len),
+            ));
         }
-        let Some(mut file) = self.file(&data.source) else { return Ok(false) };
+        let Some(mut file) = self.file(&data.source) else {
+            return Ok(false);
+        };
         // Positioned reads ignore the cursor, so moving it here disturbs nothing else.
-        file.seek(SeekFrom::Start(data.offset + offset)).map_err(|e| Error::io(path, e))?;
+        file.seek(SeekFrom::Start(data.offset + offset))
+            .map_err(|e| Error::io(path, e))?;
         let copied = std::io::copy(&mut file.take(len), out).map_err(|e| Error::io(path, e))?;
         if copied != len {
-            return Err(Error::malformed(path, "storage", format!("file ended after {copied} of {len} bytes")));
+            return Err(Error::malformed(
+                path,
+                "storage",
+                format!("file ended after {copied} of {len} bytes"),
+            ));
         }
         Ok(true)
     }
@@ -159,7 +180,11 @@ impl Plan {
             ByteOrder::Big => src.swap_unit(),
             ByteOrder::Little => 1,
         };
-        Plan { src, swap_unit, cast: storage.cast.filter(|c| c.from != c.to) }
+        Plan {
+            src,
+            swap_unit,
+            cast: storage.cast.filter(|c| c.from != c.to),
+        }
     }
 
     /// Turns a block of file bytes (whole elements) into output bytes and hands them on.
@@ -182,7 +207,12 @@ impl Plan {
             None => sink(bytes),
             Some(c) => {
                 conv.clear();
-                convert(c.from, c.to, bytes, conv).map_err(|what| E::from(Error::Unsupported { path: path.into(), what }))?;
+                convert(c.from, c.to, bytes, conv).map_err(|what| {
+                    E::from(Error::Unsupported {
+                        path: path.into(),
+                        what,
+                    })
+                })?;
                 sink(conv)
             }
         }
@@ -192,7 +222,11 @@ impl Plan {
 /// Calls `sink` with consecutive pieces of the tensor's C-contiguous little-endian bytes, in
 /// its dtype (a pending cast of its storage applied). Errors: the view does not fit its
 /// storage, the input cannot be read, the cast is not available, or what `sink` returns.
-pub fn for_each_chunk<E: From<Error>>(ckpt: &Checkpoint, tensor: &Tensor, sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+pub fn for_each_chunk<E: From<Error>>(
+    ckpt: &Checkpoint,
+    tensor: &Tensor,
+    sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
     for_each_chunk_with(&mut DataReader::new(), ckpt, tensor, sink)
 }
 
@@ -220,19 +254,28 @@ fn stream_tensor<E: From<Error>>(
     let bad = |what: String| E::from(Error::malformed(path, format!("tensor '{}'", tensor.name), what));
     if let Some(c) = storage.cast {
         if c.to != tensor.dtype {
-            return Err(bad(format!("tensor is {} but its storage is being cast to {}", tensor.dtype, c.to)));
+            return Err(bad(format!(
+                "tensor is {} but its storage is being cast to {}",
+                tensor.dtype, c.to
+            )));
         }
     }
     let plan = Plan::for_storage(storage, tensor.dtype);
     let esize = plan.src.size() as u64;
     if tensor.shape.len() != tensor.stride.len() {
-        return Err(bad(format!("size {:?} and stride {:?} differ in length", tensor.shape, tensor.stride)));
+        return Err(bad(format!(
+            "size {:?} and stride {:?} differ in length",
+            tensor.shape, tensor.stride
+        )));
     }
     let Some((lo, hi)) = view_span(tensor, esize).map_err(&bad)? else {
         return Ok(());
     };
     if hi > storage.data.len {
-        return Err(bad(format!("view reaches byte {hi} of a {}-byte storage", storage.data.len)));
+        return Err(bad(format!(
+            "view reaches byte {hi} of a {}-byte storage",
+            storage.data.len
+        )));
     }
     let mut conv = Vec::new();
     if tensor.is_contiguous() {
@@ -258,23 +301,31 @@ fn stream_tensor<E: From<Error>>(
     };
     let es = esize as usize;
     let (mut out, mut tmp, mut compact) = (Vec::new(), Vec::new(), Vec::new());
-    for_each_tile(&tensor.shape, &tensor.stride, tensor.offset, esize, chunk as u64, &mut |shape, stride, offset| {
-        out.clear();
-        if let Some(span) = &window {
-            gather_into(shape, stride, offset - lo / esize, es, span, &mut out);
-        } else {
-            let (t_lo, t_hi) = tile_span(shape, stride, offset);
-            if (t_hi - t_lo) * esize <= span_limit {
-                tmp.resize(((t_hi - t_lo) * esize) as usize, 0);
-                reader.read(&storage.data, t_lo * esize, &mut tmp)?;
-                gather_into(shape, stride, offset - t_lo, es, &tmp, &mut out);
+    for_each_tile(
+        &tensor.shape,
+        &tensor.stride,
+        tensor.offset,
+        esize,
+        chunk as u64,
+        &mut |shape, stride, offset| {
+            out.clear();
+            if let Some(span) = &window {
+                gather_into(shape, stride, offset - lo / esize, es, span, &mut out);
             } else {
-                let cstride = read_compact(reader, &storage.data, shape, stride, offset, es, &mut compact, &mut tmp)?;
-                gather_into(shape, &cstride, 0, es, &compact, &mut out);
+                let (t_lo, t_hi) = tile_span(shape, stride, offset);
+                if (t_hi - t_lo) * esize <= span_limit {
+                    tmp.resize(((t_hi - t_lo) * esize) as usize, 0);
+                    reader.read(&storage.data, t_lo * esize, &mut tmp)?;
+                    gather_into(shape, stride, offset - t_lo, es, &tmp, &mut out);
+                } else {
+                    let cstride =
+                        read_compact(reader, &storage.data, shape, stride, offset, es, &mut compact, &mut tmp)?;
+                    gather_into(shape, &cstride, 0, es, &compact, &mut out);
+                }
             }
-        }
-        plan.emit(path, &mut out, &mut conv, &mut sink)
-    })
+            plan.emit(path, &mut out, &mut conv, &mut sink)
+        },
+    )
 }
 
 /// The byte range `[lo, hi)` of the storage that the view's elements cover (element size
@@ -290,10 +341,16 @@ fn view_span(tensor: &Tensor, esize: u64) -> std::result::Result<Option<(u64, u6
     numel.checked_mul(esize).ok_or("size in bytes overflows")?;
     let mut last = tensor.offset;
     for (&d, &s) in tensor.shape.iter().zip(&tensor.stride) {
-        last = (d - 1).checked_mul(s).and_then(|x| last.checked_add(x)).ok_or("view extent overflows")?;
+        last = (d - 1)
+            .checked_mul(s)
+            .and_then(|x| last.checked_add(x))
+            .ok_or("view extent overflows")?;
     }
     let lo = tensor.offset.checked_mul(esize).ok_or("view extent overflows")?;
-    let hi = last.checked_add(1).and_then(|e| e.checked_mul(esize)).ok_or("view extent overflows")?;
+    let hi = last
+        .checked_add(1)
+        .and_then(|e| e.checked_mul(esize))
+        .ok_or("view extent overflows")?;
     Ok(Some((lo, hi)))
 }
 
@@ -457,7 +514,11 @@ fn gather_into(shape: &[u64], stride: &[u64], offset: u64, esize: usize, window:
 /// Calls `sink` with consecutive pieces of a whole storage's bytes, little-endian and with its
 /// pending cast applied: what a writer stores for it. A big-endian storage is swapped using the
 /// element size of the tensors that view it (an error when they disagree or none does).
-pub fn for_each_storage_chunk<E: From<Error>>(ckpt: &Checkpoint, id: StorageId, sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+pub fn for_each_storage_chunk<E: From<Error>>(
+    ckpt: &Checkpoint,
+    id: StorageId,
+    sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
     for_each_storage_chunk_with(&mut DataReader::new(), ckpt, id, sink)
 }
 
@@ -470,20 +531,32 @@ pub fn for_each_storage_chunk_with<E: From<Error>>(
 ) -> Result<(), E> {
     let storage = ckpt.storage(id);
     let path = storage.data.source.path();
-    let place = storage.key.as_ref().map_or_else(|| format!("storage #{}", id.0), |k| format!("storage '{k}'"));
+    let place = storage
+        .key
+        .as_ref()
+        .map_or_else(|| format!("storage #{}", id.0), |k| format!("storage '{k}'"));
     let bad = |what: String| E::from(Error::malformed(path, &place, what));
     let elem = storage_elem(ckpt, id).map_err(&bad)?;
     let plan = match elem {
         Some(d) => Plan::for_storage(storage, d),
         None if storage.data.len == 0 => return Ok(()),
         // Nothing says how wide its elements are; fine as long as nothing needs it.
-        None if storage.byte_order == ByteOrder::Little && storage.cast.is_none() => Plan::for_storage(storage, DType::U8),
-        None => return Err(bad("no tensor views it, so its element size (for byte order or cast) is unknown".into())),
+        None if storage.byte_order == ByteOrder::Little && storage.cast.is_none() => {
+            Plan::for_storage(storage, DType::U8)
+        }
+        None => {
+            return Err(bad(
+                "no tensor views it, so its element size (for byte order or cast) is unknown".into(),
+            ))
+        }
     };
     let esize = plan.src.size() as u64;
     let len = storage.data.len;
     if len % esize != 0 && (plan.swap_unit > 1 || plan.cast.is_some()) {
-        return Err(bad(format!("{len} bytes is not a whole number of {}-byte elements", esize)));
+        return Err(bad(format!(
+            "{len} bytes is not a whole number of {}-byte elements",
+            esize
+        )));
     }
     let mut buf = vec![0u8; CHUNK.min(len as usize)];
     let mut conv = Vec::new();
@@ -508,7 +581,10 @@ pub fn storage_elem(ckpt: &Checkpoint, id: StorageId) -> std::result::Result<Opt
             Some(d) => {
                 let storage = ckpt.storage(id);
                 if storage.byte_order == ByteOrder::Big || storage.cast.is_some() {
-                    return Err(format!("viewed as both {d} and {} (tensor '{}'): its element size is ambiguous", t.dtype, t.name));
+                    return Err(format!(
+                        "viewed as both {d} and {} (tensor '{}'): its element size is ambiguous",
+                        t.dtype, t.name
+                    ));
                 }
             }
         }
@@ -626,7 +702,16 @@ mod tests {
         let path = dir.path().join("d");
         let bytes: Vec<u8> = (0..64 * 48 * 2).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
-        let t = Tensor { name: "t".into(), dtype: DType::U16, shape: vec![48, 64], stride: vec![1, 48], offset: 0, storage: StorageId(0), requires_grad: false, parameter: false };
+        let t = Tensor {
+            name: "t".into(),
+            dtype: DType::U16,
+            shape: vec![48, 64],
+            stride: vec![1, 48],
+            offset: 0,
+            storage: StorageId(0),
+            requires_grad: false,
+            parameter: false,
+        };
         let ckpt = checkpoint(&path, t.clone(), false);
         let mut got = Vec::new();
         stream_tensor::<Error>(&mut DataReader::new(), &ckpt, &t, 32, 16, |c| {

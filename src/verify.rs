@@ -57,7 +57,11 @@ pub enum VerifyError {
     Device(String),
     /// libtorch refused a file it should be able to load.
     #[error("{path}: libtorch cannot load it ({loader}): {message}")]
-    Load { path: PathBuf, loader: &'static str, message: String },
+    Load {
+        path: PathBuf,
+        loader: &'static str,
+        message: String,
+    },
     /// Making the temporary copy for `tch-zip-dict` failed.
     #[error("{path}: {what}")]
     Io { path: PathBuf, what: String },
@@ -196,7 +200,11 @@ impl VerifyReport {
 
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "verify {} ({}) with libtorch on {}", self.path, self.format, self.device);
+        let _ = writeln!(
+            s,
+            "verify {} ({}) with libtorch on {}",
+            self.path, self.format, self.device
+        );
         for f in &self.files {
             let _ = write!(s, "  loaded {} ({}) via {}", f.path, f.format, f.loader.name());
             match &f.note {
@@ -212,16 +220,28 @@ impl VerifyReport {
         let name_w = self.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0).min(60);
         let multi = self.files.len() > 1;
         for t in &self.tensors {
-            let shape = format!("[{}]", t.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
+            let shape = format!(
+                "[{}]",
+                t.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+            );
             let (status, detail) = match &t.outcome {
                 Outcome::Matched => ("matched", String::new()),
-                Outcome::Differs { first_index: Some(i), why } => ("DIFFERS", format!("  first differing element {i}: {why}")),
+                Outcome::Differs {
+                    first_index: Some(i),
+                    why,
+                } => ("DIFFERS", format!("  first differing element {i}: {why}")),
                 Outcome::Differs { first_index: None, why } => ("DIFFERS", format!("  {why}")),
                 Outcome::Skipped { why } => ("skipped", format!("  {why}")),
                 Outcome::Missing { why } => ("MISSING", format!("  {why}")),
             };
             let file = if multi { format!("  {}", t.file) } else { String::new() };
-            let _ = writeln!(s, "  {status:<8} {:<name_w$}  {} {shape}  {}{file}{detail}", t.name, t.dtype, t.loader.name());
+            let _ = writeln!(
+                s,
+                "  {status:<8} {:<name_w$}  {} {shape}  {}{file}{detail}",
+                t.name,
+                t.dtype,
+                t.loader.name()
+            );
         }
         let c = self.counts();
         let verdict = if self.ok() { "OK" } else { "FAILED" };
@@ -271,7 +291,9 @@ pub fn parse_device(s: &str) -> Result<Device, VerifyError> {
             return Ok(Device::Cuda(n));
         }
     }
-    Err(VerifyError::Device(format!("unknown device '{s}': expected cpu, cuda or cuda:N")))
+    Err(VerifyError::Device(format!(
+        "unknown device '{s}': expected cpu, cuda or cuda:N"
+    )))
 }
 
 pub fn device_name(d: Device) -> String {
@@ -315,7 +337,10 @@ pub fn check_device(device: Device) -> Result<(), VerifyError> {
             }
             Ok(())
         }
-        other => Err(VerifyError::Device(format!("--device {}: ckpt verify supports cpu and cuda", device_name(other)))),
+        other => Err(VerifyError::Device(format!(
+            "--device {}: ckpt verify supports cpu and cuda",
+            device_name(other)
+        ))),
     }
 }
 
@@ -349,7 +374,12 @@ fn run(path: &Path, own: &Checkpoint, reference: &Checkpoint, device: Device) ->
         files: Vec::new(),
         tensors: Vec::new(),
     };
-    let by_name: HashMap<&str, usize> = reference.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+    let by_name: HashMap<&str, usize> = reference
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
     if own.format == Format::Sharded {
         // Each shard is a file of its own; libtorch loads them one by one.
         let mut shards: Vec<PathBuf> = Vec::new();
@@ -386,7 +416,9 @@ fn missing_from_file(reference: &Checkpoint, seen: &HashSet<String>, path: &Path
                 shape: t.shape.clone(),
                 file: path.display().to_string(),
                 loader: Loader::Bytes,
-                outcome: Outcome::Missing { why: "not in the file".into() },
+                outcome: Outcome::Missing {
+                    why: "not in the file".into(),
+                },
             });
         }
     }
@@ -425,7 +457,16 @@ fn zip_loader_dtype(d: DType) -> bool {
 fn safetensors_loader_dtype(d: DType) -> bool {
     matches!(
         d,
-        DType::Bool | DType::U8 | DType::I8 | DType::I16 | DType::I32 | DType::I64 | DType::BF16 | DType::F16 | DType::F32 | DType::F64
+        DType::Bool
+            | DType::U8
+            | DType::I8
+            | DType::I16
+            | DType::I32
+            | DType::I64
+            | DType::BF16
+            | DType::F16
+            | DType::F32
+            | DType::F64
     )
 }
 
@@ -440,11 +481,16 @@ enum TopLevel {
 
 fn top_level(ckpt: &Checkpoint) -> TopLevel {
     if ckpt.origin == Origin::WholeModel {
-        return TopLevel::Other("a pickled nn.Module (torch.save(model)); libtorch's loader reads only a dict of tensors");
+        return TopLevel::Other(
+            "a pickled nn.Module (torch.save(model)); libtorch's loader reads only a dict of tensors",
+        );
     }
     match &ckpt.root {
         Node::Dict { ordered, items } => {
-            if !items.iter().all(|(k, v)| matches!(k, Key::Str(_)) && matches!(v, Node::Tensor(_))) {
+            if !items
+                .iter()
+                .all(|(k, v)| matches!(k, Key::Str(_)) && matches!(v, Node::Tensor(_)))
+            {
                 return TopLevel::Other(
                     "not a flat dict of tensors (nested containers or non-tensor values); libtorch's loader reads only {str: tensor}",
                 );
@@ -489,7 +535,13 @@ fn verify_file(
             ));
         }
     }
-    report.files.push(FileLoad { path: file.clone(), format: own.format.name().into(), loader, note, warnings });
+    report.files.push(FileLoad {
+        path: file.clone(),
+        format: own.format.name().into(),
+        loader,
+        note,
+        warnings,
+    });
     let mut loaded: HashMap<String, TchTensor> = loaded.into_iter().collect();
     for ot in &own.tensors {
         let Some(&ri) = by_name.get(ot.name.as_str()) else {
@@ -499,16 +551,26 @@ fn verify_file(
                 shape: ot.shape.clone(),
                 file: file.clone(),
                 loader,
-                outcome: Outcome::Missing { why: "in the file, not in the reference checkpoint".into() },
+                outcome: Outcome::Missing {
+                    why: "in the file, not in the reference checkpoint".into(),
+                },
             });
             loaded.remove(&ot.name);
             continue;
         };
         let rt = &reference.tensors[ri];
         let (used, outcome) = match loaded.remove(&ot.name) {
-            Some(t) => (loader, compare(&t, reference, rt, loader != Loader::TchSafetensors, device)),
+            Some(t) => (
+                loader,
+                compare(&t, reference, rt, loader != Loader::TchSafetensors, device),
+            ),
             None if loader == Loader::Bytes || partial => (Loader::Bytes, from_bytes(own, ot, reference, rt, device)),
-            None => (loader, Outcome::Missing { why: format!("ckpt reads it, libtorch's {} loader did not return it", loader.name()) }),
+            None => (
+                loader,
+                Outcome::Missing {
+                    why: format!("ckpt reads it, libtorch's {} loader did not return it", loader.name()),
+                },
+            ),
         };
         report.tensors.push(TensorCheck {
             name: rt.name.clone(),
@@ -529,7 +591,9 @@ fn verify_file(
             shape: t.size().iter().map(|&d| d as u64).collect(),
             file: file.clone(),
             loader,
-            outcome: Outcome::Missing { why: "libtorch returned it, ckpt did not read it".into() },
+            outcome: Outcome::Missing {
+                why: "libtorch returned it, ckpt did not read it".into(),
+            },
         });
     }
     Ok(())
@@ -539,7 +603,11 @@ type Loaded = Vec<(String, TchTensor)>;
 
 /// Picks the loader for a file and runs it. Returns the loader, what libtorch returned, a note,
 /// and whether tensors libtorch did not return go through the bytes path (TorchScript buffers).
-fn load_native(path: &Path, own: &Checkpoint, device: Device) -> Result<(Loader, Loaded, Option<String>, bool), VerifyError> {
+fn load_native(
+    path: &Path,
+    own: &Checkpoint,
+    device: Device,
+) -> Result<(Loader, Loaded, Option<String>, bool), VerifyError> {
     let bytes = |note: String| Ok((Loader::Bytes, Vec::new(), Some(note), true));
     match own.format {
         Format::PthLegacy => bytes("legacy format (torch < 1.6); libtorch's C++ loader reads only zip archives".into()),
@@ -551,7 +619,11 @@ fn load_native(path: &Path, own: &Checkpoint, device: Device) -> Result<(Loader,
                 Some("torch::jit::load; it returns parameters only, so buffers go through the bytes path".into()),
                 true,
             )),
-            Err(e) => Err(VerifyError::Load { path: path.into(), loader: Loader::TchScript.name(), message: short(&e) }),
+            Err(e) => Err(VerifyError::Load {
+                path: path.into(),
+                loader: Loader::TchScript.name(),
+                message: short(&e),
+            }),
         },
         Format::Safetensors => {
             let clean = own.tensors.iter().all(|t| safetensors_loader_dtype(t.dtype));
@@ -568,10 +640,15 @@ fn load_native(path: &Path, own: &Checkpoint, device: Device) -> Result<(Loader,
                     }
                     Ok((Loader::TchSafetensors, moved, None, false))
                 }
-                Err(e) if clean => Err(VerifyError::Load { path: path.into(), loader: Loader::TchSafetensors.name(), message: short(&e) }),
-                Err(e) => {
-                    bytes(format!("tch's safetensors reader takes only bool/u8/i8/i16/i32/i64/f16/bf16/f32/f64 (libtorch: {})", short(&e)))
-                }
+                Err(e) if clean => Err(VerifyError::Load {
+                    path: path.into(),
+                    loader: Loader::TchSafetensors.name(),
+                    message: short(&e),
+                }),
+                Err(e) => bytes(format!(
+                    "tch's safetensors reader takes only bool/u8/i8/i16/i32/i64/f16/bf16/f32/f64 (libtorch: {})",
+                    short(&e)
+                )),
             }
         }
         Format::PthZip => {
@@ -581,7 +658,10 @@ fn load_native(path: &Path, own: &Checkpoint, device: Device) -> Result<(Loader,
                 TopLevel::OrderedDict => true,
             };
             if let Some(t) = own.tensors.iter().find(|t| !zip_loader_dtype(t.dtype)) {
-                return bytes(format!("{} is {}, which libtorch's C++ unpickler cannot parse (_rebuild_tensor_v3)", t.name, t.dtype));
+                return bytes(format!(
+                    "{} is {}, which libtorch's C++ unpickler cannot parse (_rebuild_tensor_v3)",
+                    t.name, t.dtype
+                ));
             }
             if own.storages.iter().any(|s| s.byte_order == ByteOrder::Big) {
                 return bytes("big-endian storages (byteorder 'big'); libtorch's C++ loader does not swap them".into());
@@ -596,7 +676,11 @@ fn load_native(path: &Path, own: &Checkpoint, device: Device) -> Result<(Loader,
             if !ordered {
                 return match TchTensor::loadz_multi_with_device(path, device) {
                     Ok(v) => Ok((Loader::TchZip, v, None, false)),
-                    Err(e) => Err(VerifyError::Load { path: path.into(), loader: Loader::TchZip.name(), message: short(&e) }),
+                    Err(e) => Err(VerifyError::Load {
+                        path: path.into(),
+                        loader: Loader::TchZip.name(),
+                        message: short(&e),
+                    }),
                 };
             }
             let Some(patched) = plain_dict_pickle(&pkl, own) else {
@@ -623,10 +707,14 @@ fn load_native(path: &Path, own: &Checkpoint, device: Device) -> Result<(Loader,
 /// onto the device and back, compared with the reference tensor.
 fn from_bytes(own: &Checkpoint, ot: &Tensor, reference: &Checkpoint, rt: &Tensor, device: Device) -> Outcome {
     let Some(kind) = kind_of(ot.dtype) else {
-        return Outcome::Skipped { why: format!("tch has no kind for {}, so libtorch cannot be handed it", ot.dtype) };
+        return Outcome::Skipped {
+            why: format!("tch has no kind for {}, so libtorch cannot be handed it", ot.dtype),
+        };
     };
     let Ok(cap) = usize::try_from(ot.nbytes()) else {
-        return Outcome::Skipped { why: "larger than this machine's address space".into() };
+        return Outcome::Skipped {
+            why: "larger than this machine's address space".into(),
+        };
     };
     let mut data = Vec::with_capacity(cap);
     let read = for_each_chunk::<crate::Error>(own, ot, |b| {
@@ -634,12 +722,20 @@ fn from_bytes(own: &Checkpoint, ot: &Tensor, reference: &Checkpoint, rt: &Tensor
         Ok(())
     });
     if let Err(e) = read {
-        return Outcome::Differs { first_index: None, why: format!("ckpt cannot read its bytes: {e}") };
+        return Outcome::Differs {
+            first_index: None,
+            why: format!("ckpt cannot read its bytes: {e}"),
+        };
     }
     let size: Vec<i64> = ot.shape.iter().map(|&d| d as i64).collect();
     let t = match TchTensor::f_from_data_size(&data, &size, kind).and_then(|t| t.f_to_device(device)) {
         Ok(t) => t,
-        Err(e) => return Outcome::Differs { first_index: None, why: format!("libtorch refused the bytes: {}", short(&e)) },
+        Err(e) => {
+            return Outcome::Differs {
+                first_index: None,
+                why: format!("libtorch refused the bytes: {}", short(&e)),
+            }
+        }
     };
     drop(data);
     compare(&t, reference, rt, false, device)
@@ -651,11 +747,15 @@ fn compare(t: &TchTensor, reference: &Checkpoint, rt: &Tensor, check_strides: bo
     let kind = match t.f_kind() {
         Ok(k) => k,
         Err(_) => {
-            return Outcome::Skipped { why: format!("libtorch loaded it with a dtype tch cannot name (ckpt: {})", rt.dtype) };
+            return Outcome::Skipped {
+                why: format!("libtorch loaded it with a dtype tch cannot name (ckpt: {})", rt.dtype),
+            };
         }
     };
     let Some(want_kind) = kind_of(rt.dtype) else {
-        return Outcome::Skipped { why: format!("tch has no kind for {}", rt.dtype) };
+        return Outcome::Skipped {
+            why: format!("tch has no kind for {}", rt.dtype),
+        };
     };
     if kind != want_kind {
         return differs(format!("dtype: libtorch {kind:?}, ckpt {}", rt.dtype));
@@ -668,13 +768,22 @@ fn compare(t: &TchTensor, reference: &Checkpoint, rt: &Tensor, check_strides: bo
     if check_strides && numel > 1 {
         let stride: Vec<u64> = t.stride().iter().map(|&s| s as u64).collect();
         // A dimension of size 1 can have any stride; torch may normalize it.
-        let same = stride.len() == rt.stride.len() && stride.iter().zip(&rt.stride).zip(&rt.shape).all(|((a, b), &d)| d <= 1 || a == b);
+        let same = stride.len() == rt.stride.len()
+            && stride
+                .iter()
+                .zip(&rt.stride)
+                .zip(&rt.shape)
+                .all(|((a, b), &d)| d <= 1 || a == b);
         if !same {
             return differs(format!("strides: libtorch {stride:?}, ckpt {:?}", rt.stride));
         }
     }
     if t.device() != device {
-        return differs(format!("libtorch put it on {}, not {}", device_name(t.device()), device_name(device)));
+        return differs(format!(
+            "libtorch put it on {}, not {}",
+            device_name(t.device()),
+            device_name(device)
+        ));
     }
     if numel == 0 {
         return Outcome::Matched;
@@ -686,7 +795,10 @@ fn compare(t: &TchTensor, reference: &Checkpoint, rt: &Tensor, check_strides: bo
     let esize = rt.dtype.size();
     let nbytes = numel as usize * esize;
     if kind.elt_size_in_bytes() != esize {
-        return differs(format!("element size: libtorch {}, ckpt {esize}", kind.elt_size_in_bytes()));
+        return differs(format!(
+            "element size: libtorch {}, ckpt {esize}",
+            kind.elt_size_in_bytes()
+        ));
     }
     let ptr = cpu.data_ptr() as *const u8;
     if ptr.is_null() {
@@ -736,7 +848,11 @@ fn compare(t: &TchTensor, reference: &Checkpoint, rt: &Tensor, check_strides: bo
     let have_el = got.get(lo..lo + esize).unwrap_or(&[]);
     Outcome::Differs {
         first_index: Some(elem as u64),
-        why: format!("libtorch bytes {}, ckpt bytes {} (little-endian)", hex(have_el), hex(&want_el)),
+        why: format!(
+            "libtorch bytes {}, ckpt bytes {} (little-endian)",
+            hex(have_el),
+            hex(&want_el)
+        ),
     }
 }
 
@@ -756,10 +872,14 @@ impl From<crate::Error> for Stop {
 
 /// `PREFIX/data.pkl` of a zip checkpoint, read through the zip crate (a CRC mismatch is no error).
 fn read_data_pkl(path: &Path) -> Result<Vec<u8>, VerifyError> {
-    let io = |what: String| VerifyError::Io { path: path.into(), what };
+    let io = |what: String| VerifyError::Io {
+        path: path.into(),
+        what,
+    };
     let f = File::open(path).map_err(|e| io(e.to_string()))?;
     let mut zip = zip::ZipArchive::new(f).map_err(|e| io(format!("zip: {e}")))?;
-    let first = String::from_utf8_lossy(zip.by_index_raw(0).map_err(|e| io(format!("zip: {e}")))?.name_raw()).into_owned();
+    let first =
+        String::from_utf8_lossy(zip.by_index_raw(0).map_err(|e| io(format!("zip: {e}")))?.name_raw()).into_owned();
     let prefix = first.split_once('/').map(|(p, _)| p.to_string()).unwrap_or_default();
     let name = format!("{prefix}/data.pkl");
     let mut entry = zip.by_name(&name).map_err(|e| io(format!("{name}: {e}")))?;
@@ -791,7 +911,10 @@ fn is_crc_error(e: &std::io::Error) -> bool {
 
 /// Names of the zip records whose CRC-32 does not match their bytes.
 fn zip_crc_failures(path: &Path) -> Result<Vec<String>, VerifyError> {
-    let io = |what: String| VerifyError::Io { path: path.into(), what };
+    let io = |what: String| VerifyError::Io {
+        path: path.into(),
+        what,
+    };
     let f = File::open(path).map_err(|e| io(e.to_string()))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f)).map_err(|e| io(format!("zip: {e}")))?;
     let mut bad = Vec::new();
@@ -861,8 +984,8 @@ fn plain_dict_pickle(pkl: &[u8], own: &Checkpoint) -> Option<Vec<u8>> {
                 a + b + 2
             }
             b'F' | b'I' | b'L' | b'S' | b'V' | b'g' | b'p' => pkl.get(pos + 1..)?.iter().position(|&b| b == b'\n')? + 1,
-            b'(' | b'.' | b'N' | b'Q' | b'R' | b'a' | b'b' | b'd' | b'}' | b'e' | b'l' | b']' | b's' | b't' | b')' | b'u' | 0x81 | 0x85
-            | 0x86 | 0x87 | 0x88 | 0x89 => 0,
+            b'(' | b'.' | b'N' | b'Q' | b'R' | b'a' | b'b' | b'd' | b'}' | b'e' | b'l' | b']' | b's' | b't' | b')'
+            | b'u' | 0x81 | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 => 0,
             _ => return None,
         };
         let whole = pkl.get(pos..pos + 1 + arg_len)?;
@@ -950,7 +1073,9 @@ fn plain_dict_pickle(pkl: &[u8], own: &Checkpoint) -> Option<Vec<u8>> {
         }
     }
     let parsed = crate::pickle::parse(&out, &crate::pickle::Limits::default()).ok()?;
-    let crate::pickle::Value::Obj(id) = parsed.root else { return None };
+    let crate::pickle::Value::Obj(id) = parsed.root else {
+        return None;
+    };
     match parsed.heap.get(id) {
         crate::pickle::Obj::Dict(items) if items.len() == own.tensors.len() => Some(out),
         _ => None,
@@ -963,13 +1088,18 @@ fn plain_dict_pickle(pkl: &[u8], own: &Checkpoint) -> Option<Vec<u8>> {
 /// (see [`plain_dict_pickle`]); the other records are copied byte for byte.
 pub fn write_plain_dict_copy(src: &Path, dst: &Path) -> Result<(), VerifyError> {
     let own = crate::read::open(src)?;
-    let unsupported = |what: &str| VerifyError::Io { path: src.into(), what: what.into() };
+    let unsupported = |what: &str| VerifyError::Io {
+        path: src.into(),
+        what: what.into(),
+    };
     if own.format != Format::PthZip || !matches!(top_level(&own), TopLevel::OrderedDict) {
-        return Err(unsupported("not a zip .pth whose top level is an OrderedDict of tensors"));
+        return Err(unsupported(
+            "not a zip .pth whose top level is an OrderedDict of tensors",
+        ));
     }
     let pkl = read_data_pkl(src)?;
-    let patched =
-        plain_dict_pickle(&pkl, &own).ok_or_else(|| unsupported("data.pkl is not pickled the way torch.save pickles a state_dict"))?;
+    let patched = plain_dict_pickle(&pkl, &own)
+        .ok_or_else(|| unsupported("data.pkl is not pickled the way torch.save pickles a state_dict"))?;
     copy_zip_with_pickle(src, dst, &patched)
 }
 
@@ -1002,17 +1132,26 @@ fn copy_zip_with_pickle(src: &Path, dst: &Path, pkl: &[u8]) -> Result<(), Verify
     let io = |p: &Path, what: String| VerifyError::Io { path: p.into(), what };
     let f = File::open(src).map_err(|e| io(src, e.to_string()))?;
     let mut zin = zip::ZipArchive::new(f).map_err(|e| io(src, format!("zip: {e}")))?;
-    let out = std::fs::OpenOptions::new().write(true).create_new(true).open(dst).map_err(|e| io(dst, e.to_string()))?;
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .map_err(|e| io(dst, e.to_string()))?;
     let mut zout = zip::ZipWriter::new(std::io::BufWriter::new(out));
     for i in 0..zin.len() {
         let mut entry = zin.by_index(i).map_err(|e| io(src, format!("zip record {i}: {e}")))?;
         let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
-        let size = if name.ends_with("/data.pkl") { pkl.len() as u64 } else { entry.size() };
+        let size = if name.ends_with("/data.pkl") {
+            pkl.len() as u64
+        } else {
+            entry.size()
+        };
         let opts = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored)
             .with_alignment(64)
             .large_file(size >= u32::MAX as u64);
-        zout.start_file(name.as_str(), opts).map_err(|e| io(dst, format!("zip: {e}")))?;
+        zout.start_file(name.as_str(), opts)
+            .map_err(|e| io(dst, format!("zip: {e}")))?;
         if name.ends_with("/data.pkl") {
             zout.write_all(pkl).map_err(|e| io(dst, e.to_string()))?;
         } else {

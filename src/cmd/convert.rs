@@ -70,7 +70,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let keep = keep.build()?;
     let device = args.device.as_deref().map(DeviceRule::parse).transpose()?;
     #[cfg(feature = "tch")]
-    let verify_device = args.verify.then(|| ckpt::verify::parse_device(&args.verify_device)).transpose()?;
+    let verify_device = args
+        .verify
+        .then(|| ckpt::verify::parse_device(&args.verify_device))
+        .transpose()?;
 
     let mut ckpt = ckpt::read::open(&args.input)?;
     output.check(&ckpt)?;
@@ -88,7 +91,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let overflow = transform::try_overflow_report(&ckpt)?;
             if !overflow.is_empty() {
                 let total: u64 = overflow.iter().map(|(_, n)| n).sum();
-                let list: Vec<String> = overflow.iter().map(|(name, n)| format!("  {name}: {n} values")).collect();
+                let list: Vec<String> = overflow
+                    .iter()
+                    .map(|(name, n)| format!("  {name}: {n} values"))
+                    .collect();
                 bail!(
                     "casting to {to} would turn {total} finite values into inf in {} tensors:\n{}\nkeep them with --keep-dtype GLOB, or pass --allow-overflow",
                     overflow.len(),

@@ -27,5 +27,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report.to_text());
     }
-    Ok(if report.is_equal() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.is_equal() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -36,7 +36,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     warn_globals(&ckpt, &args.input);
     let report = transform::drop_layers(&mut ckpt, &args.pattern)?;
     let verb = if args.dry_run { "would remove" } else { "removed" };
-    println!("{verb} {} tensors ({} parameters):", report.removed.len(), grouped(report.removed_params));
+    println!(
+        "{verb} {} tensors ({} parameters):",
+        report.removed.len(),
+        grouped(report.removed_params)
+    );
     for name in &report.removed {
         println!("  {name}");
     }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::parser::ValuesRef;
 use ckpt::transform::{self, FreezeRule};
+use clap::parser::ValuesRef;
 
 use super::output::{warn_globals, written, OutArgs};
 
@@ -49,7 +49,9 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let output = args.write.as_deref().map(|o| args.out.resolve(o)).transpose()?;
     if let Some(output) = &output {
         if output.options.format != ckpt::write::OutFormat::Pth {
-            anyhow::bail!("--write: flags live in .pth files (safetensors has no requires_grad); name a .pth/.pt/.bin output");
+            anyhow::bail!(
+                "--write: flags live in .pth files (safetensors has no requires_grad); name a .pth/.pt/.bin output"
+            );
         }
     }
     let mut ckpt = ckpt::read::open(&args.input)?;

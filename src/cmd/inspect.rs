@@ -24,15 +24,24 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let filter = args.filter.map(|g| super::glob("--filter", &g).map(|g| g.compile_matcher())).transpose()?;
-    let opts = InspectOptions { hash: args.hash, filter };
+    let filter = args
+        .filter
+        .map(|g| super::glob("--filter", &g).map(|g| g.compile_matcher()))
+        .transpose()?;
+    let opts = InspectOptions {
+        hash: args.hash,
+        filter,
+    };
     let ckpt = ckpt::read::open(&args.path)?;
     let shown = args.path.display().to_string();
     if args.json {
         let value = inspect::to_json(&ckpt, &shown, &opts);
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        let size = std::fs::metadata(&args.path).ok().filter(|m| m.is_file()).map(|m| m.len());
+        let size = std::fs::metadata(&args.path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
         print!("{}", inspect::to_text(&ckpt, &shown, size, &opts, args.tree));
     }
     Ok(ExitCode::SUCCESS)

@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ckpt", version, about = "Inspect and convert PyTorch and safetensors checkpoints without executing pickles")]
+#[command(
+    name = "ckpt",
+    version,
+    about = "Inspect and convert PyTorch and safetensors checkpoints without executing pickles"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -37,11 +37,18 @@ impl OutArgs {
             Some("safetensors" | "st") => OutFormat::Safetensors,
             Some(other) => bail!("--to {other}: expected pth or safetensors"),
             None => OutFormat::from_path(out).ok_or_else(|| {
-                anyhow!("{}: cannot tell the output format from the name; use --to pth|safetensors", out.display())
+                anyhow!(
+                    "{}: cannot tell the output format from the name; use --to pth|safetensors",
+                    out.display()
+                )
             })?,
         };
         let max_shard_size = match &self.max_shard_size {
-            Some(s) => Some(write::parse_size(s).filter(|&n| n > 0).ok_or_else(|| anyhow!("--max-shard-size {s}: expected a size such as 5GB, 500MB or 2GiB"))?),
+            Some(s) => Some(
+                write::parse_size(s)
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| anyhow!("--max-shard-size {s}: expected a size such as 5GB, 500MB or 2GiB"))?,
+            ),
             None => None,
         };
         let mut options = WriteOptions::new(format);
@@ -49,7 +56,10 @@ impl OutArgs {
         options.dedupe = self.dedupe;
         options.max_shard_size = max_shard_size;
         options.progress = true;
-        Ok(Output { path: out.to_path_buf(), options })
+        Ok(Output {
+            path: out.to_path_buf(),
+            options,
+        })
     }
 }
 
@@ -71,16 +81,28 @@ impl Output {
 pub fn written(report: &WriteReport, format: OutFormat) -> String {
     let files = match report.files.as_slice() {
         [one] => one.display().to_string(),
-        many => format!("{} files ({} ...)", many.len(), many.first().map(|p| p.display().to_string()).unwrap_or_default()),
+        many => format!(
+            "{} files ({} ...)",
+            many.len(),
+            many.first().map(|p| p.display().to_string()).unwrap_or_default()
+        ),
     };
-    format!("wrote {files} ({}): {} tensors, {}", format.name(), report.tensors, ckpt::inspect::human_bytes(report.bytes))
+    format!(
+        "wrote {files} ({}): {} tensors, {}",
+        format.name(),
+        report.tensors,
+        ckpt::inspect::human_bytes(report.bytes)
+    )
 }
 
 /// Warns on stderr about globals that torch.load(weights_only=True) would refuse. ckpt never
 /// runs them, and writers never write them.
 pub fn warn_globals(ckpt: &Checkpoint, path: &Path) {
     let warnings = ckpt::scan::dangerous_globals(&ckpt.globals);
-    let dangerous: Vec<_> = warnings.iter().filter(|w| w.verdict == ckpt::scan::Verdict::Dangerous).collect();
+    let dangerous: Vec<_> = warnings
+        .iter()
+        .filter(|w| w.verdict == ckpt::scan::Verdict::Dangerous)
+        .collect();
     if !dangerous.is_empty() {
         let names: Vec<&str> = dangerous.iter().map(|w| w.name.as_str()).collect();
         eprintln!(

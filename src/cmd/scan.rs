@@ -24,7 +24,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let reports = ckpt::scan::scan_paths(&args.paths, &ReadLimits::default());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&ckpt::scan::to_json(&reports, args.strict))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&ckpt::scan::to_json(&reports, args.strict))?
+        );
     } else {
         print!("{}", ckpt::scan::to_text(&reports, args.verbose));
     }

@@ -6,9 +6,7 @@
 /// argument bytes begin, and [`PickleError::NoStop`], where it is the end of the input.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum PickleError {
-    #[error(
-        "pickle truncated at byte {offset}: {opcode} needs {needed} bytes, {remaining} remain"
-    )]
+    #[error("pickle truncated at byte {offset}: {opcode} needs {needed} bytes, {remaining} remain")]
     Truncated {
         opcode: &'static str,
         offset: u64,
@@ -87,10 +85,7 @@ mod tests {
             "pickle truncated at byte 1234: BINUNICODE needs 50 bytes, 3 remain"
         );
         assert_eq!(e.offset(), 1234);
-        let e = PickleError::UnknownOpcode {
-            byte: 0xff,
-            offset: 7,
-        };
+        let e = PickleError::UnknownOpcode { byte: 0xff, offset: 7 };
         assert_eq!(e.to_string(), "unknown pickle opcode 0xff at byte 7");
         let e = PickleError::LimitExceeded {
             what: "open MARKs",

@@ -17,8 +17,7 @@ pub fn int_from_le(bytes: &[u8]) -> Value {
         let (Some(&last), Some(&prev)) = (bytes.get(len - 1), bytes.get(len - 2)) else {
             break;
         };
-        let redundant =
-            (last == 0x00 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0);
+        let redundant = (last == 0x00 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0);
         if !redundant {
             break;
         }
@@ -38,12 +37,7 @@ pub fn int_from_le(bytes: &[u8]) -> Value {
 
 /// A decimal integer literal (INT, LONG): optional sign, digits, surrounding whitespace.
 pub fn decimal_int(text: &[u8]) -> Result<Value, String> {
-    let bad = || {
-        format!(
-            "{:?} is not a decimal integer",
-            String::from_utf8_lossy(text)
-        )
-    };
+    let bad = || format!("{:?} is not a decimal integer", String::from_utf8_lossy(text));
     let trimmed = text.trim_ascii();
     let (negative, digits) = match trimmed.split_first() {
         Some((b'-', rest)) => (true, rest),
@@ -219,8 +213,7 @@ pub fn raw_unicode_escape(line: &[u8]) -> Result<String, String> {
             }
             _ => u,
         };
-        let c = char::from_u32(cp)
-            .ok_or_else(|| format!("lone surrogate U+{cp:04X} cannot be represented"))?;
+        let c = char::from_u32(cp).ok_or_else(|| format!("lone surrogate U+{cp:04X} cannot be represented"))?;
         out.push(c);
     }
     Ok(out)

@@ -9,12 +9,7 @@
 //! according to a key from the file; nothing recurses (the heap is flat); and nothing panics
 //! (the lints below keep indexing and unwrapping out of this file).
 
-#![warn(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#![warn(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 
@@ -140,10 +135,7 @@ impl<'a> Machine<'a> {
     fn run(mut self) -> Result<Pickle> {
         loop {
             let at = self.pos;
-            let byte = *self
-                .data
-                .get(at)
-                .ok_or(PickleError::NoStop { offset: at as u64 })?;
+            let byte = *self.data.get(at).ok_or(PickleError::NoStop { offset: at as u64 })?;
             self.pos = at + 1;
             self.at = at;
             self.op = Opcode::try_from(byte).map_err(|byte| PickleError::UnknownOpcode {
@@ -509,9 +501,7 @@ impl<'a> Machine<'a> {
             .and_then(|n| self.pos.checked_add(n))
             .ok_or_else(|| self.truncated(len, remaining))?;
         let data = self.data;
-        let bytes = data
-            .get(self.pos..end)
-            .ok_or_else(|| self.truncated(len, remaining))?;
+        let bytes = data.get(self.pos..end).ok_or_else(|| self.truncated(len, remaining))?;
         self.pos = end;
         Ok(bytes)
     }
@@ -519,9 +509,7 @@ impl<'a> Machine<'a> {
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let bytes = self.take(N as u64)?;
         let remaining = bytes.len();
-        bytes
-            .try_into()
-            .map_err(|_| self.truncated(N as u64, remaining))
+        bytes.try_into().map_err(|_| self.truncated(N as u64, remaining))
     }
 
     /// A text argument: the bytes up to the next newline, which is consumed.
@@ -532,10 +520,7 @@ impl<'a> Machine<'a> {
             opcode: self.op.name(),
             offset: self.pos as u64,
         };
-        let newline = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or(unterminated.clone())?;
+        let newline = rest.iter().position(|&b| b == b'\n').ok_or(unterminated.clone())?;
         let line = rest.get(..newline).ok_or(unterminated)?;
         self.pos += newline + 1;
         Ok(line)
@@ -557,12 +542,8 @@ impl<'a> Machine<'a> {
     /// BINUNICODE and friends: strict UTF-8 (CPython's surrogatepass strings cannot be held).
     fn unicode(&mut self, len: u64) -> Result<()> {
         let payload = self.payload(len)?;
-        let text = std::str::from_utf8(payload).map_err(|e| {
-            self.invalid(format!(
-                "invalid UTF-8 at byte {} of the string",
-                e.valid_up_to()
-            ))
-        })?;
+        let text = std::str::from_utf8(payload)
+            .map_err(|e| self.invalid(format!("invalid UTF-8 at byte {} of the string", e.valid_up_to())))?;
         let v = Value::Str(text.into());
         self.push(v)
     }
@@ -674,10 +655,7 @@ impl<'a> Machine<'a> {
 
     fn pairs(&self, items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
         if items.len() % 2 != 0 {
-            return Err(self.invalid(format!(
-                "odd number of values ({}) for key/value pairs",
-                items.len()
-            )));
+            return Err(self.invalid(format!("odd number of values ({}) for key/value pairs", items.len())));
         }
         let mut pairs = Vec::with_capacity(items.len() / 2);
         let mut items = items.into_iter();
@@ -700,14 +678,10 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_get(&mut self, key: u64) -> Result<()> {
-        let v = self
-            .memo
-            .get(key)
-            .cloned()
-            .ok_or(PickleError::MemoMissing {
-                key,
-                offset: self.at as u64,
-            })?;
+        let v = self.memo.get(key).cloned().ok_or(PickleError::MemoMissing {
+            key,
+            offset: self.at as u64,
+        })?;
         self.push(v)
     }
 
@@ -890,13 +864,7 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn instance(
-        &mut self,
-        callable: Value,
-        construct: Construct,
-        args: Value,
-        kwargs: Option<Value>,
-    ) -> Result<()> {
+    fn instance(&mut self, callable: Value, construct: Construct, args: Value, kwargs: Option<Value>) -> Result<()> {
         let inst = Instance {
             callable,
             construct,
@@ -935,10 +903,7 @@ impl Memo {
 
     fn insert(&mut self, key: u64, v: Value) {
         let dense_len = self.dense.len() as u64;
-        if let Some(slot) = usize::try_from(key)
-            .ok()
-            .and_then(|k| self.dense.get_mut(k))
-        {
+        if let Some(slot) = usize::try_from(key).ok().and_then(|k| self.dense.get_mut(k)) {
             *slot = v;
         } else if key == dense_len {
             // The key may have arrived out of order earlier; it moves to the vector.
@@ -960,7 +925,6 @@ fn py2_str(bytes: &[u8]) -> Value {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
@@ -979,14 +943,8 @@ mod tests {
         assert_eq!(decimal_int(b"0"), Ok(Value::Int(0)));
         assert_eq!(decimal_int(b"-0"), Ok(Value::Int(0)));
         assert_eq!(decimal_int(b" +42 "), Ok(Value::Int(42)));
-        assert_eq!(
-            decimal_int(b"9223372036854775807"),
-            Ok(Value::Int(i64::MAX))
-        );
-        assert_eq!(
-            decimal_int(b"-9223372036854775808"),
-            Ok(Value::Int(i64::MIN))
-        );
+        assert_eq!(decimal_int(b"9223372036854775807"), Ok(Value::Int(i64::MAX)));
+        assert_eq!(decimal_int(b"-9223372036854775808"), Ok(Value::Int(i64::MIN)));
         // 2**63 = 00 .. 80 00 (sign byte needed); -2**63-1 = ff .. 7f ff.
         assert_eq!(
             big(&decimal_int(b"9223372036854775808").unwrap()),
@@ -999,10 +957,7 @@ mod tests {
         // 2**100 = 1267650600228229401496703205376
         let mut expected = vec![0u8; 12];
         expected.push(0x10);
-        assert_eq!(
-            big(&decimal_int(b"1267650600228229401496703205376").unwrap()),
-            expected
-        );
+        assert_eq!(big(&decimal_int(b"1267650600228229401496703205376").unwrap()), expected);
         assert!(decimal_int(b"12a").is_err());
         assert!(decimal_int(b"").is_err());
         assert!(decimal_int(b"-").is_err());
@@ -1016,10 +971,7 @@ mod tests {
         assert_eq!(int_from_le(&[0xff, 0x00]), Value::Int(255));
         assert_eq!(int_from_le(&[0x00, 0x80]), Value::Int(-32768));
         assert_eq!(int_from_le(&[0xff; 20]), Value::Int(-1));
-        assert_eq!(
-            int_from_le(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            Value::Int(1)
-        );
+        assert_eq!(int_from_le(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Value::Int(1));
         assert_eq!(big(&int_from_le(&[0, 0, 0, 0, 0, 0, 0, 0, 1])).len(), 9);
     }
 
@@ -1053,10 +1005,7 @@ mod tests {
     fn memo_keeps_each_key_in_one_place_and_never_allocates_by_key() {
         let mut memo = Memo::default();
         memo.insert(0xffff_ffff, Value::Int(1));
-        assert!(
-            memo.dense.is_empty(),
-            "a scattered key must not grow the vector"
-        );
+        assert!(memo.dense.is_empty(), "a scattered key must not grow the vector");
         memo.insert(1, Value::Int(2)); // out of order: map
         memo.insert(0, Value::Int(3)); // in order: vector
         memo.insert(1, Value::Int(4)); // now in order: moves from the map to the vector

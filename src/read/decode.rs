@@ -36,7 +36,13 @@ impl Default for DecodeLimits {
         // A whole model nests a few dozen levels; a training checkpoint a handful. Millions of
         // nodes cover the largest optimizer states while a memo bomb still stops in milliseconds.
         // No real tensor reaches 1 TiB; real models have thousands of modules, not 262 144.
-        DecodeLimits { max_depth: 512, max_nodes: 20_000_000, max_bytes: 256 << 20, max_view_bytes: 1 << 40, max_modules: 1 << 18 }
+        DecodeLimits {
+            max_depth: 512,
+            max_nodes: 20_000_000,
+            max_bytes: 256 << 20,
+            max_view_bytes: 1 << 40,
+            max_modules: 1 << 18,
+        }
     }
 }
 
@@ -132,13 +138,21 @@ fn heap_size(heap: &Heap) -> (usize, usize) {
     for i in 0..heap.len() {
         totals.0 += 1;
         match heap.get(ObjId(i as u32)) {
-            Obj::Tuple(items) | Obj::List(items) | Obj::Set(items) | Obj::FrozenSet(items) => add(&mut totals, items.iter()),
+            Obj::Tuple(items) | Obj::List(items) | Obj::Set(items) | Obj::FrozenSet(items) => {
+                add(&mut totals, items.iter())
+            }
             Obj::Dict(pairs) => add(&mut totals, pairs.iter().flat_map(|(k, v)| [k, v])),
             Obj::ByteArray(b) => totals.1 = totals.1.saturating_add(b.len()),
             Obj::Global(_) => {}
             Obj::PersistentId(v) => add(&mut totals, std::iter::once(v)),
             Obj::Instance(inst) => {
-                add(&mut totals, [&inst.callable, &inst.args].into_iter().chain(inst.kwargs.iter()).chain(inst.state.iter()));
+                add(
+                    &mut totals,
+                    [&inst.callable, &inst.args]
+                        .into_iter()
+                        .chain(inst.kwargs.iter())
+                        .chain(inst.state.iter()),
+                );
                 add(&mut totals, inst.list_items.iter());
                 add(&mut totals, inst.dict_items.iter().flat_map(|(k, v)| [k, v]));
             }
@@ -214,7 +228,11 @@ impl<'a> Decoder<'a> {
         self.limits.max_nodes = self.limits.max_nodes.min(values.saturating_mul(32).max(NODES_FLOOR));
         self.limits.max_bytes = self.limits.max_bytes.min(payload.saturating_mul(4).max(BYTES_FLOOR));
         let root = self.node(root, 0)?;
-        Ok(Decoded { root, tensors: self.tensors, saw_module: self.saw_module })
+        Ok(Decoded {
+            root,
+            tensors: self.tensors,
+            saw_module: self.saw_module,
+        })
     }
 
     fn err(&self, what: impl Into<String>) -> Error {
@@ -436,7 +454,10 @@ impl<'a> Decoder<'a> {
                     let mut entries = Vec::new();
                     self.module(inst, "", &mut entries, depth)?;
                     self.saw_module = true;
-                    Ok(Node::Dict { ordered: true, items: entries })
+                    Ok(Node::Dict {
+                        ordered: true,
+                        items: entries,
+                    })
                 } else {
                     let label = format!("<{} object>", g.dotted());
                     self.opaque_object(inst, &label, depth)
@@ -479,15 +500,25 @@ impl<'a> Decoder<'a> {
             )));
         }
         let heap = self.heap;
-        let state = inst.state.as_ref().and_then(|s| dict_pairs(heap, s)).unwrap_or_default();
-        let script = self.callee(inst).and_then(|g| self.script.and_then(|s| s.get(&g.dotted())));
+        let state = inst
+            .state
+            .as_ref()
+            .and_then(|s| dict_pairs(heap, s))
+            .unwrap_or_default();
+        let script = self
+            .callee(inst)
+            .and_then(|g| self.script.and_then(|s| s.get(&g.dotted())));
         if let Some(class) = script {
             // TorchScript: the attributes dict holds parameters, buffers and submodules side by
             // side; the archive's code says which is which.
             for want_params in [true, false] {
                 for (k, v) in &state {
                     let Some(name) = str_of(k) else { continue };
-                    let listed = if want_params { class.parameters.contains(name) } else { class.buffers.contains(name) };
+                    let listed = if want_params {
+                        class.parameters.contains(name)
+                    } else {
+                        class.buffers.contains(name)
+                    };
                     if listed && !matches!(v, Value::None) {
                         self.module_tensor(prefix, name, v, want_params, out, depth)?;
                     }
@@ -496,7 +527,9 @@ impl<'a> Decoder<'a> {
             for (k, v) in &state {
                 let Some(name) = str_of(k) else { continue };
                 if let Some(child) = heap.instance(v) {
-                    let is_module = self.callee(child).is_some_and(|g| self.script.is_some_and(|s| s.get(&g.dotted()).is_some()));
+                    let is_module = self
+                        .callee(child)
+                        .is_some_and(|g| self.script.is_some_and(|s| s.get(&g.dotted()).is_some()));
                     if is_module {
                         self.module_child(child, prefix, name, out, depth)?;
                     }
@@ -537,7 +570,14 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    fn module_child(&mut self, child: &'a Instance, prefix: &str, name: &str, out: &mut Vec<(Key, Node)>, depth: usize) -> Result<()> {
+    fn module_child(
+        &mut self,
+        child: &'a Instance,
+        prefix: &str,
+        name: &str,
+        out: &mut Vec<(Key, Node)>,
+        depth: usize,
+    ) -> Result<()> {
         let child_prefix = format!("{prefix}{name}.");
         self.place.push(name.to_string());
         let r = self.module(child, &child_prefix, out, depth + 1);
@@ -604,7 +644,9 @@ impl<'a> Decoder<'a> {
         let Some(g) = self.callee(inst).filter(|g| is_rebuild(g)) else {
             return Err(self.err("expected a tensor rebuild call"));
         };
-        let args = heap.tuple(&inst.args).ok_or_else(|| self.err(format!("{} without an argument tuple", g.dotted())))?;
+        let args = heap
+            .tuple(&inst.args)
+            .ok_or_else(|| self.err(format!("{} without an argument tuple", g.dotted())))?;
         let spec = self.rebuild(&g.name, args, depth)?;
         self.specs.insert(id, spec.clone());
         Ok(spec)
@@ -631,9 +673,16 @@ impl<'a> Decoder<'a> {
                 // (func, new_type, args, state): a tensor subclass; nn.Parameter is the one that matters.
                 let f = args.first().and_then(|f| heap.global(f)).filter(|g| is_rebuild(g));
                 let f = f.ok_or_else(|| self.err("_rebuild_from_type_v2 of an unknown function"))?;
-                let inner_args = args.get(2).and_then(|a| heap.tuple(a)).ok_or_else(|| self.err("_rebuild_from_type_v2 without arguments"))?;
+                let inner_args = args
+                    .get(2)
+                    .and_then(|a| heap.tuple(a))
+                    .ok_or_else(|| self.err("_rebuild_from_type_v2 without arguments"))?;
                 let mut spec = self.rebuild(&f.name, inner_args, depth + 1)?;
-                if args.get(1).and_then(|t| heap.global(t)).is_some_and(|t| t.name == "Parameter") {
+                if args
+                    .get(1)
+                    .and_then(|t| heap.global(t))
+                    .is_some_and(|t| t.name == "Parameter")
+                {
                     spec.parameter = true;
                 }
                 Ok(spec)
@@ -651,18 +700,35 @@ impl<'a> Decoder<'a> {
             _ => return Err(self.err(format!("{func}: first argument is not a storage"))),
         };
         let pid = parse_storage_pid(heap, pid_value).map_err(|e| self.err(e))?;
-        let offset = args.get(1).and_then(uint).ok_or_else(|| self.err(format!("{func}: bad storage offset")))?;
-        let shape = args.get(2).and_then(|a| uints(heap, a)).ok_or_else(|| self.err(format!("{func}: bad size")))?;
-        let stride = args.get(3).and_then(|a| uints(heap, a)).ok_or_else(|| self.err(format!("{func}: bad stride")))?;
+        let offset = args
+            .get(1)
+            .and_then(uint)
+            .ok_or_else(|| self.err(format!("{func}: bad storage offset")))?;
+        let shape = args
+            .get(2)
+            .and_then(|a| uints(heap, a))
+            .ok_or_else(|| self.err(format!("{func}: bad size")))?;
+        let stride = args
+            .get(3)
+            .and_then(|a| uints(heap, a))
+            .ok_or_else(|| self.err(format!("{func}: bad stride")))?;
         let requires_grad = matches!(args.get(4), Some(Value::Bool(true)));
         let dtype = if func == "_rebuild_tensor_v3" {
-            let g = args.get(6).and_then(|d| heap.global(d)).ok_or_else(|| self.err("_rebuild_tensor_v3 without a dtype"))?;
+            let g = args
+                .get(6)
+                .and_then(|d| heap.global(d))
+                .ok_or_else(|| self.err("_rebuild_tensor_v3 without a dtype"))?;
             DType::parse(&g.name).ok_or_else(|| self.err(format!("unsupported dtype torch.{}", g.name)))?
         } else {
-            pid.dtype.ok_or_else(|| self.err(format!("{func} of an untyped storage has no dtype")))?
+            pid.dtype
+                .ok_or_else(|| self.err(format!("{func} of an untyped storage has no dtype")))?
         };
         if shape.len() != stride.len() {
-            return Err(self.err(format!("size has {} dimensions but stride has {}", shape.len(), stride.len())));
+            return Err(self.err(format!(
+                "size has {} dimensions but stride has {}",
+                shape.len(),
+                stride.len()
+            )));
         }
         let storage = self.provider.storage(&pid).map_err(|e| self.err(e))?;
         check_view(&shape, &stride, offset, dtype, storage.nbytes).map_err(|e| self.err(e))?;
@@ -673,7 +739,15 @@ impl<'a> Decoder<'a> {
                 self.limits.max_view_bytes
             )));
         }
-        Ok(TensorSpec { storage: storage.id, dtype, shape, stride, offset, requires_grad, parameter: false })
+        Ok(TensorSpec {
+            storage: storage.id,
+            dtype,
+            shape,
+            stride,
+            offset,
+            requires_grad,
+            parameter: false,
+        })
     }
 }
 
@@ -683,13 +757,18 @@ pub fn check_view(shape: &[u64], stride: &[u64], offset: u64, dtype: DType, stor
     for &d in shape {
         numel = numel.checked_mul(d).ok_or("number of elements overflows")?;
     }
-    numel.checked_mul(dtype.size() as u64).ok_or("size in bytes overflows")?;
+    numel
+        .checked_mul(dtype.size() as u64)
+        .ok_or("size in bytes overflows")?;
     if numel == 0 {
         return Ok(());
     }
     let mut last = offset;
     for (&d, &s) in shape.iter().zip(stride) {
-        last = (d - 1).checked_mul(s).and_then(|x| last.checked_add(x)).ok_or("view extent overflows")?;
+        last = (d - 1)
+            .checked_mul(s)
+            .and_then(|x| last.checked_add(x))
+            .ok_or("view extent overflows")?;
     }
     let end = last
         .checked_add(1)
@@ -711,11 +790,17 @@ pub fn parse_storage_pid(heap: &Heap, pid: &Value) -> Result<StoragePid, String>
         Some(Value::Str(s)) => return Err(format!("persistent id of kind '{s}' is not a storage")),
         _ => return Err("persistent id without a kind".into()),
     }
-    let class = items.get(1).and_then(|c| heap.global(c)).ok_or("storage type is not a class")?;
+    let class = items
+        .get(1)
+        .and_then(|c| heap.global(c))
+        .ok_or("storage type is not a class")?;
     let dtype = if class.name == "UntypedStorage" {
         None
     } else {
-        Some(DType::from_storage_class(&class.name).ok_or_else(|| format!("unsupported storage type {}", class.dotted()))?)
+        Some(
+            DType::from_storage_class(&class.name)
+                .ok_or_else(|| format!("unsupported storage type {}", class.dotted()))?,
+        )
     };
     let key = match items.get(2) {
         Some(Value::Str(s)) => s.to_string(),
@@ -732,12 +817,22 @@ pub fn parse_storage_pid(heap: &Heap, pid: &Value) -> Result<StoragePid, String>
         Some(v) => {
             let t = heap.tuple(v).ok_or("storage view is not a tuple")?;
             match t {
-                [Value::Str(k), off, size] => Some((k.to_string(), uint(off).ok_or("bad view offset")?, uint(size).ok_or("bad view size")?)),
+                [Value::Str(k), off, size] => Some((
+                    k.to_string(),
+                    uint(off).ok_or("bad view offset")?,
+                    uint(size).ok_or("bad view size")?,
+                )),
                 _ => return Err("storage view is not (key, offset, size)".into()),
             }
         }
     };
-    Ok(StoragePid { dtype, key, location, numel, view })
+    Ok(StoragePid {
+        dtype,
+        key,
+        location,
+        numel,
+        view,
+    })
 }
 
 fn uint(v: &Value) -> Option<u64> {

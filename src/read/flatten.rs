@@ -53,7 +53,9 @@ pub fn to_json(node: &Node) -> Json {
         Node::None => Json::Null,
         Node::Bool(b) => Json::Bool(*b),
         Node::Int(i) => Json::from(*i),
-        Node::Float(f) => serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or_else(|| Json::String(f.to_string())),
+        Node::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Json::Number)
+            .unwrap_or_else(|| Json::String(f.to_string())),
         Node::Str(s) => Json::String(s.clone()),
         Node::Bytes(b) => Json::String(format!("<{} bytes>", b.len())),
         Node::List(items) | Node::Tuple(items) => Json::Array(items.iter().map(to_json).collect()),
@@ -95,7 +97,10 @@ mod tests {
                         items: vec![(Key::Int(0), Node::List(vec![Node::Tensor(0), Node::Float(0.5)]))],
                     },
                 ),
-                (Key::Str("hist".into()), Node::List(vec![Node::Float(1.0), Node::Float(2.0)])),
+                (
+                    Key::Str("hist".into()),
+                    Node::List(vec![Node::Float(1.0), Node::Float(2.0)]),
+                ),
             ],
         };
         let mut tensors = vec![tensor()];

@@ -41,7 +41,10 @@ impl StorageProvider for LegacyStorages {
         if let Some(r) = self.by_key.get(&cache_key) {
             return Ok(*r);
         }
-        let &(offset, len) = self.ranges.get(&root_key).ok_or_else(|| format!("storage '{root_key}' is not in the file"))?;
+        let &(offset, len) = self
+            .ranges
+            .get(&root_key)
+            .ok_or_else(|| format!("storage '{root_key}' is not in the file"))?;
         let (offset, len) = match view {
             None => (offset, len),
             Some((view_offset, view_numel)) => {
@@ -49,17 +52,26 @@ impl StorageProvider for LegacyStorages {
                 let view_len = view_numel.checked_mul(esize).ok_or("storage view size overflows")?;
                 let end = view_offset.checked_add(view_len).ok_or("storage view overflows")?;
                 if end > len {
-                    return Err(format!("storage view [{view_offset}, {end}) lies outside storage '{root_key}' of {len} bytes"));
+                    return Err(format!(
+                        "storage view [{view_offset}, {end}) lies outside storage '{root_key}' of {len} bytes"
+                    ));
                 }
                 (offset + view_offset, view_len)
             }
         };
-        let r = StorageRef { id: StorageId(self.storages.len()), nbytes: len };
+        let r = StorageRef {
+            id: StorageId(self.storages.len()),
+            nbytes: len,
+        };
         self.storages.push(Storage {
             key: Some(pid.key.clone()),
             location: pid.location.clone(),
             byte_order: self.byte_order,
-            data: DataRef { source: self.source.clone(), offset, len },
+            data: DataRef {
+                source: self.source.clone(),
+                offset,
+                len,
+            },
             cast: None,
         });
         self.by_key.insert(cache_key, r);
@@ -79,15 +91,24 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
     };
     let magic = next("magic number", &mut pos)?;
     if !matches!(&magic.root, Value::BigInt(b) if **b == MAGIC) {
-        return Err(Error::UnknownFormat { path, why: "legacy magic number missing".into() });
+        return Err(Error::UnknownFormat {
+            path,
+            why: "legacy magic number missing".into(),
+        });
     }
     let version = next("protocol version", &mut pos)?;
     if version.root != Value::Int(PROTOCOL_VERSION) {
-        return Err(Error::malformed(&path, "protocol version", format!("expected {PROTOCOL_VERSION}, found {:?}", version.root)));
+        return Err(Error::malformed(
+            &path,
+            "protocol version",
+            format!("expected {PROTOCOL_VERSION}, found {:?}", version.root),
+        ));
     }
     let sys_info = next("sys_info", &mut pos)?;
     let little = match sys_info.heap.obj(&sys_info.root) {
-        Some(Obj::Dict(pairs)) => !pairs.iter().any(|(k, v)| matches!(k, Value::Str(s) if &**s == "little_endian") && *v == Value::Bool(false)),
+        Some(Obj::Dict(pairs)) => !pairs
+            .iter()
+            .any(|(k, v)| matches!(k, Value::Str(s) if &**s == "little_endian") && *v == Value::Bool(false)),
         _ => true,
     };
     let main = next("object", &mut pos)?;
@@ -117,22 +138,54 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
     let file_len = source.len();
     for key in &keys {
         let place = format!("storage '{key}' at byte {offset}");
-        let head = source.slice(offset, 8).ok_or_else(|| Error::malformed(&path, &place, "file ends before the storage's size"))?;
+        let head = source
+            .slice(offset, 8)
+            .ok_or_else(|| Error::malformed(&path, &place, "file ends before the storage's size"))?;
         let head: [u8; 8] = head.try_into().unwrap_or([0; 8]);
-        let numel = if little { u64::from_le_bytes(head) } else { u64::from_be_bytes(head) };
-        let esize = *element_size.get(key).ok_or_else(|| Error::malformed(&path, &place, "no tensor names this storage"))?;
-        let len = numel.checked_mul(esize).ok_or_else(|| Error::malformed(&path, &place, "size overflows"))?;
+        let numel = if little {
+            u64::from_le_bytes(head)
+        } else {
+            u64::from_be_bytes(head)
+        };
+        let esize = *element_size
+            .get(key)
+            .ok_or_else(|| Error::malformed(&path, &place, "no tensor names this storage"))?;
+        let len = numel
+            .checked_mul(esize)
+            .ok_or_else(|| Error::malformed(&path, &place, "size overflows"))?;
         let start = offset + 8;
         let end = start.checked_add(len).filter(|&e| e <= file_len).ok_or_else(|| {
-            Error::malformed(&path, &place, format!("{numel} elements of {esize} bytes run past the end of the file ({file_len} bytes)"))
+            Error::malformed(
+                &path,
+                &place,
+                format!("{numel} elements of {esize} bytes run past the end of the file ({file_len} bytes)"),
+            )
         })?;
         ranges.insert(key.clone(), (start, len));
         offset = end;
     }
     let byte_order = if little { ByteOrder::Little } else { ByteOrder::Big };
-    let mut provider = LegacyStorages { ranges, source: source.clone(), byte_order, by_key: HashMap::new(), storages: Vec::new() };
-    let decoded = Decoder::new(&main.heap, &mut provider, &path, "object pickle", None, limits.decode.clone()).decode(&main.root)?;
-    let origin = if decoded.saw_module { Origin::WholeModel } else { Origin::Data };
+    let mut provider = LegacyStorages {
+        ranges,
+        source: source.clone(),
+        byte_order,
+        by_key: HashMap::new(),
+        storages: Vec::new(),
+    };
+    let decoded = Decoder::new(
+        &main.heap,
+        &mut provider,
+        &path,
+        "object pickle",
+        None,
+        limits.decode.clone(),
+    )
+    .decode(&main.root)?;
+    let origin = if decoded.saw_module {
+        Origin::WholeModel
+    } else {
+        Origin::Data
+    };
     let mut globals = main.globals.clone();
     globals.extend(sys_info.globals.iter().cloned());
     Ok(finish(Format::PthLegacy, origin, decoded, provider.storages, &globals))

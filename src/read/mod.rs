@@ -66,7 +66,10 @@ pub fn open_with(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     if bytes.first() == Some(&b'{') {
         return sharded::read_index(path, limits);
     }
-    Err(Error::UnknownFormat { path: path.into(), why: describe_unknown(bytes) })
+    Err(Error::UnknownFormat {
+        path: path.into(),
+        why: describe_unknown(bytes),
+    })
 }
 
 fn describe_unknown(bytes: &[u8]) -> String {
@@ -79,17 +82,32 @@ fn describe_unknown(bytes: &[u8]) -> String {
     if bytes.first() == Some(&0x80) {
         return "a pickle that is neither a PyTorch legacy checkpoint nor inside a zip archive".into();
     }
-    let head: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+    let head: String = bytes
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     format!("unrecognised content (first bytes {head}); expected a PyTorch zip or legacy file, safetensors, or an index.json")
 }
 
 /// Parses one pickle record, naming the file and record in any error.
 pub(crate) fn parse_pickle(path: &Path, record: &str, bytes: &[u8], limits: &ReadLimits) -> Result<Pickle> {
-    pickle::parse(bytes, &limits.pickle).map_err(|e| Error::Pickle { path: path.into(), record: record.into(), source: e })
+    pickle::parse(bytes, &limits.pickle).map_err(|e| Error::Pickle {
+        path: path.into(),
+        record: record.into(),
+        source: e,
+    })
 }
 
 /// Assembles a checkpoint from a decoded pickle: names tensors, collects metadata and globals.
-pub(crate) fn finish(format: Format, origin: Origin, decoded: decode::Decoded, storages: Vec<Storage>, globals: &[GlobalUse]) -> Checkpoint {
+pub(crate) fn finish(
+    format: Format,
+    origin: Origin,
+    decoded: decode::Decoded,
+    storages: Vec<Storage>,
+    globals: &[GlobalUse],
+) -> Checkpoint {
     let mut tensors = decoded.tensors;
     let metadata = flatten::flatten(&decoded.root, &mut tensors);
     Checkpoint {

@@ -43,7 +43,10 @@ pub fn is_zip(bytes: &[u8]) -> bool {
 impl<'a> ZipIndex<'a> {
     pub fn open(source: &'a Source, limits: &ReadLimits) -> Result<ZipIndex<'a>> {
         let path = source.path();
-        let zip_err = |e| Error::Zip { path: path.into(), source: e };
+        let zip_err = |e| Error::Zip {
+            path: path.into(),
+            source: e,
+        };
         let bytes = source.bytes();
         let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(zip_err)?;
         // The zip crate keeps one entry per name; loaders disagree on which copy of a repeated
@@ -51,11 +54,23 @@ impl<'a> ZipIndex<'a> {
         if let Some(raw) = raw_central_directory(bytes) {
             let mut seen = std::collections::HashSet::new();
             if let Some(dup) = raw.iter().find(|e| !seen.insert(e.name.as_str())) {
-                return Err(Error::malformed(path, format!("zip record {}", dup.name), "the archive holds this record more than once"));
+                return Err(Error::malformed(
+                    path,
+                    format!("zip record {}", dup.name),
+                    "the archive holds this record more than once",
+                ));
             }
         }
         if archive.len() > limits.max_zip_entries {
-            return Err(Error::malformed(path, "zip directory", format!("{} entries, more than the limit of {}", archive.len(), limits.max_zip_entries)));
+            return Err(Error::malformed(
+                path,
+                "zip directory",
+                format!(
+                    "{} entries, more than the limit of {}",
+                    archive.len(),
+                    limits.max_zip_entries
+                ),
+            ));
         }
         let mut records = HashMap::new();
         let mut names = Vec::with_capacity(archive.len());
@@ -63,8 +78,13 @@ impl<'a> ZipIndex<'a> {
             let entry = archive.by_index_raw(index).map_err(zip_err)?;
             let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
             let header = entry.header_start();
-            let data_start = local_data_start(bytes, header)
-                .ok_or_else(|| Error::malformed(path, format!("zip record {name}"), format!("bad local header at byte {header}")))?;
+            let data_start = local_data_start(bytes, header).ok_or_else(|| {
+                Error::malformed(
+                    path,
+                    format!("zip record {name}"),
+                    format!("bad local header at byte {header}"),
+                )
+            })?;
             let record = Record {
                 index,
                 data_start,
@@ -72,13 +92,24 @@ impl<'a> ZipIndex<'a> {
                 size: entry.size(),
                 stored: entry.compression() == CompressionMethod::Stored,
             };
-            if data_start.checked_add(record.compressed_size).is_none_or(|end| end > bytes.len() as u64) {
-                return Err(Error::malformed(path, format!("zip record {name}"), "data runs past the end of the file"));
+            if data_start
+                .checked_add(record.compressed_size)
+                .is_none_or(|end| end > bytes.len() as u64)
+            {
+                return Err(Error::malformed(
+                    path,
+                    format!("zip record {name}"),
+                    "data runs past the end of the file",
+                ));
             }
             names.push(name.clone());
             // Loaders disagree on which of two equal names they read (miniz, Python's zipfile).
             if records.insert(name.clone(), record).is_some() {
-                return Err(Error::malformed(path, format!("zip record {name}"), "the archive holds this record twice"));
+                return Err(Error::malformed(
+                    path,
+                    format!("zip record {name}"),
+                    "the archive holds this record twice",
+                ));
             }
         }
         // torch takes the archive's prefix from its first record, whatever it is called.
@@ -86,8 +117,16 @@ impl<'a> ZipIndex<'a> {
             .first()
             .and_then(|n| n.split_once('/'))
             .map(|(p, _)| p.to_string())
-            .ok_or_else(|| Error::UnknownFormat { path: path.into(), why: "zip archive without a top-level folder: not a PyTorch checkpoint".into() })?;
-        Ok(ZipIndex { archive, records, names, prefix })
+            .ok_or_else(|| Error::UnknownFormat {
+                path: path.into(),
+                why: "zip archive without a top-level folder: not a PyTorch checkpoint".into(),
+            })?;
+        Ok(ZipIndex {
+            archive,
+            records,
+            names,
+            prefix,
+        })
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -96,16 +135,29 @@ impl<'a> ZipIndex<'a> {
 
     /// The bytes of a stored record, straight from the map.
     fn stored_range(&self, name: &str) -> Option<(u64, u64, bool)> {
-        self.records.get(name).map(|r| (r.data_start, r.compressed_size, r.stored))
+        self.records
+            .get(name)
+            .map(|r| (r.data_start, r.compressed_size, r.stored))
     }
 
     /// A whole record's bytes (decompressed if needed), refusing records larger than `max`.
     pub fn read(&mut self, path: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
-        let record = self.records.get(name).cloned().ok_or_else(|| Error::malformed(path, name, "record missing from the archive"))?;
+        let record = self
+            .records
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::malformed(path, name, "record missing from the archive"))?;
         if record.size > max {
-            return Err(Error::malformed(path, name, format!("record of {} bytes exceeds the limit of {max}", record.size)));
+            return Err(Error::malformed(
+                path,
+                name,
+                format!("record of {} bytes exceeds the limit of {max}", record.size),
+            ));
         }
-        let mut entry = self.archive.by_index(record.index).map_err(|e| Error::Zip { path: path.into(), source: e })?;
+        let mut entry = self.archive.by_index(record.index).map_err(|e| Error::Zip {
+            path: path.into(),
+            source: e,
+        })?;
         let mut out = Vec::with_capacity(record.size as usize);
         entry
             .by_ref()
@@ -113,7 +165,11 @@ impl<'a> ZipIndex<'a> {
             .read_to_end(&mut out)
             .map_err(|e| Error::malformed(path, name, format!("cannot read record: {e}")))?;
         if out.len() as u64 > max {
-            return Err(Error::malformed(path, name, format!("record exceeds the limit of {max} bytes")));
+            return Err(Error::malformed(
+                path,
+                name,
+                format!("record exceeds the limit of {max} bytes"),
+            ));
         }
         Ok(out)
     }
@@ -141,10 +197,20 @@ impl RawEntry {
 /// directory cannot be walked (the zip crate's view is then all there is).
 pub fn raw_central_directory(bytes: &[u8]) -> Option<Vec<RawEntry>> {
     let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let u64_at = |at: usize| bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
     let lowest = bytes.len().saturating_sub(22 + 0xffff);
-    let eocd = (lowest..=bytes.len().checked_sub(22)?).rev().find(|&i| bytes.get(i..i + 4) == Some(b"PK\x05\x06"))?;
+    let eocd = (lowest..=bytes.len().checked_sub(22)?)
+        .rev()
+        .find(|&i| bytes.get(i..i + 4) == Some(b"PK\x05\x06"))?;
     let mut count = u64::from(u16_at(eocd + 10)?);
     let mut cd_size = u64::from(u32_at(eocd + 12)?);
     let mut cd_offset = u64::from(u32_at(eocd + 16)?);
@@ -187,7 +253,9 @@ pub fn raw_central_directory(bytes: &[u8]) -> Option<Vec<RawEntry>> {
             let len = usize::from(u16::from_le_bytes([extra[2], extra[3]]));
             let data = extra.get(4..4 + len)?;
             if id == 1 {
-                let mut fields = data.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+                let mut fields = data
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
                 for field in [&mut size, &mut compressed_size, &mut header_offset] {
                     if *field == 0xffff_ffff {
                         *field = fields.next()?;
@@ -196,7 +264,14 @@ pub fn raw_central_directory(bytes: &[u8]) -> Option<Vec<RawEntry>> {
             }
             extra = &extra[4 + len..];
         }
-        out.push(RawEntry { name, method, flags, compressed_size, size, header_offset });
+        out.push(RawEntry {
+            name,
+            method,
+            flags,
+            compressed_size,
+            size,
+            header_offset,
+        });
         pos = pos.checked_add(46 + name_len + extra_len + comment_len)?;
         if pos > end {
             return None;
@@ -232,16 +307,28 @@ impl StorageProvider for ZipStorages<'_> {
             return Ok(*r);
         }
         let name = format!("{}/data/{}", self.index.prefix, pid.key);
-        let (offset, len, stored) = self.index.stored_range(&name).ok_or_else(|| format!("storage record {name} is missing"))?;
+        let (offset, len, stored) = self
+            .index
+            .stored_range(&name)
+            .ok_or_else(|| format!("storage record {name} is missing"))?;
         if !stored {
-            return Err(format!("storage record {name} is compressed; PyTorch stores storages uncompressed"));
+            return Err(format!(
+                "storage record {name} is compressed; PyTorch stores storages uncompressed"
+            ));
         }
-        let r = StorageRef { id: StorageId(self.storages.len()), nbytes: len };
+        let r = StorageRef {
+            id: StorageId(self.storages.len()),
+            nbytes: len,
+        };
         self.storages.push(Storage {
             key: Some(pid.key.clone()),
             location: pid.location.clone(),
             byte_order: self.byte_order,
-            data: DataRef { source: self.source.clone(), offset, len },
+            data: DataRef {
+                source: self.source.clone(),
+                offset,
+                len,
+            },
             cast: None,
         });
         self.by_key.insert(pid.key.clone(), r);
@@ -255,24 +342,51 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
     let prefix = index.prefix.clone();
     let data_pkl = format!("{prefix}/data.pkl");
     if !index.has(&data_pkl) {
-        return Err(Error::UnknownFormat { path, why: format!("zip archive without {data_pkl}: not a PyTorch checkpoint") });
+        return Err(Error::UnknownFormat {
+            path,
+            why: format!("zip archive without {data_pkl}: not a PyTorch checkpoint"),
+        });
     }
     let code_dir = format!("{prefix}/code/");
-    let scripted = index.has(&format!("{prefix}/constants.pkl")) || index.names.iter().any(|n| n.starts_with(&code_dir));
+    let scripted =
+        index.has(&format!("{prefix}/constants.pkl")) || index.names.iter().any(|n| n.starts_with(&code_dir));
     let byte_order = match index.has(&format!("{prefix}/byteorder")) {
         false => ByteOrder::Little,
         true => match index.read(&path, &format!("{prefix}/byteorder"), 16)?.as_slice() {
             b"little" => ByteOrder::Little,
             b"big" => ByteOrder::Big,
-            other => return Err(Error::malformed(&path, format!("{prefix}/byteorder"), format!("unknown byte order {:?}", String::from_utf8_lossy(other)))),
+            other => {
+                return Err(Error::malformed(
+                    &path,
+                    format!("{prefix}/byteorder"),
+                    format!("unknown byte order {:?}", String::from_utf8_lossy(other)),
+                ))
+            }
         },
     };
-    let script = if scripted { Some(script_classes(&mut index, &path, &code_dir, limits)?) } else { None };
+    let script = if scripted {
+        Some(script_classes(&mut index, &path, &code_dir, limits)?)
+    } else {
+        None
+    };
     let pkl = index.read(&path, &data_pkl, limits.max_pickle_bytes)?;
     let pickle = parse_pickle(&path, &data_pkl, &pkl, limits)?;
-    let mut provider = ZipStorages { index: &index, source: &source, byte_order, by_key: HashMap::new(), storages: Vec::new() };
-    let decoded = crate::read::decode::Decoder::new(&pickle.heap, &mut provider, &path, &data_pkl, script.as_ref(), limits.decode.clone())
-        .decode(&pickle.root)?;
+    let mut provider = ZipStorages {
+        index: &index,
+        source: &source,
+        byte_order,
+        by_key: HashMap::new(),
+        storages: Vec::new(),
+    };
+    let decoded = crate::read::decode::Decoder::new(
+        &pickle.heap,
+        &mut provider,
+        &path,
+        &data_pkl,
+        script.as_ref(),
+        limits.decode.clone(),
+    )
+    .decode(&pickle.root)?;
     let storages = provider.storages;
     let (format, origin) = if scripted {
         (Format::TorchScript, Origin::Scripted)
@@ -286,7 +400,12 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
 
 fn script_classes(index: &mut ZipIndex, path: &Path, code_dir: &str, limits: &ReadLimits) -> Result<ScriptClasses> {
     let mut classes = ScriptClasses::default();
-    let files: Vec<String> = index.names.iter().filter(|n| n.starts_with(code_dir) && n.ends_with(".py")).cloned().collect();
+    let files: Vec<String> = index
+        .names
+        .iter()
+        .filter(|n| n.starts_with(code_dir) && n.ends_with(".py"))
+        .cloned()
+        .collect();
     for name in files {
         let source = index.read(path, &name, limits.max_pickle_bytes)?;
         if let Some(module) = module_name(&name[code_dir.len()..]) {

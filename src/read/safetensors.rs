@@ -21,8 +21,11 @@ pub fn looks_like(bytes: &[u8]) -> bool {
 
 pub fn read(source: Arc<Source>) -> Result<Checkpoint> {
     let path = source.path().to_path_buf();
-    let (header_len, meta) = safetensors::SafeTensors::read_metadata(source.bytes())
-        .map_err(|e| Error::Safetensors { path: path.clone(), source: e })?;
+    let (header_len, meta) =
+        safetensors::SafeTensors::read_metadata(source.bytes()).map_err(|e| Error::Safetensors {
+            path: path.clone(),
+            source: e,
+        })?;
     let data_start = 8 + header_len as u64;
     let mut tensors = Vec::new();
     let mut storages = Vec::new();
@@ -30,8 +33,10 @@ pub fn read(source: Arc<Source>) -> Result<Checkpoint> {
     // The order the data lies in the file; names break ties between empty tensors.
     for name in meta.offset_keys() {
         let Some(info) = meta.info(&name) else { continue };
-        let dtype = crate::dtype::DType::from_safetensors(info.dtype)
-            .ok_or_else(|| Error::Unsupported { path: path.clone(), what: format!("tensor '{name}': dtype {:?} is not supported", info.dtype) })?;
+        let dtype = crate::dtype::DType::from_safetensors(info.dtype).ok_or_else(|| Error::Unsupported {
+            path: path.clone(),
+            what: format!("tensor '{name}': dtype {:?} is not supported", info.dtype),
+        })?;
         let (begin, end) = info.data_offsets;
         let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
         let stride = contiguous_strides(&shape);
@@ -40,11 +45,24 @@ pub fn read(source: Arc<Source>) -> Result<Checkpoint> {
             key: None,
             location: "cpu".into(),
             byte_order: ByteOrder::Little,
-            data: DataRef { source: source.clone(), offset: data_start + begin as u64, len: (end - begin) as u64 },
+            data: DataRef {
+                source: source.clone(),
+                offset: data_start + begin as u64,
+                len: (end - begin) as u64,
+            },
             cast: None,
         });
         items.push((Key::Str(name.clone()), Node::Tensor(tensors.len())));
-        tensors.push(Tensor { name, dtype, shape, stride, offset: 0, storage: id, requires_grad: false, parameter: false });
+        tensors.push(Tensor {
+            name,
+            dtype,
+            shape,
+            stride,
+            offset: 0,
+            storage: id,
+            requires_grad: false,
+            parameter: false,
+        });
     }
     let metadata = meta
         .metadata()
@@ -52,7 +70,10 @@ pub fn read(source: Arc<Source>) -> Result<Checkpoint> {
         .map(|m| {
             let mut pairs: Vec<_> = m.iter().collect();
             pairs.sort();
-            pairs.into_iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect()
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect()
         })
         .unwrap_or_default();
     Ok(Checkpoint {

@@ -83,9 +83,14 @@ mod tests {
             "__torch__.torch.nn.modules.batchnorm",
             "class BatchNorm1d(Module):\n  __parameters__ = [\"weight\", \"bias\", ]\n  __buffers__ = [\"running_mean\", ]\n  weight : Tensor\n",
         );
-        let c = classes.get("__torch__.torch.nn.modules.batchnorm.BatchNorm1d").expect("class");
+        let c = classes
+            .get("__torch__.torch.nn.modules.batchnorm.BatchNorm1d")
+            .expect("class");
         assert!(c.parameters.contains("weight") && c.parameters.contains("bias"));
         assert_eq!(c.buffers.iter().collect::<Vec<_>>(), vec!["running_mean"]);
-        assert_eq!(module_name("__torch__/torch/nn/modules/conv.py").as_deref(), Some("__torch__.torch.nn.modules.conv"));
+        assert_eq!(
+            module_name("__torch__/torch/nn/modules/conv.py").as_deref(),
+            Some("__torch__.torch.nn.modules.conv")
+        );
     }
 }

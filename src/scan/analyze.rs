@@ -133,7 +133,11 @@ pub(crate) fn scan_pickle(
 ) -> Option<Pickle> {
     let limits = &col.limits.pickle;
     let parsed = if data.len() as u64 > col.limits.max_pickle_bytes {
-        Err(format!("{} bytes, more than the limit of {} for one pickle", data.len(), col.limits.max_pickle_bytes))
+        Err(format!(
+            "{} bytes, more than the limit of {} for one pickle",
+            data.len(),
+            col.limits.max_pickle_bytes
+        ))
     } else {
         crate::pickle::parse(data, limits).map_err(|e| e.to_string())
     };
@@ -168,7 +172,10 @@ fn salvage(col: &mut Collector, record: &str, data: &[u8], file_offset: Option<u
     let opscan = ops::scan(data);
     let mut uses = Uses { map: BTreeMap::new() };
     for raw in &opscan.globals {
-        let e = uses.entry(&Global { module: raw.module.clone(), name: raw.name.clone() });
+        let e = uses.entry(&Global {
+            module: raw.module.clone(),
+            name: raw.name.clone(),
+        });
         e.referenced = true;
         if raw.opcode == "INST" {
             e.called = true;
@@ -233,11 +240,19 @@ fn judge(col: &mut Collector, report: &mut PickleReport, p: &Pickle, torchscript
     }
     let mut extra: Vec<Finding> = Vec::new();
     let mut danger = |message: String| {
-        extra.push(Finding { verdict: Verdict::Dangerous, record: record.clone(), offset: None, global: None, message });
+        extra.push(Finding {
+            verdict: Verdict::Dangerous,
+            record: record.clone(),
+            offset: None,
+            global: None,
+            message,
+        });
     };
     let mut nested: Vec<(String, Vec<u8>)> = Vec::new();
     for i in 0..heap.len() {
-        let Obj::Instance(inst) = heap.get(ObjId(i as u32)) else { continue };
+        let Obj::Instance(inst) = heap.get(ObjId(i as u32)) else {
+            continue;
+        };
         let what = construct_name(inst.construct);
         let calls = matches!(inst.construct, Construct::Reduce | Construct::Inst | Construct::Obj);
         let args: &[Value] = heap.tuple(&inst.args).unwrap_or(&[]);
@@ -297,7 +312,8 @@ fn judge(col: &mut Collector, report: &mut PickleReport, p: &Pickle, torchscript
                         if !policy::is_plain_base(&m, &n) {
                             let e = uses.entry(base);
                             e.called = true;
-                            e.via.push("the base of copyreg._reconstructor: its __new__ and __init__ run");
+                            e.via
+                                .push("the base of copyreg._reconstructor: its __new__ and __init__ run");
                         }
                     }
                     None => danger("copyreg._reconstructor with a base that is not a named global".into()),
@@ -319,7 +335,10 @@ fn judge(col: &mut Collector, report: &mut PickleReport, p: &Pickle, torchscript
                             e.called = true;
                             e.via.push("called by torch._tensor._rebuild_from_type_v2");
                         }
-                        None => danger(format!("torch._tensor._rebuild_from_type_v2 calls {}, not a named global", kind(heap, f))),
+                        None => danger(format!(
+                            "torch._tensor._rebuild_from_type_v2 calls {}, not a named global",
+                            kind(heap, f)
+                        )),
                     }
                 }
                 if let Some(t) = args.get(1).and_then(|t| heap.global(t)) {
@@ -338,7 +357,10 @@ fn judge(col: &mut Collector, report: &mut PickleReport, p: &Pickle, torchscript
             ("torch.storage", "_load_from_bytes") | ("pickle" | "_pickle", "loads" | "_loads") => {
                 match args.first().and_then(|a| literal_bytes(heap, a)) {
                     Some(bytes) => nested.push((format!("{}({} bytes)", key.1, bytes.len()), bytes)),
-                    None => danger(format!("{}.{} of bytes computed inside the pickle: what it loads cannot be checked", key.0, key.1)),
+                    None => danger(format!(
+                        "{}.{} of bytes computed inside the pickle: what it loads cannot be checked",
+                        key.0, key.1
+                    )),
                 }
             }
             _ => {}
@@ -354,7 +376,11 @@ fn judge(col: &mut Collector, report: &mut PickleReport, p: &Pickle, torchscript
     for (label, bytes) in nested {
         let before = col.pickles.len();
         container::scan_nested(col, &format!("{record} -> {label}"), &bytes);
-        let nested_worst = col.pickles[before..].iter().map(|p| p.verdict).max().unwrap_or(Verdict::Safe);
+        let nested_worst = col.pickles[before..]
+            .iter()
+            .map(|p| p.verdict)
+            .max()
+            .unwrap_or(Verdict::Safe);
         report.verdict = report.verdict.max(nested_worst);
     }
 }
@@ -367,7 +393,12 @@ fn globals_report(col: &mut Collector, report: &mut PickleReport, uses: Uses, to
         let mut verdict = policy::judge(category, e.called);
         let dotted = format!("{module}.{name}");
         let mut usage = Vec::new();
-        for (flag, word) in [(e.referenced, "referenced"), (e.called, "called"), (e.instantiated, "instantiated"), (e.built, "built")] {
+        for (flag, word) in [
+            (e.referenced, "referenced"),
+            (e.called, "called"),
+            (e.instantiated, "instantiated"),
+            (e.built, "built"),
+        ] {
             if flag {
                 usage.push(word);
             }
@@ -387,7 +418,9 @@ fn globals_report(col: &mut Collector, report: &mut PickleReport, uses: Uses, to
             }
             Category::Unknown => format!("{action} {dotted}: loading needs this module's code (weights_only=False)"),
             Category::Archive => format!("{} {dotted}: {why}", if e.called { "builds" } else { action }),
-            Category::KnownData => format!("{action} {dotted}: {why}; weights_only=True refuses it, nothing dangerous runs"),
+            Category::KnownData => {
+                format!("{action} {dotted}: {why}; weights_only=True refuses it, nothing dangerous runs")
+            }
             Category::Reconstructor => format!("{action} {dotted}: {why}"),
             Category::NestedLoader => format!("{action} {dotted}: {why} (scanned below)"),
         };

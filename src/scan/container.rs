@@ -20,7 +20,18 @@ use super::{ops, tar, Finding, PickleReport, ScanReport, Verdict};
 /// Nested payloads (`_load_from_bytes(b)` inside `_load_from_bytes(b)` ...) are followed this deep.
 const MAX_NESTING: usize = 3;
 /// Extensions that say "checkpoint": such a file that cannot be read is an error, not a README.
-const CHECKPOINT_EXTENSIONS: &[&str] = &["pt", "pth", "bin", "ckpt", "pkl", "pickle", "safetensors", "tar", "pt2", "model"];
+const CHECKPOINT_EXTENSIONS: &[&str] = &[
+    "pt",
+    "pth",
+    "bin",
+    "ckpt",
+    "pkl",
+    "pickle",
+    "safetensors",
+    "tar",
+    "pt2",
+    "model",
+];
 
 /// Legacy magic number 0x1950a86a20f9469cfc6c as LONG1 bytes.
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -62,7 +73,11 @@ impl<'a> Collector<'a> {
             global: None,
             message: what.clone(),
         });
-        self.errors.push(if record.is_empty() { what } else { format!("{record}: {what}") });
+        self.errors.push(if record.is_empty() {
+            what
+        } else {
+            format!("{record}: {what}")
+        });
     }
 }
 
@@ -88,8 +103,13 @@ pub(crate) fn scan_file(path: &Path, limits: &ReadLimits, explicit: bool) -> Sca
     };
     let bytes = source.bytes();
     report.size = bytes.len() as u64;
-    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    let looks_like = explicit || CHECKPOINT_EXTENSIONS.contains(&ext.as_str()) || ext == "json" && path.to_string_lossy().ends_with(".index.json");
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let looks_like = explicit
+        || CHECKPOINT_EXTENSIONS.contains(&ext.as_str())
+        || ext == "json" && path.to_string_lossy().ends_with(".index.json");
     let mut col = Collector::new(limits, 0);
     let format = scan_bytes(&mut col, bytes, "", Some(path), looks_like);
     finish(&mut report, col, format, looks_like);
@@ -105,11 +125,20 @@ fn finish(report: &mut ScanReport, col: Collector, format: Option<&'static str>,
     let mut findings = col.findings;
     findings.sort_by_key(|f| std::cmp::Reverse(f.verdict));
     report.findings = findings;
-    let worst = report.findings.iter().map(|f| f.verdict).chain(report.pickles.iter().map(|p| p.verdict)).max();
+    let worst = report
+        .findings
+        .iter()
+        .map(|f| f.verdict)
+        .chain(report.pickles.iter().map(|p| p.verdict))
+        .max();
     match format {
         None => {
             report.format = "unknown".into();
-            report.verdict = if looks_like { Verdict::Unreadable } else { Verdict::NotCheckpoint };
+            report.verdict = if looks_like {
+                Verdict::Unreadable
+            } else {
+                Verdict::NotCheckpoint
+            };
             report.error = Some(col.errors.first().cloned().unwrap_or_else(|| "not a checkpoint".into()));
             if report.verdict == Verdict::NotCheckpoint {
                 report.findings.clear();
@@ -147,12 +176,16 @@ pub(crate) fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
     let mut inner = Collector::new(col.limits, col.depth + 1);
     let format = scan_bytes(&mut inner, bytes, label, None, true);
     if format.is_none() {
-        inner.error(label, "embedded bytes are not a checkpoint or pickle ckpt can read".into());
+        inner.error(
+            label,
+            "embedded bytes are not a checkpoint or pickle ckpt can read".into(),
+        );
     }
     col.pickles.extend(inner.pickles);
     col.findings.extend(inner.findings);
     col.errors.extend(inner.errors);
-    col.notes.extend(inner.notes.into_iter().map(|n| format!("{label}: {n}")));
+    col.notes
+        .extend(inner.notes.into_iter().map(|n| format!("{label}: {n}")));
 }
 
 fn join(prefix: &str, record: &str) -> String {
@@ -167,7 +200,13 @@ fn join(prefix: &str, record: &str) -> String {
 /// are nothing ckpt recognises (errors explain why).
 /// `expected`: the bytes are supposed to be a checkpoint (named explicitly, a checkpoint
 /// extension, embedded in a pickle), so a pickle ckpt cannot read is an error, not a README.
-fn scan_bytes(col: &mut Collector, bytes: &[u8], prefix: &str, path: Option<&Path>, expected: bool) -> Option<&'static str> {
+fn scan_bytes(
+    col: &mut Collector,
+    bytes: &[u8],
+    prefix: &str,
+    path: Option<&Path>,
+    expected: bool,
+) -> Option<&'static str> {
     if bytes.is_empty() {
         col.errors.push("the file is empty".into());
         return None;
@@ -192,7 +231,8 @@ fn scan_bytes(col: &mut Collector, bytes: &[u8], prefix: &str, path: Option<&Pat
     if crate::read::safetensors::looks_like(bytes) {
         return match safetensors::SafeTensors::read_metadata(bytes) {
             Ok((_, meta)) => {
-                col.notes.push(format!("{} tensors; safetensors holds no code", meta.tensors().len()));
+                col.notes
+                    .push(format!("{} tensors; safetensors holds no code", meta.tensors().len()));
                 Some("safetensors")
             }
             Err(e) => {
@@ -240,7 +280,11 @@ fn scan_pickle_stream(col: &mut Collector, bytes: &[u8], prefix: &str, required:
         let rest = &bytes[pos..];
         let Some(p) = scan_pickle(col, &record, rest, Some(pos as u64), false, required && n == 1) else {
             if n > 1 {
-                col.notes.push(format!("{} bytes after pickle {} are not a pickle (a loader reads only the first)", rest.len(), n - 1));
+                col.notes.push(format!(
+                    "{} bytes after pickle {} are not a pickle (a loader reads only the first)",
+                    rest.len(),
+                    n - 1
+                ));
             }
             break;
         };
@@ -267,7 +311,9 @@ fn scan_legacy(col: &mut Collector, bytes: &[u8], prefix: &str) {
         }
     }
     let tail = bytes.len().saturating_sub(pos);
-    col.notes.push(format!("{tail} bytes of storage data follow the pickles (never unpickled)"));
+    col.notes.push(format!(
+        "{tail} bytes of storage data follow the pickles (never unpickled)"
+    ));
 }
 
 /// Every member that is a pickle: `*.pkl` (and TorchScript's `*.debug_pkl`) wherever it is, and
@@ -281,7 +327,14 @@ fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
         }
     };
     if archive.len() > col.limits.max_zip_entries {
-        col.error(&join(prefix, "zip directory"), format!("{} entries, more than the limit of {}", archive.len(), col.limits.max_zip_entries));
+        col.error(
+            &join(prefix, "zip directory"),
+            format!(
+                "{} entries, more than the limit of {}",
+                archive.len(),
+                col.limits.max_zip_entries
+            ),
+        );
         return Some("zip");
     }
     struct Entry {
@@ -308,15 +361,27 @@ fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
                 compressed: f.compressed_size(),
             }),
             Err(e) => {
-                col.error(&join(prefix, &format!("zip entry {index}")), format!("damaged zip entry: {e}"));
+                col.error(
+                    &join(prefix, &format!("zip entry {index}")),
+                    format!("damaged zip entry: {e}"),
+                );
             }
         }
     }
     // torch takes the archive's prefix from its first record.
-    let root = entries.first().and_then(|e| e.name.split_once('/')).map(|(p, _)| p.to_string());
-    let has = |rel: &str| root.as_ref().is_some_and(|r| entries.iter().any(|e| e.name == format!("{r}/{rel}")));
+    let root = entries
+        .first()
+        .and_then(|e| e.name.split_once('/'))
+        .map(|(p, _)| p.to_string());
+    let has = |rel: &str| {
+        root.as_ref()
+            .is_some_and(|r| entries.iter().any(|e| e.name == format!("{r}/{rel}")))
+    };
     let code_dir = root.as_ref().map(|r| format!("{r}/code/"));
-    let torchscript = has("constants.pkl") || code_dir.as_ref().is_some_and(|c| entries.iter().any(|e| e.name.starts_with(c.as_str())));
+    let torchscript = has("constants.pkl")
+        || code_dir
+            .as_ref()
+            .is_some_and(|c| entries.iter().any(|e| e.name.starts_with(c.as_str())));
     let format = if torchscript {
         "torchscript"
     } else if has("data.pkl") {
@@ -340,7 +405,13 @@ fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
     for name in &dups {
         let record = join(prefix, name);
         let copies: Vec<_> = raw.iter().filter(|r| r.name == *name).collect();
-        col.error(&record, format!("the archive holds this name {} times: loaders disagree on which copy they read", copies.len()));
+        col.error(
+            &record,
+            format!(
+                "the archive holds this name {} times: loaders disagree on which copy they read",
+                copies.len()
+            ),
+        );
         for (k, r) in copies.iter().enumerate() {
             let label = format!("{record} (copy {})", k + 1);
             let data = r
@@ -352,7 +423,10 @@ fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
                     let named = name.to_ascii_lowercase().ends_with("pkl");
                     scan_pickle(col, &label, d, None, torchscript, named);
                 }
-                _ => col.error(&label, "a compressed or encrypted copy of a repeated name cannot be checked".into()),
+                _ => col.error(
+                    &label,
+                    "a compressed or encrypted copy of a repeated name cannot be checked".into(),
+                ),
             }
         }
     }
@@ -378,7 +452,10 @@ fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
         // Stored members are read straight from the file; others are inflated within budget.
         let data: std::borrow::Cow<[u8]> = match (e.stored, e.data_start) {
             (true, Some(start)) => {
-                match usize::try_from(start).ok().and_then(|s| bytes.get(s..s.checked_add(usize::try_from(e.compressed).ok()?)?)) {
+                match usize::try_from(start)
+                    .ok()
+                    .and_then(|s| bytes.get(s..s.checked_add(usize::try_from(e.compressed).ok()?)?))
+                {
                     Some(d) => d.into(),
                     None => {
                         col.error(&record, "member data runs past the end of the file".into());
@@ -393,7 +470,14 @@ fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
                 let max = col.limits.max_pickle_bytes;
                 let budget = max.saturating_mul(4).saturating_sub(col.inflated);
                 if e.size > max || e.size > budget {
-                    col.error(&record, format!("{} bytes once decompressed, more than the limit of {}", e.size, max.min(budget)));
+                    col.error(
+                        &record,
+                        format!(
+                            "{} bytes once decompressed, more than the limit of {}",
+                            e.size,
+                            max.min(budget)
+                        ),
+                    );
                     continue;
                 }
                 match read_member(&mut archive, e.index, max.min(budget)) {
@@ -442,11 +526,13 @@ fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
             record: join(prefix, "constants.pkl"),
             offset: None,
             global: None,
-            message: "a TorchScript archive: torch.load hands it to torch.jit.load, which runs its compiled code".into(),
+            message: "a TorchScript archive: torch.load hands it to torch.jit.load, which runs its compiled code"
+                .into(),
         });
     }
     if format == "zip" && col.pickles.is_empty() && col.errors.is_empty() {
-        col.errors.push("a zip archive without pickles: not a checkpoint".into());
+        col.errors
+            .push("a zip archive without pickles: not a checkpoint".into());
         return None;
     }
     Some(format)
@@ -455,7 +541,10 @@ fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
 fn read_member(archive: &mut ZipArchive<Cursor<&[u8]>>, index: usize, max: u64) -> Result<Vec<u8>, String> {
     let mut f = archive.by_index(index).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    f.by_ref().take(max + 1).read_to_end(&mut out).map_err(|e| e.to_string())?;
+    f.by_ref()
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
     if out.len() as u64 > max {
         return Err(format!("more than {max} bytes once decompressed"));
     }
@@ -468,11 +557,15 @@ fn scan_tar(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
     let members = match tar::members(bytes) {
         Ok(m) => m,
         Err(e) => {
-            col.notes.push(format!("not a readable tar archive ({e}); torch would unpickle the file instead"));
+            col.notes.push(format!(
+                "not a readable tar archive ({e}); torch would unpickle the file instead"
+            ));
             return None;
         }
     };
-    let torch_layout = ["storages", "tensors", "pickle"].iter().all(|n| members.iter().any(|m| m.name == *n));
+    let torch_layout = ["storages", "tensors", "pickle"]
+        .iter()
+        .all(|n| members.iter().any(|m| m.name == *n));
     for m in &members {
         let data = &bytes[m.offset..m.offset + m.size];
         let record = join(prefix, &format!("tar:{}", m.name));
@@ -490,7 +583,8 @@ fn scan_tar(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
         }
     }
     if !torch_layout {
-        col.notes.push("a tar archive without torch's storages/tensors/pickle members".into());
+        col.notes
+            .push("a tar archive without torch's storages/tensors/pickle members".into());
         if col.pickles.is_empty() {
             return None;
         }
@@ -508,7 +602,9 @@ fn int_root(p: &crate::pickle::Pickle) -> Option<u64> {
 /// `storages`: count, then (key, location, storage_type) + int64 count + bytes each, then views.
 fn tar_storages(col: &mut Collector, record: &str, data: &[u8], base: usize) {
     let mut pos = 0usize;
-    let Some(count) = scan_pickle(col, &format!("{record} count"), data, Some(base as u64), false, true) else { return };
+    let Some(count) = scan_pickle(col, &format!("{record} count"), data, Some(base as u64), false, true) else {
+        return;
+    };
     pos += count.end;
     let Some(n) = int_root(&count) else {
         col.error(record, "the storage count is not a non-negative int".into());
@@ -516,7 +612,16 @@ fn tar_storages(col: &mut Collector, record: &str, data: &[u8], base: usize) {
     };
     for i in 0..n {
         let rest = data.get(pos..).unwrap_or_default();
-        let Some(p) = scan_pickle(col, &format!("{record} #{i}"), rest, Some((base + pos) as u64), false, true) else { return };
+        let Some(p) = scan_pickle(
+            col,
+            &format!("{record} #{i}"),
+            rest,
+            Some((base + pos) as u64),
+            false,
+            true,
+        ) else {
+            return;
+        };
         pos += p.end;
         // (key, location, storage_type): the element size comes from the storage type's name.
         let esize = p
@@ -527,7 +632,10 @@ fn tar_storages(col: &mut Collector, record: &str, data: &[u8], base: usize) {
             .and_then(|g| DType::from_storage_class(&g.name))
             .map(|d| d.size() as u64);
         let Some(esize) = esize else {
-            col.error(record, format!("storage #{i} has no known storage type: the data after it cannot be located"));
+            col.error(
+                record,
+                format!("storage #{i} has no known storage type: the data after it cannot be located"),
+            );
             return;
         };
         let len = data
@@ -546,13 +654,22 @@ fn tar_storages(col: &mut Collector, record: &str, data: &[u8], base: usize) {
         }
     }
     let rest = data.get(pos..).unwrap_or_default();
-    scan_pickle(col, &format!("{record} views"), rest, Some((base + pos) as u64), false, true);
+    scan_pickle(
+        col,
+        &format!("{record} views"),
+        rest,
+        Some((base + pos) as u64),
+        false,
+        true,
+    );
 }
 
 /// `tensors`: count, then (key, storage_id, type) + ndim, sizes, strides, offset each.
 fn tar_tensors(col: &mut Collector, record: &str, data: &[u8], base: usize) {
     let mut pos = 0usize;
-    let Some(count) = scan_pickle(col, &format!("{record} count"), data, Some(base as u64), false, true) else { return };
+    let Some(count) = scan_pickle(col, &format!("{record} count"), data, Some(base as u64), false, true) else {
+        return;
+    };
     pos += count.end;
     let Some(n) = int_root(&count) else {
         col.error(record, "the tensor count is not a non-negative int".into());
@@ -560,9 +677,20 @@ fn tar_tensors(col: &mut Collector, record: &str, data: &[u8], base: usize) {
     };
     for i in 0..n {
         let rest = data.get(pos..).unwrap_or_default();
-        let Some(p) = scan_pickle(col, &format!("{record} #{i}"), rest, Some((base + pos) as u64), false, true) else { return };
+        let Some(p) = scan_pickle(
+            col,
+            &format!("{record} #{i}"),
+            rest,
+            Some((base + pos) as u64),
+            false,
+            true,
+        ) else {
+            return;
+        };
         pos += p.end;
-        let ndim = data.get(pos..pos + 4).map(|h| i32::from_le_bytes(h.try_into().unwrap_or([0; 4])));
+        let ndim = data
+            .get(pos..pos + 4)
+            .map(|h| i32::from_le_bytes(h.try_into().unwrap_or([0; 4])));
         let end = ndim
             .and_then(|d| u64::try_from(d).ok())
             .and_then(|d| d.checked_mul(16)?.checked_add(16))
@@ -599,7 +727,9 @@ fn scan_index(col: &mut Collector, bytes: &[u8], path: Option<&Path>) -> Option<
     }
     let dir = path.and_then(Path::parent);
     for s in &shards {
-        let plain = Path::new(s).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        let plain = Path::new(s)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
         if !plain {
             col.findings.push(Finding {
                 verdict: Verdict::Dangerous,
@@ -614,7 +744,18 @@ fn scan_index(col: &mut Collector, bytes: &[u8], path: Option<&Path>) -> Option<
             }
         }
     }
-    col.shards = shards.into_iter().filter(|s| Path::new(s).components().all(|c| matches!(c, std::path::Component::Normal(_)))).collect();
-    col.notes.push(format!("an index of {} tensors in {} shards; JSON holds no code (scan the shards)", map.len(), col.shards.len()));
+    col.shards = shards
+        .into_iter()
+        .filter(|s| {
+            Path::new(s)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
+        .collect();
+    col.notes.push(format!(
+        "an index of {} tensors in {} shards; JSON holds no code (scan the shards)",
+        map.len(),
+        col.shards.len()
+    ));
     Some("index-json")
 }

@@ -195,7 +195,10 @@ fn report_error(path: &Path, report: &ScanReport) -> Error {
     if report.format == "unknown" {
         Error::UnknownFormat { path: path.into(), why }
     } else {
-        Error::Unsupported { path: path.into(), what: format!("cannot be scanned: {why}") }
+        Error::Unsupported {
+            path: path.into(),
+            what: format!("cannot be scanned: {why}"),
+        }
     }
 }
 
@@ -242,7 +245,9 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, bool)>) {
     for p in paths {
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => walk(&p, out),
-            Ok(m) if m.file_type().is_symlink() && std::fs::metadata(&p).is_ok_and(|t| t.is_file()) => out.push((p, false)),
+            Ok(m) if m.file_type().is_symlink() && std::fs::metadata(&p).is_ok_and(|t| t.is_file()) => {
+                out.push((p, false))
+            }
             Ok(m) if m.is_file() => out.push((p, false)),
             _ => {}
         }
@@ -265,8 +270,17 @@ pub fn exit_code(reports: &[ScanReport], strict: bool) -> u8 {
 /// JSON of a whole scan: `{"files": [...], "summary": {verdict: count}, "exit_code": n}`.
 pub fn to_json(reports: &[ScanReport], strict: bool) -> serde_json::Value {
     let mut summary = serde_json::Map::new();
-    for v in [Verdict::Safe, Verdict::NeedsCode, Verdict::Dangerous, Verdict::Unreadable, Verdict::NotCheckpoint] {
-        summary.insert(v.name().into(), reports.iter().filter(|r| r.verdict == v).count().into());
+    for v in [
+        Verdict::Safe,
+        Verdict::NeedsCode,
+        Verdict::Dangerous,
+        Verdict::Unreadable,
+        Verdict::NotCheckpoint,
+    ] {
+        summary.insert(
+            v.name().into(),
+            reports.iter().filter(|r| r.verdict == v).count().into(),
+        );
     }
     serde_json::json!({
         "files": reports.iter().map(ScanReport::to_json).collect::<Vec<_>>(),
@@ -306,7 +320,11 @@ pub fn dangerous_globals(names: &BTreeSet<String>) -> Vec<GlobalWarning> {
                 Category::Denylisted => Verdict::Dangerous,
                 _ => Verdict::NeedsCode,
             };
-            Some(GlobalWarning { name: dotted.clone(), verdict, why: why.to_string() })
+            Some(GlobalWarning {
+                name: dotted.clone(),
+                verdict,
+                why: why.to_string(),
+            })
         })
         .collect();
     out.sort_by(|a, b| b.verdict.cmp(&a.verdict).then(a.name.cmp(&b.name)));

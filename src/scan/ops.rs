@@ -73,7 +73,11 @@ pub struct OpcodeScan {
 impl OpcodeScan {
     /// Opcodes present that torch's weights_only unpickler does not implement.
     pub fn outside_weights_only(&self) -> Vec<&'static str> {
-        self.seen.iter().filter(|op| !WEIGHTS_ONLY_OPCODES.contains(op)).map(|op| op.name()).collect()
+        self.seen
+            .iter()
+            .filter(|op| !WEIGHTS_ONLY_OPCODES.contains(op))
+            .map(|op| op.name())
+            .collect()
     }
 }
 
@@ -167,7 +171,12 @@ pub fn scan(data: &[u8]) -> OpcodeScan {
                     break;
                 };
                 if out.globals.len() < MAX_NAMES {
-                    out.globals.push(RawGlobal { module, name, offset: at as u64, opcode: op.name() });
+                    out.globals.push(RawGlobal {
+                        module,
+                        name,
+                        offset: at as u64,
+                        opcode: op.name(),
+                    });
                 }
                 n1 + n2
             }
@@ -186,11 +195,21 @@ pub fn scan(data: &[u8]) -> OpcodeScan {
                 if width == 4 {
                     len &= 0xffff_ffff;
                 }
-                let Some(payload) = usize::try_from(len).ok().and_then(|l| rest.get(width..width.checked_add(l)?)) else {
+                let Some(payload) = usize::try_from(len)
+                    .ok()
+                    .and_then(|l| rest.get(width..width.checked_add(l)?))
+                else {
                     truncated(&mut out);
                     break;
                 };
-                if matches!(op, Opcode::ShortBinUnicode | Opcode::BinUnicode | Opcode::BinUnicode8 | Opcode::ShortBinString | Opcode::BinString) {
+                if matches!(
+                    op,
+                    Opcode::ShortBinUnicode
+                        | Opcode::BinUnicode
+                        | Opcode::BinUnicode8
+                        | Opcode::ShortBinString
+                        | Opcode::BinString
+                ) {
                     // Names are short; long strings cannot be module names worth reporting.
                     if payload.len() <= 4096 {
                         text = Some(String::from_utf8_lossy(payload).into_owned());
@@ -205,10 +224,16 @@ pub fn scan(data: &[u8]) -> OpcodeScan {
                 out.end = Some(pos);
                 break;
             }
-            Opcode::ShortBinUnicode | Opcode::BinUnicode | Opcode::BinUnicode8 | Opcode::ShortBinString | Opcode::BinString | Opcode::Unicode => {
-                push_str(&mut recent, text)
-            }
-            Opcode::String => push_str(&mut recent, text.map(|t| t.trim_matches(|c| c == '\'' || c == '"').to_string())),
+            Opcode::ShortBinUnicode
+            | Opcode::BinUnicode
+            | Opcode::BinUnicode8
+            | Opcode::ShortBinString
+            | Opcode::BinString
+            | Opcode::Unicode => push_str(&mut recent, text),
+            Opcode::String => push_str(
+                &mut recent,
+                text.map(|t| t.trim_matches(|c| c == '\'' || c == '"').to_string()),
+            ),
             Opcode::Memoize | Opcode::Put | Opcode::BinPut | Opcode::LongBinPut => {
                 let key = match op {
                     Opcode::Memoize => Some(memo_len),
@@ -233,7 +258,8 @@ pub fn scan(data: &[u8]) -> OpcodeScan {
                     Opcode::Get => text.as_deref().and_then(|t| t.trim().parse::<u64>().ok()),
                     _ => {
                         let mut buf = [0u8; 8];
-                        buf[..consumed].copy_from_slice(data.get(at + 1..at + 1 + consumed).unwrap_or(&[0; 4][..consumed]));
+                        buf[..consumed]
+                            .copy_from_slice(data.get(at + 1..at + 1 + consumed).unwrap_or(&[0; 4][..consumed]));
                         Some(u64::from_le_bytes(buf))
                     }
                 };
@@ -242,7 +268,12 @@ pub fn scan(data: &[u8]) -> OpcodeScan {
             Opcode::StackGlobal => {
                 if let [Some(module), Some(name)] = &recent {
                     if out.globals.len() < MAX_NAMES {
-                        out.globals.push(RawGlobal { module: module.clone(), name: name.clone(), offset: at as u64, opcode: op.name() });
+                        out.globals.push(RawGlobal {
+                            module: module.clone(),
+                            name: name.clone(),
+                            offset: at as u64,
+                            opcode: op.name(),
+                        });
                     }
                 }
                 push_str(&mut recent, None);
@@ -272,13 +303,23 @@ mod tests {
         p.extend(b"system");
         p.extend([0x94, b'0', b'0', b'h', 0, b'h', 1, 0x93, b'N', b'.']);
         let s = scan(&p);
-        assert_eq!((s.globals[0].module.as_str(), s.globals[0].name.as_str()), ("os", "system"));
+        assert_eq!(
+            (s.globals[0].module.as_str(), s.globals[0].name.as_str()),
+            ("os", "system")
+        );
         assert!(s.outside_weights_only().contains(&"STACK_GLOBAL"));
     }
 
     #[test]
     fn stops_on_garbage_without_panicking() {
-        for data in [&b""[..], b"\xff", b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff", b"T\xff\xff\xff\xff", b"c\n", b"q"] {
+        for data in [
+            &b""[..],
+            b"\xff",
+            b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff",
+            b"T\xff\xff\xff\xff",
+            b"c\n",
+            b"q",
+        ] {
             let s = scan(data);
             assert!(s.error.is_some() && s.end.is_none());
         }

@@ -143,8 +143,13 @@ const STORAGE_CLASSES: &[&str] = &[
     "ShortStorage",
 ];
 /// Quantized storages exist on CPU only.
-const QUANTIZED_STORAGE_CLASSES: &[&str] =
-    &["QInt32Storage", "QInt8Storage", "QUInt2x4Storage", "QUInt4x2Storage", "QUInt8Storage"];
+const QUANTIZED_STORAGE_CLASSES: &[&str] = &[
+    "QInt32Storage",
+    "QInt8Storage",
+    "QUInt2x4Storage",
+    "QUInt4x2Storage",
+    "QUInt8Storage",
+];
 /// `torch._tensor_classes` (dense CPU and CUDA); the sparse modules lack Bool.
 const TENSOR_CLASSES: &[&str] = &[
     "BFloat16Tensor",
@@ -161,11 +166,52 @@ const TENSOR_CLASSES: &[&str] = &[
 /// `str(dtype)` of every dtype torch 2.11 allows (the storage-type map, `_new_dtypes()`, and
 /// the sub-byte `uint1..7` / `int1..7`), without the `torch.` prefix.
 const DTYPES: &[&str] = &[
-    "float64", "float32", "float16", "bfloat16", "complex128", "complex64", "complex32", "int64", "int32", "int16",
-    "int8", "uint8", "bool", "qint8", "quint8", "qint32", "quint4x2", "quint2x4", "float8_e4m3fn",
-    "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn_x2", "bits8", "bits16",
-    "bits1x8", "bits2x4", "bits4x2", "uint16", "uint32", "uint64", "uint1", "uint2", "uint3", "uint4", "uint5",
-    "uint6", "uint7", "int1", "int2", "int3", "int4", "int5", "int6", "int7",
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "complex128",
+    "complex64",
+    "complex32",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+    "qint8",
+    "quint8",
+    "qint32",
+    "quint4x2",
+    "quint2x4",
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+    "float4_e2m1fn_x2",
+    "bits8",
+    "bits16",
+    "bits1x8",
+    "bits2x4",
+    "bits4x2",
+    "uint16",
+    "uint32",
+    "uint64",
+    "uint1",
+    "uint2",
+    "uint3",
+    "uint4",
+    "uint5",
+    "uint6",
+    "uint7",
+    "int1",
+    "int2",
+    "int3",
+    "int4",
+    "int5",
+    "int6",
+    "int7",
 ];
 /// `torch._utils` functions in `_tensor_rebuild_functions()`.
 const REBUILD_FUNCTIONS: &[&str] = &[
@@ -222,8 +268,21 @@ fn is_known_data(module: &str, name: &str) -> bool {
     match module {
         "builtins" => matches!(
             name,
-            "int" | "float" | "str" | "bytes" | "bool" | "tuple" | "list" | "dict" | "frozenset" | "slice" | "range"
-                | "object" | "NoneType" | "Ellipsis" | "NotImplemented"
+            "int"
+                | "float"
+                | "str"
+                | "bytes"
+                | "bool"
+                | "tuple"
+                | "list"
+                | "dict"
+                | "frozenset"
+                | "slice"
+                | "range"
+                | "object"
+                | "NoneType"
+                | "Ellipsis"
+                | "NotImplemented"
         ),
         "collections" => matches!(name, "defaultdict" | "deque"),
         "datetime" => matches!(name, "datetime" | "date" | "time" | "timedelta" | "timezone"),
@@ -232,7 +291,10 @@ fn is_known_data(module: &str, name: &str) -> bool {
         "uuid" => name == "UUID",
         "argparse" => name == "Namespace",
         "types" => name == "SimpleNamespace",
-        "pathlib" => matches!(name, "Path" | "PosixPath" | "WindowsPath" | "PurePath" | "PurePosixPath" | "PureWindowsPath"),
+        "pathlib" => matches!(
+            name,
+            "Path" | "PosixPath" | "WindowsPath" | "PurePath" | "PurePosixPath" | "PureWindowsPath"
+        ),
         "numpy" => matches!(name, "dtype" | "ndarray"),
         "numpy.core.multiarray" | "numpy._core.multiarray" => matches!(name, "_reconstruct" | "scalar"),
         "numpy.core.numeric" | "numpy._core.numeric" => name == "_frombuffer",
@@ -245,7 +307,22 @@ fn is_known_data(module: &str, name: &str) -> bool {
 /// its `base` without running anything but that type's own constructor.
 pub fn is_plain_base(module: &str, name: &str) -> bool {
     module == "builtins"
-        && matches!(name, "object" | "dict" | "list" | "set" | "frozenset" | "tuple" | "int" | "float" | "str" | "bytes" | "bytearray" | "complex" | "bool")
+        && matches!(
+            name,
+            "object"
+                | "dict"
+                | "list"
+                | "set"
+                | "frozenset"
+                | "tuple"
+                | "int"
+                | "float"
+                | "str"
+                | "bytes"
+                | "bytearray"
+                | "complex"
+                | "bool"
+        )
 }
 
 /// Known-dangerous names: a module, or `module.name`, and why. Prefix matches stop at a dot.
@@ -263,7 +340,10 @@ const DENYLIST: &[(&str, &str)] = &[
     ("builtins.exec", "executes Python code"),
     ("builtins.execfile", "executes a Python file"),
     ("builtins.compile", "compiles Python code"),
-    ("builtins.getattr", "reaches any attribute (e.g. os.system from a module)"),
+    (
+        "builtins.getattr",
+        "reaches any attribute (e.g. os.system from a module)",
+    ),
     ("builtins.setattr", "changes any attribute"),
     ("builtins.delattr", "deletes any attribute"),
     ("builtins.__import__", "imports any module"),
@@ -335,7 +415,10 @@ const DENYLIST: &[(&str, &str)] = &[
     ("functools.partial", "wraps any call, hiding it from a scanner"),
     ("functools.partialmethod", "wraps any call"),
     ("functools.reduce", "calls any function"),
-    ("operator", "calls or reaches anything (attrgetter, methodcaller, itemgetter, call)"),
+    (
+        "operator",
+        "calls or reaches anything (attrgetter, methodcaller, itemgetter, call)",
+    ),
     ("_operator", "calls or reaches anything"),
     ("copyreg", "changes the pickle registry"),
     ("pip", "installs packages"),
@@ -370,7 +453,10 @@ const DENYLIST: &[(&str, &str)] = &[
 pub fn denylisted(module: &str, name: &str) -> Option<&'static str> {
     let dotted = format!("{module}.{name}");
     let hit = |s: &str| {
-        DENYLIST.iter().find(|(entry, _)| s == *entry || (s.starts_with(entry) && s.as_bytes().get(entry.len()) == Some(&b'.'))).map(|(_, why)| *why)
+        DENYLIST
+            .iter()
+            .find(|(entry, _)| s == *entry || (s.starts_with(entry) && s.as_bytes().get(entry.len()) == Some(&b'.')))
+            .map(|(_, why)| *why)
     };
     if let Some(why) = hit(&dotted) {
         return Some(why);
@@ -395,7 +481,12 @@ fn is_torchscript_helper(module: &str, name: &str) -> bool {
     module == "torch.jit._pickle"
         && matches!(
             name,
-            "build_intlist" | "build_tensorlist" | "build_doublelist" | "build_boollist" | "build_tensor_from_id" | "restore_type_tag"
+            "build_intlist"
+                | "build_tensorlist"
+                | "build_doublelist"
+                | "build_boollist"
+                | "build_tensor_from_id"
+                | "restore_type_tag"
         )
 }
 
@@ -407,18 +498,30 @@ pub fn classify(module: &str, name: &str, torchscript: bool) -> (Category, &'sta
         return (Category::Allowed, "in torch's weights_only allowlist");
     }
     if torchscript && (module == "__torch__" || module.starts_with("__torch__.")) {
-        return (Category::Archive, "a TorchScript class compiled from the archive's code/");
+        return (
+            Category::Archive,
+            "a TorchScript class compiled from the archive's code/",
+        );
     }
     if torchscript && is_torchscript_helper(module, name) {
         // What TorchScript's C++ unpickler does with these is build a list or restore a type
         // tag; inside a TorchScript archive they are as harmless as the allowlist.
-        return (Category::Allowed, "a helper of TorchScript's C++ unpickler (allowed inside TorchScript archives)");
+        return (
+            Category::Allowed,
+            "a helper of TorchScript's C++ unpickler (allowed inside TorchScript archives)",
+        );
     }
     if module == "copyreg" && matches!(name, "_reconstructor" | "__newobj__" | "__newobj_ex__") {
-        return (Category::Reconstructor, "instantiates the class it is given (pickle protocol 0/1 objects)");
+        return (
+            Category::Reconstructor,
+            "instantiates the class it is given (pickle protocol 0/1 objects)",
+        );
     }
     if module == "torch.storage" && name == "_load_from_bytes" {
-        return (Category::NestedLoader, "runs torch.load(weights_only=False) on bytes embedded in the pickle");
+        return (
+            Category::NestedLoader,
+            "runs torch.load(weights_only=False) on bytes embedded in the pickle",
+        );
     }
     if is_known_data(module, name) {
         return (Category::KnownData, "a plain data type outside torch's allowlist");
@@ -477,7 +580,13 @@ mod tests {
         assert!(denylisted("torch", "nn.Module.__init__.__globals__").is_some());
         assert!(denylisted("mylib", "Outer.Inner").is_none());
         assert!(denylisted("torch.jit._pickle", "build_intlist").is_some());
-        assert_eq!(classify("torch.jit._pickle", "build_intlist", true).0, Category::Allowed);
-        assert_eq!(classify("torch.jit._pickle", "build_intlist", false).0, Category::Denylisted);
+        assert_eq!(
+            classify("torch.jit._pickle", "build_intlist", true).0,
+            Category::Allowed
+        );
+        assert_eq!(
+            classify("torch.jit._pickle", "build_intlist", false).0,
+            Category::Denylisted
+        );
     }
 }

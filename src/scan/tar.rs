@@ -25,7 +25,9 @@ pub fn is_tar(bytes: &[u8]) -> bool {
     if block.iter().all(|&b| b == 0) {
         return false;
     }
-    let Some(want) = number(&block[148..156]) else { return false };
+    let Some(want) = number(&block[148..156]) else {
+        return false;
+    };
     let mut unsigned: i64 = 256;
     let mut signed: i64 = 256;
     for (i, &b) in block.iter().enumerate() {
@@ -91,10 +93,15 @@ pub fn members(bytes: &[u8]) -> Result<Vec<Member>, String> {
         if !is_tar(block) {
             return Err(format!("bad tar header checksum at byte {pos}"));
         }
-        let size = number(&block[124..136]).filter(|&n| n >= 0).ok_or_else(|| format!("bad member size at byte {pos}"))?;
+        let size = number(&block[124..136])
+            .filter(|&n| n >= 0)
+            .ok_or_else(|| format!("bad member size at byte {pos}"))?;
         let size = usize::try_from(size).map_err(|_| format!("member size at byte {pos} too large"))?;
         let data = pos + BLOCK;
-        let end = data.checked_add(size).filter(|&e| e <= bytes.len()).ok_or_else(|| format!("member at byte {pos} runs past the end of the file"))?;
+        let end = data
+            .checked_add(size)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| format!("member at byte {pos} runs past the end of the file"))?;
         let cstr = |f: &[u8]| String::from_utf8_lossy(f.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
         let mut name = cstr(&block[0..100]);
         if &block[257..262] == b"ustar" {
@@ -111,7 +118,11 @@ pub fn members(bytes: &[u8]) -> Result<Vec<Member>, String> {
             flag => {
                 let name = pax_path.take().or(long_name.take()).unwrap_or(name);
                 if matches!(flag, 0 | b'0' | b'7') {
-                    out.push(Member { name, offset: data, size });
+                    out.push(Member {
+                        name,
+                        offset: data,
+                        size,
+                    });
                 }
             }
         }

@@ -10,20 +10,44 @@ pub fn report(r: &ScanReport, verbose: bool) -> String {
             out.push_str(&format!("  error: {e}\n"));
         }
     }
-    let shown = if verbose { r.findings.len() } else { r.findings.len().min(8) };
+    let shown = if verbose {
+        r.findings.len()
+    } else {
+        r.findings.len().min(8)
+    };
     for f in &r.findings[..shown] {
         let at = f.offset.map(|o| format!(" @{o}")).unwrap_or_default();
         out.push_str(&format!("  [{}] {}{}: {}\n", f.verdict, f.record, at, f.message));
     }
     if r.findings.len() > shown {
-        out.push_str(&format!("  ... {} more (--verbose or --json)\n", r.findings.len() - shown));
+        out.push_str(&format!(
+            "  ... {} more (--verbose or --json)\n",
+            r.findings.len() - shown
+        ));
     }
     if verbose {
         for p in &r.pickles {
-            let names: Vec<String> = p.globals.iter().map(|g| format!("{} [{}]", g.name, g.usage.join("+"))).collect();
-            out.push_str(&format!("  pickle {} ({} bytes): {}: {}\n", p.record, p.size, p.verdict, if names.is_empty() { "no globals".into() } else { names.join(", ") }));
+            let names: Vec<String> = p
+                .globals
+                .iter()
+                .map(|g| format!("{} [{}]", g.name, g.usage.join("+")))
+                .collect();
+            out.push_str(&format!(
+                "  pickle {} ({} bytes): {}: {}\n",
+                p.record,
+                p.size,
+                p.verdict,
+                if names.is_empty() {
+                    "no globals".into()
+                } else {
+                    names.join(", ")
+                }
+            ));
             if !p.opcodes_outside_weights_only.is_empty() {
-                out.push_str(&format!("    opcodes torch's weights_only loader does not implement: {}\n", p.opcodes_outside_weights_only.join(", ")));
+                out.push_str(&format!(
+                    "    opcodes torch's weights_only loader does not implement: {}\n",
+                    p.opcodes_outside_weights_only.join(", ")
+                ));
             }
         }
         for c in &r.code {
@@ -47,11 +71,25 @@ pub fn summary(reports: &[ScanReport], verbose: bool) -> String {
         out.push_str(&report(r, verbose));
     }
     let count = |v: Verdict| reports.iter().filter(|r| r.verdict == v).count();
-    let parts: Vec<String> = [Verdict::Dangerous, Verdict::Unreadable, Verdict::NeedsCode, Verdict::Safe, Verdict::NotCheckpoint]
-        .into_iter()
-        .filter(|&v| count(v) > 0)
-        .map(|v| format!("{} {}", count(v), v))
-        .collect();
-    out.push_str(&format!("{} file(s): {}\n", reports.len(), if parts.is_empty() { "none".into() } else { parts.join(", ") }));
+    let parts: Vec<String> = [
+        Verdict::Dangerous,
+        Verdict::Unreadable,
+        Verdict::NeedsCode,
+        Verdict::Safe,
+        Verdict::NotCheckpoint,
+    ]
+    .into_iter()
+    .filter(|&v| count(v) > 0)
+    .map(|v| format!("{} {}", count(v), v))
+    .collect();
+    out.push_str(&format!(
+        "{} file(s): {}\n",
+        reports.len(),
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    ));
     out
 }

@@ -68,7 +68,9 @@ impl fmt::Display for KeepReason {
             KeepReason::TargetNotFloating => f.write_str("casts go to floating-point dtypes only"),
             KeepReason::AlreadyTarget => f.write_str("already the target dtype"),
             KeepReason::KeepPattern => f.write_str("matches a keep pattern"),
-            KeepReason::SharesStorageWithKept { other } => write!(f, "shares its storage with '{other}', which is not cast"),
+            KeepReason::SharesStorageWithKept { other } => {
+                write!(f, "shares its storage with '{other}', which is not cast")
+            }
             KeepReason::SharesStorageWithOtherDtype { other, dtype } => {
                 write!(f, "shares its storage with '{other}', which views it as {dtype}")
             }
@@ -150,10 +152,15 @@ pub fn cast(ckpt: &mut Checkpoint, to: DType, keep: &GlobSet) -> CastReport {
         let why = if let Some(c) = storage.cast.filter(|c| c.from != c.to) {
             Some(KeepReason::PendingCast { from: c.from, to: c.to })
         } else if let Some(&other) = members.iter().find(|&&i| reason[i].is_some()) {
-            Some(KeepReason::SharesStorageWithKept { other: ckpt.tensors[other].name.clone() })
+            Some(KeepReason::SharesStorageWithKept {
+                other: ckpt.tensors[other].name.clone(),
+            })
         } else if let Some(&other) = selected.iter().find(|&&i| ckpt.tensors[i].dtype != first.dtype) {
             let o = &ckpt.tensors[other];
-            Some(KeepReason::SharesStorageWithOtherDtype { other: o.name.clone(), dtype: o.dtype })
+            Some(KeepReason::SharesStorageWithOtherDtype {
+                other: o.name.clone(),
+                dtype: o.dtype,
+            })
         } else if storage.data.len % first.dtype.size() as u64 != 0 {
             Some(KeepReason::PartialElements)
         } else {
@@ -165,7 +172,10 @@ pub fn cast(ckpt: &mut Checkpoint, to: DType, keep: &GlobSet) -> CastReport {
                     // Name the other tensor, not the tensor itself.
                     let why = match &why {
                         KeepReason::SharesStorageWithOtherDtype { other, .. } if *other == ckpt.tensors[i].name => {
-                            KeepReason::SharesStorageWithOtherDtype { other: first.name.clone(), dtype: first.dtype }
+                            KeepReason::SharesStorageWithOtherDtype {
+                                other: first.name.clone(),
+                                dtype: first.dtype,
+                            }
                         }
                         w => w.clone(),
                     };
@@ -183,15 +193,29 @@ pub fn cast(ckpt: &mut Checkpoint, to: DType, keep: &GlobSet) -> CastReport {
     let mut kept = Vec::new();
     for (i, t) in ckpt.tensors.iter_mut().enumerate() {
         match reason[i].take() {
-            Some(reason) => kept.push(KeptEntry { name: t.name.clone(), dtype: t.dtype, reason }),
+            Some(reason) => kept.push(KeptEntry {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                reason,
+            }),
             None => {
-                cast.push(CastEntry { name: t.name.clone(), from: t.dtype });
+                cast.push(CastEntry {
+                    name: t.name.clone(),
+                    from: t.dtype,
+                });
                 t.dtype = to;
             }
         }
     }
     let bytes_after = ckpt.storages.iter().map(|s| s.out_nbytes()).sum();
-    CastReport { to, cast, kept, storages_cast, bytes_before, bytes_after }
+    CastReport {
+        to,
+        cast,
+        kept,
+        storages_cast,
+        bytes_before,
+        bytes_after,
+    }
 }
 
 /// For every tensor on a storage with a pending cast, how many of its finite values the cast
@@ -216,14 +240,23 @@ fn overflow_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, 
         format: ckpt.format,
         root: Node::None,
         tensors: Vec::new(),
-        storages: ckpt.storages.iter().map(|s| crate::model::Storage { cast: None, ..s.clone() }).collect(),
+        storages: ckpt
+            .storages
+            .iter()
+            .map(|s| crate::model::Storage {
+                cast: None,
+                ..s.clone()
+            })
+            .collect(),
         metadata: Default::default(),
         globals: Default::default(),
         origin: ckpt.origin,
     };
     let mut out = Vec::new();
     for t in &ckpt.tensors {
-        let Some(c) = ckpt.storage(t.storage).cast.filter(|c| c.from != c.to) else { continue };
+        let Some(c) = ckpt.storage(t.storage).cast.filter(|c| c.from != c.to) else {
+            continue;
+        };
         if !elem::supported(c.from, c.to) {
             continue;
         }

@@ -19,7 +19,10 @@ pub enum DeviceRule {
 impl DeviceRule {
     /// `cpu`, `cuda:1` (everything there) or `cuda:1=cuda:0` (only what is on cuda:1).
     pub fn parse(s: &str) -> Result<DeviceRule> {
-        let bad = |why: &str| TransformError::BadDevice { rule: s.into(), why: why.into() };
+        let bad = |why: &str| TransformError::BadDevice {
+            rule: s.into(),
+            why: why.into(),
+        };
         match s.split_once('=') {
             None => {
                 check_device(s).map_err(|w| bad(&w))?;
@@ -28,7 +31,10 @@ impl DeviceRule {
             Some((from, to)) => {
                 check_device(from).map_err(|w| bad(&w))?;
                 check_device(to).map_err(|w| bad(&w))?;
-                Ok(DeviceRule::Map { from: from.into(), to: to.into() })
+                Ok(DeviceRule::Map {
+                    from: from.into(),
+                    to: to.into(),
+                })
             }
         }
     }
@@ -38,7 +44,8 @@ impl DeviceRule {
         match self {
             DeviceRule::All(to) => Some(to),
             DeviceRule::Map { from, to } => {
-                let matches = location == from || (!from.contains(':') && location.split(':').next() == Some(from.as_str()));
+                let matches =
+                    location == from || (!from.contains(':') && location.split(':').next() == Some(from.as_str()));
                 matches.then_some(to.as_str())
             }
         }
@@ -64,7 +71,11 @@ fn check_device(s: &str) -> std::result::Result<(), String> {
     if kind.is_empty() {
         return Err("empty device".into());
     }
-    if !kind.starts_with(|c: char| c.is_ascii_lowercase()) || !kind.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+    if !kind.starts_with(|c: char| c.is_ascii_lowercase())
+        || !kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
         return Err(format!("'{kind}' is not a device type (expected e.g. cpu, cuda, mps)"));
     }
     if let Some(i) = index {
@@ -104,7 +115,11 @@ pub fn set_device(ckpt: &mut Checkpoint, rule: &DeviceRule) -> DeviceReport {
             _ => report.storages_unchanged += 1,
         }
     }
-    report.tensors_moved = ckpt.tensors.iter().filter(|t| changed.get(t.storage.0).copied().unwrap_or(false)).count();
+    report.tensors_moved = ckpt
+        .tensors
+        .iter()
+        .filter(|t| changed.get(t.storage.0).copied().unwrap_or(false))
+        .count();
     report
 }
 
@@ -116,7 +131,13 @@ mod tests {
     fn parses_rules() {
         assert_eq!(DeviceRule::parse("cpu").unwrap(), DeviceRule::All("cpu".into()));
         assert_eq!(DeviceRule::parse("cuda:1").unwrap(), DeviceRule::All("cuda:1".into()));
-        assert_eq!(DeviceRule::parse("cuda:1=cuda:0").unwrap(), DeviceRule::Map { from: "cuda:1".into(), to: "cuda:0".into() });
+        assert_eq!(
+            DeviceRule::parse("cuda:1=cuda:0").unwrap(),
+            DeviceRule::Map {
+                from: "cuda:1".into(),
+                to: "cuda:0".into()
+            }
+        );
         for bad in ["", "CUDA", "cuda:", "cuda:x", "cpu:0", "=cpu", "cuda:1=", "a b"] {
             assert!(DeviceRule::parse(bad).is_err(), "{bad}");
         }

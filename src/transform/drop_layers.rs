@@ -57,11 +57,21 @@ pub fn drop_layers(ckpt: &mut Checkpoint, patterns: &[String]) -> Result<DropRep
             }
         }
     }
-    let unmatched: Vec<String> = per_pattern.iter().filter(|(_, n)| *n == 0).map(|(p, _)| p.clone()).collect();
+    let unmatched: Vec<String> = per_pattern
+        .iter()
+        .filter(|(_, n)| *n == 0)
+        .map(|(p, _)| p.clone())
+        .collect();
     if !unmatched.is_empty() {
-        return Err(TransformError::NoMatch { patterns: unmatched, hint: module_hint(ckpt.tensors.iter().map(|t| t.name.as_str())) });
+        return Err(TransformError::NoMatch {
+            patterns: unmatched,
+            hint: module_hint(ckpt.tensors.iter().map(|t| t.name.as_str())),
+        });
     }
-    let mut report = DropReport { per_pattern, ..Default::default() };
+    let mut report = DropReport {
+        per_pattern,
+        ..Default::default()
+    };
     for (i, t) in ckpt.tensors.iter().enumerate() {
         if remove.contains(&i) {
             report.removed.push(t.name.clone());

@@ -58,9 +58,9 @@ pub fn convert(from: DType, to: DType, src: &[u8], out: &mut Vec<u8>) {
     match (from, to) {
         // Exact widenings and the pairs with their own NaN rule come first.
         (DType::F64, DType::F32) => map::<8, 4>(src, out, |b| f64_to_f32(u64::from_le_bytes(b)).to_le_bytes()),
-        (DType::F64, DType::BF16) => {
-            map::<8, 2>(src, out, |b| f32_to_bf16_vec(f64_to_f32(u64::from_le_bytes(b))).to_le_bytes())
-        }
+        (DType::F64, DType::BF16) => map::<8, 2>(src, out, |b| {
+            f32_to_bf16_vec(f64_to_f32(u64::from_le_bytes(b))).to_le_bytes()
+        }),
         (DType::F32, DType::F64) => map::<4, 8>(src, out, |b| f32_to_f64(u32::from_le_bytes(b)).to_le_bytes()),
         (DType::F32, DType::BF16) => map::<4, 2>(src, out, |b| f32_to_bf16_vec(u32::from_le_bytes(b)).to_le_bytes()),
         (DType::BF16, DType::F32) => map::<2, 4>(src, out, |b| bf16_to_f32(u16::from_le_bytes(b)).to_le_bytes()),
@@ -108,7 +108,9 @@ pub fn overflow_count(from: DType, to: DType, src: &[u8]) -> u64 {
 /// Whether one little-endian element of a floating dtype is finite.
 fn finite_test(d: DType) -> fn(&[u8]) -> bool {
     match d {
-        DType::F64 => |b| u64::from_le_bytes(b[..8].try_into().unwrap()) & 0x7FF0_0000_0000_0000 != 0x7FF0_0000_0000_0000,
+        DType::F64 => {
+            |b| u64::from_le_bytes(b[..8].try_into().unwrap()) & 0x7FF0_0000_0000_0000 != 0x7FF0_0000_0000_0000
+        }
         DType::F32 => |b| u32::from_le_bytes(b[..4].try_into().unwrap()) & 0x7F80_0000 != 0x7F80_0000,
         DType::F16 => |b| u16::from_le_bytes([b[0], b[1]]) & 0x7C00 != 0x7C00,
         DType::BF16 => |b| u16::from_le_bytes([b[0], b[1]]) & 0x7F80 != 0x7F80,
@@ -148,9 +150,13 @@ pub fn decode_f64(dtype: DType, b: &[u8]) -> f64 {
     match dtype {
         DType::F64 => f64::from_bits(u64::from_le_bytes(b[..8].try_into().unwrap())),
         DType::F32 => f32::from_bits(u32::from_le_bytes(b[..4].try_into().unwrap())) as f64,
-        DType::F16 | DType::BF16 | DType::F8E4M3Fn | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz | DType::F8E8M0Fnu => {
-            f32::from_bits(decoder(dtype)(b)) as f64
-        }
+        DType::F16
+        | DType::BF16
+        | DType::F8E4M3Fn
+        | DType::F8E5M2
+        | DType::F8E4M3Fnuz
+        | DType::F8E5M2Fnuz
+        | DType::F8E8M0Fnu => f32::from_bits(decoder(dtype)(b)) as f64,
         DType::I8 => b[0] as i8 as f64,
         DType::U8 => b[0] as f64,
         DType::Bool => (b[0] != 0) as u8 as f64,
@@ -270,18 +276,28 @@ pub fn f32_to_f16(x: u32) -> u16 {
     let f = x & 0x7FFF_FFFF;
     if f >= 0x4780_0000 {
         // >= 65536, inf or NaN.
-        return sign | if f > 0x7F80_0000 { 0x7E00 | ((f >> 13) & 0x3FF) as u16 } else { 0x7C00 };
+        return sign
+            | if f > 0x7F80_0000 {
+                0x7E00 | ((f >> 13) & 0x3FF) as u16
+            } else {
+                0x7C00
+            };
     }
     if f < 0x3880_0000 {
         // Below 2^-14: float16 subnormals. Adding 0.5 makes the FPU round the value to a
         // multiple of 2^-24 (nearest even) in the low mantissa bits.
         const MAGIC: u32 = 0x3F00_0000;
-        return sign | (f32::from_bits(f) + f32::from_bits(MAGIC)).to_bits().wrapping_sub(MAGIC) as u16;
+        return sign
+            | (f32::from_bits(f) + f32::from_bits(MAGIC))
+                .to_bits()
+                .wrapping_sub(MAGIC) as u16;
     }
     // Normal: rebias the exponent and round the 13 dropped bits to nearest even; a carry
     // moves into the exponent (up to inf for 65520..65536).
     let mant_odd = (f >> 13) & 1;
-    let r = f.wrapping_add(((15u32.wrapping_sub(127)) << 23).wrapping_add(0xFFF)).wrapping_add(mant_odd);
+    let r = f
+        .wrapping_add(((15u32.wrapping_sub(127)) << 23).wrapping_add(0xFFF))
+        .wrapping_add(mant_odd);
     sign | (r >> 13) as u16
 }
 
@@ -293,7 +309,11 @@ fn f32_to_f16_reference(x: u32) -> u16 {
     let exp = abs >> 23;
     let man = abs & 0x007F_FFFF;
     if exp == 0xFF {
-        return if man == 0 { sign | 0x7C00 } else { sign | 0x7E00 | (man >> 13) as u16 };
+        return if man == 0 {
+            sign | 0x7C00
+        } else {
+            sign | 0x7E00 | (man >> 13) as u16
+        };
     }
     if abs >= 0x477F_F000 {
         // >= 65520: rounds past 65504.
@@ -614,7 +634,7 @@ mod tests {
         assert_eq!(f32_to_bf16_vec(0x3F80_8000), 0x3F80); // tie to even
         assert_eq!(f32_to_bf16_vec(0x3F81_8000), 0x3F82);
         assert_eq!(f32_to_bf16_vec(0x7F7F_8000), 0x7F80); // overflow to inf
-        // float64 rounds through float32: 1 + 2^-11 + 2^-40 ties to even in f32 -> 1.0.
+                                                          // float64 rounds through float32: 1 + 2^-11 + 2^-40 ties to even in f32 -> 1.0.
         let x = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
         assert_eq!(conv(DType::F64, DType::F16, &x.to_le_bytes()), 0x3C00u16.to_le_bytes());
     }
@@ -626,7 +646,11 @@ mod tests {
             if b & 0x7F == 0x7F {
                 assert!(e4.is_nan());
             } else {
-                let mag = if b & 0x78 == 0 { (b & 7) as f32 * 2f32.powi(-9) } else { (8 + (b & 7)) as f32 * 2f32.powi(((b >> 3) & 15) as i32 - 10) };
+                let mag = if b & 0x78 == 0 {
+                    (b & 7) as f32 * 2f32.powi(-9)
+                } else {
+                    (8 + (b & 7)) as f32 * 2f32.powi(((b >> 3) & 15) as i32 - 10)
+                };
                 assert_eq!(e4, if b & 0x80 != 0 { -mag } else { mag }, "{b:#x}");
                 // And encoding it again gives the same byte.
                 assert_eq!(f32_to_f8e4m3fn(e4.to_bits()), b, "{b:#x}");
@@ -636,7 +660,10 @@ mod tests {
                 assert_eq!(f32_to_f8e5m2(e5.to_bits()), b, "{b:#x}");
             }
             for (dec, enc) in [
-                (f8_fnuz_to_f32::<4, 3> as fn(u8) -> u32, f32_to_f8e4m3fnuz as fn(u32) -> u8),
+                (
+                    f8_fnuz_to_f32::<4, 3> as fn(u8) -> u32,
+                    f32_to_f8e4m3fnuz as fn(u32) -> u8,
+                ),
                 (f8_fnuz_to_f32::<5, 2>, f32_to_f8e5m2fnuz),
             ] {
                 let v = dec(b);
@@ -647,7 +674,10 @@ mod tests {
 
     #[test]
     fn overflow_counts_finite_values_that_become_infinite() {
-        let vals: Vec<u8> = [1.0f32, 65504.0, 65520.0, -1e10, f32::INFINITY, f32::NAN, 3.4e38].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let vals: Vec<u8> = [1.0f32, 65504.0, 65520.0, -1e10, f32::INFINITY, f32::NAN, 3.4e38]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         assert_eq!(overflow_count(DType::F32, DType::F16, &vals), 3);
         assert_eq!(overflow_count(DType::F32, DType::BF16, &vals), 1); // 3.4e38 rounds up to inf
         assert_eq!(overflow_count(DType::F32, DType::F64, &vals), 0);

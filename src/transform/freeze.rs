@@ -94,7 +94,15 @@ pub struct FreezeReport {
 /// when a file has no Parameter flags.
 pub fn is_known_buffer(name: &str) -> bool {
     let last = name.rsplit('.').next().unwrap_or(name);
-    matches!(last, "running_mean" | "running_var" | "num_batches_tracked" | "inv_freq" | "position_ids" | "relative_position_index")
+    matches!(
+        last,
+        "running_mean"
+            | "running_var"
+            | "num_batches_tracked"
+            | "inv_freq"
+            | "position_ids"
+            | "relative_position_index"
+    )
 }
 
 /// Optimizer, scheduler and grad-scaler state of a training checkpoint (by its top-level key).
@@ -145,16 +153,27 @@ pub fn freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> FreezeRe
     let mut groups: HashMap<ViewKey, Vec<usize>> = HashMap::new();
     for (i, t) in ckpt.tensors.iter().enumerate() {
         if param[i] {
-            groups.entry((t.storage.0, t.offset, t.dtype, t.shape.clone(), t.stride.clone())).or_default().push(i);
+            groups
+                .entry((t.storage.0, t.offset, t.dtype, t.shape.clone(), t.stride.clone()))
+                .or_default()
+                .push(i);
         }
     }
     let group: Vec<Vec<usize>> = ckpt
         .tensors
         .iter()
         .enumerate()
-        .map(|(i, t)| groups.get(&(t.storage.0, t.offset, t.dtype, t.shape.clone(), t.stride.clone())).cloned().unwrap_or_else(|| vec![i]))
+        .map(|(i, t)| {
+            groups
+                .get(&(t.storage.0, t.offset, t.dtype, t.shape.clone(), t.stride.clone()))
+                .cloned()
+                .unwrap_or_else(|| vec![i])
+        })
         .collect();
-    let mut report = FreezeReport { file_has_flags: flags, ..Default::default() };
+    let mut report = FreezeReport {
+        file_has_flags: flags,
+        ..Default::default()
+    };
     let mut set: Vec<Option<bool>> = vec![None; ckpt.tensors.len()];
     let mut skipped_seen = vec![false; ckpt.tensors.len()];
     for (rule, text) in rules {
@@ -214,7 +233,11 @@ pub fn freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> FreezeRe
         };
         let requires_grad = (source != FlagSource::Unknown).then_some(t.requires_grad);
         let numel = t.numel();
-        let counted = if shared_with.is_some() { None } else { Some(requires_grad) };
+        let counted = if shared_with.is_some() {
+            None
+        } else {
+            Some(requires_grad)
+        };
         match counted.flatten() {
             Some(true) => {
                 report.trainable_params += numel;
@@ -230,7 +253,13 @@ pub fn freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> FreezeRe
             }
             None => {}
         }
-        report.entries.push(FreezeEntry { name: t.name.clone(), requires_grad, numel, source, shared_with });
+        report.entries.push(FreezeEntry {
+            name: t.name.clone(),
+            requires_grad,
+            numel,
+            source,
+            shared_with,
+        });
     }
     report
 }
@@ -242,21 +271,27 @@ pub fn try_freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> Resu
     let mut unmatched = Vec::new();
     for (_, text) in rules {
         let p = Pattern::new(text)?;
-        if !ckpt.tensors.iter().any(|t| parameter_like(t, flags) && p.matches(&t.name)) {
+        if !ckpt
+            .tensors
+            .iter()
+            .any(|t| parameter_like(t, flags) && p.matches(&t.name))
+        {
             unmatched.push(text.clone());
         }
     }
     if !unmatched.is_empty() {
         let params = ckpt.tensors.iter().filter(|t| parameter_like(t, flags));
         let hint = format!("no parameter matches; {}", module_hint(params.map(|t| t.name.as_str())));
-        return Err(TransformError::NoMatch { patterns: unmatched, hint });
+        return Err(TransformError::NoMatch {
+            patterns: unmatched,
+            hint,
+        });
     }
     Ok(freeze(ckpt, rules))
 }
 
 /// A view's identity: storage, offset, dtype, shape, strides.
 type ViewKey = (usize, u64, DType, Vec<u64>, Vec<u64>);
-
 
 impl FreezeReport {
     pub fn all_params(&self) -> u64 {
@@ -287,7 +322,10 @@ impl FreezeReport {
             crate::units::grouped(self.unknown_params)
         );
         if known == 0 {
-            return format!("all params: {} || {unknown}", crate::units::grouped(self.unknown_params));
+            return format!(
+                "all params: {} || {unknown}",
+                crate::units::grouped(self.unknown_params)
+            );
         }
         format!(
             "trainable params: {} || all params: {} || trainable%: {:.4} of the {} with known flags || {unknown}",

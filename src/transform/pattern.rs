@@ -17,7 +17,10 @@ pub struct Pattern {
 impl Pattern {
     pub fn new(text: &str) -> Result<Pattern> {
         if text.is_empty() || text == "." {
-            return Err(TransformError::BadPattern { pattern: text.into(), why: "empty".into() });
+            return Err(TransformError::BadPattern {
+                pattern: text.into(),
+                why: "empty".into(),
+            });
         }
         let is_glob = text.contains(['*', '?', '[', '{']);
         let glob = if is_glob {
@@ -25,12 +28,18 @@ impl Pattern {
                 .literal_separator(false)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| TransformError::BadPattern { pattern: text.into(), why: e.kind().to_string() })?;
+                .map_err(|e| TransformError::BadPattern {
+                    pattern: text.into(),
+                    why: e.kind().to_string(),
+                })?;
             Some(g.compile_matcher())
         } else {
             None
         };
-        Ok(Pattern { text: text.into(), glob })
+        Ok(Pattern {
+            text: text.into(),
+            glob,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -48,7 +57,9 @@ impl Pattern {
         }
         match self.text.strip_suffix('.') {
             Some(_) => name.starts_with(&self.text),
-            None => name.len() > self.text.len() && name.starts_with(&self.text) && name.as_bytes()[self.text.len()] == b'.',
+            None => {
+                name.len() > self.text.len() && name.starts_with(&self.text) && name.as_bytes()[self.text.len()] == b'.'
+            }
         }
     }
 }
@@ -72,7 +83,10 @@ pub(crate) fn module_hint<'a>(names: impl Iterator<Item = &'a str>) -> String {
     }
     const SHOW: usize = 20;
     let more = firsts.len().saturating_sub(SHOW);
-    let mut s = format!("top-level names: {}", firsts.iter().take(SHOW).copied().collect::<Vec<_>>().join(", "));
+    let mut s = format!(
+        "top-level names: {}",
+        firsts.iter().take(SHOW).copied().collect::<Vec<_>>().join(", ")
+    );
     if more > 0 {
         s.push_str(&format!(", … ({more} more)"));
     }

@@ -54,9 +54,16 @@ impl RenameReport {
 fn normalise(prefix: &str) -> Result<String> {
     let p = prefix.trim();
     if p.is_empty() || p.chars().all(|c| c == '.') {
-        return Err(TransformError::BadPattern { pattern: prefix.into(), why: "an empty prefix".into() });
+        return Err(TransformError::BadPattern {
+            pattern: prefix.into(),
+            why: "an empty prefix".into(),
+        });
     }
-    Ok(if p.ends_with('.') { p.to_string() } else { format!("{p}.") })
+    Ok(if p.ends_with('.') {
+        p.to_string()
+    } else {
+        format!("{p}.")
+    })
 }
 
 /// Strips each of `strip` where present and adds `add` (see the module docs for how that maps
@@ -82,7 +89,11 @@ pub fn rename(ckpt: &mut Checkpoint, strip: &[String], add: Option<&str>) -> Res
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     for (i, t) in scratch.iter().enumerate() {
         if let Some(&j) = by_name.get(t.name.as_str()) {
-            return Err(TransformError::Collision { a: ckpt.tensors[j].name.clone(), b: ckpt.tensors[i].name.clone(), name: t.name.clone() });
+            return Err(TransformError::Collision {
+                a: ckpt.tensors[j].name.clone(),
+                b: ckpt.tensors[i].name.clone(),
+                name: t.name.clone(),
+            });
         }
         by_name.insert(&t.name, i);
     }
@@ -91,7 +102,11 @@ pub fn rename(ckpt: &mut Checkpoint, strip: &[String], add: Option<&str>) -> Res
     let from_tree = metadata_from_tree(ckpt);
     ckpt.root = root;
     rebuild(ckpt, from_tree);
-    let mut report = RenameReport { stripped: strip.into_iter().zip(counts).collect(), added: add, ..Default::default() };
+    let mut report = RenameReport {
+        stripped: strip.into_iter().zip(counts).collect(),
+        added: add,
+        ..Default::default()
+    };
     for (old, t) in old_names.into_iter().zip(&ckpt.tensors) {
         if old == t.name {
             report.unchanged += 1;
@@ -112,7 +127,8 @@ fn count_tensors(node: &Node) -> usize {
 /// or is it without the dot and holds a dict.
 fn applicable(key: &str, value: &Node, strip: &[String]) -> Option<usize> {
     strip.iter().position(|p| {
-        (key.len() > p.len() && key.starts_with(p.as_str())) || (key.len() + 1 == p.len() && p.starts_with(key) && matches!(value, Node::Dict { .. }))
+        (key.len() > p.len() && key.starts_with(p.as_str()))
+            || (key.len() + 1 == p.len() && p.starts_with(key) && matches!(value, Node::Dict { .. }))
     })
 }
 
@@ -157,10 +173,19 @@ fn add_prefix(root: Node, prefix: &str) -> Node {
             ordered,
             items: items
                 .into_iter()
-                .map(|(k, v)| if v.has_tensor() { (Key::Str(format!("{prefix}{k}")), v) } else { (k, v) })
+                .map(|(k, v)| {
+                    if v.has_tensor() {
+                        (Key::Str(format!("{prefix}{k}")), v)
+                    } else {
+                        (k, v)
+                    }
+                })
                 .collect(),
         },
-        other => Node::Dict { ordered: true, items: vec![(Key::Str(prefix.trim_end_matches('.').to_string()), other)] },
+        other => Node::Dict {
+            ordered: true,
+            items: vec![(Key::Str(prefix.trim_end_matches('.').to_string()), other)],
+        },
     }
 }
 
@@ -172,7 +197,11 @@ fn check_keys(node: &Node, path: &mut String) -> Result<()> {
             for (k, v) in items {
                 let key = k.to_string();
                 if seen.insert(key.clone(), ()).is_some() {
-                    let place = if path.is_empty() { "the top-level dict".to_string() } else { format!("'{path}'") };
+                    let place = if path.is_empty() {
+                        "the top-level dict".to_string()
+                    } else {
+                        format!("'{path}'")
+                    };
                     return Err(TransformError::KeyCollision { key, place });
                 }
                 let len = path.len();

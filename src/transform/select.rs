@@ -18,9 +18,16 @@ use crate::model::{Checkpoint, Key, Node};
 /// Errors: an unknown path (the error lists the top-level keys), or a path holding no tensors.
 pub fn select(ckpt: &Checkpoint, path: &str) -> Result<Checkpoint> {
     let path = path.trim_matches('.');
-    let node = if path.is_empty() { Some(ckpt.root.clone()) } else { resolve(&ckpt.root, path) };
+    let node = if path.is_empty() {
+        Some(ckpt.root.clone())
+    } else {
+        resolve(&ckpt.root, path)
+    };
     let Some(node) = node else {
-        return Err(TransformError::UnknownPath { path: path.into(), keys: top_level_keys(&ckpt.root) });
+        return Err(TransformError::UnknownPath {
+            path: path.into(),
+            keys: top_level_keys(&ckpt.root),
+        });
     };
     if !node.has_tensor() {
         return Err(TransformError::NoTensors { path: path.into() });
@@ -58,11 +65,17 @@ fn resolve(node: &Node, rest: &str) -> Option<Node> {
             let sub: Vec<(Key, Node)> = items
                 .iter()
                 .filter_map(|(k, v)| match k {
-                    Key::Str(s) => s.strip_prefix(prefix.as_str()).filter(|t| !t.is_empty()).map(|t| (Key::Str(t.to_string()), v.clone())),
+                    Key::Str(s) => s
+                        .strip_prefix(prefix.as_str())
+                        .filter(|t| !t.is_empty())
+                        .map(|t| (Key::Str(t.to_string()), v.clone())),
                     Key::Int(_) => None,
                 })
                 .collect();
-            (!sub.is_empty()).then_some(Node::Dict { ordered: *ordered, items: sub })
+            (!sub.is_empty()).then_some(Node::Dict {
+                ordered: *ordered,
+                items: sub,
+            })
         }
         Node::List(items) | Node::Tuple(items) => {
             let (head, tail) = match rest.split_once('.') {

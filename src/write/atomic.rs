@@ -20,9 +20,10 @@ impl AtomicFile {
     /// Creates the temporary file `.NAME.XXXXXX.ckpt-tmp` next to `target`. Its permissions
     /// are those of the file it replaces, or the usual ones for a new file (0666 less umask).
     pub fn create(target: &Path) -> Result<AtomicFile> {
-        let name = target
-            .file_name()
-            .ok_or_else(|| Error::Write { path: target.into(), source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name") })?;
+        let name = target.file_name().ok_or_else(|| Error::Write {
+            path: target.into(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
+        })?;
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -35,13 +36,19 @@ impl AtomicFile {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
-        let tmp = builder.tempfile_in(dir).map_err(|e| Error::Write { path: target.into(), source: e })?;
+        let tmp = builder.tempfile_in(dir).map_err(|e| Error::Write {
+            path: target.into(),
+            source: e,
+        })?;
         if let Ok(meta) = std::fs::metadata(target) {
             if meta.is_file() {
                 let _ = tmp.as_file().set_permissions(meta.permissions());
             }
         }
-        Ok(AtomicFile { tmp, target: target.into() })
+        Ok(AtomicFile {
+            tmp,
+            target: target.into(),
+        })
     }
 
     /// The file to write to.
@@ -60,7 +67,10 @@ impl AtomicFile {
     }
 
     fn err(&self, source: io::Error) -> Error {
-        Error::Write { path: self.target.clone(), source }
+        Error::Write {
+            path: self.target.clone(),
+            source,
+        }
     }
 
     /// Flushes the file's data to disk.
@@ -72,12 +82,21 @@ impl AtomicFile {
     /// by the rename itself, so a file that appeared meanwhile is not replaced either).
     fn rename(self, overwrite: bool) -> Result<PathBuf> {
         let target = self.target;
-        let persisted = if overwrite { self.tmp.persist(&target) } else { self.tmp.persist_noclobber(&target) };
+        let persisted = if overwrite {
+            self.tmp.persist(&target)
+        } else {
+            self.tmp.persist_noclobber(&target)
+        };
         match persisted {
             Ok(_) => Ok(target),
             // The temporary file drops (and is removed) with the error.
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists && !overwrite => Err(Error::Exists { path: target }),
-            Err(e) => Err(Error::Write { path: target, source: e.error }),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists && !overwrite => {
+                Err(Error::Exists { path: target })
+            }
+            Err(e) => Err(Error::Write {
+                path: target,
+                source: e.error,
+            }),
         }
     }
 
@@ -143,7 +162,11 @@ fn sync_dir(file: &Path) {
 }
 
 fn sync_dir_path(dir: &Path) {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }

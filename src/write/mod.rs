@@ -78,7 +78,13 @@ pub struct WriteOptions {
 
 impl WriteOptions {
     pub fn new(format: OutFormat) -> Self {
-        WriteOptions { format, force: false, dedupe: false, max_shard_size: None, progress: false }
+        WriteOptions {
+            format,
+            force: false,
+            dedupe: false,
+            max_shard_size: None,
+            progress: false,
+        }
     }
 }
 
@@ -101,7 +107,12 @@ pub fn write(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions) -> Result<Write
 }
 
 /// [`write()`] with a chosen zip layout for .pth output (tests force zip64 with it).
-pub fn write_with_layout(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions, layout: &pth::PthLayout) -> Result<WriteReport> {
+pub fn write_with_layout(
+    ckpt: &Checkpoint,
+    out: &Path,
+    opts: &WriteOptions,
+    layout: &pth::PthLayout,
+) -> Result<WriteReport> {
     let inputs = input_paths(ckpt);
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     if opts.max_shard_size.is_some() || shard::is_index_name(out) {
@@ -110,7 +121,10 @@ pub fn write_with_layout(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions, lay
     check_output(&inputs, out, opts.force)?;
     if out.is_dir() {
         let why = "is a directory; name the output file (or pass a shard size to write shards into it)";
-        return Err(Error::Write { path: out.into(), source: std::io::Error::other(why) });
+        return Err(Error::Write {
+            path: out.into(),
+            source: std::io::Error::other(why),
+        });
     }
     let mut reader = DataReader::new();
     match opts.format {
@@ -123,16 +137,33 @@ pub fn write_with_layout(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions, lay
             let bytes = safetensors::write_file(ckpt, &sel.tensors, &meta, f.file(), out, &mut reader, &mut progress)?;
             progress.finish();
             let path = f.commit(opts.force)?;
-            Ok(WriteReport { files: vec![path], tensors: sel.tensors.len(), bytes })
+            Ok(WriteReport {
+                files: vec![path],
+                tensors: sel.tensors.len(),
+                bytes,
+            })
         }
         OutFormat::Pth => {
             let root = &ckpt.root;
             let mut progress = Progress::new(pth::data_bytes(ckpt, root), opts.progress);
             let mut f = AtomicFile::create(out)?;
-            let bytes = pth::write_archive(ckpt, root, &pth::prefix_for(out), f.file(), out, layout, &mut reader, &mut progress)?;
+            let bytes = pth::write_archive(
+                ckpt,
+                root,
+                &pth::prefix_for(out),
+                f.file(),
+                out,
+                layout,
+                &mut reader,
+                &mut progress,
+            )?;
             progress.finish();
             let path = f.commit(opts.force)?;
-            Ok(WriteReport { files: vec![path], tensors: pth::tensors_in(root).len(), bytes })
+            Ok(WriteReport {
+                files: vec![path],
+                tensors: pth::tensors_in(root).len(),
+                bytes,
+            })
         }
     }
 }
@@ -158,11 +189,19 @@ pub fn check_output(inputs: &[&Path], out: &Path, force: bool) -> Result<()> {
     let meta = match std::fs::metadata(out) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::Write { path: out.into(), source: e }),
+        Err(e) => {
+            return Err(Error::Write {
+                path: out.into(),
+                source: e,
+            })
+        }
     };
     for input in inputs {
         if same_file(input, out, &meta) {
-            return Err(Error::SameFile { path: out.into(), input: input.to_path_buf() });
+            return Err(Error::SameFile {
+                path: out.into(),
+                input: input.to_path_buf(),
+            });
         }
     }
     if meta.is_dir() {

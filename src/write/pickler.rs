@@ -77,7 +77,14 @@ pub struct Pickler<'a> {
 
 /// Pickles `root`; every tensor's storage must have a spec.
 pub fn pickle(ckpt: &Checkpoint, root: &Node, storages: &HashMap<StorageId, StorageSpec>) -> Result<Vec<u8>> {
-    let mut p = Pickler { ckpt, storages, out: Vec::new(), next_memo: 0, globals: HashMap::new(), tensors: HashMap::new() };
+    let mut p = Pickler {
+        ckpt,
+        storages,
+        out: Vec::new(),
+        next_memo: 0,
+        globals: HashMap::new(),
+        tensors: HashMap::new(),
+    };
     p.out.extend_from_slice(&[op::PROTO, 2]);
     p.node(root, 0)?;
     p.out.push(op::STOP);
@@ -141,7 +148,10 @@ impl Pickler<'_> {
     }
 
     fn uint(&mut self, v: u64) -> Result<()> {
-        let v = i64::try_from(v).map_err(|_| Error::Unwritable { tensor: String::new(), why: format!("{v} does not fit a pickled integer") })?;
+        let v = i64::try_from(v).map_err(|_| Error::Unwritable {
+            tensor: String::new(),
+            why: format!("{v} does not fit a pickled integer"),
+        })?;
         self.int(v);
         Ok(())
     }
@@ -187,7 +197,10 @@ impl Pickler<'_> {
 
     fn node(&mut self, node: &Node, depth: usize) -> Result<()> {
         if depth > MAX_DEPTH {
-            return Err(Error::Unwritable { tensor: String::new(), why: format!("the structure nests deeper than {MAX_DEPTH} levels") });
+            return Err(Error::Unwritable {
+                tensor: String::new(),
+                why: format!("the structure nests deeper than {MAX_DEPTH} levels"),
+            });
         }
         match node {
             Node::None => self.out.push(op::NONE),
@@ -252,17 +265,23 @@ impl Pickler<'_> {
             return Ok(());
         }
         let ckpt = self.ckpt;
-        let t = ckpt
-            .tensors
-            .get(idx)
-            .ok_or_else(|| Error::Unwritable { tensor: format!("#{idx}"), why: "the structure names a tensor that does not exist".into() })?;
+        let t = ckpt.tensors.get(idx).ok_or_else(|| Error::Unwritable {
+            tensor: format!("#{idx}"),
+            why: "the structure names a tensor that does not exist".into(),
+        })?;
         let spec = self
             .storages
             .get(&t.storage)
-            .ok_or_else(|| Error::Unwritable { tensor: t.name.clone(), why: "its storage was not planned".into() })?
+            .ok_or_else(|| Error::Unwritable {
+                tensor: t.name.clone(),
+                why: "its storage was not planned".into(),
+            })?
             .clone();
         let named = |e: Error| match e {
-            Error::Unwritable { tensor, why } if tensor.is_empty() => Error::Unwritable { tensor: t.name.clone(), why },
+            Error::Unwritable { tensor, why } if tensor.is_empty() => Error::Unwritable {
+                tensor: t.name.clone(),
+                why,
+            },
             other => other,
         };
         if t.parameter {
@@ -271,7 +290,10 @@ impl Pickler<'_> {
         // _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)
         // _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype)
         let v3 = spec.typed.is_none();
-        self.global("torch._utils", if v3 { "_rebuild_tensor_v3" } else { "_rebuild_tensor_v2" });
+        self.global(
+            "torch._utils",
+            if v3 { "_rebuild_tensor_v3" } else { "_rebuild_tensor_v2" },
+        );
         self.out.push(op::MARK);
         {
             // ('storage', storage_type, key, location, numel)

@@ -15,11 +15,23 @@ pub struct Progress {
 impl Progress {
     /// Shows progress only if `wanted` and stderr is a terminal.
     pub fn new(total: u64, wanted: bool) -> Self {
-        Progress { total, done: 0, enabled: wanted && std::io::stderr().is_terminal(), start: Instant::now(), last: None }
+        Progress {
+            total,
+            done: 0,
+            enabled: wanted && std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            last: None,
+        }
     }
 
     pub fn hidden() -> Self {
-        Progress { total: 0, done: 0, enabled: false, start: Instant::now(), last: None }
+        Progress {
+            total: 0,
+            done: 0,
+            enabled: false,
+            start: Instant::now(),
+            last: None,
+        }
     }
 
     pub fn add(&mut self, n: u64) {
@@ -63,4 +75,3 @@ impl Drop for Progress {
         self.finish();
     }
 }
-

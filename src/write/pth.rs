@@ -30,7 +30,10 @@ pub struct PthLayout {
 /// The record prefix torch would use when saving to `out`: the file name without its
 /// extension, or "archive" when that is empty.
 pub fn prefix_for(out: &Path) -> String {
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if stem.is_empty() || stem.contains(['/', '\\']) {
         "archive".into()
     } else {
@@ -54,17 +57,23 @@ pub(crate) fn tensors_in(root: &Node) -> Vec<TensorIdx> {
 }
 
 /// Keys and storage classes for the storages the tensors use, in order of first use.
-pub(crate) fn plan_storages(ckpt: &Checkpoint, tensors: &[TensorIdx]) -> Result<(Vec<StorageId>, HashMap<StorageId, StorageSpec>)> {
+pub(crate) fn plan_storages(
+    ckpt: &Checkpoint,
+    tensors: &[TensorIdx],
+) -> Result<(Vec<StorageId>, HashMap<StorageId, StorageSpec>)> {
     let mut order = Vec::new();
     let mut specs: HashMap<StorageId, StorageSpec> = HashMap::new();
     let mut dtypes: HashMap<StorageId, Vec<crate::dtype::DType>> = HashMap::new();
     for &idx in tensors {
-        let t = ckpt
-            .tensors
-            .get(idx)
-            .ok_or_else(|| Error::Unwritable { tensor: format!("#{idx}"), why: "the structure names a tensor that does not exist".into() })?;
+        let t = ckpt.tensors.get(idx).ok_or_else(|| Error::Unwritable {
+            tensor: format!("#{idx}"),
+            why: "the structure names a tensor that does not exist".into(),
+        })?;
         if t.storage.0 >= ckpt.storages.len() {
-            return Err(Error::Unwritable { tensor: t.name.clone(), why: "its storage does not exist".into() });
+            return Err(Error::Unwritable {
+                tensor: t.name.clone(),
+                why: "its storage does not exist".into(),
+            });
         }
         let ds = dtypes.entry(t.storage).or_default();
         if !ds.contains(&t.dtype) {
@@ -72,7 +81,12 @@ pub(crate) fn plan_storages(ckpt: &Checkpoint, tensors: &[TensorIdx]) -> Result<
         }
         if let std::collections::hash_map::Entry::Vacant(e) = specs.entry(t.storage) {
             let s = ckpt.storage(t.storage);
-            e.insert(StorageSpec { key: order.len().to_string(), location: s.location.clone(), typed: None, numel: 0 });
+            e.insert(StorageSpec {
+                key: order.len().to_string(),
+                location: s.location.clone(),
+                typed: None,
+                numel: 0,
+            });
             order.push(t.storage);
         }
     }
@@ -105,7 +119,10 @@ pub(crate) fn write_archive(
     reader: &mut DataReader,
     progress: &mut Progress,
 ) -> Result<u64> {
-    let werr = |e: std::io::Error| Error::Write { path: target.into(), source: e };
+    let werr = |e: std::io::Error| Error::Write {
+        path: target.into(),
+        source: e,
+    };
     let tensors = tensors_in(root);
     let (order, specs) = plan_storages(ckpt, &tensors)?;
     let pkl = pickler::pickle(ckpt, root, &specs)?;
@@ -134,7 +151,11 @@ pub(crate) fn write_archive(
     // checkpoint twice gives the same bytes.
     let digest = id_hash.finalize();
     let n = u128::from_le_bytes(digest[..16].try_into().unwrap_or([0; 16]));
-    zip.add(&format!("{prefix}/.data/serialization_id"), format!("{n:040}").as_bytes()).map_err(werr)?;
+    zip.add(
+        &format!("{prefix}/.data/serialization_id"),
+        format!("{n:040}").as_bytes(),
+    )
+    .map_err(werr)?;
     let (_, size) = zip.finish().map_err(werr)?;
     Ok(size)
 }

@@ -66,16 +66,25 @@ pub(crate) fn select(ckpt: &Checkpoint, dedupe: bool) -> Result<Selection> {
     let mut names: HashMap<&str, TensorIdx> = HashMap::new();
     type View<'a> = (usize, DType, &'a [u64], &'a [u64], u64);
     let mut views: HashMap<View, TensorIdx> = HashMap::new();
-    let mut sel = Selection { tensors: Vec::new(), dropped: Vec::new() };
+    let mut sel = Selection {
+        tensors: Vec::new(),
+        dropped: Vec::new(),
+    };
     for (idx, t) in ckpt.tensors.iter().enumerate() {
         if t.dtype.safetensors_name().is_none() || st_dtype(t.dtype).is_none() {
             return Err(Error::Unwritable {
                 tensor: t.name.clone(),
-                why: format!("safetensors has no {} dtype; keep this checkpoint as .pth, or cast the tensor", t.dtype),
+                why: format!(
+                    "safetensors has no {} dtype; keep this checkpoint as .pth, or cast the tensor",
+                    t.dtype
+                ),
             });
         }
         if t.name == "__metadata__" {
-            return Err(Error::Unwritable { tensor: t.name.clone(), why: "safetensors reserves this name for its metadata".into() });
+            return Err(Error::Unwritable {
+                tensor: t.name.clone(),
+                why: "safetensors reserves this name for its metadata".into(),
+            });
         }
         if names.insert(&t.name, idx).is_some() {
             return Err(Error::Unwritable {
@@ -133,10 +142,18 @@ pub(crate) fn record_dropped(meta: &mut BTreeMap<String, String>, dropped: &[(St
 }
 
 /// The header, its 8-byte length in front, and the tensors in the order their data follows.
-pub(crate) fn header(ckpt: &Checkpoint, tensors: &[TensorIdx], meta: &BTreeMap<String, String>) -> Result<(Vec<u8>, Vec<TensorIdx>)> {
+pub(crate) fn header(
+    ckpt: &Checkpoint,
+    tensors: &[TensorIdx],
+    meta: &BTreeMap<String, String>,
+) -> Result<(Vec<u8>, Vec<TensorIdx>)> {
     let mut order: Vec<TensorIdx> = tensors.to_vec();
     let key = |i: &TensorIdx| st_dtype(ckpt.tensors[*i].dtype);
-    order.sort_by(|a, b| key(b).cmp(&key(a)).then_with(|| ckpt.tensors[*a].name.cmp(&ckpt.tensors[*b].name)));
+    order.sort_by(|a, b| {
+        key(b)
+            .cmp(&key(a))
+            .then_with(|| ckpt.tensors[*a].name.cmp(&ckpt.tensors[*b].name))
+    });
     let js = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let mut h = String::from("{");
     let mut first = true;
@@ -157,13 +174,24 @@ pub(crate) fn header(ckpt: &Checkpoint, tensors: &[TensorIdx], meta: &BTreeMap<S
     for &i in &order {
         let t = &ckpt.tensors[i];
         let name = t.dtype.safetensors_name().unwrap_or_default();
-        let n = t.numel().checked_mul(t.dtype.size() as u64).ok_or_else(|| Error::Unwritable { tensor: t.name.clone(), why: "size overflows".into() })?;
+        let n = t
+            .numel()
+            .checked_mul(t.dtype.size() as u64)
+            .ok_or_else(|| Error::Unwritable {
+                tensor: t.name.clone(),
+                why: "size overflows".into(),
+            })?;
         if !first {
             h.push(',');
         }
         first = false;
         let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
-        h.push_str(&format!("{}:{{\"dtype\":\"{name}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}", js(&t.name), shape.join(","), offset + n));
+        h.push_str(&format!(
+            "{}:{{\"dtype\":\"{name}\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
+            js(&t.name),
+            shape.join(","),
+            offset + n
+        ));
         offset += n;
     }
     h.push('}');
@@ -171,8 +199,15 @@ pub(crate) fn header(ckpt: &Checkpoint, tensors: &[TensorIdx], meta: &BTreeMap<S
     bytes.resize(bytes.len().next_multiple_of(8), b' ');
     if bytes.len() > MAX_HEADER {
         return Err(Error::Unwritable {
-            tensor: ckpt.tensors.get(order.first().copied().unwrap_or(0)).map(|t| t.name.clone()).unwrap_or_default(),
-            why: format!("the safetensors header would be {} bytes, more than readers accept ({MAX_HEADER})", bytes.len()),
+            tensor: ckpt
+                .tensors
+                .get(order.first().copied().unwrap_or(0))
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            why: format!(
+                "the safetensors header would be {} bytes, more than readers accept ({MAX_HEADER})",
+                bytes.len()
+            ),
         });
     }
     let mut out = (bytes.len() as u64).to_le_bytes().to_vec();
@@ -195,7 +230,10 @@ pub(crate) fn write_file(
     reader: &mut DataReader,
     progress: &mut Progress,
 ) -> Result<u64> {
-    let werr = |e: std::io::Error| Error::Write { path: target.into(), source: e };
+    let werr = |e: std::io::Error| Error::Write {
+        path: target.into(),
+        source: e,
+    };
     let (head, order) = header(ckpt, tensors, meta)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(&head).map_err(werr)?;
@@ -219,7 +257,10 @@ pub(crate) fn write_file(
             Ok(())
         })?;
         if n != t.nbytes() {
-            return Err(Error::Unwritable { tensor: t.name.clone(), why: format!("streamed {n} bytes, expected {}", t.nbytes()) });
+            return Err(Error::Unwritable {
+                tensor: t.name.clone(),
+                why: format!("streamed {n} bytes, expected {}", t.nbytes()),
+            });
         }
         total += n;
     }

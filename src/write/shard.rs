@@ -24,7 +24,8 @@ use crate::write::{check_output, pth, safetensors as st, OutFormat, WriteOptions
 
 /// Whether OUT names an index file (`*.index.json`).
 pub fn is_index_name(out: &Path) -> bool {
-    out.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".index.json"))
+    out.file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with(".index.json"))
 }
 
 /// Where the index and shards go, and how shards are named.
@@ -43,7 +44,10 @@ impl Layout {
             OutFormat::Pth => ("pytorch_model", "bin"),
         };
         if is_index_name(out) {
-            let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let base = name.trim_end_matches(".index.json");
             let (stem, ext) = match base.rsplit_once('.') {
                 Some((s, e)) if !s.is_empty() && !e.is_empty() => (s.to_string(), e.to_string()),
@@ -54,10 +58,20 @@ impl Layout {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            Layout { dir, index: out.to_path_buf(), stem, ext }
+            Layout {
+                dir,
+                index: out.to_path_buf(),
+                stem,
+                ext,
+            }
         } else {
             let index = out.join(format!("{default_stem}.{default_ext}.index.json"));
-            Layout { dir: out.to_path_buf(), index, stem: default_stem.into(), ext: default_ext.into() }
+            Layout {
+                dir: out.to_path_buf(),
+                index,
+                stem: default_stem.into(),
+                ext: default_ext.into(),
+            }
         }
     }
 
@@ -107,19 +121,31 @@ fn unique_names(ckpt: &Checkpoint) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for t in &ckpt.tensors {
         if !seen.insert(t.name.as_str()) {
-            return Err(Error::Unwritable { tensor: t.name.clone(), why: "two tensors have this name (a shard index maps names to files)".into() });
+            return Err(Error::Unwritable {
+                tensor: t.name.clone(),
+                why: "two tensors have this name (a shard index maps names to files)".into(),
+            });
         }
     }
     Ok(())
 }
 
-pub(crate) fn write_sharded(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions, inputs: &[&Path]) -> Result<WriteReport> {
+pub(crate) fn write_sharded(
+    ckpt: &Checkpoint,
+    out: &Path,
+    opts: &WriteOptions,
+    inputs: &[&Path],
+) -> Result<WriteReport> {
     let layout = Layout::new(out, opts.format);
     unique_names(ckpt)?;
     let (units, selection) = match opts.format {
         OutFormat::Safetensors => {
             let sel = st::select(ckpt, opts.dedupe)?;
-            let units = sel.tensors.iter().map(|&i| (ckpt.tensors[i].nbytes(), vec![i])).collect::<Vec<_>>();
+            let units = sel
+                .tensors
+                .iter()
+                .map(|&i| (ckpt.tensors[i].nbytes(), vec![i]))
+                .collect::<Vec<_>>();
             (units, Some(sel))
         }
         OutFormat::Pth => (storage_units(ckpt), None),
@@ -129,7 +155,10 @@ pub(crate) fn write_sharded(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions, 
     let names: Vec<String> = (0..n).map(|i| layout.shard_name(i, n)).collect();
     let paths: Vec<PathBuf> = names.iter().map(|s| layout.dir.join(s)).collect();
     if layout.dir.exists() && !layout.dir.is_dir() {
-        return Err(Error::Write { path: layout.dir.clone(), source: std::io::Error::other("not a directory") });
+        return Err(Error::Write {
+            path: layout.dir.clone(),
+            source: std::io::Error::other("not a directory"),
+        });
     }
     for p in paths.iter().chain(std::iter::once(&layout.index)) {
         check_output(inputs, p, opts.force)?;
@@ -137,7 +166,10 @@ pub(crate) fn write_sharded(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions, 
     let created_dir = if layout.dir.exists() {
         false
     } else {
-        std::fs::create_dir_all(&layout.dir).map_err(|e| Error::Write { path: layout.dir.clone(), source: e })?;
+        std::fs::create_dir_all(&layout.dir).map_err(|e| Error::Write {
+            path: layout.dir.clone(),
+            source: e,
+        })?;
         true
     };
     let result = write_files(ckpt, opts, &layout, &shards, &names, &paths, selection.as_ref());
@@ -163,7 +195,10 @@ fn write_files(
         .iter()
         .map(|tensors| Node::Dict {
             ordered: false,
-            items: tensors.iter().map(|&i| (Key::Str(ckpt.tensors[i].name.clone()), Node::Tensor(i))).collect(),
+            items: tensors
+                .iter()
+                .map(|&i| (Key::Str(ckpt.tensors[i].name.clone()), Node::Tensor(i)))
+                .collect(),
         })
         .collect();
     let data_total: u64 = match opts.format {
@@ -192,7 +227,16 @@ fn write_files(
             }
             OutFormat::Pth => {
                 let prefix = pth::prefix_for(&paths[k]);
-                pth::write_archive(ckpt, &roots[k], &prefix, f.file(), &paths[k], &pth::PthLayout::default(), &mut reader, &mut progress)?
+                pth::write_archive(
+                    ckpt,
+                    &roots[k],
+                    &prefix,
+                    f.file(),
+                    &paths[k],
+                    &pth::PthLayout::default(),
+                    &mut reader,
+                    &mut progress,
+                )?
             }
         };
         for &i in tensors {
@@ -210,10 +254,16 @@ fn write_files(
         meta.insert(k.clone(), v.clone());
     }
     let index = json!({ "metadata": meta, "weight_map": weight_map });
-    let mut text = serde_json::to_string_pretty(&index).map_err(|e| Error::Write { path: layout.index.clone(), source: e.into() })?;
+    let mut text = serde_json::to_string_pretty(&index).map_err(|e| Error::Write {
+        path: layout.index.clone(),
+        source: e.into(),
+    })?;
     text.push('\n');
     let mut f = AtomicFile::create(&layout.index)?;
-    std::io::Write::write_all(f.file(), text.as_bytes()).map_err(|e| Error::Write { path: layout.index.clone(), source: e })?;
+    std::io::Write::write_all(f.file(), text.as_bytes()).map_err(|e| Error::Write {
+        path: layout.index.clone(),
+        source: e,
+    })?;
     bytes += text.len() as u64;
     set.add(f);
     progress.finish();

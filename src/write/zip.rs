@@ -72,7 +72,13 @@ fn flags(name: &[u8]) -> u16 {
 impl<W: Write + Seek> ZipWriter<W> {
     /// A writer at the start of `w` (an empty file).
     pub fn new(w: W) -> Self {
-        ZipWriter { w, pos: 0, entries: Vec::new(), open: None, force_zip64: false }
+        ZipWriter {
+            w,
+            pos: 0,
+            entries: Vec::new(),
+            open: None,
+            force_zip64: false,
+        }
     }
 
     /// Writes zip64 fields for every record and the directory even when they are small (to
@@ -91,7 +97,9 @@ impl<W: Write + Seek> ZipWriter<W> {
     /// Starts a record of exactly `size` bytes; its data follows through [`write`](Self::write).
     pub fn start(&mut self, name: &str, size: u64) -> io::Result<()> {
         if self.open.is_some() {
-            return Err(io::Error::other("zip record started before the previous one was finished"));
+            return Err(io::Error::other(
+                "zip record started before the previous one was finished",
+            ));
         }
         let name = name.as_bytes().to_vec();
         if name.len() > u16::MAX as usize {
@@ -126,18 +134,34 @@ impl<W: Write + Seek> ZipWriter<W> {
         h.resize(h.len() + pad as usize, b'Z');
         self.out(&h)?;
         debug_assert_eq!(self.pos % ALIGN, 0);
-        self.open = Some(Open { entry: Entry { name, offset, size, crc: 0 }, written: 0, hasher: crc32fast::Hasher::new() });
+        self.open = Some(Open {
+            entry: Entry {
+                name,
+                offset,
+                size,
+                crc: 0,
+            },
+            written: 0,
+            hasher: crc32fast::Hasher::new(),
+        });
         Ok(())
     }
 
     /// Data of the open record.
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let open = self.open.as_mut().ok_or_else(|| io::Error::other("zip data written outside a record"))?;
+        let open = self
+            .open
+            .as_mut()
+            .ok_or_else(|| io::Error::other("zip data written outside a record"))?;
         open.written += data.len() as u64;
         if open.written > open.entry.size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("zip record {} got more than its {} bytes", String::from_utf8_lossy(&open.entry.name), open.entry.size),
+                format!(
+                    "zip record {} got more than its {} bytes",
+                    String::from_utf8_lossy(&open.entry.name),
+                    open.entry.size
+                ),
             ));
         }
         open.hasher.update(data);
@@ -147,12 +171,20 @@ impl<W: Write + Seek> ZipWriter<W> {
     /// Ends the open record: checks its size and patches its CRC into the local header, which
     /// it returns.
     pub fn finish_record(&mut self) -> io::Result<u32> {
-        let open = self.open.take().ok_or_else(|| io::Error::other("no zip record to finish"))?;
+        let open = self
+            .open
+            .take()
+            .ok_or_else(|| io::Error::other("no zip record to finish"))?;
         let mut entry = open.entry;
         if open.written != entry.size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("zip record {} got {} of its {} bytes", String::from_utf8_lossy(&entry.name), open.written, entry.size),
+                format!(
+                    "zip record {} got {} of its {} bytes",
+                    String::from_utf8_lossy(&entry.name),
+                    open.written,
+                    entry.size
+                ),
             ));
         }
         entry.crc = open.hasher.finalize();

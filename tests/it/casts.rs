@@ -52,8 +52,12 @@ fn family(name: &str) -> Vec<u64> {
         "all8" => (0..256).collect(),
         "all16" => (0..65536).collect(),
         "f32_hash" => (0..1u64 << 20).map(|i| i.wrapping_mul(0x9E37_79B1) & M32).collect(),
-        "f32_f16_round" => (0..1u64 << 19).flat_map(|hi| [0x0FFF, 0x1000, 0x1001].map(|lo| (hi << 13) | lo)).collect(),
-        "f32_bf16_round" => (0..1u64 << 16).flat_map(|hi| [0x0001, 0x7FFF, 0x8000, 0x8001].map(|lo| (hi << 16) | lo)).collect(),
+        "f32_f16_round" => (0..1u64 << 19)
+            .flat_map(|hi| [0x0FFF, 0x1000, 0x1001].map(|lo| (hi << 13) | lo))
+            .collect(),
+        "f32_bf16_round" => (0..1u64 << 16)
+            .flat_map(|hi| [0x0001, 0x7FFF, 0x8000, 0x8001].map(|lo| (hi << 16) | lo))
+            .collect(),
         "f64_hash" => (0..1u64 << 18).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect(),
         "f64_round" => {
             let mut out = Vec::new();
@@ -95,7 +99,12 @@ fn specials_match_pytorch_bit_for_bit() {
     let mut checked = 0;
     for (src, entry) in casts["specials"].as_object().expect("specials") {
         let from = dtype(src);
-        let inputs: Vec<u64> = entry["input"].as_array().unwrap().iter().map(|v| hex(v.as_str().unwrap())).collect();
+        let inputs: Vec<u64> = entry["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| hex(v.as_str().unwrap()))
+            .collect();
         let bytes = le(&inputs, from.size());
         for (dst, want) in entry["to"].as_object().unwrap() {
             let to = dtype(dst);
@@ -105,13 +114,21 @@ fn specials_match_pytorch_bit_for_bit() {
                 let w = hex(w.as_str().unwrap());
                 checked += 1;
                 if got[i] != w {
-                    failures.push(format!("{src} {:#x} -> {dst}: got {:#x}, PyTorch {w:#x}", inputs[i], got[i]));
+                    failures.push(format!(
+                        "{src} {:#x} -> {dst}: got {:#x}, PyTorch {w:#x}",
+                        inputs[i], got[i]
+                    ));
                 }
             }
         }
     }
     assert!(checked > 1000, "only {checked} special conversions");
-    assert!(failures.is_empty(), "{} of {checked} differ from PyTorch:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} differ from PyTorch:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -122,13 +139,20 @@ fn sweeps_match_pytorch_bit_for_bit() {
     let mut elements = 0u64;
     let mut inputs: std::collections::HashMap<(String, DType), (usize, Vec<u8>)> = Default::default();
     for sweep in casts["sweeps"].as_array().expect("sweeps") {
-        let (from, to) = (dtype(sweep["from"].as_str().unwrap()), dtype(sweep["to"].as_str().unwrap()));
+        let (from, to) = (
+            dtype(sweep["from"].as_str().unwrap()),
+            dtype(sweep["to"].as_str().unwrap()),
+        );
         let fam = sweep["family"].as_str().unwrap();
         let (count, input) = inputs.entry((fam.to_string(), from)).or_insert_with(|| {
             let bits = family(fam);
             (bits.len(), le(&bits, from.size()))
         });
-        assert_eq!(*count as u64, sweep["count"].as_u64().unwrap(), "family {fam} differs from generate_casts.py");
+        assert_eq!(
+            *count as u64,
+            sweep["count"].as_u64().unwrap(),
+            "family {fam} differs from generate_casts.py"
+        );
         let count = *count;
         let out = convert(from, to, input);
         let got: String = Sha256::digest(&out).iter().map(|b| format!("{b:02x}")).collect();
@@ -139,7 +163,12 @@ fn sweeps_match_pytorch_bit_for_bit() {
         }
     }
     assert!(pairs >= 90, "only {pairs} sweeps");
-    assert!(failures.is_empty(), "{} of {pairs} sweeps ({elements} conversions) differ from PyTorch:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {pairs} sweeps ({elements} conversions) differ from PyTorch:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -151,16 +180,33 @@ fn the_recorded_pytorch_inconsistencies_are_the_known_ones() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["from"].as_str().unwrap().to_string(), d["to"].as_str().unwrap().to_string()))
+        .map(|d| {
+            (
+                d["from"].as_str().unwrap().to_string(),
+                d["to"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     pairs.sort();
     let known = [("float16", "float32"), ("float64", "bfloat16")];
     for (f, t) in &pairs {
-        assert!(known.contains(&(f.as_str(), t.as_str())), "new tail difference {f} -> {t}");
+        assert!(
+            known.contains(&(f.as_str(), t.as_str())),
+            "new tail difference {f} -> {t}"
+        );
     }
-    for d in casts["tail_differences"].as_array().unwrap().iter().chain(casts["path_differences"].as_array().unwrap()) {
+    for d in casts["tail_differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(casts["path_differences"].as_array().unwrap())
+    {
         // Only NaNs differ between paths.
-        let key = if d.get("input_block_tail").is_some() { "input_block_tail" } else { "input_contiguous_strided" };
+        let key = if d.get("input_block_tail").is_some() {
+            "input_block_tail"
+        } else {
+            "input_contiguous_strided"
+        };
         for row in d[key].as_array().unwrap() {
             let from = dtype(d["from"].as_str().unwrap());
             let input = hex(row[0].as_str().unwrap());

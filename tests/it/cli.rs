@@ -43,16 +43,38 @@ fn inspect_notes_prefixes_and_tied_weights() {
 fn inspect_json_has_the_documented_fields() {
     let text = stdout_of(&["inspect", "--json", &fixture("gpu_tagged.pth")]);
     let v: Json = serde_json::from_str(&text).expect("one JSON object");
-    for key in ["path", "format", "tensors", "metadata", "globals", "total_params", "total_bytes"] {
+    for key in [
+        "path",
+        "format",
+        "tensors",
+        "metadata",
+        "globals",
+        "total_params",
+        "total_bytes",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
     let t = &v["tensors"][0];
-    for key in ["name", "dtype", "shape", "device", "requires_grad", "parameter", "nbytes", "storage"] {
+    for key in [
+        "name",
+        "dtype",
+        "shape",
+        "device",
+        "requires_grad",
+        "parameter",
+        "nbytes",
+        "storage",
+    ] {
         assert!(t.get(key).is_some(), "tensor misses {key}");
     }
     assert!(t.get("sha256").is_none(), "sha256 only with --hash");
     assert_eq!(t["device"], "cuda:0");
-    let globals: Vec<&str> = v["globals"].as_array().unwrap().iter().map(|g| g.as_str().unwrap()).collect();
+    let globals: Vec<&str> = v["globals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
     assert!(globals.contains(&"torch._utils._rebuild_tensor_v2"), "{globals:?}");
     let mut sorted = globals.clone();
     sorted.sort();
@@ -61,12 +83,27 @@ fn inspect_json_has_the_documented_fields() {
 
 #[test]
 fn inspect_filter_and_tree() {
-    let text = stdout_of(&["inspect", "--json", "--filter", "fc*.weight", &fixture("cnn_state_dict.pth")]);
+    let text = stdout_of(&[
+        "inspect",
+        "--json",
+        "--filter",
+        "fc*.weight",
+        &fixture("cnn_state_dict.pth"),
+    ]);
     let v: Json = serde_json::from_str(&text).unwrap();
-    let names: Vec<&str> = v["tensors"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["fc1.weight", "fc2.weight", "fc3.weight"]);
     let tree = stdout_of(&["inspect", "--tree", &fixture("cnn_model.pth")]);
-    assert!(tree.lines().any(|l| l.starts_with("  conv1  ") && l.contains("params") && l.contains("[frozen]")), "{tree}");
+    assert!(
+        tree.lines()
+            .any(|l| l.starts_with("  conv1  ") && l.contains("params") && l.contains("[frozen]")),
+        "{tree}"
+    );
 }
 
 #[test]
@@ -75,7 +112,13 @@ fn damaged_and_missing_files_exit_2_with_the_file_named() {
     let bad = dir.path().join("broken.pth");
     let good = std::fs::read(fixtures_dir().join("cnn_state_dict.pth")).unwrap();
     std::fs::write(&bad, &good[..good.len() / 2]).unwrap();
-    let out = ckpt().args(["inspect", bad.to_str().unwrap()]).assert().code(2).get_output().stderr.clone();
+    let out = ckpt()
+        .args(["inspect", bad.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
     let err = String::from_utf8_lossy(&out);
     assert!(err.contains("broken.pth"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -83,7 +126,13 @@ fn damaged_and_missing_files_exit_2_with_the_file_named() {
     ckpt().args(["inspect", missing.to_str().unwrap()]).assert().code(2);
     let empty = dir.path().join("empty.pth");
     std::fs::write(&empty, b"").unwrap();
-    let out = ckpt().args(["inspect", empty.to_str().unwrap()]).assert().code(2).get_output().stderr.clone();
+    let out = ckpt()
+        .args(["inspect", empty.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
     assert!(String::from_utf8_lossy(&out).contains("empty"));
 }
 
@@ -98,7 +147,12 @@ fn run_in(dir: &std::path::Path, args: &[&str]) -> assert_cmd::assert::Assert {
 }
 
 fn names(path: &std::path::Path) -> Vec<String> {
-    ckpt::read::open(path).unwrap().tensors.iter().map(|t| t.name.clone()).collect()
+    ckpt::read::open(path)
+        .unwrap()
+        .tensors
+        .iter()
+        .map(|t| t.name.clone())
+        .collect()
 }
 
 #[test]
@@ -107,23 +161,46 @@ fn convert_refuses_to_clobber_and_to_overwrite_its_input() {
     let input = fixture("cnn_state_dict.pth");
     run_in(dir.path(), &["convert", &input, "out.safetensors"]).success();
     let before = std::fs::read(dir.path().join("out.safetensors")).unwrap();
-    let err = run_in(dir.path(), &["convert", &input, "out.safetensors"]).code(2).get_output().stderr.clone();
-    assert!(String::from_utf8_lossy(&err).contains("--force"), "{}", String::from_utf8_lossy(&err));
-    assert_eq!(std::fs::read(dir.path().join("out.safetensors")).unwrap(), before, "refused run left the file alone");
+    let err = run_in(dir.path(), &["convert", &input, "out.safetensors"])
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    assert!(
+        String::from_utf8_lossy(&err).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("out.safetensors")).unwrap(),
+        before,
+        "refused run left the file alone"
+    );
     run_in(dir.path(), &["convert", &input, "out.safetensors", "--force"]).success();
     // The input is never the output, even with --force.
     std::fs::copy(&input, dir.path().join("in.pth")).unwrap();
     run_in(dir.path(), &["convert", "in.pth", "in.pth", "--force"]).code(2);
-    assert_eq!(std::fs::read(dir.path().join("in.pth")).unwrap(), std::fs::read(&input).unwrap());
+    assert_eq!(
+        std::fs::read(dir.path().join("in.pth")).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
 }
 
 #[test]
 fn convert_with_unknown_output_format_or_dtype_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("cnn_state_dict.pth");
-    let err = run_in(dir.path(), &["convert", &input, "out.xyz"]).code(2).get_output().stderr.clone();
+    let err = run_in(dir.path(), &["convert", &input, "out.xyz"])
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
     assert!(String::from_utf8_lossy(&err).contains("--to"));
-    let err = run_in(dir.path(), &["convert", &input, "out.pth", "--dtype", "int8"]).code(2).get_output().stderr.clone();
+    let err = run_in(dir.path(), &["convert", &input, "out.pth", "--dtype", "int8"])
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
     assert!(String::from_utf8_lossy(&err).contains("bf16"));
     assert!(!dir.path().join("out.pth").exists(), "a refused run writes nothing");
 }
@@ -131,17 +208,49 @@ fn convert_with_unknown_output_format_or_dtype_is_a_clear_error() {
 #[test]
 fn convert_strips_prefixes_selects_subtrees_and_retags_devices() {
     let dir = tempfile::tempdir().unwrap();
-    run_in(dir.path(), &["convert", &fixture("dataparallel.pth"), "plain.pth", "--strip-prefix", "module."]).success();
-    assert!(names(&dir.path().join("plain.pth")).iter().all(|n| !n.starts_with("module.")));
-    assert_eq!(names(&dir.path().join("plain.pth")), names(&fixtures_dir().join("cnn_state_dict.pth")));
-    run_in(dir.path(), &["convert", &fixture("training_checkpoint.pth"), "model.safetensors", "--select", "model_state_dict"]).success();
+    run_in(
+        dir.path(),
+        &[
+            "convert",
+            &fixture("dataparallel.pth"),
+            "plain.pth",
+            "--strip-prefix",
+            "module.",
+        ],
+    )
+    .success();
+    assert!(names(&dir.path().join("plain.pth"))
+        .iter()
+        .all(|n| !n.starts_with("module.")));
+    assert_eq!(
+        names(&dir.path().join("plain.pth")),
+        names(&fixtures_dir().join("cnn_state_dict.pth"))
+    );
+    run_in(
+        dir.path(),
+        &[
+            "convert",
+            &fixture("training_checkpoint.pth"),
+            "model.safetensors",
+            "--select",
+            "model_state_dict",
+        ],
+    )
+    .success();
     // safetensors orders tensors by dtype alignment, then name: compare as sets.
     let sorted = |mut v: Vec<String>| {
         v.sort();
         v
     };
-    assert_eq!(sorted(names(&dir.path().join("model.safetensors"))), sorted(names(&fixtures_dir().join("cnn_state_dict.pth"))));
-    run_in(dir.path(), &["convert", &fixture("gpu_tagged.pth"), "cpu.pth", "--device", "cpu"]).success();
+    assert_eq!(
+        sorted(names(&dir.path().join("model.safetensors"))),
+        sorted(names(&fixtures_dir().join("cnn_state_dict.pth")))
+    );
+    run_in(
+        dir.path(),
+        &["convert", &fixture("gpu_tagged.pth"), "cpu.pth", "--device", "cpu"],
+    )
+    .success();
     let cpu = ckpt::read::open(&dir.path().join("cpu.pth")).unwrap();
     assert!(cpu.storages.iter().all(|s| s.location == "cpu"));
 }
@@ -150,24 +259,75 @@ fn convert_strips_prefixes_selects_subtrees_and_retags_devices() {
 fn convert_refuses_a_cast_that_overflows() {
     let dir = tempfile::tempdir().unwrap();
     // dtypes.pth holds float32/float64 values beyond float16's range (PyTorch wrote them).
-    let out = run_in(dir.path(), &["convert", &fixture("dtypes.pth"), "half.pth", "--dtype", "f16"]).code(2).get_output().stderr.clone();
+    let out = run_in(
+        dir.path(),
+        &["convert", &fixture("dtypes.pth"), "half.pth", "--dtype", "f16"],
+    )
+    .code(2)
+    .get_output()
+    .stderr
+    .clone();
     let err = String::from_utf8_lossy(&out);
     assert!(err.contains("inf") && err.contains("--allow-overflow"), "{err}");
     assert!(!dir.path().join("half.pth").exists());
-    run_in(dir.path(), &["convert", &fixture("dtypes.pth"), "half.pth", "--dtype", "f16", "--allow-overflow"]).success();
+    run_in(
+        dir.path(),
+        &[
+            "convert",
+            &fixture("dtypes.pth"),
+            "half.pth",
+            "--dtype",
+            "f16",
+            "--allow-overflow",
+        ],
+    )
+    .success();
 }
 
 #[test]
 fn drop_layers_removes_a_module_and_refuses_typos() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_in(dir.path(), &["drop-layers", &fixture("cnn_state_dict.pth"), "head.pth", "--pattern", "fc3"]).success().get_output().stdout.clone();
+    let out = run_in(
+        dir.path(),
+        &[
+            "drop-layers",
+            &fixture("cnn_state_dict.pth"),
+            "head.pth",
+            "--pattern",
+            "fc3",
+        ],
+    )
+    .success()
+    .get_output()
+    .stdout
+    .clone();
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("fc3.weight") && text.contains("fc3.bias"), "{text}");
     let left = names(&dir.path().join("head.pth"));
     assert!(left.iter().all(|n| !n.starts_with("fc3.")) && left.iter().any(|n| n.starts_with("fc2.")));
-    run_in(dir.path(), &["drop-layers", &fixture("cnn_state_dict.pth"), "typo.pth", "--pattern", "fc9"]).code(2);
+    run_in(
+        dir.path(),
+        &[
+            "drop-layers",
+            &fixture("cnn_state_dict.pth"),
+            "typo.pth",
+            "--pattern",
+            "fc9",
+        ],
+    )
+    .code(2);
     assert!(!dir.path().join("typo.pth").exists());
-    run_in(dir.path(), &["drop-layers", &fixture("cnn_state_dict.pth"), "--pattern", "fc3", "--dry-run"]).success();
+    run_in(
+        dir.path(),
+        &[
+            "drop-layers",
+            &fixture("cnn_state_dict.pth"),
+            "--pattern",
+            "fc3",
+            "--dry-run",
+        ],
+    )
+    .success();
 }
 
 #[test]
@@ -176,13 +336,37 @@ fn freeze_reports_real_flags_unknown_flags_and_writes_them() {
     let real = stdout_of(&["freeze", &fixture("cnn_model.pth")]);
     assert!(real.contains("trainable params:"), "{real}");
     let unknown = stdout_of(&["freeze", &fixture("cnn_state_dict.pth")]);
-    assert!(unknown.contains("unknown"), "a detached state_dict has no flags: {unknown}");
-    run_in(dir.path(), &["freeze", &fixture("cnn_state_dict.pth"), "--freeze", "conv1", "--unfreeze", "conv1.bias", "-o", "flags.json", "--write", "frozen.pth"]).success();
+    assert!(
+        unknown.contains("unknown"),
+        "a detached state_dict has no flags: {unknown}"
+    );
+    run_in(
+        dir.path(),
+        &[
+            "freeze",
+            &fixture("cnn_state_dict.pth"),
+            "--freeze",
+            "conv1",
+            "--unfreeze",
+            "conv1.bias",
+            "-o",
+            "flags.json",
+            "--write",
+            "frozen.pth",
+        ],
+    )
+    .success();
     let flags: Json = serde_json::from_slice(&std::fs::read(dir.path().join("flags.json")).unwrap()).unwrap();
     let text = flags.to_string();
     assert!(text.contains("conv1.weight"), "{text}");
     let frozen = ckpt::read::open(&dir.path().join("frozen.pth")).unwrap();
-    let flag = |n: &str| frozen.tensors.iter().find(|t| t.name == n).map(|t| (t.parameter, t.requires_grad));
+    let flag = |n: &str| {
+        frozen
+            .tensors
+            .iter()
+            .find(|t| t.name == n)
+            .map(|t| (t.parameter, t.requires_grad))
+    };
     assert_eq!(flag("conv1.weight"), Some((true, false)));
     assert_eq!(flag("conv1.bias"), Some((true, true)), "the later --unfreeze wins");
 }
@@ -190,17 +374,38 @@ fn freeze_reports_real_flags_unknown_flags_and_writes_them() {
 #[test]
 fn diff_exit_codes_follow_equality() {
     let dir = tempfile::tempdir().unwrap();
-    run_in(dir.path(), &["convert", &fixture("cnn_state_dict.pth"), "same.safetensors"]).success();
-    run_in(dir.path(), &["diff", &fixture("cnn_state_dict.pth"), "same.safetensors"]).code(0);
-    run_in(dir.path(), &["diff", &fixture("cnn_state_dict.pth"), &fixture("lstm_state_dict.pth")]).code(1);
+    run_in(
+        dir.path(),
+        &["convert", &fixture("cnn_state_dict.pth"), "same.safetensors"],
+    )
+    .success();
+    run_in(
+        dir.path(),
+        &["diff", &fixture("cnn_state_dict.pth"), "same.safetensors"],
+    )
+    .code(0);
+    run_in(
+        dir.path(),
+        &["diff", &fixture("cnn_state_dict.pth"), &fixture("lstm_state_dict.pth")],
+    )
+    .code(1);
     run_in(dir.path(), &["diff", &fixture("cnn_state_dict.pth"), "missing.pth"]).code(2);
 }
 
 #[test]
 fn scan_judges_whole_models_as_needing_code() {
-    let out = ckpt().args(["scan", "--json", &fixture("cnn_model.pth")]).assert().code(0).get_output().stdout.clone();
+    let out = ckpt()
+        .args(["scan", "--json", &fixture("cnn_model.pth")])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("needs-code"), "{text}");
-    ckpt().args(["scan", "--strict", &fixture("cnn_model.pth")]).assert().code(1);
+    ckpt()
+        .args(["scan", "--strict", &fixture("cnn_model.pth")])
+        .assert()
+        .code(1);
     ckpt().args(["scan", &fixture("cnn_state_dict.pth")]).assert().code(0);
 }

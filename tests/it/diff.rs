@@ -30,14 +30,14 @@ fn every_fixture_is_identical_to_itself() {
 #[test]
 fn twins_across_formats_are_identical() {
     for (a, b) in [
-        ("cnn_state_dict.pth", "cnn_keep_vars.pth"),  // detached vs Parameters
-        ("cnn_state_dict.pth", "legacy_state_dict.pth"),  // zip vs legacy
+        ("cnn_state_dict.pth", "cnn_keep_vars.pth"),     // detached vs Parameters
+        ("cnn_state_dict.pth", "legacy_state_dict.pth"), // zip vs legacy
         ("cnn_state_dict.pth", "protocol5.pth"),
         ("cnn_state_dict.pth", "archive_prefix.pth"),
-        ("cnn_keep_vars.pth", "cnn_model.pth"),           // state dict vs whole model
-        ("cnn_model.pth", "torchscript_cnn.pt"),          // whole model vs TorchScript
-        ("views.pth", "legacy_views.pth"),                // strided views, zip vs legacy
-        ("sharded_bin", "sharded_st"),                    // torch.save shards vs safetensors shards
+        ("cnn_keep_vars.pth", "cnn_model.pth"),  // state dict vs whole model
+        ("cnn_model.pth", "torchscript_cnn.pt"), // whole model vs TorchScript
+        ("views.pth", "legacy_views.pth"),       // strided views, zip vs legacy
+        ("sharded_bin", "sharded_st"),           // torch.save shards vs safetensors shards
     ] {
         let d = diff(&open(a), &open(b), 0.0);
         assert!(d.is_equal(), "{a} vs {b}:\n{}", d.to_text());
@@ -87,7 +87,11 @@ fn categories_nan_and_tolerance() {
     assert_eq!(d.only_in_b, ["new"]);
     assert_eq!(d.dtype_or_shape_changed.len(), 1);
     assert_eq!(d.dtype_or_shape_changed[0].max_abs_diff, None);
-    let changed: Vec<(&str, f64, u64)> = d.values_changed.iter().map(|c| (c.name.as_str(), c.max_abs_diff, c.differing)).collect();
+    let changed: Vec<(&str, f64, u64)> = d
+        .values_changed
+        .iter()
+        .map(|c| (c.name.as_str(), c.max_abs_diff, c.differing))
+        .collect();
     assert_eq!(changed, [("small", 0.25, 1), ("nan_vs_num", f64::INFINITY, 1)]);
     assert!(!d.is_equal());
     // JSON has no inf: it becomes a string.
@@ -118,7 +122,10 @@ fn integers_compare_exactly_and_dtype_changes_still_compare_values() {
     let b = m.finish(dict(vec![("i", ib), ("f", fb)]));
     let d = diff(&a.ckpt, &b.ckpt, 0.0);
     assert_eq!(d.values_changed.len(), 1);
-    assert_eq!((d.values_changed[0].name.as_str(), d.values_changed[0].max_abs_diff), ("i", 1.0));
+    assert_eq!(
+        (d.values_changed[0].name.as_str(), d.values_changed[0].max_abs_diff),
+        ("i", 1.0)
+    );
     assert_eq!(d.dtype_or_shape_changed.len(), 1);
     assert_eq!(d.dtype_or_shape_changed[0].b_dtype, DType::F16);
     assert_eq!(d.dtype_or_shape_changed[0].max_abs_diff, Some(0.0));
@@ -164,7 +171,10 @@ fn streams_align_across_chunks_and_layouts() {
     sb.ckpt.tensors[0].stride = vec![1, rows as u64];
     let d = diff(&sa.ckpt, &sb.ckpt, 0.0);
     assert_eq!(d.values_changed.len(), 1, "{}", d.to_text());
-    assert_eq!((d.values_changed[0].differing, d.values_changed[0].max_abs_diff), (1, 1.0));
+    assert_eq!(
+        (d.values_changed[0].differing, d.values_changed[0].max_abs_diff),
+        (1, 1.0)
+    );
 }
 
 #[test]

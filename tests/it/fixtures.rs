@@ -57,19 +57,26 @@ fn check_fixture(rel: &str, want: &Json) -> Vec<String> {
                 diff(format!("{name}: stride {:?} != {}", t.stride, w["stride"]));
             }
             if Json::from(t.offset) != w["storage_offset"] {
-                diff(format!("{name}: storage_offset {} != {}", t.offset, w["storage_offset"]));
+                diff(format!(
+                    "{name}: storage_offset {} != {}",
+                    t.offset, w["storage_offset"]
+                ));
             }
         }
         let group = w["storage_group"].clone();
         if !group.is_null() {
             if let Some(g) = group_of_storage.insert(t.storage.0, group.clone()) {
                 if g != group {
-                    diff(format!("{name}: shares a storage with a tensor PyTorch puts in another group"));
+                    diff(format!(
+                        "{name}: shares a storage with a tensor PyTorch puts in another group"
+                    ));
                 }
             }
             if let Some(s) = storage_of_group.insert(group.to_string(), t.storage.0) {
                 if s != t.storage.0 {
-                    diff(format!("{name}: PyTorch shares its storage with another tensor, ckpt does not"));
+                    diff(format!(
+                        "{name}: PyTorch shares its storage with another tensor, ckpt does not"
+                    ));
                 }
             }
         }
@@ -79,7 +86,10 @@ fn check_fixture(rel: &str, want: &Json) -> Vec<String> {
             match ckpt.metadata.get(k) {
                 Some(got) if json_close(got, v) => {}
                 Some(got) => diff(format!("metadata {k}: {got} != {v}")),
-                None => diff(format!("metadata {k} missing (have {:?})", ckpt.metadata.keys().collect::<Vec<_>>())),
+                None => diff(format!(
+                    "metadata {k} missing (have {:?})",
+                    ckpt.metadata.keys().collect::<Vec<_>>()
+                )),
             }
         }
         for k in ckpt.metadata.keys() {
@@ -95,11 +105,15 @@ fn check_fixture(rel: &str, want: &Json) -> Vec<String> {
 fn json_close(a: &Json, b: &Json) -> bool {
     match (a, b) {
         (Json::Number(x), Json::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) if x.is_finite() && y.is_finite() => (x - y).abs() <= 1e-12 * x.abs().max(y.abs()) || x == y,
+            (Some(x), Some(y)) if x.is_finite() && y.is_finite() => {
+                (x - y).abs() <= 1e-12 * x.abs().max(y.abs()) || x == y
+            }
             _ => x == y,
         },
         (Json::Array(x), Json::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_close(a, b)),
-        (Json::Object(x), Json::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w))),
+        (Json::Object(x), Json::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w)))
+        }
         _ => a == b,
     }
 }
@@ -108,17 +122,29 @@ fn json_close(a: &Json, b: &Json) -> bool {
 fn every_fixture_matches_pytorch() {
     let expected = expected();
     let fixtures = expected["fixtures"].as_object().expect("fixtures object");
-    assert!(fixtures.len() >= 20, "expected.json lists only {} fixtures", fixtures.len());
+    assert!(
+        fixtures.len() >= 20,
+        "expected.json lists only {} fixtures",
+        fixtures.len()
+    );
     let mut failures = Vec::new();
     for (rel, want) in fixtures {
         failures.extend(check_fixture(rel, want));
     }
-    assert!(failures.is_empty(), "{} differences from PyTorch:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differences from PyTorch:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn sharded_directory_reads_like_its_index() {
-    for (dir, index) in [("sharded_st", "model.safetensors.index.json"), ("sharded_bin", "pytorch_model.bin.index.json")] {
+    for (dir, index) in [
+        ("sharded_st", "model.safetensors.index.json"),
+        ("sharded_bin", "pytorch_model.bin.index.json"),
+    ] {
         let from_dir = ckpt::read::open(&fixtures_dir().join(dir)).expect("directory reads");
         let from_index = ckpt::read::open(&fixtures_dir().join(dir).join(index)).expect("index reads");
         let names = |c: &ckpt::Checkpoint| c.tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>();

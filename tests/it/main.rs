@@ -1,14 +1,14 @@
 //! Integration tests, one binary. Each module covers one area; helpers live in `common`.
 
-mod common;
-mod cli;
-mod fixtures;
-mod pickle_vectors;
 mod casts;
-mod transform;
+mod cli;
+mod common;
 mod diff;
-mod write;
+mod fixtures;
 mod no_panic;
+mod pickle_vectors;
+mod scan;
+mod transform;
 #[cfg(feature = "tch")]
 mod verify;
-mod scan;
+mod write;

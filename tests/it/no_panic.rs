@@ -43,7 +43,9 @@ impl Rng {
 
 /// The committed hostile fixtures (CKPT_FIXTURES may point at a regenerated set without them).
 fn hostile_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("hostile")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("hostile")
 }
 
 fn checkpoint_files() -> Vec<PathBuf> {
@@ -58,7 +60,9 @@ fn checkpoint_files() -> Vec<PathBuf> {
             }
             let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
             let ext = p.extension().unwrap_or_default().to_string_lossy().into_owned();
-            if matches!(ext.as_str(), "pth" | "pt" | "bin" | "safetensors" | "pkl" | "tar") || name.ends_with(".index.json") {
+            if matches!(ext.as_str(), "pth" | "pt" | "bin" | "safetensors" | "pkl" | "tar")
+                || name.ends_with(".index.json")
+            {
                 out.push(p);
             }
         }
@@ -96,7 +100,10 @@ fn exercise(path: &Path) -> Vec<String> {
 }
 
 fn panic_message(e: &Box<dyn std::any::Any + Send>) -> String {
-    e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 /// Writes `bytes` under `name` in a fresh directory (the name matters: prefixes, index shards).
@@ -108,7 +115,14 @@ fn write_tmp(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Runs one input through everything, asserting no panic and the time bound.
-fn assert_survives(label: &str, dir: &Path, name: &str, bytes: &[u8], slowest: &mut (Duration, String), failures: &mut Vec<String>) {
+fn assert_survives(
+    label: &str,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    slowest: &mut (Duration, String),
+    failures: &mut Vec<String>,
+) {
     let path = dir.join(name);
     std::fs::write(&path, bytes).expect("write");
     let t = Instant::now();
@@ -135,11 +149,18 @@ fn every_fixture_truncated_and_bit_flipped_fails_cleanly() {
     for file in &files {
         let bytes = std::fs::read(file).expect("read fixture");
         let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let rel = file.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(file).display().to_string();
+        let rel = file
+            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap_or(file)
+            .display()
+            .to_string();
         // Shards travel with their index, so a damaged index still finds (intact) shards.
         let dir = tempfile::tempdir().expect("temp dir");
         if name.ends_with(".index.json") {
-            for sib in std::fs::read_dir(file.parent().unwrap_or(Path::new("."))).expect("dir").flatten() {
+            for sib in std::fs::read_dir(file.parent().unwrap_or(Path::new(".")))
+                .expect("dir")
+                .flatten()
+            {
                 let _ = std::fs::copy(sib.path(), dir.path().join(sib.file_name()));
             }
         }
@@ -147,7 +168,14 @@ fn every_fixture_truncated_and_bit_flipped_fails_cleanly() {
         let len = bytes.len();
         // Truncations: the first bytes, around the end (zip directory), and at random.
         let mut cuts: Vec<usize> = vec![0, 1, 2, 3, 7, 8, 9, 13, 14, 15, 16, 31, 64, 100];
-        cuts.extend([len.saturating_sub(1), len.saturating_sub(2), len.saturating_sub(22), len.saturating_sub(23), len.saturating_sub(100), len / 2]);
+        cuts.extend([
+            len.saturating_sub(1),
+            len.saturating_sub(2),
+            len.saturating_sub(22),
+            len.saturating_sub(23),
+            len.saturating_sub(100),
+            len / 2,
+        ]);
         for _ in 0..10 {
             cuts.push(rng.below(len));
         }
@@ -156,7 +184,14 @@ fn every_fixture_truncated_and_bit_flipped_fails_cleanly() {
         cuts.dedup();
         for cut in cuts {
             inputs += 1;
-            assert_survives(&format!("{rel} truncated at {cut}"), dir.path(), &name, &bytes[..cut], &mut slowest, &mut failures);
+            assert_survives(
+                &format!("{rel} truncated at {cut}"),
+                dir.path(),
+                &name,
+                &bytes[..cut],
+                &mut slowest,
+                &mut failures,
+            );
         }
         // Bit flips: in the first 64 bytes (magic, headers), the last 64 (zip directory), anywhere.
         for i in 0..36 {
@@ -169,7 +204,14 @@ fn every_fixture_truncated_and_bit_flipped_fails_cleanly() {
             let mut mutated = bytes.clone();
             mutated[pos] ^= 1 << bit;
             inputs += 1;
-            assert_survives(&format!("{rel} bit {bit} of byte {pos} flipped"), dir.path(), &name, &mutated, &mut slowest, &mut failures);
+            assert_survives(
+                &format!("{rel} bit {bit} of byte {pos} flipped"),
+                dir.path(),
+                &name,
+                &mutated,
+                &mut slowest,
+                &mut failures,
+            );
         }
         // A run of bytes overwritten with 0xff (lengths and counts at their maximum).
         for _ in 0..4 {
@@ -179,11 +221,29 @@ fn every_fixture_truncated_and_bit_flipped_fails_cleanly() {
                 *b = 0xff;
             }
             inputs += 1;
-            assert_survives(&format!("{rel} 8 bytes at {pos} set to ff"), dir.path(), &name, &mutated, &mut slowest, &mut failures);
+            assert_survives(
+                &format!("{rel} 8 bytes at {pos} set to ff"),
+                dir.path(),
+                &name,
+                &mutated,
+                &mut slowest,
+                &mut failures,
+            );
         }
     }
-    eprintln!("no_panic battery: {} files, {inputs} inputs in {:?}; slowest {:?} ({})", files.len(), started.elapsed(), slowest.0, slowest.1);
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "no_panic battery: {} files, {inputs} inputs in {:?}; slowest {:?} ({})",
+        files.len(),
+        started.elapsed(),
+        slowest.0,
+        slowest.1
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -192,17 +252,58 @@ fn zero_bytes_and_random_bytes_fail_cleanly() {
     let mut slowest = (Duration::ZERO, String::new());
     let dir = tempfile::tempdir().expect("temp dir");
     let mut rng = Rng::new("random");
-    for name in ["model.pth", "model.safetensors", "x.bin", "data.pkl", "model.safetensors.index.json", "noext"] {
-        assert_survives(&format!("{name} empty"), dir.path(), name, &[], &mut slowest, &mut failures);
-        assert_survives(&format!("{name} zeros"), dir.path(), name, &[0u8; 4096], &mut slowest, &mut failures);
+    for name in [
+        "model.pth",
+        "model.safetensors",
+        "x.bin",
+        "data.pkl",
+        "model.safetensors.index.json",
+        "noext",
+    ] {
+        assert_survives(
+            &format!("{name} empty"),
+            dir.path(),
+            name,
+            &[],
+            &mut slowest,
+            &mut failures,
+        );
+        assert_survives(
+            &format!("{name} zeros"),
+            dir.path(),
+            name,
+            &[0u8; 4096],
+            &mut slowest,
+            &mut failures,
+        );
         for n in [1usize, 9, 100, 4096, 70_000] {
             let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-            assert_survives(&format!("{name} {n} random bytes"), dir.path(), name, &bytes, &mut slowest, &mut failures);
+            assert_survives(
+                &format!("{name} {n} random bytes"),
+                dir.path(),
+                name,
+                &bytes,
+                &mut slowest,
+                &mut failures,
+            );
             // Random bytes behind each magic: zip, legacy pickle, safetensors, PROTO 2, tar-ish.
-            for magic in [&b"PK\x03\x04"[..], b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", b"\x10\x00\x00\x00\x00\x00\x00\x00{", b"\x80\x02", b"{\"weight_map\":"] {
+            for magic in [
+                &b"PK\x03\x04"[..],
+                b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19",
+                b"\x10\x00\x00\x00\x00\x00\x00\x00{",
+                b"\x80\x02",
+                b"{\"weight_map\":",
+            ] {
                 let mut b = magic.to_vec();
                 b.extend(&bytes);
-                assert_survives(&format!("{name} magic {magic:?} + {n} random bytes"), dir.path(), name, &b, &mut slowest, &mut failures);
+                assert_survives(
+                    &format!("{name} magic {magic:?} + {n} random bytes"),
+                    dir.path(),
+                    name,
+                    &b,
+                    &mut slowest,
+                    &mut failures,
+                );
             }
         }
     }
@@ -210,9 +311,17 @@ fn zero_bytes_and_random_bytes_fail_cleanly() {
         let path = dir.path().join(name);
         std::fs::write(&path, []).expect("write");
         assert!(ckpt::read::open(&path).is_err(), "{name}: an empty file reads");
-        assert!(ckpt::scan::scan_path(&path, &ReadLimits::default()).is_err(), "{name}: an empty file scans");
+        assert!(
+            ckpt::scan::scan_path(&path, &ReadLimits::default()).is_err(),
+            "{name}: an empty file scans"
+        );
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -230,7 +339,11 @@ impl P {
         self
     }
     fn global(self, module: &str, name: &str) -> P {
-        self.raw(b"c").raw(module.as_bytes()).raw(b"\n").raw(name.as_bytes()).raw(b"\n")
+        self.raw(b"c")
+            .raw(module.as_bytes())
+            .raw(b"\n")
+            .raw(name.as_bytes())
+            .raw(b"\n")
     }
     fn str(self, s: &str) -> P {
         let len = (s.len() as u32).to_le_bytes();
@@ -296,7 +409,12 @@ fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 fn torch_zip(data_pkl: &[u8], storage: &[u8]) -> Vec<u8> {
-    zip_of(&[("archive/data.pkl", data_pkl), ("archive/byteorder", b"little"), ("archive/data/0", storage), ("archive/version", b"3\n")])
+    zip_of(&[
+        ("archive/data.pkl", data_pkl),
+        ("archive/byteorder", b"little"),
+        ("archive/data/0", storage),
+        ("archive/version", b"3\n"),
+    ])
 }
 
 /// read::open of the bytes must fail, quickly, without panicking; returns the message.
@@ -317,12 +435,18 @@ fn read_err(name: &str, bytes: &[u8]) -> String {
 fn scan_not_safe(name: &str, bytes: &[u8]) -> Result<ckpt::scan::ScanReport, String> {
     let (_dir, path) = write_tmp(name, bytes);
     let t = Instant::now();
-    let r = catch_unwind(AssertUnwindSafe(|| ckpt::scan::scan_path(&path, &ReadLimits::default())));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        ckpt::scan::scan_path(&path, &ReadLimits::default())
+    }));
     let took = t.elapsed();
     assert!(took < Duration::from_secs(1), "{name}: scanning took {took:?}");
     match r {
         Ok(Ok(report)) => {
-            assert_ne!(report.verdict, ckpt::scan::Verdict::Safe, "{name}: scanned safe: {report:#?}");
+            assert_ne!(
+                report.verdict,
+                ckpt::scan::Verdict::Safe,
+                "{name}: scanned safe: {report:#?}"
+            );
             Ok(report)
         }
         Ok(Err(e)) => Err(e.to_string()),
@@ -347,34 +471,73 @@ fn safetensors_file(header: &str, data_len: usize) -> Vec<u8> {
 #[test]
 fn well_formed_builders_read() {
     // The builders above make files ckpt reads, so each attack below fails for its own reason.
-    let (_d, path) = write_tmp("ok.pth", &torch_zip(&state_dict_pickle(4, 0, &[2, 2], &[2, 1]), &floats(4)));
+    let (_d, path) = write_tmp(
+        "ok.pth",
+        &torch_zip(&state_dict_pickle(4, 0, &[2, 2], &[2, 1]), &floats(4)),
+    );
     let ckpt = ckpt::read::open(&path).expect("a well-formed zip reads");
     assert_eq!(ckpt.tensors.len(), 1);
     assert_eq!(ckpt.tensors[0].shape, vec![2, 2]);
-    let (_d, path) = write_tmp("ok.safetensors", &safetensors_file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 8));
+    let (_d, path) = write_tmp(
+        "ok.safetensors",
+        &safetensors_file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 8),
+    );
     assert_eq!(ckpt::read::open(&path).expect("safetensors reads").tensors.len(), 1);
 }
 
 #[test]
 fn view_beyond_storage_is_an_error() {
-    let e = read_err("beyond.pth", &torch_zip(&state_dict_pickle(2, 0, &[100], &[1]), &floats(2)));
+    let e = read_err(
+        "beyond.pth",
+        &torch_zip(&state_dict_pickle(2, 0, &[100], &[1]), &floats(2)),
+    );
     assert!(e.contains("storage"), "{e}");
-    read_err("offset.pth", &torch_zip(&state_dict_pickle(2, 1000, &[1], &[1]), &floats(2)));
+    read_err(
+        "offset.pth",
+        &torch_zip(&state_dict_pickle(2, 1000, &[1], &[1]), &floats(2)),
+    );
     // The storage record is shorter than numel says: the view is checked against the bytes.
-    read_err("short.pth", &torch_zip(&state_dict_pickle(100, 0, &[100], &[1]), &floats(2)));
+    read_err(
+        "short.pth",
+        &torch_zip(&state_dict_pickle(100, 0, &[100], &[1]), &floats(2)),
+    );
     // Strides that reach past the end.
-    read_err("stride.pth", &torch_zip(&state_dict_pickle(4, 0, &[2, 2], &[4, 1]), &floats(4)));
+    read_err(
+        "stride.pth",
+        &torch_zip(&state_dict_pickle(4, 0, &[2, 2], &[4, 1]), &floats(4)),
+    );
 }
 
 #[test]
 fn shape_product_overflow() {
-    read_err("overflow.pth", &torch_zip(&state_dict_pickle(4, 0, &[1 << 40, 1 << 40], &[1, 1]), &floats(4)));
-    read_err("bytes_overflow.pth", &torch_zip(&state_dict_pickle(4, 0, &[1 << 62], &[0]), &floats(4)));
-    read_err("stride_overflow.pth", &torch_zip(&state_dict_pickle(4, 0, &[3], &[i64::MAX]), &floats(4)));
-    read_err("negative.pth", &torch_zip(&state_dict_pickle(4, 0, &[-1], &[1]), &floats(4)));
-    read_err("negative_stride.pth", &torch_zip(&state_dict_pickle(4, 0, &[2], &[-1]), &floats(4)));
-    read_err("negative_offset.pth", &torch_zip(&state_dict_pickle(4, -1, &[1], &[1]), &floats(4)));
-    read_err("dims.pth", &torch_zip(&state_dict_pickle(4, 0, &[2, 2], &[1]), &floats(4)));
+    read_err(
+        "overflow.pth",
+        &torch_zip(&state_dict_pickle(4, 0, &[1 << 40, 1 << 40], &[1, 1]), &floats(4)),
+    );
+    read_err(
+        "bytes_overflow.pth",
+        &torch_zip(&state_dict_pickle(4, 0, &[1 << 62], &[0]), &floats(4)),
+    );
+    read_err(
+        "stride_overflow.pth",
+        &torch_zip(&state_dict_pickle(4, 0, &[3], &[i64::MAX]), &floats(4)),
+    );
+    read_err(
+        "negative.pth",
+        &torch_zip(&state_dict_pickle(4, 0, &[-1], &[1]), &floats(4)),
+    );
+    read_err(
+        "negative_stride.pth",
+        &torch_zip(&state_dict_pickle(4, 0, &[2], &[-1]), &floats(4)),
+    );
+    read_err(
+        "negative_offset.pth",
+        &torch_zip(&state_dict_pickle(4, -1, &[1], &[1]), &floats(4)),
+    );
+    read_err(
+        "dims.pth",
+        &torch_zip(&state_dict_pickle(4, 0, &[2, 2], &[1]), &floats(4)),
+    );
     let st = r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}}"#;
     read_err("overflow.safetensors", &safetensors_file(st, 8));
 }
@@ -383,7 +546,10 @@ fn shape_product_overflow() {
 fn expanded_view_of_absurd_size_is_an_error() {
     // A stride-0 view (expand) of one float claiming 2^40 elements: valid arithmetic, 4 TiB of
     // logical data. Hashing or converting it could never finish; the reader must refuse it.
-    read_err("expand.pth", &torch_zip(&state_dict_pickle(1, 0, &[1 << 40], &[0]), &floats(1)));
+    read_err(
+        "expand.pth",
+        &torch_zip(&state_dict_pickle(1, 0, &[1 << 40], &[0]), &floats(1)),
+    );
 }
 
 #[test]
@@ -419,7 +585,10 @@ fn safetensors_header_length_absurd() {
     b.extend(b"{\"a\":1}");
     read_err("len2.safetensors", &b);
     read_err("nojson.safetensors", &safetensors_file("{not json", 0));
-    read_err("dtype.safetensors", &safetensors_file(r#"{"a":{"dtype":"X99","shape":[1],"data_offsets":[0,1]}}"#, 1));
+    read_err(
+        "dtype.safetensors",
+        &safetensors_file(r#"{"a":{"dtype":"X99","shape":[1],"data_offsets":[0,1]}}"#, 1),
+    );
 }
 
 #[test]
@@ -458,8 +627,15 @@ fn nested_lists_deeper_than_the_limit_are_an_error_not_a_stack_overflow() {
     p.extend(std::iter::repeat_n(b's', depth));
     p.push(b'.');
     let (_d, path) = write_tmp("deep_ok.pth", &torch_zip(&p, &floats(1)));
-    let r = std::thread::Builder::new().stack_size(2 << 20).spawn(move || ckpt::read::open(&path).map(|_| ())).expect("thread").join();
-    assert!(matches!(r, Ok(Ok(()))), "reading 500 nested dicts on a 2 MiB stack: {r:?}");
+    let r = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || ckpt::read::open(&path).map(|_| ()))
+        .expect("thread")
+        .join();
+    assert!(
+        matches!(r, Ok(Ok(()))),
+        "reading 500 nested dicts on a 2 MiB stack: {r:?}"
+    );
 }
 
 #[test]
@@ -482,10 +658,32 @@ fn module_graph_shared_submodules_are_bounded() {
     let mut p = P::new();
     // The innermost module: Leaf with empty _parameters/_buffers/_modules.
     let module = |p: P| p.global("__main__", "M").raw(b")\x81");
-    p = module(p).raw(b"}(").str("_parameters").raw(b"}").str("_buffers").raw(b"}").str("_modules").raw(b"}ub").raw(b"q\x000");
+    p = module(p)
+        .raw(b"}(")
+        .str("_parameters")
+        .raw(b"}")
+        .str("_buffers")
+        .raw(b"}")
+        .str("_modules")
+        .raw(b"}ub")
+        .raw(b"q\x000");
     for i in 0..levels {
-        p = module(p).raw(b"}(").str("_parameters").raw(b"}").str("_buffers").raw(b"}").str("_modules").raw(b"}(");
-        p = p.str("a").raw(&[b'h', i]).str("b").raw(&[b'h', i]).raw(b"u").raw(b"ub").raw(&[b'q', i + 1, b'0']);
+        p = module(p)
+            .raw(b"}(")
+            .str("_parameters")
+            .raw(b"}")
+            .str("_buffers")
+            .raw(b"}")
+            .str("_modules")
+            .raw(b"}(");
+        p = p
+            .str("a")
+            .raw(&[b'h', i])
+            .str("b")
+            .raw(&[b'h', i])
+            .raw(b"u")
+            .raw(b"ub")
+            .raw(&[b'q', i + 1, b'0']);
     }
     let pkl = p.raw(&[b'h', levels]).finish();
     // The same graph without sharing reads (a sanity check of the builder).
@@ -575,7 +773,11 @@ fn deflate_bomb(n: usize) -> Vec<u8> {
             self.put(rev, n);
         }
     }
-    let mut b = Bits { out: Vec::new(), acc: 0, nbits: 0 };
+    let mut b = Bits {
+        out: Vec::new(),
+        acc: 0,
+        nbits: 0,
+    };
     b.put(1, 1); // BFINAL
     b.put(1, 2); // BTYPE = fixed Huffman
     b.code(0b0011_0000, 8); // literal 0
@@ -672,15 +874,24 @@ fn scanner_is_not_blinded_by_pickles_the_machine_refuses() {
     // pickle. The os.system call before STOP still runs in Python: it must not scan as safe.
     let leftover = b"cos\nsystem\n(S'echo x'\ntRN.".to_vec();
     let r = scan_not_safe("leftover.pkl", &leftover);
-    assert!(matches!(&r, Ok(r) if r.verdict == ckpt::scan::Verdict::Dangerous), "{r:?}");
+    assert!(
+        matches!(&r, Ok(r) if r.verdict == ckpt::scan::Verdict::Dangerous),
+        "{r:?}"
+    );
     // APPEND onto a global (sys.path) is a side effect CPython performs; the machine refuses it.
     let append = b"\x80\x02csys\npath\nX\x08\x00\x00\x00/tmp/evila.".to_vec();
     let r = scan_not_safe("append.pkl", &append);
-    assert!(matches!(&r, Ok(r) if r.verdict == ckpt::scan::Verdict::Dangerous), "{r:?}");
+    assert!(
+        matches!(&r, Ok(r) if r.verdict == ckpt::scan::Verdict::Dangerous),
+        "{r:?}"
+    );
     // SETITEM into os.environ.
     let setitem = b"\x80\x02cos\nenviron\nX\x0a\x00\x00\x00LD_PRELOADX\x08\x00\x00\x00/tmp/x.ss.".to_vec();
     let r = scan_not_safe("setitem.pkl", &setitem);
-    assert!(matches!(&r, Ok(r) if r.verdict == ckpt::scan::Verdict::Dangerous), "{r:?}");
+    assert!(
+        matches!(&r, Ok(r) if r.verdict == ckpt::scan::Verdict::Dangerous),
+        "{r:?}"
+    );
     // A truncated pickle of an unknown call: unreadable (Err), never safe.
     assert!(scan_not_safe("trunc.pkl", b"\x80\x02cmymodule\nhelper\n)").is_err());
 }
@@ -716,7 +927,11 @@ fn scanner_does_not_clear_duplicate_zip_members() {
     let evil = b"\x80\x02cposix\nsystem\nX\x06\x00\x00\x00echo x\x85R.";
     let good = state_dict_pickle(1, 0, &[1], &[1]);
     // Two records named archive/data.pkl: loaders disagree on which one they read.
-    let mut z = zip_of(&[("archive/data.pkl", &good), ("archive/data/0", &floats(1)), ("archive/data.pkX", evil)]);
+    let mut z = zip_of(&[
+        ("archive/data.pkl", &good),
+        ("archive/data/0", &floats(1)),
+        ("archive/data.pkX", evil),
+    ]);
     let mut i = 0;
     while let Some(at) = z[i..].windows(16).position(|w| w == b"archive/data.pkX") {
         z[i + at + 15] = b'l';
@@ -737,12 +952,24 @@ fn scanner_does_not_clear_members_it_cannot_inflate() {
     let evil = b"\x80\x02cposix\nsystem\nX\x06\x00\x00\x00echo x\x85R.";
     let good = state_dict_pickle(1, 0, &[1], &[1]);
     // A .pkl member compressed with a method ckpt cannot inflate (bzip2: 12) is unreadable.
-    let mut z = zip_of(&[("archive/data.pkl", &good), ("archive/data/0", &floats(1)), ("archive/x.pkl", evil)]);
+    let mut z = zip_of(&[
+        ("archive/data.pkl", &good),
+        ("archive/data/0", &floats(1)),
+        ("archive/x.pkl", evil),
+    ]);
     let mut i = 0;
     while let Some(at) = z[i..].windows(4).position(|w| w == b"PK\x01\x02" || w == b"PK\x03\x04") {
         let at = i + at;
-        let name_at = if &z[at..at + 4] == b"PK\x01\x02" { at + 46 } else { at + 30 };
-        let method_at = if &z[at..at + 4] == b"PK\x01\x02" { at + 10 } else { at + 8 };
+        let name_at = if &z[at..at + 4] == b"PK\x01\x02" {
+            at + 46
+        } else {
+            at + 30
+        };
+        let method_at = if &z[at..at + 4] == b"PK\x01\x02" {
+            at + 10
+        } else {
+            at + 8
+        };
         if z[name_at..].starts_with(b"archive/x.pkl") {
             z[method_at] = 12;
         }
@@ -796,7 +1023,9 @@ fn attacks_fit_in_256_mib() {
     for t in tests {
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("ulimit -v 262144 && exec \"$0\" --exact {t} --test-threads=1 -q"))
+            .arg(format!(
+                "ulimit -v 262144 && exec \"$0\" --exact {t} --test-threads=1 -q"
+            ))
             .arg(&exe)
             .env("CKPT_NO_PANIC_CHILD", "1")
             // glibc reserves 64 MiB of address space per thread arena; count memory, not arenas.

@@ -15,9 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use ckpt::pickle::{
-    parse, Construct, Heap, Instance, Limits, Obj, ObjId, Pickle, PickleError, Usage, Value,
-};
+use ckpt::pickle::{parse, Construct, Heap, Instance, Limits, Obj, ObjId, Pickle, PickleError, Usage, Value};
 use vectors::*;
 
 // ---- Helpers ----------------------------------------------------------------------------------
@@ -52,10 +50,7 @@ fn dotted(heap: &Heap, v: &Value) -> String {
 }
 
 fn uses(p: &Pickle) -> Vec<(String, Usage)> {
-    p.globals
-        .iter()
-        .map(|u| (u.global.dotted(), u.usage))
-        .collect()
+    p.globals.iter().map(|u| (u.global.dotted(), u.usage)).collect()
 }
 
 fn s(text: &str) -> Value {
@@ -86,13 +81,7 @@ fn repr_into(heap: &Heap, v: &Value, open: &mut Vec<ObjId>, out: &mut String) {
         Value::Int(i) => return out.push_str(&i.to_string()),
         Value::BigInt(b) => return out.push_str(&big_decimal(b)),
         Value::Float(f) => return out.push_str(&py_float(*f)),
-        Value::Str(text) => {
-            return out.push_str(&py_quote(
-                text.chars(),
-                text.contains('\''),
-                text.contains('"'),
-            ))
-        }
+        Value::Str(text) => return out.push_str(&py_quote(text.chars(), text.contains('\''), text.contains('"'))),
         Value::Bytes(b) => return out.push_str(&py_bytes(b)),
         Value::Obj(id) => *id,
     };
@@ -183,9 +172,7 @@ fn py_quote(chars: impl Iterator<Item = char>, has_single: bool, has_double: boo
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -306,9 +293,7 @@ const REAL: &[&[u8]] = &[
 fn nested_containers_match_python_repr_in_every_protocol() {
     let expected = "{'a': [1, 2, (3, 4.5)], 'b': {'c': None, 'd': True, 'e': False}, 'f': (), \
                     'g': (1,), 'h': (1, 2, 3, 4), 'i': [], 'j': {}}";
-    let all = [
-        NESTED_P0, NESTED_P1, NESTED_P2, NESTED_P3, NESTED_P4, NESTED_P5,
-    ];
+    let all = [NESTED_P0, NESTED_P1, NESTED_P2, NESTED_P3, NESTED_P4, NESTED_P5];
     for (proto, data) in all.into_iter().enumerate() {
         let p = load(data);
         assert_eq!(repr(&p.heap, &p.root), expected, "protocol {proto}");
@@ -332,10 +317,7 @@ fn ints_of_all_sizes_match_python_repr_in_every_protocol() {
         let list = items(&p.heap, &p.root);
         assert_eq!(list[11], Value::Int(i64::MIN));
         // 2**63 does not fit in i64: little-endian two's complement with a zero sign byte.
-        assert_eq!(
-            list[12],
-            Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0].into())
-        );
+        assert_eq!(list[12], Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0].into()));
     }
 }
 
@@ -350,9 +332,7 @@ fn floats_are_bit_exact_in_every_protocol() {
         std::f64::consts::PI, // 3.141592653589793
         1e-310,
     ];
-    let all = [
-        FLOATS_P0, FLOATS_P1, FLOATS_P2, FLOATS_P3, FLOATS_P4, FLOATS_P5,
-    ];
+    let all = [FLOATS_P0, FLOATS_P1, FLOATS_P2, FLOATS_P3, FLOATS_P4, FLOATS_P5];
     for (proto, data) in all.into_iter().enumerate() {
         let p = load(data);
         let list = items(&p.heap, &p.root);
@@ -379,9 +359,7 @@ fn strings_with_escapes_and_unicode_decode_exactly_in_every_protocol() {
         "é ü 中文 😀",
         "\\u0041 not an escape",
     ];
-    let all = [
-        STRINGS_P0, STRINGS_P1, STRINGS_P2, STRINGS_P3, STRINGS_P4, STRINGS_P5,
-    ];
+    let all = [STRINGS_P0, STRINGS_P1, STRINGS_P2, STRINGS_P3, STRINGS_P4, STRINGS_P5];
     for (proto, data) in all.into_iter().enumerate() {
         let p = load(data);
         let got = items(&p.heap, &p.root);
@@ -420,10 +398,7 @@ fn bytes_before_protocol_3_are_recorded_codecs_encode_calls() {
 fn sets_and_frozensets() {
     for data in [SETS_P4, SETS_P5] {
         let p = load(data);
-        assert_eq!(
-            repr(&p.heap, &p.root),
-            "[set(), {1, 2, 3}, frozenset({4, 5})]"
-        );
+        assert_eq!(repr(&p.heap, &p.root), "[set(), {1, 2, 3}, frozenset({4, 5})]");
     }
     // Protocol 2 has no set opcodes: set([1, 2, 3]) is a call of the Python 2 name.
     let p = load(SETS_P2);
@@ -470,10 +445,7 @@ fn ordered_dict_is_a_reduce_filled_by_setitems() {
         assert_eq!(inst.construct, Construct::Reduce);
         assert_eq!(dotted(&p.heap, &inst.callable), "collections.OrderedDict");
         assert!(items(&p.heap, &inst.args).is_empty());
-        assert_eq!(
-            inst.dict_items,
-            [(s("x"), Value::Int(1)), (s("y"), Value::Int(2))]
-        );
+        assert_eq!(inst.dict_items, [(s("x"), Value::Int(1)), (s("y"), Value::Int(2))]);
         assert_eq!(inst.state, None);
         assert_eq!(
             uses(&p),
@@ -492,10 +464,7 @@ fn class_instance_via_copyreg_reconstructor_and_build() {
         let inst = instance(&p.heap, &p.root);
         assert_eq!(inst.construct, Construct::Reduce);
         assert_eq!(dotted(&p.heap, &inst.callable), "copy_reg._reconstructor");
-        assert_eq!(
-            repr(&p.heap, &inst.args),
-            "(__main__.Point, __builtin__.object, None)"
-        );
+        assert_eq!(repr(&p.heap, &inst.args), "(__main__.Point, __builtin__.object, None)");
         let state = inst.state.as_ref().expect("BUILD state");
         assert_eq!(repr(&p.heap, state), "{'x': 1, 'y': 2}");
         let got = uses(&p);
@@ -513,10 +482,7 @@ fn class_instance_via_newobj_and_build() {
         assert_eq!(inst.construct, Construct::NewObj);
         assert_eq!(dotted(&p.heap, &inst.callable), "__main__.Point");
         assert!(items(&p.heap, &inst.args).is_empty());
-        assert_eq!(
-            repr(&p.heap, inst.state.as_ref().unwrap()),
-            "{'x': 1, 'y': 2}"
-        );
+        assert_eq!(repr(&p.heap, inst.state.as_ref().unwrap()), "{'x': 1, 'y': 2}");
         let point = "__main__.Point".to_string();
         assert_eq!(
             uses(&p),
@@ -567,16 +533,10 @@ fn stack_global_from_memoized_strings() {
     let p = load(STACK_GLOBAL_MEMO_P4);
     let list = items(&p.heap, &p.root);
     assert_eq!(list.len(), 2);
-    assert_ne!(
-        list[0], list[1],
-        "each STACK_GLOBAL makes its own global object"
-    );
+    assert_ne!(list[0], list[1], "each STACK_GLOBAL makes its own global object");
     assert_eq!(dotted(&p.heap, &list[0]), "posix.system");
     assert_eq!(dotted(&p.heap, &list[1]), "posix.system");
-    assert_eq!(
-        uses(&p),
-        vec![("posix.system".to_string(), Usage::Referenced); 2]
-    );
+    assert_eq!(uses(&p), vec![("posix.system".to_string(), Usage::Referenced); 2]);
 }
 
 #[test]
@@ -720,10 +680,7 @@ fn torch_like_state_dict_of_100k_tensors_passes_the_default_limits() {
     let (key, tensor) = &dict.dict_items[99_999];
     assert_eq!(key, &s("layers.99999.weight"));
     let tensor = instance(&p.heap, tensor);
-    assert_eq!(
-        dotted(&p.heap, &tensor.callable),
-        "torch._utils._rebuild_tensor_v2"
-    );
+    assert_eq!(dotted(&p.heap, &tensor.callable), "torch._utils._rebuild_tensor_v2");
     assert_eq!(
         repr(&p.heap, &tensor.args),
         "(pid(('storage', 'FloatStorage', '99999', 'cpu', 12)), 0, (3, 4), (4, 1), False, \
@@ -756,11 +713,7 @@ fn nested_marks_200k_are_rejected_by_max_marks_quickly() {
     data.push(b'.');
     let start = Instant::now();
     let e = load_err(&data, &Limits::default());
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
     // The 100 001st MARK (at offset 100 000) is the one refused.
     assert_eq!(
         e,
@@ -862,10 +815,7 @@ fn huge_and_negative_lengths_are_rejected_before_allocation() {
     ));
     let mut bytearray8 = b"\x96".to_vec();
     bytearray8.extend((1u64 << 40).to_le_bytes());
-    assert!(matches!(
-        load_err(&bytearray8, &limits),
-        PickleError::Truncated { .. }
-    ));
+    assert!(matches!(load_err(&bytearray8, &limits), PickleError::Truncated { .. }));
     assert!(matches!(
         load_err(b"X\xff\xff\xff\xffab.", &limits),
         PickleError::Truncated {
@@ -877,10 +827,7 @@ fn huge_and_negative_lengths_are_rejected_before_allocation() {
     ));
     assert!(matches!(
         load_err(b"\x8b\xff\xff\xff\xff.", &limits),
-        PickleError::Invalid {
-            opcode: "LONG4",
-            ..
-        }
+        PickleError::Invalid { opcode: "LONG4", .. }
     ));
     assert!(matches!(
         load_err(b"T\x00\x00\x00\x80.", &limits),
@@ -894,10 +841,7 @@ fn huge_and_negative_lengths_are_rejected_before_allocation() {
     frame.extend(b"N.");
     assert!(matches!(
         load_err(&frame, &limits),
-        PickleError::Truncated {
-            opcode: "FRAME",
-            ..
-        }
+        PickleError::Truncated { opcode: "FRAME", .. }
     ));
 }
 
@@ -906,11 +850,7 @@ fn every_prefix_of_every_real_pickle_fails_cleanly() {
     for data in REAL {
         for len in 0..data.len() {
             match parse(&data[..len], &Limits::default()) {
-                Err(
-                    PickleError::Truncated { .. }
-                    | PickleError::Unterminated { .. }
-                    | PickleError::NoStop { .. },
-                ) => {}
+                Err(PickleError::Truncated { .. } | PickleError::Unterminated { .. } | PickleError::NoStop { .. }) => {}
                 other => panic!("prefix {len} of {data:?}: {other:?}"),
             }
         }
@@ -1017,16 +957,7 @@ fn build_stream_on_one_instance_is_bounded_by_max_objects() {
         ..Limits::default()
     };
     let e = load_err(&data, &limits);
-    assert!(
-        matches!(
-            e,
-            PickleError::LimitExceeded {
-                what: "objects",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, PickleError::LimitExceeded { what: "objects", .. }), "{e}");
     let p = parse(&data, &Limits::default()).unwrap();
     assert_eq!(p.globals.len(), 2 + 10_000);
 }
@@ -1051,22 +982,13 @@ fn max_bytes_bounds_payloads() {
 #[test]
 fn unknown_opcode_reports_byte_and_offset() {
     let e = load_err(b"\x80\x02\xff.", &Limits::default());
-    assert_eq!(
-        e,
-        PickleError::UnknownOpcode {
-            byte: 0xff,
-            offset: 2
-        }
-    );
+    assert_eq!(e, PickleError::UnknownOpcode { byte: 0xff, offset: 2 });
     assert_eq!(e.to_string(), "unknown pickle opcode 0xff at byte 2");
 }
 
 #[test]
 fn input_without_stop_is_reported() {
-    assert_eq!(
-        load_err(b"", &Limits::default()),
-        PickleError::NoStop { offset: 0 }
-    );
+    assert_eq!(load_err(b"", &Limits::default()), PickleError::NoStop { offset: 0 });
     assert_eq!(
         load_err(b"\x80\x02N", &Limits::default()),
         PickleError::NoStop { offset: 3 }
@@ -1104,7 +1026,10 @@ fn stop_returns_the_top_of_the_innermost_frame_as_cpython_does() {
     // pickle.loads(b"N(I2\n.") == 2: an open MARK is ignored too.
     assert_eq!(load(b"N(I2\n.").root, Value::Int(2));
     // pickle.loads(b"N(.") raises: the innermost frame is empty.
-    assert!(matches!(load_err(b"N(.", &limits), PickleError::StackUnderflow { opcode: "STOP", .. }));
+    assert!(matches!(
+        load_err(b"N(.", &limits),
+        PickleError::StackUnderflow { opcode: "STOP", .. }
+    ));
     assert_eq!(
         load_err(b".", &limits),
         PickleError::StackUnderflow {
@@ -1177,10 +1102,7 @@ fn values_below_a_mark_are_out_of_reach() {
 #[test]
 fn protocol_0_int_literals() {
     let p = load(b"(I01\nI00\nI-7\nL12345678901234567890L\nl.");
-    assert_eq!(
-        repr(&p.heap, &p.root),
-        "[True, False, -7, 12345678901234567890]"
-    );
+    assert_eq!(repr(&p.heap, &p.root), "[True, False, -7, 12345678901234567890]");
     assert!(matches!(
         load_err(b"Iabc\n.", &Limits::default()),
         PickleError::Invalid { opcode: "INT", .. }
@@ -1244,10 +1166,7 @@ fn random_bytes_never_panic() {
         max_stack: 10_000,
         ..Limits::default()
     };
-    let alphabet: Vec<u8> = ckpt::pickle::Opcode::ALL
-        .iter()
-        .map(|&op| op as u8)
-        .collect();
+    let alphabet: Vec<u8> = ckpt::pickle::Opcode::ALL.iter().map(|&op| op as u8).collect();
     for _ in 0..20_000 {
         let len = rng.below(64);
         // Mostly opcode bytes, so the machine gets past the first byte.

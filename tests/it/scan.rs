@@ -10,7 +10,9 @@ use ckpt::scan::{self, ScanReport, Verdict};
 use crate::common::fixtures_dir;
 
 fn hostile_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("hostile")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("hostile")
 }
 
 fn scan_bytes(name: &str, bytes: &[u8]) -> Result<ScanReport, String> {
@@ -22,7 +24,11 @@ fn scan_bytes(name: &str, bytes: &[u8]) -> Result<ScanReport, String> {
 
 /// Every name a report mentions: globals of findings and their messages.
 fn mentions(r: &ScanReport) -> String {
-    r.findings.iter().map(|f| format!("{} {}", f.global.clone().unwrap_or_default(), f.message)).collect::<Vec<_>>().join("\n")
+    r.findings
+        .iter()
+        .map(|f| format!("{} {}", f.global.clone().unwrap_or_default(), f.message))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -42,7 +48,12 @@ fn hostile_fixtures_get_their_expected_verdicts() {
             }
         };
         if report.verdict.name() != want["verdict"] {
-            failures.push(format!("{name}: verdict {} != {}\n{}", report.verdict, want["verdict"], report.to_text(true)));
+            failures.push(format!(
+                "{name}: verdict {} != {}\n{}",
+                report.verdict,
+                want["verdict"],
+                report.to_text(true)
+            ));
         }
         if report.format != want["format"] {
             failures.push(format!("{name}: format {} != {}", report.format, want["format"]));
@@ -60,17 +71,32 @@ fn hostile_fixtures_get_their_expected_verdicts() {
 
 #[test]
 fn real_fixtures_are_never_dangerous() {
-    let needs_code = ["cnn_model.pth", "tied_model.pth", "legacy_model.pth", "torchscript_cnn.pt"];
+    let needs_code = [
+        "cnn_model.pth",
+        "tied_model.pth",
+        "legacy_model.pth",
+        "torchscript_cnn.pt",
+    ];
     let reports = scan::scan_paths(&[fixtures_dir()], &ReadLimits::default());
     let mut checked = 0;
     for r in &reports {
-        let rel = r.path.strip_prefix(&fixtures_dir().display().to_string()).unwrap_or(&r.path).trim_start_matches('/').to_string();
+        let rel = r
+            .path
+            .strip_prefix(&fixtures_dir().display().to_string())
+            .unwrap_or(&r.path)
+            .trim_start_matches('/')
+            .to_string();
         if rel.starts_with("hostile/") {
             continue;
         }
         let want = if needs_code.contains(&rel.as_str()) {
             Verdict::NeedsCode
-        } else if rel.ends_with(".pth") || rel.ends_with(".pt") || rel.ends_with(".bin") || rel.ends_with(".safetensors") || rel.ends_with(".index.json") {
+        } else if rel.ends_with(".pth")
+            || rel.ends_with(".pt")
+            || rel.ends_with(".bin")
+            || rel.ends_with(".safetensors")
+            || rel.ends_with(".index.json")
+        {
             Verdict::Safe
         } else {
             Verdict::NotCheckpoint
@@ -79,16 +105,38 @@ fn real_fixtures_are_never_dangerous() {
         checked += 1;
     }
     assert!(checked >= 30, "only {checked} files scanned");
-    let whole = reports.iter().find(|r| r.path.ends_with("cnn_model.pth")).expect("cnn_model");
-    assert!(whole.findings.iter().any(|f| f.global.as_deref() == Some("__main__.Net")), "{whole:#?}");
-    let ts = reports.iter().find(|r| r.path.ends_with("torchscript_cnn.pt")).expect("torchscript");
+    let whole = reports
+        .iter()
+        .find(|r| r.path.ends_with("cnn_model.pth"))
+        .expect("cnn_model");
+    assert!(
+        whole
+            .findings
+            .iter()
+            .any(|f| f.global.as_deref() == Some("__main__.Net")),
+        "{whole:#?}"
+    );
+    let ts = reports
+        .iter()
+        .find(|r| r.path.ends_with("torchscript_cnn.pt"))
+        .expect("torchscript");
     assert_eq!(ts.format, "torchscript");
     assert!(!ts.code.is_empty(), "TorchScript code files are listed");
     // Every .debug_pkl of the archive is scanned as well as data.pkl and constants.pkl.
-    assert!(ts.pickles.len() >= 3, "{:?}", ts.pickles.iter().map(|p| &p.record).collect::<Vec<_>>());
-    let legacy = reports.iter().find(|r| r.path.ends_with("legacy_state_dict.pth")).expect("legacy");
+    assert!(
+        ts.pickles.len() >= 3,
+        "{:?}",
+        ts.pickles.iter().map(|p| &p.record).collect::<Vec<_>>()
+    );
+    let legacy = reports
+        .iter()
+        .find(|r| r.path.ends_with("legacy_state_dict.pth"))
+        .expect("legacy");
     let records: Vec<&str> = legacy.pickles.iter().map(|p| p.record.as_str()).collect();
-    assert_eq!(records, ["magic number", "protocol version", "sys_info", "object", "storage keys"]);
+    assert_eq!(
+        records,
+        ["magic number", "protocol version", "sys_info", "object", "storage keys"]
+    );
 }
 
 #[test]
@@ -102,7 +150,10 @@ fn exit_codes_rank_dangerous_over_unreadable() {
     let reports = scan::scan_paths(&[dir.path().to_path_buf()], &limits);
     assert_eq!(reports.len(), 3);
     assert_eq!(scan::exit_code(&reports, false), 0, "{}", scan::to_text(&reports, true));
-    assert_eq!(reports.iter().filter(|r| r.verdict == Verdict::NotCheckpoint).count(), 2);
+    assert_eq!(
+        reports.iter().filter(|r| r.verdict == Verdict::NotCheckpoint).count(),
+        2
+    );
     // A damaged checkpoint (by extension) is exit 2.
     let bytes = std::fs::read(fixtures_dir().join("cnn_state_dict.pth")).expect("read");
     std::fs::write(dir.path().join("b_damaged.pth"), &bytes[..bytes.len() / 2]).expect("write");
@@ -123,7 +174,11 @@ fn exit_codes_rank_dangerous_over_unreadable() {
     assert_eq!(json["exit_code"], 1);
     assert_eq!(json["summary"]["dangerous"], 1);
     assert_eq!(json["summary"]["unreadable"], 1);
-    assert!(json["files"].as_array().expect("files").iter().any(|f| f["verdict"] == "dangerous"));
+    assert!(json["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .any(|f| f["verdict"] == "dangerous"));
     let text = scan::to_text(&reports, false);
     assert!(text.contains("DANGEROUS") && text.contains("posix.system"), "{text}");
     // A missing path is a report, not a panic.
@@ -137,7 +192,12 @@ fn exit_codes_rank_dangerous_over_unreadable() {
 fn an_index_named_explicitly_brings_its_shards() {
     let index = fixtures_dir().join("sharded_bin").join("pytorch_model.bin.index.json");
     let reports = scan::scan_paths(&[index], &ReadLimits::default());
-    assert_eq!(reports.len(), 3, "{:#?}", reports.iter().map(|r| &r.path).collect::<Vec<_>>());
+    assert_eq!(
+        reports.len(),
+        3,
+        "{:#?}",
+        reports.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
     assert_eq!(reports[0].format, "index-json");
     assert_eq!(reports[0].shards.len(), 2);
     assert!(reports.iter().all(|r| r.verdict == Verdict::Safe));
@@ -152,52 +212,197 @@ fn rule_cases() -> Vec<(&'static str, Vec<u8>, Verdict, &'static str)> {
         v
     };
     vec![
-        ("allowlisted state dict", p2(b"ccollections\nOrderedDict\n)R"), Verdict::Safe, ""),
-        ("bytes via _codecs.encode", p2(b"c_codecs\nencode\nX\x02\x00\x00\x00hiX\x06\x00\x00\x00latin1\x86R"), Verdict::Safe, ""),
+        (
+            "allowlisted state dict",
+            p2(b"ccollections\nOrderedDict\n)R"),
+            Verdict::Safe,
+            "",
+        ),
+        (
+            "bytes via _codecs.encode",
+            p2(b"c_codecs\nencode\nX\x02\x00\x00\x00hiX\x06\x00\x00\x00latin1\x86R"),
+            Verdict::Safe,
+            "",
+        ),
         ("python 2 set", p2(b"c__builtin__\nset\n]\x85R"), Verdict::Safe, ""),
-        ("NEWOBJ + BUILD of a class", p2(b"c__main__\nNet\n)\x81}b"), Verdict::NeedsCode, "__main__.Net"),
+        (
+            "NEWOBJ + BUILD of a class",
+            p2(b"c__main__\nNet\n)\x81}b"),
+            Verdict::NeedsCode,
+            "__main__.Net",
+        ),
         ("only referenced", p2(b"cmylib\nact\n"), Verdict::NeedsCode, "mylib.act"),
-        ("numpy array", p2(b"cnumpy.core.multiarray\n_reconstruct\n)R"), Verdict::NeedsCode, "numpy.core.multiarray._reconstruct"),
-        ("REDUCE of an unknown", p2(b"cmylib\nfn\n)R"), Verdict::Dangerous, "mylib.fn"),
-        ("REDUCE of a class is a call", p2(b"c__main__\nNet\n)R"), Verdict::Dangerous, "__main__.Net"),
-        ("INST calls", b"(imylib\nThing\n.".to_vec(), Verdict::Dangerous, "mylib.Thing"),
+        (
+            "numpy array",
+            p2(b"cnumpy.core.multiarray\n_reconstruct\n)R"),
+            Verdict::NeedsCode,
+            "numpy.core.multiarray._reconstruct",
+        ),
+        (
+            "REDUCE of an unknown",
+            p2(b"cmylib\nfn\n)R"),
+            Verdict::Dangerous,
+            "mylib.fn",
+        ),
+        (
+            "REDUCE of a class is a call",
+            p2(b"c__main__\nNet\n)R"),
+            Verdict::Dangerous,
+            "__main__.Net",
+        ),
+        (
+            "INST calls",
+            b"(imylib\nThing\n.".to_vec(),
+            Verdict::Dangerous,
+            "mylib.Thing",
+        ),
         ("OBJ calls", p2(b"(cmylib\nThing\no"), Verdict::Dangerous, "mylib.Thing"),
-        ("EXT1 code", p2(b"\x82\x01)R"), Verdict::Dangerous, "copyreg.extension_1"),
-        ("memoized global", p2(b"cposix\nsystem\nq\x000h\x00X\x01\x00\x00\x00x\x85R"), Verdict::Dangerous, "posix.system"),
-        ("python 2 eval", p2(b"c__builtin__\neval\nX\x01\x00\x00\x001\x85R"), Verdict::Dangerous, "builtins.eval"),
-        ("commands is subprocess", p2(b"ccommands\ngetoutput\nX\x02\x00\x00\x00id\x85R"), Verdict::Dangerous, "subprocess.getoutput"),
-        ("attribute walk", {
-            let mut v = vec![0x80, 4, 0x8c, 5];
-            v.extend(b"torch");
-            v.extend([0x8c, 23]);
-            v.extend(b"serialization.os.system");
-            v.extend(b"\x93N\x85R.");
-            v
-        }, Verdict::Dangerous, "torch.serialization.os.system"),
-        ("dunder walk", {
-            let mut v = vec![0x80, 4, 0x8c, 8];
-            v.extend(b"builtins");
-            v.extend([0x8c, 21]);
-            v.extend(b"object.__subclasses__");
-            v.extend(b"\x93.");
-            v
-        }, Verdict::Dangerous, "dunder"),
-        ("reconstructor of a class", p2(b"ccopy_reg\n_reconstructor\nc__main__\nNet\nc__builtin__\nobject\nN\x87R}b"), Verdict::NeedsCode, "__main__.Net"),
-        ("reconstructor with a base that runs", p2(b"ccopyreg\n_reconstructor\nc__main__\nNet\ncsubprocess\nPopen\nX\x02\x00\x00\x00id\x87R"), Verdict::Dangerous, "subprocess.Popen"),
-        ("reconstructor of a computed class", p2(b"ccopyreg\n_reconstructor\nX\x01\x00\x00\x00xcbuiltins\nobject\nN\x87R"), Verdict::Dangerous, "not a named global"),
-        ("__newobj__ of a class", p2(b"ccopyreg\n__newobj__\nc__main__\nNet\n\x85R"), Verdict::NeedsCode, "__main__.Net"),
-        ("trampoline calls its argument", p2(b"ctorch._tensor\n_rebuild_from_type_v2\n(c__main__\nfn\nctorch\nTensor\n)}tR"), Verdict::Dangerous, "__main__.fn"),
-        ("trampoline of a computed function", p2(b"ctorch._tensor\n_rebuild_from_type_v2\n(X\x01\x00\x00\x00xctorch\nTensor\n)}tR"), Verdict::Dangerous, "not a named global"),
-        ("REDUCE of a constant", p2(b"X\x01\x00\x00\x00x)R"), Verdict::Dangerous, "not a named global"),
-        ("REDUCE of a call's result", p2(b"ccollections\nOrderedDict\n)R)R"), Verdict::Dangerous, "result of another call"),
-        ("REDUCE of a persistent id", p2(b"X\x01\x00\x00\x00xQ)R"), Verdict::Dangerous, "persistent id"),
-        ("legacy module persistent id", p2(b"(X\x06\x00\x00\x00modulec__main__\nNet\nNNtQ)\x81"), Verdict::NeedsCode, "__main__.Net"),
-        ("torchscript helper outside an archive", p2(b"ctorch.jit._pickle\nbuild_intlist\n]\x85R"), Verdict::Dangerous, "torch.jit._pickle.build_intlist"),
-        ("loader of computed bytes", p2(b"ctorch.storage\n_load_from_bytes\ncmylib\nmake\n)R\x85R"), Verdict::Dangerous, "computed"),
-        ("pickle.loads", p2(b"cpickle\nloads\nC\x02N.\x85R"), Verdict::Dangerous, "pickle.loads"),
-        ("webbrowser", p2(b"cwebbrowser\nopen\nX\x01\x00\x00\x00x\x85R"), Verdict::Dangerous, "webbrowser.open"),
-        ("torch.load", p2(b"ctorch\nload\nX\x01\x00\x00\x00x\x85R"), Verdict::Dangerous, "torch.load"),
-        ("functools.partial referenced", p2(b"cfunctools\npartial\n"), Verdict::Dangerous, "functools.partial"),
+        (
+            "EXT1 code",
+            p2(b"\x82\x01)R"),
+            Verdict::Dangerous,
+            "copyreg.extension_1",
+        ),
+        (
+            "memoized global",
+            p2(b"cposix\nsystem\nq\x000h\x00X\x01\x00\x00\x00x\x85R"),
+            Verdict::Dangerous,
+            "posix.system",
+        ),
+        (
+            "python 2 eval",
+            p2(b"c__builtin__\neval\nX\x01\x00\x00\x001\x85R"),
+            Verdict::Dangerous,
+            "builtins.eval",
+        ),
+        (
+            "commands is subprocess",
+            p2(b"ccommands\ngetoutput\nX\x02\x00\x00\x00id\x85R"),
+            Verdict::Dangerous,
+            "subprocess.getoutput",
+        ),
+        (
+            "attribute walk",
+            {
+                let mut v = vec![0x80, 4, 0x8c, 5];
+                v.extend(b"torch");
+                v.extend([0x8c, 23]);
+                v.extend(b"serialization.os.system");
+                v.extend(b"\x93N\x85R.");
+                v
+            },
+            Verdict::Dangerous,
+            "torch.serialization.os.system",
+        ),
+        (
+            "dunder walk",
+            {
+                let mut v = vec![0x80, 4, 0x8c, 8];
+                v.extend(b"builtins");
+                v.extend([0x8c, 21]);
+                v.extend(b"object.__subclasses__");
+                v.extend(b"\x93.");
+                v
+            },
+            Verdict::Dangerous,
+            "dunder",
+        ),
+        (
+            "reconstructor of a class",
+            p2(b"ccopy_reg\n_reconstructor\nc__main__\nNet\nc__builtin__\nobject\nN\x87R}b"),
+            Verdict::NeedsCode,
+            "__main__.Net",
+        ),
+        (
+            "reconstructor with a base that runs",
+            p2(b"ccopyreg\n_reconstructor\nc__main__\nNet\ncsubprocess\nPopen\nX\x02\x00\x00\x00id\x87R"),
+            Verdict::Dangerous,
+            "subprocess.Popen",
+        ),
+        (
+            "reconstructor of a computed class",
+            p2(b"ccopyreg\n_reconstructor\nX\x01\x00\x00\x00xcbuiltins\nobject\nN\x87R"),
+            Verdict::Dangerous,
+            "not a named global",
+        ),
+        (
+            "__newobj__ of a class",
+            p2(b"ccopyreg\n__newobj__\nc__main__\nNet\n\x85R"),
+            Verdict::NeedsCode,
+            "__main__.Net",
+        ),
+        (
+            "trampoline calls its argument",
+            p2(b"ctorch._tensor\n_rebuild_from_type_v2\n(c__main__\nfn\nctorch\nTensor\n)}tR"),
+            Verdict::Dangerous,
+            "__main__.fn",
+        ),
+        (
+            "trampoline of a computed function",
+            p2(b"ctorch._tensor\n_rebuild_from_type_v2\n(X\x01\x00\x00\x00xctorch\nTensor\n)}tR"),
+            Verdict::Dangerous,
+            "not a named global",
+        ),
+        (
+            "REDUCE of a constant",
+            p2(b"X\x01\x00\x00\x00x)R"),
+            Verdict::Dangerous,
+            "not a named global",
+        ),
+        (
+            "REDUCE of a call's result",
+            p2(b"ccollections\nOrderedDict\n)R)R"),
+            Verdict::Dangerous,
+            "result of another call",
+        ),
+        (
+            "REDUCE of a persistent id",
+            p2(b"X\x01\x00\x00\x00xQ)R"),
+            Verdict::Dangerous,
+            "persistent id",
+        ),
+        (
+            "legacy module persistent id",
+            p2(b"(X\x06\x00\x00\x00modulec__main__\nNet\nNNtQ)\x81"),
+            Verdict::NeedsCode,
+            "__main__.Net",
+        ),
+        (
+            "torchscript helper outside an archive",
+            p2(b"ctorch.jit._pickle\nbuild_intlist\n]\x85R"),
+            Verdict::Dangerous,
+            "torch.jit._pickle.build_intlist",
+        ),
+        (
+            "loader of computed bytes",
+            p2(b"ctorch.storage\n_load_from_bytes\ncmylib\nmake\n)R\x85R"),
+            Verdict::Dangerous,
+            "computed",
+        ),
+        (
+            "pickle.loads",
+            p2(b"cpickle\nloads\nC\x02N.\x85R"),
+            Verdict::Dangerous,
+            "pickle.loads",
+        ),
+        (
+            "webbrowser",
+            p2(b"cwebbrowser\nopen\nX\x01\x00\x00\x00x\x85R"),
+            Verdict::Dangerous,
+            "webbrowser.open",
+        ),
+        (
+            "torch.load",
+            p2(b"ctorch\nload\nX\x01\x00\x00\x00x\x85R"),
+            Verdict::Dangerous,
+            "torch.load",
+        ),
+        (
+            "functools.partial referenced",
+            p2(b"cfunctools\npartial\n"),
+            Verdict::Dangerous,
+            "functools.partial",
+        ),
     ]
 }
 
@@ -210,7 +415,10 @@ fn each_rule_on_a_hand_written_pickle() {
                 if r.verdict != want {
                     failures.push(format!("{name}: {} != {want}\n{}", r.verdict, r.to_text(true)));
                 } else if !mentions(&r).contains(mention) {
-                    failures.push(format!("{name}: findings do not mention {mention:?}\n{}", r.to_text(true)));
+                    failures.push(format!(
+                        "{name}: findings do not mention {mention:?}\n{}",
+                        r.to_text(true)
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{name}: {e}")),
@@ -223,7 +431,11 @@ fn each_rule_on_a_hand_written_pickle() {
 fn findings_point_at_the_opcode() {
     // PROTO 2 (0), GLOBAL (2..12), EMPTY_TUPLE (12), REDUCE (13).
     let r = scan_bytes("x.pkl", b"\x80\x02cmylib\nfn\n)R.").expect("scans");
-    let f = r.findings.iter().find(|f| f.global.as_deref() == Some("mylib.fn")).expect("finding");
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.global.as_deref() == Some("mylib.fn"))
+        .expect("finding");
     assert_eq!(f.offset, Some(13), "{f:?}");
     let g = &r.pickles[0].globals[0];
     assert_eq!(g.usage, ["referenced", "called"]);
@@ -232,7 +444,11 @@ fn findings_point_at_the_opcode() {
     // A protocol-4 pickle lists the opcodes torch's weights_only loader lacks.
     let p4 = scan_bytes("y.pkl", b"\x80\x04\x95\x03\x00\x00\x00\x00\x00\x00\x00}\x94.").expect("scans");
     assert_eq!(p4.verdict, Verdict::Safe);
-    assert!(p4.pickles[0].opcodes_outside_weights_only.contains(&"FRAME"), "{:?}", p4.pickles[0]);
+    assert!(
+        p4.pickles[0].opcodes_outside_weights_only.contains(&"FRAME"),
+        "{:?}",
+        p4.pickles[0]
+    );
 }
 
 #[test]
@@ -269,11 +485,19 @@ fn dangerous_globals_of_names_only() {
     let got: Vec<(&str, Verdict)> = w.iter().map(|w| (w.name.as_str(), w.verdict)).collect();
     assert_eq!(
         got,
-        [("posix.system", Verdict::Dangerous), ("__main__.Net", Verdict::NeedsCode), ("torch.nn.modules.conv.Conv2d", Verdict::NeedsCode)]
+        [
+            ("posix.system", Verdict::Dangerous),
+            ("__main__.Net", Verdict::NeedsCode),
+            ("torch.nn.modules.conv.Conv2d", Verdict::NeedsCode)
+        ]
     );
     // What real readers collect from the fixtures.
     let c = ckpt::read::open(&fixtures_dir().join("dtypes.pth")).expect("reads");
-    assert!(scan::dangerous_globals(&c.globals).is_empty(), "{:?}", scan::dangerous_globals(&c.globals));
+    assert!(
+        scan::dangerous_globals(&c.globals).is_empty(),
+        "{:?}",
+        scan::dangerous_globals(&c.globals)
+    );
 }
 
 #[test]
@@ -284,5 +508,9 @@ fn reports_serialize_to_json() {
     assert_eq!(j["format"], "pth-zip");
     assert_eq!(j["findings"][0]["verdict"], "dangerous");
     assert_eq!(j["findings"][0]["global"], "posix.system");
-    assert!(j["pickles"][0]["globals"].as_array().expect("globals").iter().any(|g| g["category"] == "denylisted"));
+    assert!(j["pickles"][0]["globals"]
+        .as_array()
+        .expect("globals")
+        .iter()
+        .any(|g| g["category"] == "denylisted"));
 }

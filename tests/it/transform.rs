@@ -31,7 +31,11 @@ pub struct Built {
 
 impl Mk {
     pub fn new() -> Mk {
-        Mk { bytes: Vec::new(), storages: Vec::new(), tensors: Vec::new() }
+        Mk {
+            bytes: Vec::new(),
+            storages: Vec::new(),
+            tensors: Vec::new(),
+        }
     }
 
     pub fn storage(&mut self, bytes: &[u8], location: &str) -> StorageId {
@@ -96,20 +100,35 @@ impl Mk {
                 key: Some(i.to_string()),
                 location: loc.clone(),
                 byte_order: ByteOrder::Little,
-                data: DataRef { source: source.clone(), offset: *off, len: *len },
+                data: DataRef {
+                    source: source.clone(),
+                    offset: *off,
+                    len: *len,
+                },
                 cast: None,
             })
             .collect();
         let mut tensors = self.tensors;
         let metadata = ckpt::read::flatten::flatten(&root, &mut tensors);
-        let ckpt = Checkpoint { format, root, tensors, storages, metadata, globals: Default::default(), origin };
+        let ckpt = Checkpoint {
+            format,
+            root,
+            tensors,
+            storages,
+            metadata,
+            globals: Default::default(),
+            origin,
+        };
         check_consistent(&ckpt);
         Built { ckpt, _file: file }
     }
 }
 
 pub fn dict(items: Vec<(&str, Node)>) -> Node {
-    Node::Dict { ordered: true, items: items.into_iter().map(|(k, v)| (Key::Str(k.into()), v)).collect() }
+    Node::Dict {
+        ordered: true,
+        items: items.into_iter().map(|(k, v)| (Key::Str(k.into()), v)).collect(),
+    }
 }
 
 pub fn names(c: &Checkpoint) -> Vec<&str> {
@@ -133,7 +152,11 @@ pub fn check_consistent(c: &Checkpoint) {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), idx.len(), "a tensor index appears twice in the tree");
-    assert_eq!(sorted, (0..c.tensors.len()).collect::<Vec<_>>(), "tree leaves and tensors disagree");
+    assert_eq!(
+        sorted,
+        (0..c.tensors.len()).collect::<Vec<_>>(),
+        "tree leaves and tensors disagree"
+    );
     let mut renamed = c.tensors.clone();
     ckpt::read::flatten::flatten(&c.root, &mut renamed);
     for (a, b) in c.tensors.iter().zip(&renamed) {
@@ -145,7 +168,11 @@ pub fn check_consistent(c: &Checkpoint) {
 }
 
 fn values_f32(c: &Checkpoint, name: &str) -> Vec<f32> {
-    let t = c.tensors.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no {name}"));
+    let t = c
+        .tensors
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no {name}"));
     let mut out = Vec::new();
     ckpt::tensor_data::for_each_chunk::<ckpt::Error>(c, t, |b| {
         out.extend(b.chunks_exact(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())));
@@ -168,11 +195,22 @@ fn open(rel: &str) -> Checkpoint {
 }
 
 fn expected_names(rel: &str) -> Vec<String> {
-    expected()["fixtures"][rel]["tensors"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
+    expected()["fixtures"][rel]["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn expected_tensor(rel: &str, name: &str) -> Json {
-    expected()["fixtures"][rel]["tensors"].as_array().unwrap().iter().find(|t| t["name"] == name).cloned().unwrap()
+    expected()["fixtures"][rel]["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .cloned()
+        .unwrap()
 }
 
 // ------------------------------------------------------------------------------------ cast
@@ -192,7 +230,15 @@ fn cast_floats_only_and_keeps_what_it_must() {
     let shared = m.f32s(&[7.0, 8.0]);
     let f = m.view(shared, DType::F32, &[2], 0);
     let g = m.view(shared, DType::F32, &[1], 1);
-    let mut built = m.finish(dict(vec![("a", a), ("b", b), ("c", c), ("d", d), ("keep.e", e), ("f", f), ("keep.g", g)]));
+    let mut built = m.finish(dict(vec![
+        ("a", a),
+        ("b", b),
+        ("c", c),
+        ("d", d),
+        ("keep.e", e),
+        ("f", f),
+        ("keep.g", g),
+    ]));
     let ck = &mut built.ckpt;
     let r = transform::cast(ck, DType::F16, &globs(&["keep.*"]));
     let cast: Vec<&str> = r.cast.iter().map(|c| c.name.as_str()).collect();
@@ -209,15 +255,30 @@ fn cast_floats_only_and_keeps_what_it_must() {
         ]
     );
     assert_eq!(r.storages_cast, 1);
-    assert_eq!(ck.storages[tied.0].cast, Some(ckpt::model::Cast { from: DType::F32, to: DType::F16 }));
-    assert!(ck.storages.iter().enumerate().all(|(i, s)| i == tied.0 || s.cast.is_none()));
+    assert_eq!(
+        ck.storages[tied.0].cast,
+        Some(ckpt::model::Cast {
+            from: DType::F32,
+            to: DType::F16
+        })
+    );
+    assert!(ck
+        .storages
+        .iter()
+        .enumerate()
+        .all(|(i, s)| i == tied.0 || s.cast.is_none()));
     assert_eq!(ck.tensors[0].dtype, DType::F16);
     assert_eq!(ck.tensors[1].dtype, DType::F16);
     assert_eq!(ck.tensors[4].dtype, DType::F32);
     assert_eq!(r.bytes_before - r.bytes_after, 8);
     // Casting again: the pending cast is not composed.
     let r2 = transform::cast(ck, DType::BF16, &GlobSet::empty());
-    assert!(r2.kept.iter().any(|k| k.name == "a" && k.reason == KeepReason::PendingCast { from: DType::F32, to: DType::F16 }));
+    assert!(r2.kept.iter().any(|k| k.name == "a"
+        && k.reason
+            == KeepReason::PendingCast {
+                from: DType::F32,
+                to: DType::F16
+            }));
     assert!(r2.cast.iter().any(|c| c.name == "keep.e"));
     assert!(r2.to_json()["kept"].is_array());
 }
@@ -231,8 +292,20 @@ fn cast_refuses_storages_viewed_as_two_dtypes() {
     let mut built = m.finish(dict(vec![("a", a), ("b", b)]));
     let r = transform::cast(&mut built.ckpt, DType::BF16, &GlobSet::empty());
     assert!(r.cast.is_empty());
-    assert_eq!(r.kept[0].reason, KeepReason::SharesStorageWithOtherDtype { other: "b".into(), dtype: DType::F16 });
-    assert_eq!(r.kept[1].reason, KeepReason::SharesStorageWithOtherDtype { other: "a".into(), dtype: DType::F32 });
+    assert_eq!(
+        r.kept[0].reason,
+        KeepReason::SharesStorageWithOtherDtype {
+            other: "b".into(),
+            dtype: DType::F16
+        }
+    );
+    assert_eq!(
+        r.kept[1].reason,
+        KeepReason::SharesStorageWithOtherDtype {
+            other: "a".into(),
+            dtype: DType::F32
+        }
+    );
     // Casts go to floating dtypes only.
     let r = transform::cast(&mut built.ckpt, DType::I32, &GlobSet::empty());
     assert!(r.cast.is_empty() && r.kept.iter().all(|k| k.reason == KeepReason::TargetNotFloating));
@@ -250,7 +323,10 @@ fn overflow_report_counts_what_float16_cannot_hold() {
     let mut built = m.finish(dict(vec![("a", a), ("b", b), ("c", c)]));
     transform::cast(&mut built.ckpt, DType::F16, &GlobSet::empty());
     assert_eq!(transform::overflow_report(&built.ckpt), vec![("a".to_string(), 3)]);
-    assert_eq!(transform::try_overflow_report(&built.ckpt).unwrap(), vec![("a".to_string(), 3)]);
+    assert_eq!(
+        transform::try_overflow_report(&built.ckpt).unwrap(),
+        vec![("a".to_string(), 3)]
+    );
     // bfloat16 holds all but 3e38, which rounds up past its largest value.
     let mut m = Mk::new();
     let a = m.t(&[65520.0, 3.0e38, 3.4e38]);
@@ -315,7 +391,10 @@ fn set_device_on_gpu_tagged_fixture() {
     let r = transform::set_device(&mut c, &DeviceRule::parse("cuda=cpu").unwrap());
     assert_eq!(r.storages_changed, 4);
     assert!(c.storages.iter().all(|s| s.location == "cpu"));
-    assert!(matches!(DeviceRule::parse("gpu:x"), Err(TransformError::BadDevice { .. })));
+    assert!(matches!(
+        DeviceRule::parse("gpu:x"),
+        Err(TransformError::BadDevice { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------------- rename
@@ -343,9 +422,21 @@ fn rename_strips_only_where_present_and_adds() {
     check_consistent(ck);
     assert_eq!(ck.metadata.get("epoch"), Some(&Json::from(3)));
     let r = transform::rename(ck, &[], Some("model")).unwrap();
-    assert_eq!(names(ck), ["model.conv.weight", "model.fc.bias", "model.head.weight", "model.modulex.w"]);
+    assert_eq!(
+        names(ck),
+        [
+            "model.conv.weight",
+            "model.fc.bias",
+            "model.head.weight",
+            "model.modulex.w"
+        ]
+    );
     assert_eq!(r.added.as_deref(), Some("model."));
-    assert_eq!(ck.metadata.get("epoch"), Some(&Json::from(3)), "metadata entries keep their keys");
+    assert_eq!(
+        ck.metadata.get("epoch"),
+        Some(&Json::from(3)),
+        "metadata entries keep their keys"
+    );
     assert_eq!(values_f32(ck, "model.fc.bias"), [2.0]);
     check_consistent(ck);
 }
@@ -360,13 +451,19 @@ fn rename_collision_names_both_and_changes_nothing() {
     let e = transform::rename(&mut built.ckpt, &["module.".into()], None).unwrap_err();
     match &e {
         TransformError::Collision { a, b, name } => {
-            assert_eq!((a.as_str(), b.as_str(), name.as_str()), ("module.fc.weight", "fc.weight", "fc.weight"));
+            assert_eq!(
+                (a.as_str(), b.as_str(), name.as_str()),
+                ("module.fc.weight", "fc.weight", "fc.weight")
+            );
         }
         other => panic!("{other:?}"),
     }
     assert!(e.to_string().contains("module.fc.weight") && e.to_string().contains("'fc.weight'"));
     assert_eq!(names(&built.ckpt).join(","), before);
-    assert!(matches!(transform::rename(&mut built.ckpt, &[".".into()], None), Err(TransformError::BadPattern { .. })));
+    assert!(matches!(
+        transform::rename(&mut built.ckpt, &[".".into()], None),
+        Err(TransformError::BadPattern { .. })
+    ));
 }
 
 #[test]
@@ -377,7 +474,10 @@ fn rename_in_nested_trees() {
     let w = m.t(&[1.0]);
     let x = m.t(&[2.0]);
     let s = m.t(&[3.0]);
-    let opt = Node::Dict { ordered: false, items: vec![(Key::Int(0), dict(vec![("exp_avg", s)]))] };
+    let opt = Node::Dict {
+        ordered: false,
+        items: vec![(Key::Int(0), dict(vec![("exp_avg", s)]))],
+    };
     let mut built = m.finish(dict(vec![
         ("model", dict(vec![("module.conv.weight", w)])),
         ("nested", dict(vec![("module", dict(vec![("fc.bias", x)]))])),
@@ -385,13 +485,19 @@ fn rename_in_nested_trees() {
     ]));
     let ck = &mut built.ckpt;
     let r = transform::rename(ck, &["module.".into()], None).unwrap();
-    assert_eq!(names(ck), ["model.conv.weight", "nested.fc.bias", "optimizer.state.0.exp_avg"]);
+    assert_eq!(
+        names(ck),
+        ["model.conv.weight", "nested.fc.bias", "optimizer.state.0.exp_avg"]
+    );
     assert_eq!(r.stripped[0].1, 2);
     assert!(ck.metadata.contains_key("optimizer.module.lr"), "{:?}", ck.metadata);
     check_consistent(ck);
     // Adding goes on top-level entries holding tensors.
     transform::rename(ck, &[], Some("x.")).unwrap();
-    assert_eq!(names(ck), ["x.model.conv.weight", "x.nested.fc.bias", "x.optimizer.state.0.exp_avg"]);
+    assert_eq!(
+        names(ck),
+        ["x.model.conv.weight", "x.nested.fc.bias", "x.optimizer.state.0.exp_avg"]
+    );
     // A root tensor is wrapped.
     let mut m = Mk::new();
     let t = m.t(&[1.0]);
@@ -410,7 +516,10 @@ fn rename_dataparallel_and_compiled_give_the_plain_names() {
         let r = transform::rename(&mut c, &["module.".into(), "_orig_mod.".into()], None).unwrap();
         assert_eq!(names(&c), want, "{rel}");
         assert_eq!(r.renamed.len(), 15);
-        assert_eq!(r.renamed[0], (format!("{prefix}conv1.weight"), "conv1.weight".to_string()));
+        assert_eq!(
+            r.renamed[0],
+            (format!("{prefix}conv1.weight"), "conv1.weight".to_string())
+        );
         check_consistent(&c);
         // Same values as the plain state dict (the fixtures share one seed).
         let d = ckpt::diff::diff(&c, &open("cnn_state_dict.pth"), 0.0);
@@ -429,8 +538,14 @@ fn select_subtrees() {
     let c = m.t(&[3.0]);
     let e = m.t(&[4.0]);
     let built = m.finish(dict(vec![
-        ("model", dict(vec![("enc.0.weight", a), ("enc.1.weight", b), ("head.bias", c)])),
-        ("opt", Node::List(vec![Node::Int(1), dict(vec![("m", e), ("lr", Node::Float(0.5))])])),
+        (
+            "model",
+            dict(vec![("enc.0.weight", a), ("enc.1.weight", b), ("head.bias", c)]),
+        ),
+        (
+            "opt",
+            Node::List(vec![Node::Int(1), dict(vec![("m", e), ("lr", Node::Float(0.5))])]),
+        ),
         ("epoch", Node::Int(2)),
     ]));
     let ck = &built.ckpt;
@@ -455,8 +570,14 @@ fn select_subtrees() {
         Err(TransformError::UnknownPath { keys, .. }) => assert_eq!(keys, ["model", "opt", "epoch"]),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(transform::select(ck, "epoch"), Err(TransformError::NoTensors { .. })));
-    assert!(transform::select(ck, "modle").unwrap_err().to_string().contains("model, opt, epoch"));
+    assert!(matches!(
+        transform::select(ck, "epoch"),
+        Err(TransformError::NoTensors { .. })
+    ));
+    assert!(transform::select(ck, "modle")
+        .unwrap_err()
+        .to_string()
+        .contains("model, opt, epoch"));
 }
 
 #[test]
@@ -469,7 +590,12 @@ fn select_model_state_dict_of_training_checkpoint() {
     check_consistent(&s);
     for t in &s.tensors {
         let want = expected_tensor("training_checkpoint.pth", &format!("model_state_dict.{}", t.name));
-        assert_eq!(ckpt::tensor_data::sha256_hex(&s, t), want["sha256"].as_str().unwrap(), "{}", t.name);
+        assert_eq!(
+            ckpt::tensor_data::sha256_hex(&s, t),
+            want["sha256"].as_str().unwrap(),
+            "{}",
+            t.name
+        );
     }
     // conv1 was frozen during training: equal to the untrained CNN; the rest moved.
     let d = ckpt::diff::diff(&s, &open("cnn_state_dict.pth"), 0.0);
@@ -480,7 +606,10 @@ fn select_model_state_dict_of_training_checkpoint() {
     assert_eq!(o.tensors[0].name, "state.2.step");
     assert!(o.metadata.contains_key("param_groups"));
     let e = transform::select(&c, "model").unwrap_err().to_string();
-    assert!(e.contains("model_state_dict") && e.contains("optimizer_state_dict") && e.contains("epoch"), "{e}");
+    assert!(
+        e.contains("model_state_dict") && e.contains("optimizer_state_dict") && e.contains("epoch"),
+        "{e}"
+    );
 }
 
 // ------------------------------------------------------------------------------------ drop
@@ -510,12 +639,34 @@ fn drop_by_module_prefix_and_glob() {
     ]));
     let ck = &mut built.ckpt;
     assert_eq!(ck.storages.len(), 8);
-    let r = transform::drop_layers(ck, &["fc".into(), "*.num_batches_tracked".into(), "group.only.0".into()]).unwrap();
-    assert_eq!(r.removed, ["fc.weight", "fc.0.weight", "bn.num_batches_tracked", "group.only.0"]);
+    let r = transform::drop_layers(
+        ck,
+        &["fc".into(), "*.num_batches_tracked".into(), "group.only.0".into()],
+    )
+    .unwrap();
+    assert_eq!(
+        r.removed,
+        ["fc.weight", "fc.0.weight", "bn.num_batches_tracked", "group.only.0"]
+    );
     assert_eq!(r.removed_params, 4);
-    assert_eq!(r.per_pattern, [("fc".to_string(), 2), ("*.num_batches_tracked".to_string(), 1), ("group.only.0".to_string(), 1)]);
-    assert_eq!(names(ck), ["emb.weight", "head.weight", "fc1.weight", "group.only.1", "sub.x"], "list siblings keep their index");
-    assert_eq!(ck.metadata.get("group.only.0"), Some(&Json::Null), "a dropped list element becomes None");
+    assert_eq!(
+        r.per_pattern,
+        [
+            ("fc".to_string(), 2),
+            ("*.num_batches_tracked".to_string(), 1),
+            ("group.only.0".to_string(), 1)
+        ]
+    );
+    assert_eq!(
+        names(ck),
+        ["emb.weight", "head.weight", "fc1.weight", "group.only.1", "sub.x"],
+        "list siblings keep their index"
+    );
+    assert_eq!(
+        ck.metadata.get("group.only.0"),
+        Some(&Json::Null),
+        "a dropped list element becomes None"
+    );
     assert_eq!(r.storages_removed, 4);
     assert_eq!(ck.storages.len(), 4);
     check_consistent(ck);
@@ -537,10 +688,19 @@ fn drop_pattern_matching_nothing_is_an_error() {
     let mut c = open("cnn_state_dict.pth");
     // `fc` is no module of this CNN (it has fc1, fc2, fc3): a typo must not pass.
     let e = transform::drop_layers(&mut c, &["fc3".into(), "fc".into(), "layer4.*".into()]).unwrap_err();
-    assert_eq!(e, TransformError::NoMatch { patterns: vec!["fc".into(), "layer4.*".into()], hint: "top-level names: conv1, conv2, bn, fc1, fc2, fc3".into() });
+    assert_eq!(
+        e,
+        TransformError::NoMatch {
+            patterns: vec!["fc".into(), "layer4.*".into()],
+            hint: "top-level names: conv1, conv2, bn, fc1, fc2, fc3".into()
+        }
+    );
     assert!(e.to_string().contains("'fc', 'layer4.*'"), "{e}");
     assert_eq!(c.tensors.len(), 15, "nothing dropped");
-    assert!(matches!(transform::drop_layers(&mut c, &["a[".into()]), Err(TransformError::BadPattern { .. })));
+    assert!(matches!(
+        transform::drop_layers(&mut c, &["a[".into()]),
+        Err(TransformError::BadPattern { .. })
+    ));
 }
 
 #[test]
@@ -569,7 +729,10 @@ fn drop_head_of_cnn_fixture() {
     assert_eq!(r.removed.len(), 30);
     assert_eq!(t.tensors.len(), 15);
     assert!(t.metadata.contains_key("epoch"));
-    assert!(t.metadata.contains_key("optimizer_state_dict.param_groups"), "metadata stays");
+    assert!(
+        t.metadata.contains_key("optimizer_state_dict.param_groups"),
+        "metadata stays"
+    );
     check_consistent(&t);
 }
 
@@ -589,15 +752,30 @@ fn freeze_rules_later_win_and_tied_follow() {
     m.tensors.last_mut().unwrap().parameter = true;
     m.tensors.last_mut().unwrap().requires_grad = true;
     let mut built = m.finish_as(
-        dict(vec![("emb.weight", emb), ("enc.0.weight", enc0), ("enc.1.weight", enc1), ("mask", buf), ("head.weight", head)]),
+        dict(vec![
+            ("emb.weight", emb),
+            ("enc.0.weight", enc0),
+            ("enc.1.weight", enc1),
+            ("mask", buf),
+            ("head.weight", head),
+        ]),
         Format::PthZip,
         Origin::WholeModel,
     );
     let ck = &mut built.ckpt;
-    let rules = vec![(FreezeRule::Freeze, "enc".to_string()), (FreezeRule::Unfreeze, "enc.1".to_string()), (FreezeRule::Freeze, "head".to_string()), (FreezeRule::Freeze, "mask".to_string())];
+    let rules = vec![
+        (FreezeRule::Freeze, "enc".to_string()),
+        (FreezeRule::Unfreeze, "enc.1".to_string()),
+        (FreezeRule::Freeze, "head".to_string()),
+        (FreezeRule::Freeze, "mask".to_string()),
+    ];
     let r = transform::freeze(ck, &rules);
     assert!(r.file_has_flags);
-    let flags: Vec<(&str, Option<bool>, FlagSource)> = r.entries.iter().map(|e| (e.name.as_str(), e.requires_grad, e.source)).collect();
+    let flags: Vec<(&str, Option<bool>, FlagSource)> = r
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.requires_grad, e.source))
+        .collect();
     assert_eq!(
         flags,
         [
@@ -612,13 +790,23 @@ fn freeze_rules_later_win_and_tied_follow() {
     assert_eq!(r.skipped[0].0, "mask");
     assert_eq!(r.unmatched_patterns, ["mask"]);
     assert_eq!((r.trainable_params, r.frozen_params, r.unknown_params), (1, 5, 0));
-    assert_eq!(r.summary(), "trainable params: 1 || all params: 6 || trainable%: 16.6667");
+    assert_eq!(
+        r.summary(),
+        "trainable params: 1 || all params: 6 || trainable%: 16.6667"
+    );
     assert!(!ck.tensors[0].requires_grad && ck.tensors[2].requires_grad);
     assert!(!ck.tensors[3].parameter, "a buffer stays a buffer");
     // The tied pair counts once, as in PyTorch's model.parameters().
     assert_eq!(r.entries[3].shared_with.as_deref(), Some("emb.weight"));
     // try_freeze refuses the unmatched pattern and changes nothing.
-    let e = transform::try_freeze(ck, &[(FreezeRule::Unfreeze, "emb".into()), (FreezeRule::Freeze, "mask".into())]).unwrap_err();
+    let e = transform::try_freeze(
+        ck,
+        &[
+            (FreezeRule::Unfreeze, "emb".into()),
+            (FreezeRule::Freeze, "mask".into()),
+        ],
+    )
+    .unwrap_err();
     assert!(matches!(e, TransformError::NoMatch { ref patterns, .. } if patterns == &["mask"]));
     assert!(!ck.tensors[0].requires_grad);
 }
@@ -642,8 +830,14 @@ fn freeze_without_flags_reports_unknown_and_uses_the_buffer_heuristic() {
     let ck = &mut built.ckpt;
     let r = transform::freeze(ck, &[]);
     assert!(!r.file_has_flags);
-    assert_eq!(r.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["bn.weight", "fc.bias"]);
-    assert!(r.entries.iter().all(|e| e.source == FlagSource::Unknown && e.requires_grad.is_none()));
+    assert_eq!(
+        r.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["bn.weight", "fc.bias"]
+    );
+    assert!(r
+        .entries
+        .iter()
+        .all(|e| e.source == FlagSource::Unknown && e.requires_grad.is_none()));
     assert_eq!((r.trainable_params, r.frozen_params, r.unknown_params), (0, 0, 3));
     let s = r.summary();
     assert!(s.contains("unknown") && !s.contains("trainable params: 0"), "{s}");
@@ -652,10 +846,16 @@ fn freeze_without_flags_reports_unknown_and_uses_the_buffer_heuristic() {
     assert_eq!(r.entries[0].source, FlagSource::Pattern);
     assert_eq!(r.entries[0].requires_grad, Some(false));
     assert_eq!(r.entries[1].source, FlagSource::Unknown);
-    assert_eq!(r.skipped.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["bn.running_mean", "bn.num_batches_tracked"]);
+    assert_eq!(
+        r.skipped.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["bn.running_mean", "bn.num_batches_tracked"]
+    );
     assert!(ck.tensors[0].parameter && !ck.tensors[1].parameter);
     let s = r.summary();
-    assert!(s.starts_with("trainable params: 0 || all params: 3 || trainable%: 0.0000 of the 2 with known flags"), "{s}");
+    assert!(
+        s.starts_with("trainable params: 0 || all params: 3 || trainable%: 0.0000 of the 2 with known flags"),
+        "{s}"
+    );
 }
 
 /// PyTorch's trainable / frozen parameter counts of a fixture; a parameter pickled twice (tied
@@ -665,8 +865,19 @@ fn trainable_from_expected(rel: &str) -> (u64, u64) {
     let mut f = 0;
     let mut seen = HashSet::new();
     for e in expected()["fixtures"][rel]["tensors"].as_array().unwrap() {
-        if e["parameter"] == Json::Bool(true) && seen.insert((e["storage_group"].to_string(), e["shape"].to_string(), e["storage_offset"].to_string())) {
-            let n: u64 = e["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product();
+        if e["parameter"] == Json::Bool(true)
+            && seen.insert((
+                e["storage_group"].to_string(),
+                e["shape"].to_string(),
+                e["storage_offset"].to_string(),
+            ))
+        {
+            let n: u64 = e["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .product();
             if e["requires_grad"] == Json::Bool(true) {
                 t += n
             } else {
@@ -679,26 +890,55 @@ fn trainable_from_expected(rel: &str) -> (u64, u64) {
 
 #[test]
 fn freeze_report_of_fixtures_with_flags_matches_pytorch() {
-    for rel in ["cnn_model.pth", "cnn_keep_vars.pth", "torchscript_cnn.pt", "legacy_model.pth", "tied_model.pth", "nested_containers.pth"] {
+    for rel in [
+        "cnn_model.pth",
+        "cnn_keep_vars.pth",
+        "torchscript_cnn.pt",
+        "legacy_model.pth",
+        "tied_model.pth",
+        "nested_containers.pth",
+    ] {
         let mut c = open(rel);
         let r = transform::freeze(&mut c, &[]);
         assert!(r.file_has_flags, "{rel}");
-        assert_eq!((r.trainable_params, r.frozen_params), trainable_from_expected(rel), "{rel}");
+        assert_eq!(
+            (r.trainable_params, r.frozen_params),
+            trainable_from_expected(rel),
+            "{rel}"
+        );
         assert_eq!(r.unknown_tensors, 0);
         for e in &r.entries {
             let w = expected_tensor(rel, &e.name);
             assert_eq!(w["parameter"], Json::Bool(true), "{rel} {}", e.name);
-            assert_eq!(Some(w["requires_grad"].as_bool().unwrap()), e.requires_grad, "{rel} {}", e.name);
+            assert_eq!(
+                Some(w["requires_grad"].as_bool().unwrap()),
+                e.requires_grad,
+                "{rel} {}",
+                e.name
+            );
             assert_eq!(e.source, FlagSource::File);
         }
     }
     let mut c = open("cnn_model.pth");
     let r = transform::freeze(&mut c, &[]);
-    let frozen: Vec<&str> = r.entries.iter().filter(|e| e.requires_grad == Some(false)).map(|e| e.name.as_str()).collect();
+    let frozen: Vec<&str> = r
+        .entries
+        .iter()
+        .filter(|e| e.requires_grad == Some(false))
+        .map(|e| e.name.as_str())
+        .collect();
     assert_eq!(frozen, ["conv1.weight", "conv1.bias"]);
     assert_eq!(r.entries.len(), 12, "BN running stats and the counter are buffers");
     let (t, f) = trainable_from_expected("cnn_model.pth");
-    assert_eq!(r.summary(), format!("trainable params: {} || all params: {} || trainable%: {:.4}", sep(t), sep(t + f), 100.0 * t as f64 / (t + f) as f64));
+    assert_eq!(
+        r.summary(),
+        format!(
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            sep(t),
+            sep(t + f),
+            100.0 * t as f64 / (t + f) as f64
+        )
+    );
     let j = r.to_json();
     assert_eq!(j["flags"], "file");
     assert_eq!(j["frozen_params"], f);
@@ -719,8 +959,17 @@ fn freeze_report_of_plain_state_dict_is_unknown() {
     let r = transform::freeze(&mut c, &[]);
     assert!(!r.file_has_flags);
     let model = open("cnn_model.pth");
-    let params: Vec<&str> = model.tensors.iter().filter(|t| t.parameter).map(|t| t.name.as_str()).collect();
-    assert_eq!(r.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), params, "the heuristic finds exactly the model's parameters");
+    let params: Vec<&str> = model
+        .tensors
+        .iter()
+        .filter(|t| t.parameter)
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(
+        r.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        params,
+        "the heuristic finds exactly the model's parameters"
+    );
     assert_eq!(r.unknown_tensors, 12);
     assert_eq!((r.trainable_params, r.frozen_params), (0, 0));
     let (t, f) = trainable_from_expected("cnn_model.pth");
@@ -735,7 +984,11 @@ fn freeze_report_of_plain_state_dict_is_unknown() {
     assert!(r.entries.iter().all(|e| e.name.starts_with("model_state_dict.")));
     // Setting flags on a plain state dict by pattern.
     let mut c = open("cnn_state_dict.pth");
-    let r = transform::try_freeze(&mut c, &[(FreezeRule::Unfreeze, "*".into()), (FreezeRule::Freeze, "conv1".into())]).unwrap();
+    let r = transform::try_freeze(
+        &mut c,
+        &[(FreezeRule::Unfreeze, "*".into()), (FreezeRule::Freeze, "conv1".into())],
+    )
+    .unwrap();
     assert_eq!((r.trainable_params, r.frozen_params, r.unknown_params), (t, f, 0));
     assert!(c.tensors.iter().filter(|t| t.parameter).count() == 12);
 }
@@ -762,10 +1015,19 @@ fn transforms_keep_every_fixture_consistent() {
         let mut r = c.clone();
         transform::rename(&mut r, &["module.".into()], Some("p")).unwrap();
         check_consistent(&r);
-        assert!(r.tensors.iter().all(|t| t.name.starts_with("p.") || t.name == "p"), "{rel}: {:?}", names(&r));
+        assert!(
+            r.tensors.iter().all(|t| t.name.starts_with("p.") || t.name == "p"),
+            "{rel}: {:?}",
+            names(&r)
+        );
         if c.tensors.len() > 1 {
             let mut d = c.clone();
-            let rest: Vec<String> = c.tensors[1..].iter().map(|t| t.name.clone()).collect::<HashSet<_>>().into_iter().collect();
+            let rest: Vec<String> = c.tensors[1..]
+                .iter()
+                .map(|t| t.name.clone())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
             transform::drop_layers(&mut d, &rest).unwrap();
             check_consistent(&d);
             assert!(!d.tensors.is_empty());

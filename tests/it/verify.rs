@@ -61,7 +61,12 @@ fn every_fixture_loads_in_libtorch_on_cpu() {
         if !f.is_empty() || report.exit_code() != 0 {
             problems.push(format!("{rel}: {f:?}\n{}", report.to_text()));
         }
-        let want_names: Vec<&str> = want["tensors"].as_array().expect("tensors").iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let want_names: Vec<&str> = want["tensors"]
+            .as_array()
+            .expect("tensors")
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
         let got_names: Vec<&str> = report.tensors.iter().map(|t| t.name.as_str()).collect();
         let mut a = want_names.clone();
         let mut b = got_names.clone();
@@ -74,7 +79,12 @@ fn every_fixture_loads_in_libtorch_on_cpu() {
             Some(l) => {
                 for t in &report.tensors {
                     if t.loader != l {
-                        problems.push(format!("{rel}: {} loaded via {}, expected {}", t.name, t.loader.name(), l.name()));
+                        problems.push(format!(
+                            "{rel}: {} loaded via {}, expected {}",
+                            t.name,
+                            t.loader.name(),
+                            l.name()
+                        ));
                     }
                 }
             }
@@ -83,7 +93,10 @@ fn every_fixture_loads_in_libtorch_on_cpu() {
                 let script = report.tensors.iter().filter(|t| t.loader == Loader::TchScript).count();
                 let bytes = report.tensors.iter().filter(|t| t.loader == Loader::Bytes).count();
                 if script == 0 || bytes == 0 || script + bytes != report.tensors.len() {
-                    problems.push(format!("{rel}: tch-script {script}, bytes {bytes}\n{}", report.to_text()));
+                    problems.push(format!(
+                        "{rel}: tch-script {script}, bytes {bytes}\n{}",
+                        report.to_text()
+                    ));
                 }
                 for t in report.tensors.iter().filter(|t| t.loader == Loader::Bytes) {
                     if !t.name.contains("running_") && !t.name.contains("num_batches_tracked") {
@@ -117,7 +130,12 @@ fn skipped_dtypes_are_listed_not_passed() {
     assert_eq!(json["counts"]["skipped"], 4);
     assert_eq!(json["ok"], true);
     assert_eq!(json["exit_code"], 0);
-    let u16 = json["tensors"].as_array().unwrap().iter().find(|t| t["dtype"] == "uint16").unwrap();
+    let u16 = json["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["dtype"] == "uint16")
+        .unwrap();
     assert_eq!(u16["status"], "skipped");
     assert_eq!(u16["loader"], "bytes");
     assert_eq!(json["files"][0]["loader"], "bytes");
@@ -127,16 +145,32 @@ fn skipped_dtypes_are_listed_not_passed() {
 #[test]
 fn plain_dict_pth_loads_through_tch_zip() {
     let dir = tempfile::tempdir().unwrap();
-    for rel in ["cnn_state_dict.pth", "views.pth", "gpu_tagged.pth", "tied_state_dict.pth"] {
+    for rel in [
+        "cnn_state_dict.pth",
+        "views.pth",
+        "gpu_tagged.pth",
+        "tied_state_dict.pth",
+    ] {
         let out = dir.path().join(rel);
         verify::write_plain_dict_copy(&fixture(rel), &out).unwrap();
         let copy = ckpt::read::open(&out).unwrap();
-        assert!(matches!(copy.root, ckpt::model::Node::Dict { ordered: false, .. }), "{rel}");
+        assert!(
+            matches!(copy.root, ckpt::model::Node::Dict { ordered: false, .. }),
+            "{rel}"
+        );
         // The copy is the same checkpoint: libtorch's reading of it equals ckpt's of the original.
         let original = ckpt::read::open(&fixture(rel)).unwrap();
         let r = verify::verify_against(&out, &original, Device::Cpu).unwrap();
-        assert!(r.ok() && r.counts().matched == original.tensors.len(), "{rel}\n{}", r.to_text());
-        assert!(r.tensors.iter().all(|t| t.loader == Loader::TchZip), "{rel}\n{}", r.to_text());
+        assert!(
+            r.ok() && r.counts().matched == original.tensors.len(),
+            "{rel}\n{}",
+            r.to_text()
+        );
+        assert!(
+            r.tensors.iter().all(|t| t.loader == Loader::TchZip),
+            "{rel}\n{}",
+            r.to_text()
+        );
     }
 }
 
@@ -147,7 +181,9 @@ fn corrupt_copy(src: &Path, dst: &Path) -> String {
     let t = ck
         .tensors
         .iter()
-        .find(|t| t.numel() >= 4 && t.is_contiguous() && ck.tensors.iter().filter(|o| o.storage == t.storage).count() == 1)
+        .find(|t| {
+            t.numel() >= 4 && t.is_contiguous() && ck.tensors.iter().filter(|o| o.storage == t.storage).count() == 1
+        })
         .expect("a tensor to corrupt");
     let s = ck.storage(t.storage);
     let at = s.data.offset + (t.offset + 3) * t.dtype.size() as u64;
@@ -166,11 +202,17 @@ fn a_corrupted_tensor_byte_differs_from_the_original() {
         (fixture("cnn_state_dict.pth"), Loader::TchZipDict, true),
         (plain, Loader::TchZip, true),
         (fixture("torchscript_cnn.pt"), Loader::TchScript, true),
-        (fixture("sharded_st/model-00001-of-00002.safetensors"), Loader::TchSafetensors, false),
+        (
+            fixture("sharded_st/model-00001-of-00002.safetensors"),
+            Loader::TchSafetensors,
+            false,
+        ),
         (fixture("legacy_state_dict.pth"), Loader::Bytes, false),
     ];
     for (i, (src, loader, zip)) in cases.into_iter().enumerate() {
-        let bad = dir.path().join(format!("bad{i}.{}", src.extension().unwrap().to_str().unwrap()));
+        let bad = dir
+            .path()
+            .join(format!("bad{i}.{}", src.extension().unwrap().to_str().unwrap()));
         let name = corrupt_copy(&src, &bad);
 
         // Neither libtorch nor torch.load checks zip CRCs: both read the damaged byte, so the
@@ -189,7 +231,9 @@ fn a_corrupted_tensor_byte_differs_from_the_original() {
             if t.name == name {
                 assert_eq!(t.loader, loader, "{}", r.to_text());
                 match &t.outcome {
-                    Outcome::Differs { first_index: Some(3), .. } => {}
+                    Outcome::Differs {
+                        first_index: Some(3), ..
+                    } => {}
                     other => panic!("{name}: {other:?}\n{}", r.to_text()),
                 }
             } else {
@@ -239,7 +283,10 @@ fn devices_parse_and_cuda_without_a_gpu_is_an_error() {
     assert_eq!(verify::parse_device("cuda").unwrap(), Device::Cuda(0));
     assert_eq!(verify::parse_device("cuda:1").unwrap(), Device::Cuda(1));
     for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", ""] {
-        assert!(matches!(verify::parse_device(bad), Err(VerifyError::Device(_))), "{bad}");
+        assert!(
+            matches!(verify::parse_device(bad), Err(VerifyError::Device(_))),
+            "{bad}"
+        );
     }
     if tch::Cuda::is_available() {
         eprintln!("CUDA is available here: checking an out-of-range device instead");
@@ -252,7 +299,10 @@ fn devices_parse_and_cuda_without_a_gpu_is_an_error() {
         let r = verify::verify(&fixture("cnn_state_dict.pth"), dev);
         assert_eq!(verify::exit_code(&r), 2);
         let msg = r.unwrap_err().to_string();
-        assert!(msg.contains("cuda:") && (msg.contains("no CUDA device") || msg.contains("without CUDA")), "{msg}");
+        assert!(
+            msg.contains("cuda:") && (msg.contains("no CUDA device") || msg.contains("without CUDA")),
+            "{msg}"
+        );
     }
 }
 
@@ -265,8 +315,8 @@ fn verify_output_is_verify() {
 
 // ---------------------------------------------------------------------------------------------
 // CONVERTED OUTPUTS. What ckpt writes (src/write) must load in libtorch to the tensors ckpt
-// read from the input. Through the library; the CLI test at the end (`ckpt convert ... --device
-// cpu`, then `ckpt verify`) waits for the `verify` subcommand: remove its #[ignore] once wired.
+// read from the input. Through the library, and at the end through the CLI (`ckpt convert ...
+// --device cpu`, then `ckpt verify`).
 // ---------------------------------------------------------------------------------------------
 
 /// Every tensor of `out` as libtorch loads it equals ckpt's reading of `input`, and `out` agrees
@@ -276,7 +326,14 @@ fn check_converted(input: &Path, out: &Path) -> VerifyReport {
     assert_eq!(own.exit_code(), 0, "{}", own.to_text());
     let reference = ckpt::read::open(input).unwrap();
     let r = verify::verify_against(out, &reference, Device::Cpu).unwrap();
-    assert_eq!(r.exit_code(), 0, "{} -> {}\n{}", input.display(), out.display(), r.to_text());
+    assert_eq!(
+        r.exit_code(),
+        0,
+        "{} -> {}\n{}",
+        input.display(),
+        out.display(),
+        r.to_text()
+    );
     own
 }
 
@@ -304,22 +361,38 @@ fn written_pth_outputs_load_in_libtorch() {
         let out = dir.path().join(format!("{}.pth", rel.replace('/', "_")));
         write_as(&fixture(rel), &out, ckpt::write::OutFormat::Pth);
         let r = check_converted(&fixture(rel), &out);
-        eprintln!("{rel} -> pth: {}", r.files.iter().map(|f| f.loader.name()).collect::<Vec<_>>().join(","));
+        eprintln!(
+            "{rel} -> pth: {}",
+            r.files.iter().map(|f| f.loader.name()).collect::<Vec<_>>().join(",")
+        );
     }
 }
 
 #[test]
 fn written_safetensors_outputs_load_in_libtorch() {
     let dir = tempfile::tempdir().unwrap();
-    for rel in ["cnn_state_dict.pth", "lstm_state_dict.pth", "legacy_state_dict.pth", "views.pth", "model.safetensors"] {
+    for rel in [
+        "cnn_state_dict.pth",
+        "lstm_state_dict.pth",
+        "legacy_state_dict.pth",
+        "views.pth",
+        "model.safetensors",
+    ] {
         let out = dir.path().join(format!("{}.safetensors", rel.replace('/', "_")));
         write_as(&fixture(rel), &out, ckpt::write::OutFormat::Safetensors);
         let r = check_converted(&fixture(rel), &out);
         let all_safetensors_dtypes = r.tensors.iter().all(|t| {
-            ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64"].contains(&t.dtype.as_str())
+            [
+                "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64",
+            ]
+            .contains(&t.dtype.as_str())
         });
         if all_safetensors_dtypes {
-            assert!(r.tensors.iter().all(|t| t.loader == Loader::TchSafetensors), "{rel}\n{}", r.to_text());
+            assert!(
+                r.tensors.iter().all(|t| t.loader == Loader::TchSafetensors),
+                "{rel}\n{}",
+                r.to_text()
+            );
         }
     }
 }
@@ -340,12 +413,14 @@ fn gpu_tagged_written_for_cpu_loads_in_libtorch() {
 }
 
 #[test]
-#[ignore = "needs the `ckpt verify` subcommand wired in src/cmd (passes with it)"]
 fn cli_convert_then_verify() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cpu.pth");
     let mut cmd = assert_cmd::Command::cargo_bin("ckpt").unwrap();
-    cmd.arg("convert").arg(fixture("gpu_tagged.pth")).arg(&out).args(["--device", "cpu"]);
+    cmd.arg("convert")
+        .arg(fixture("gpu_tagged.pth"))
+        .arg(&out)
+        .args(["--device", "cpu"]);
     cmd.assert().success();
     check_converted(&fixture("gpu_tagged.pth"), &out);
     let mut cmd = assert_cmd::Command::cargo_bin("ckpt").unwrap();

@@ -29,16 +29,22 @@ fn opts(format: OutFormat) -> WriteOptions {
 
 /// (name, dtype, shape, sha256) of every tensor, in order.
 fn summary(c: &Checkpoint) -> Vec<(String, DType, Vec<u64>, String)> {
-    c.tensors.iter().map(|t| (t.name.clone(), t.dtype, t.shape.clone(), sha256_hex(c, t))).collect()
+    c.tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.dtype, t.shape.clone(), sha256_hex(c, t)))
+        .collect()
 }
 
 /// Which tensors share a storage, as group numbers in order of first use.
 fn partition(c: &Checkpoint) -> Vec<usize> {
     let mut ids: HashMap<StorageId, usize> = HashMap::new();
-    c.tensors.iter().map(|t| {
-        let n = ids.len();
-        *ids.entry(t.storage).or_insert(n)
-    }).collect()
+    c.tensors
+        .iter()
+        .map(|t| {
+            let n = ids.len();
+            *ids.entry(t.storage).or_insert(n)
+        })
+        .collect()
 }
 
 fn has_complex128(c: &Checkpoint) -> Option<&Tensor> {
@@ -46,7 +52,10 @@ fn has_complex128(c: &Checkpoint) -> Option<&Tensor> {
 }
 
 fn dir_entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -65,7 +74,18 @@ fn norm(n: &Node) -> String {
         Node::Tuple(items) => format!("({})", items.iter().map(norm).collect::<Vec<_>>().join(",")),
         Node::Dict { items, .. } => format!(
             "{{{}}}",
-            items.iter().map(|(k, v)| format!("{}:{}", match k { Key::Str(s) => format!("{s:?}"), Key::Int(i) => i.to_string() }, norm(v))).collect::<Vec<_>>().join(",")
+            items
+                .iter()
+                .map(|(k, v)| format!(
+                    "{}:{}",
+                    match k {
+                        Key::Str(s) => format!("{s:?}"),
+                        Key::Int(i) => i.to_string(),
+                    },
+                    norm(v)
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         Node::Tensor(i) => format!("T{i}"),
     }
@@ -80,17 +100,31 @@ fn pth_diffs(orig: &Checkpoint, back: &Checkpoint) -> Vec<String> {
     }
     for (a, b) in orig.tensors.iter().zip(&back.tensors) {
         if (&a.stride, a.offset, a.requires_grad, a.parameter) != (&b.stride, b.offset, b.requires_grad, b.parameter) {
-            d.push(format!("{}: layout/flags {:?} != {:?}", a.name, (&a.stride, a.offset, a.requires_grad, a.parameter), (&b.stride, b.offset, b.requires_grad, b.parameter)));
+            d.push(format!(
+                "{}: layout/flags {:?} != {:?}",
+                a.name,
+                (&a.stride, a.offset, a.requires_grad, a.parameter),
+                (&b.stride, b.offset, b.requires_grad, b.parameter)
+            ));
         }
         if orig.storage(a.storage).location != back.storage(b.storage).location {
-            d.push(format!("{}: device {} != {}", a.name, orig.storage(a.storage).location, back.storage(b.storage).location));
+            d.push(format!(
+                "{}: device {} != {}",
+                a.name,
+                orig.storage(a.storage).location,
+                back.storage(b.storage).location
+            ));
         }
         if back.storage(b.storage).byte_order != ByteOrder::Little {
             d.push(format!("{}: written big-endian", a.name));
         }
     }
     if partition(orig) != partition(back) {
-        d.push(format!("storage sharing {:?} != {:?}", partition(orig), partition(back)));
+        d.push(format!(
+            "storage sharing {:?} != {:?}",
+            partition(orig),
+            partition(back)
+        ));
     }
     if orig.metadata != back.metadata && norm_meta(orig) != norm_meta(back) {
         d.push(format!("metadata {:?} != {:?}", orig.metadata, back.metadata));
@@ -143,7 +177,8 @@ fn every_fixture_round_trips_through_safetensors() {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            if orig.format != Format::Sharded && back.metadata.get(k) != Some(&serde_json::Value::String(want.clone())) {
+            if orig.format != Format::Sharded && back.metadata.get(k) != Some(&serde_json::Value::String(want.clone()))
+            {
                 failures.push(format!("{rel}: metadata {k}: {:?} != {want:?}", back.metadata.get(k)));
             }
         }
@@ -184,8 +219,17 @@ fn pth_writes_are_deterministic_and_zip64_reads_back() {
     o.force = true;
     o.progress = true; // stderr is not a terminal under the test harness: nothing is drawn
     write::write(&orig, &a, &o).unwrap();
-    assert!(std::fs::read(&a).unwrap() == first, "writing twice gave different bytes");
-    write::write_with_layout(&orig, &z, &opts(OutFormat::Pth), &write::pth::PthLayout { force_zip64: true }).unwrap();
+    assert!(
+        std::fs::read(&a).unwrap() == first,
+        "writing twice gave different bytes"
+    );
+    write::write_with_layout(
+        &orig,
+        &z,
+        &opts(OutFormat::Pth),
+        &write::pth::PthLayout { force_zip64: true },
+    )
+    .unwrap();
     let raw = std::fs::read(&z).unwrap();
     assert!(raw.windows(4).any(|w| w == b"PK\x06\x06"), "no zip64 end record");
     let back = ckpt::read::open(&z).unwrap();
@@ -221,7 +265,13 @@ fn safetensors_bytes_equal_the_safetensors_crate() {
         }
     }
     let tmp = tempfile::tempdir().unwrap();
-    for rel in ["model.safetensors", "views.pth", "cnn_state_dict.pth", "nested_containers.pth", "tied_model.pth"] {
+    for rel in [
+        "model.safetensors",
+        "views.pth",
+        "cnn_state_dict.pth",
+        "nested_containers.pth",
+        "tied_model.pth",
+    ] {
         let mut orig = ckpt::read::open(&fixtures_dir().join(rel)).unwrap();
         // One metadata entry at most: the crate orders several in hash order.
         let keep: Vec<String> = orig.metadata.keys().take(1).cloned().collect();
@@ -238,7 +288,14 @@ fn safetensors_bytes_equal_the_safetensors_crate() {
                     Ok(())
                 })
                 .unwrap();
-                (t.name.clone(), V(write::safetensors::st_dtype(t.dtype).unwrap(), t.shape.iter().map(|&d| d as usize).collect(), data))
+                (
+                    t.name.clone(),
+                    V(
+                        write::safetensors::st_dtype(t.dtype).unwrap(),
+                        t.shape.iter().map(|&d| d as usize).collect(),
+                        data,
+                    ),
+                )
             })
             .collect();
         let meta: Option<HashMap<String, String>> = if orig.metadata.is_empty() {
@@ -247,7 +304,12 @@ fn safetensors_bytes_equal_the_safetensors_crate() {
             Some(
                 orig.metadata
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
+                        )
+                    })
                     .collect(),
             )
         };
@@ -261,7 +323,10 @@ fn safetensors_bytes_equal_the_safetensors_crate() {
             continue; // hash order again
         }
         let want = safetensors::tensor::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), meta).unwrap();
-        assert!(std::fs::read(&out).unwrap() == want, "{rel}: differs from safetensors::serialize");
+        assert!(
+            std::fs::read(&out).unwrap() == want,
+            "{rel}: differs from safetensors::serialize"
+        );
     }
 }
 
@@ -276,7 +341,10 @@ fn dedupe_keeps_one_name_per_identical_view() {
     assert_eq!(report.tensors, orig.tensors.len() - 1);
     let back = ckpt::read::open(&out).unwrap();
     assert!(back.tensors.iter().all(|t| t.name != "head.weight"));
-    assert_eq!(back.metadata.get("head.weight").and_then(|v| v.as_str()), Some("emb.weight"));
+    assert_eq!(
+        back.metadata.get("head.weight").and_then(|v| v.as_str()),
+        Some("emb.weight")
+    );
     assert_eq!(back.metadata.get("format").and_then(|v| v.as_str()), Some("pt"));
     // Different views of one storage are all kept.
     let views = ckpt::read::open(&fixtures_dir().join("views.pth")).unwrap();
@@ -293,7 +361,11 @@ fn shard_opts(format: OutFormat, max: u64) -> WriteOptions {
 #[test]
 fn sharded_outputs_read_back_through_their_index() {
     let tmp = tempfile::tempdir().unwrap();
-    for rel in ["tied_state_dict.pth", "sharded_st/model.safetensors.index.json", "training_checkpoint.pth"] {
+    for rel in [
+        "tied_state_dict.pth",
+        "sharded_st/model.safetensors.index.json",
+        "training_checkpoint.pth",
+    ] {
         let orig = ckpt::read::open(&fixtures_dir().join(rel)).unwrap();
         for format in [OutFormat::Safetensors, OutFormat::Pth] {
             let dir = tmp.path().join(format!("{}-{}", rel.replace('/', "_"), format.name()));
@@ -321,11 +393,19 @@ fn sharded_outputs_read_back_through_their_index() {
                 assert_eq!(e.storage, h.storage, "tied tensors no longer share a storage");
             }
             if rel == "training_checkpoint.pth" {
-                assert_eq!(back.metadata.get("epoch"), Some(&serde_json::json!(5)), "{:?}", back.metadata);
+                assert_eq!(
+                    back.metadata.get("epoch"),
+                    Some(&serde_json::json!(5)),
+                    "{:?}",
+                    back.metadata
+                );
             }
             // Again without force: refused, nothing changed.
             let before = names.clone();
-            assert!(matches!(write::write(&orig, &dir, &shard_opts(format, 1000)), Err(Error::Exists { .. })));
+            assert!(matches!(
+                write::write(&orig, &dir, &shard_opts(format, 1000)),
+                Err(Error::Exists { .. })
+            ));
             assert_eq!(dir_entries(&dir), before);
         }
     }
@@ -335,7 +415,10 @@ fn sharded_outputs_read_back_through_their_index() {
     std::fs::create_dir(tmp.path().join("named")).unwrap();
     let report = write::write(&orig, &index, &shard_opts(OutFormat::Safetensors, 2000)).unwrap();
     let shard = report.files[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert!(shard.starts_with("weights-00001-of-") && shard.ends_with(".safetensors"), "{shard}");
+    assert!(
+        shard.starts_with("weights-00001-of-") && shard.ends_with(".safetensors"),
+        "{shard}"
+    );
     assert_eq!(report.files.last().unwrap(), &index);
 }
 
@@ -414,7 +497,10 @@ fn existing_outputs_need_force_and_inputs_are_never_overwritten() {
     let c = ckpt::read::open(&src).unwrap();
     let out = tmp.path().join("out.safetensors");
     std::fs::write(&out, b"precious").unwrap();
-    assert!(matches!(write::write(&c, &out, &opts(OutFormat::Safetensors)), Err(Error::Exists { .. })));
+    assert!(matches!(
+        write::write(&c, &out, &opts(OutFormat::Safetensors)),
+        Err(Error::Exists { .. })
+    ));
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
     let mut forced = opts(OutFormat::Safetensors);
     forced.force = true;
@@ -426,22 +512,35 @@ fn existing_outputs_need_force_and_inputs_are_never_overwritten() {
         assert!(matches!(write::write(&c, &src, &o), Err(Error::SameFile { .. })));
     }
     let other_path = tmp.path().join(".").join("model.safetensors");
-    assert!(matches!(write::write(&c, &other_path, &forced), Err(Error::SameFile { .. })));
+    assert!(matches!(
+        write::write(&c, &other_path, &forced),
+        Err(Error::SameFile { .. })
+    ));
     let link = tmp.path().join("link.safetensors");
     std::fs::hard_link(&src, &link).unwrap();
     assert!(matches!(write::write(&c, &link, &forced), Err(Error::SameFile { .. })));
-    assert!(matches!(check_output(&[src.as_path()], &link, true), Err(Error::SameFile { .. })));
+    assert!(matches!(
+        check_output(&[src.as_path()], &link, true),
+        Err(Error::SameFile { .. })
+    ));
     assert_eq!(std::fs::read(&src).unwrap(), before);
     // A directory is no output file (but is where shards go).
     assert!(check_output(&[], tmp.path(), false).is_ok());
-    assert!(matches!(write::write(&c, tmp.path(), &forced), Err(Error::Write { .. })));
+    assert!(matches!(
+        write::write(&c, tmp.path(), &forced),
+        Err(Error::Write { .. })
+    ));
     assert!(check_output(&[src.as_path()], &tmp.path().join("new.pth"), false).is_ok());
 }
 
 /// The checkpoint with every float32 storage cast to `to` (pending), as `convert --dtype` does.
 fn cast_f32(mut c: Checkpoint, to: DType) -> Checkpoint {
     for (i, s) in c.storages.iter_mut().enumerate() {
-        if c.tensors.iter().filter(|t| t.storage.0 == i).all(|t| t.dtype == DType::F32) {
+        if c.tensors
+            .iter()
+            .filter(|t| t.storage.0 == i)
+            .all(|t| t.dtype == DType::F32)
+        {
             s.cast = Some(ckpt::model::Cast { from: DType::F32, to });
         }
     }
@@ -477,7 +576,10 @@ fn pending_casts_are_applied_while_writing() {
                         bytes = out;
                     }
                     use sha2::Digest;
-                    sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+                    sha2::Sha256::digest(&bytes)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
                 })
                 .collect();
             let got: Vec<String> = cast.tensors.iter().map(|t| try_sha256_hex(&cast, t).unwrap()).collect();
@@ -503,7 +605,10 @@ fn pending_casts_are_applied_while_writing() {
     let mut c = ckpt::read::open(&fixtures_dir().join("cnn_state_dict.pth")).unwrap();
     let i = c.tensors.iter().position(|t| t.dtype == DType::I64).unwrap();
     let sid = c.tensors[i].storage;
-    c.storages[sid.0].cast = Some(ckpt::model::Cast { from: DType::I64, to: DType::F16 });
+    c.storages[sid.0].cast = Some(ckpt::model::Cast {
+        from: DType::I64,
+        to: DType::F16,
+    });
     c.tensors[i].dtype = DType::F16;
     let dir = tmp.path().join("bad");
     std::fs::create_dir(&dir).unwrap();
@@ -571,7 +676,15 @@ fn view_strategy() -> impl Strategy<Value = ViewP> {
                 0u8..4,
             )
         })
-        .prop_map(|(shape, stride, offset, alt_dtype, grad, parameter, placement)| ViewP { shape, stride, offset, alt_dtype, grad, parameter, placement })
+        .prop_map(|(shape, stride, offset, alt_dtype, grad, parameter, placement)| ViewP {
+            shape,
+            stride,
+            offset,
+            alt_dtype,
+            grad,
+            parameter,
+            placement,
+        })
 }
 
 fn storage_strategy() -> impl Strategy<Value = StorageP> {
@@ -583,7 +696,14 @@ fn storage_strategy() -> impl Strategy<Value = StorageP> {
         any::<u16>(),
         proptest::collection::vec(view_strategy(), 1..4),
     )
-        .prop_map(|(dtype, big, cuda, slack, at, views)| StorageP { dtype, big, cuda, slack, at, views })
+        .prop_map(|(dtype, big, cuda, slack, at, views)| StorageP {
+            dtype,
+            big,
+            cuda,
+            slack,
+            at,
+            views,
+        })
 }
 
 fn leaf_strategy() -> impl Strategy<Value = LeafP> {
@@ -637,7 +757,11 @@ fn build(path: &Path, storages: &[StorageP], leaves: &[(String, LeafP)], ordered
             key: Some(si.to_string()),
             location: if s.cuda { "cuda:0".into() } else { "cpu".into() },
             byte_order: if s.big { ByteOrder::Big } else { ByteOrder::Little },
-            data: DataRef { source: source.clone(), offset, len },
+            data: DataRef {
+                source: source.clone(),
+                offset,
+                len,
+            },
             cast: None,
         });
         for v in &s.views {
@@ -679,13 +803,31 @@ fn build(path: &Path, storages: &[StorageP], leaves: &[(String, LeafP)], ordered
             _ => int_dict.push((Key::Int(i as i64 * 7 - 3), node_for(i))),
         }
     }
-    let meta_items: Vec<(Key, Node)> = leaves.iter().map(|(k, l)| (Key::Str(k.clone()), leaf_node(l))).collect();
+    let meta_items: Vec<(Key, Node)> = leaves
+        .iter()
+        .map(|(k, l)| (Key::Str(k.clone()), leaf_node(l)))
+        .collect();
     let mut items = top;
     items.push((Key::Str("list".into()), Node::List(list)));
     items.push((Key::Str("tuple".into()), Node::Tuple(tuple)));
-    items.push((Key::Str("by_int".into()), Node::Dict { ordered: false, items: int_dict }));
-    items.push((Key::Str("meta".into()), Node::Dict { ordered, items: meta_items }));
-    items.push((Key::Str("seq".into()), Node::List(leaves.iter().map(|(_, l)| leaf_node(l)).collect())));
+    items.push((
+        Key::Str("by_int".into()),
+        Node::Dict {
+            ordered: false,
+            items: int_dict,
+        },
+    ));
+    items.push((
+        Key::Str("meta".into()),
+        Node::Dict {
+            ordered,
+            items: meta_items,
+        },
+    ));
+    items.push((
+        Key::Str("seq".into()),
+        Node::List(leaves.iter().map(|(_, l)| leaf_node(l)).collect()),
+    ));
     let mut root = Node::Dict { ordered, items };
     // Renumber tensors in depth-first order.
     fn renumber(n: &mut Node, pending: &mut [(u8, Tensor)], tensors: &mut Vec<Tensor>) {
@@ -702,7 +844,15 @@ fn build(path: &Path, storages: &[StorageP], leaves: &[(String, LeafP)], ordered
     }
     renumber(&mut root, &mut pending, &mut tensors);
     let metadata = ckpt::read::flatten::flatten(&root, &mut tensors);
-    Checkpoint { format: Format::PthZip, root, tensors, storages: model_storages, metadata, globals: Default::default(), origin: Origin::Data }
+    Checkpoint {
+        format: Format::PthZip,
+        root,
+        tensors,
+        storages: model_storages,
+        metadata,
+        globals: Default::default(),
+        origin: Origin::Data,
+    }
 }
 
 fn random_file(dir: &Path, seed: u64) -> PathBuf {
