@@ -58,7 +58,7 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     if let Some(output) = &output {
         output.check(&ckpt)?;
     }
-    warn_globals(&ckpt, &args.input);
+    warn_globals(&args.input);
     let report = transform::try_freeze(&mut ckpt, &rules)?;
     match args.flags.as_deref() {
         Some(p) if p.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&report.to_json())?),

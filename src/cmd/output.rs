@@ -95,18 +95,22 @@ pub fn written(report: &WriteReport, format: OutFormat) -> String {
     )
 }
 
-/// Warns on stderr about globals that torch.load(weights_only=True) would refuse. ckpt never
-/// runs them, and writers never write them.
-pub fn warn_globals(ckpt: &Checkpoint, path: &Path) {
-    let warnings = ckpt::scan::dangerous_globals(&ckpt.globals);
-    let dangerous: Vec<_> = warnings
+/// Warns on stderr when the input's pickles call something dangerous (what `ckpt scan` calls
+/// dangerous: anything called outside torch's weights_only allowlist). ckpt never runs it, and
+/// writers never write it. The scan re-reads only the pickles, a few hundred microseconds.
+pub fn warn_globals(path: &Path) {
+    let reports = ckpt::scan::scan_paths(&[path.to_path_buf()], &ckpt::read::ReadLimits::default());
+    let mut names: Vec<String> = reports
         .iter()
-        .filter(|w| w.verdict == ckpt::scan::Verdict::Dangerous)
+        .flat_map(|r| &r.findings)
+        .filter(|f| f.verdict == ckpt::scan::Verdict::Dangerous)
+        .map(|f| f.global.clone().unwrap_or_else(|| f.message.clone()))
         .collect();
-    if !dangerous.is_empty() {
-        let names: Vec<&str> = dangerous.iter().map(|w| w.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    if !names.is_empty() {
         eprintln!(
-            "ckpt: warning: {}: the pickle references dangerous globals ({}); ckpt did not run them. `ckpt scan` tells more.",
+            "ckpt: warning: {}: its pickle calls {} (dangerous; ckpt did not run it). `ckpt scan` tells more.",
             path.display(),
             names.join(", ")
         );

@@ -409,3 +409,45 @@ fn scan_judges_whole_models_as_needing_code() {
         .code(1);
     ckpt().args(["scan", &fixture("cnn_state_dict.pth")]).assert().code(0);
 }
+
+#[test]
+fn inspect_and_convert_warn_about_dangerous_calls_and_never_write_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = fixture("hostile/reduce_os_system.pth");
+    let out = ckpt()
+        .args(["inspect", &hostile])
+        .assert()
+        .success()
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8_lossy(&out);
+    assert!(err.contains("warning") && err.contains("system"), "{err}");
+    let out = run_in(dir.path(), &["convert", &hostile, "rescued.pth"])
+        .success()
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("warning"));
+    let scan = ckpt()
+        .args(["scan", dir.path().join("rescued.pth").to_str().unwrap()])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    assert!(
+        String::from_utf8_lossy(&scan).contains("SAFE"),
+        "{}",
+        String::from_utf8_lossy(&scan)
+    );
+    // Clean files get no warning.
+    let out = ckpt()
+        .args(["inspect", &fixture("cnn_state_dict.pth")])
+        .assert()
+        .success()
+        .get_output()
+        .stderr
+        .clone();
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
