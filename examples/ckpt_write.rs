@@ -55,14 +55,25 @@ fn run() -> Result<(), String> {
     };
     let format = match format.or_else(|| OutFormat::from_path(out)) {
         Some(f) => f,
-        None => return Err(format!("{}: cannot tell the format from the name; pass --to", out.display())),
+        None => {
+            return Err(format!(
+                "{}: cannot tell the format from the name; pass --to",
+                out.display()
+            ))
+        }
     };
     let mut ckpt = ckpt::read::open(input).map_err(|e| e.to_string())?;
     if let Some(to) = dtype {
         ckpt::transform::cast::cast(&mut ckpt, to, &globset::GlobSet::empty());
     }
     ckpt::write::check_output(&[input.as_path()], out, force).map_err(|e| e.to_string())?;
-    let opts = WriteOptions { format, force, dedupe, max_shard_size, progress: true };
+    let opts = WriteOptions {
+        format,
+        force,
+        dedupe,
+        max_shard_size,
+        progress: true,
+    };
     let report = write_with_layout(&ckpt, out, &opts, &layout).map_err(|e| e.to_string())?;
     for f in &report.files {
         println!("{}", f.display());

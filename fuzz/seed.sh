@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fixtures=../fixtures
-mkdir -p corpus/pickle corpus/pth corpus/safetensors corpus/scan
+mkdir -p corpus/pickle corpus/pth corpus/safetensors corpus/scan corpus/roundtrip corpus/transforms
 # The pth, safetensors and scan targets take an `Input` enum (arbitrary's derive): four zero
 # bytes select its first variant, `Raw`, whose bytes are then the whole file.
 raw() { { printf '\0\0\0\0'; cat "$1"; } > "$2"; }
@@ -55,4 +55,19 @@ for root, _, files in os.walk(src):
                     break
 print(f"{count} pickles extracted")
 PY
-for t in pickle pth safetensors scan; do echo "corpus/$t: $(ls corpus/$t | wc -l) files"; done
+# roundtrip and transforms take structured inputs (arbitrary's Unstructured), which no file
+# resembles: seed them with fixed pseudo-random bytes of a few sizes so that the first
+# inputs already describe several storages, views and nested containers; for transforms,
+# one seed per fixture (its first byte picks the fixture) with a few steps' worth of bytes.
+python3 - corpus/roundtrip corpus/transforms <<'PY'
+import os, random, sys
+rt, tr = sys.argv[1], sys.argv[2]
+rng = random.Random(0x636b7074)
+for i, n in enumerate([16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048]):
+    open(os.path.join(rt, f"seed_{i:02}_{n}"), "wb").write(bytes(rng.randrange(256) for _ in range(n)))
+for which in range(15):
+    for j, n in enumerate([1, 24, 64, 160]):
+        body = bytes(rng.randrange(256) for _ in range(n - 1))
+        open(os.path.join(tr, f"seed_{which:02}_{j}"), "wb").write(bytes([which]) + body)
+PY
+for t in pickle pth safetensors scan roundtrip transforms; do echo "corpus/$t: $(ls corpus/$t | wc -l) files"; done
