@@ -1,0 +1,462 @@
+//! Loading a file with libtorch by the best path it offers, and comparing tensors bit for bit.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// The tch kind for a dtype, where tch has one.
+pub fn kind_of(dtype: DType) -> Option<Kind> {
+    Some(match dtype {
+        DType::F64 => Kind::Double,
+        DType::F32 => Kind::Float,
+        DType::F16 => Kind::Half,
+        DType::BF16 => Kind::BFloat16,
+        DType::F8E4M3Fn => Kind::Float8e4m3fn,
+        DType::F8E5M2 => Kind::Float8e5m2,
+        DType::F8E4M3Fnuz => Kind::Float8e4m3fnuz,
+        DType::F8E5M2Fnuz => Kind::Float8e5m2fnuz,
+        DType::I8 => Kind::Int8,
+        DType::I16 => Kind::Int16,
+        DType::I32 => Kind::Int,
+        DType::I64 => Kind::Int64,
+        DType::U8 => Kind::Uint8,
+        DType::Bool => Kind::Bool,
+        DType::C64 => Kind::ComplexFloat,
+        DType::C128 => Kind::ComplexDouble,
+        DType::F8E8M0Fnu | DType::U16 | DType::U32 | DType::U64 => return None,
+    })
+}
+
+/// Dtypes libtorch's C++ unpickler reads (the ones with a legacy typed storage class; the
+/// others are pickled with `_rebuild_tensor_v3` and a dtype global it does not parse).
+pub(super) fn zip_loader_dtype(d: DType) -> bool {
+    d.storage_class().is_some()
+}
+
+/// Dtypes tch's `read_safetensors` (safetensors 0.3 + tch's kind table) accepts.
+pub(super) fn safetensors_loader_dtype(d: DType) -> bool {
+    matches!(
+        d,
+        DType::Bool
+            | DType::U8
+            | DType::I8
+            | DType::I16
+            | DType::I32
+            | DType::I64
+            | DType::BF16
+            | DType::F16
+            | DType::F32
+            | DType::F64
+    )
+}
+
+/// What the top level of a zip checkpoint is, as far as libtorch's loader cares.
+pub(super) enum TopLevel {
+    /// `{str: tensor}`.
+    Dict,
+    /// `OrderedDict{str: tensor}`.
+    OrderedDict,
+    Other(&'static str),
+}
+
+pub(super) fn top_level(ckpt: &Checkpoint) -> TopLevel {
+    if ckpt.origin == Origin::WholeModel {
+        return TopLevel::Other(
+            "a pickled nn.Module (torch.save(model)); libtorch's loader reads only a dict of tensors",
+        );
+    }
+    match &ckpt.root {
+        Node::Dict { ordered, items } => {
+            if !items
+                .iter()
+                .all(|(k, v)| matches!(k, Key::Str(_)) && matches!(v, Node::Tensor(_)))
+            {
+                return TopLevel::Other(
+                    "not a flat dict of tensors (nested containers or non-tensor values); libtorch's loader reads only {str: tensor}",
+                );
+            }
+            if *ordered {
+                TopLevel::OrderedDict
+            } else {
+                TopLevel::Dict
+            }
+        }
+        _ => TopLevel::Other("the top level is not a dict; libtorch's loader reads only {str: tensor}"),
+    }
+}
+
+/// The first line of a libtorch error (they carry long C++ backtraces).
+pub(super) fn short(e: &tch::TchError) -> String {
+    let s = e.to_string();
+    let line = s.lines().next().unwrap_or("").trim();
+    let line = line.strip_prefix("Internal torch error: ").unwrap_or(line);
+    line.chars().take(300).collect()
+}
+
+/// Loads one file with libtorch and compares its tensors with the reference's.
+pub(super) fn verify_file(
+    path: &Path,
+    own: &Checkpoint,
+    reference: &Checkpoint,
+    by_name: &HashMap<&str, usize>,
+    device: Device,
+    report: &mut VerifyReport,
+) -> Result<(), VerifyError> {
+    let file = path.display().to_string();
+    let (loader, loaded, note, partial) = load_native(path, own, device)?;
+    let mut warnings = Vec::new();
+    if matches!(own.format, Format::PthZip | Format::TorchScript) {
+        let bad = zip_crc_failures(path)?;
+        if !bad.is_empty() {
+            warnings.push(format!(
+                "{} record(s) fail their CRC-32 check ({}): the file is damaged; neither libtorch nor torch.load checks CRCs, so both read the damaged bytes",
+                bad.len(),
+                bad.join(", ")
+            ));
+        }
+    }
+    report.files.push(FileLoad {
+        path: file.clone(),
+        format: own.format.name().into(),
+        loader,
+        note,
+        warnings,
+    });
+    let mut loaded: HashMap<String, TchTensor> = loaded.into_iter().collect();
+    for ot in &own.tensors {
+        let Some(&ri) = by_name.get(ot.name.as_str()) else {
+            report.tensors.push(TensorCheck {
+                name: ot.name.clone(),
+                dtype: ot.dtype.name().into(),
+                shape: ot.shape.clone(),
+                file: file.clone(),
+                loader,
+                outcome: Outcome::Missing {
+                    why: "in the file, not in the reference checkpoint".into(),
+                },
+            });
+            loaded.remove(&ot.name);
+            continue;
+        };
+        let rt = &reference.tensors[ri];
+        let (used, outcome) = match loaded.remove(&ot.name) {
+            Some(t) => (
+                loader,
+                compare(&t, reference, rt, loader != Loader::TchSafetensors, device),
+            ),
+            None if loader == Loader::Bytes || partial => (Loader::Bytes, from_bytes(own, ot, reference, rt, device)),
+            None => (
+                loader,
+                Outcome::Missing {
+                    why: format!("ckpt reads it, libtorch's {} loader did not return it", loader.name()),
+                },
+            ),
+        };
+        report.tensors.push(TensorCheck {
+            name: rt.name.clone(),
+            dtype: rt.dtype.name().into(),
+            shape: rt.shape.clone(),
+            file: file.clone(),
+            loader: used,
+            outcome,
+        });
+    }
+    // What libtorch returned and ckpt did not read.
+    let mut extra: Vec<(String, TchTensor)> = loaded.into_iter().collect();
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in extra {
+        report.tensors.push(TensorCheck {
+            name,
+            dtype: t.f_kind().map(|k| format!("{k:?}")).unwrap_or_else(|_| "?".into()),
+            shape: t.size().iter().map(|&d| d as u64).collect(),
+            file: file.clone(),
+            loader,
+            outcome: Outcome::Missing {
+                why: "libtorch returned it, ckpt did not read it".into(),
+            },
+        });
+    }
+    Ok(())
+}
+
+type Loaded = Vec<(String, TchTensor)>;
+
+/// Picks the loader for a file and runs it. Returns the loader, what libtorch returned, a note,
+/// and whether tensors libtorch did not return go through the bytes path (TorchScript buffers).
+pub(super) fn load_native(
+    path: &Path,
+    own: &Checkpoint,
+    device: Device,
+) -> Result<(Loader, Loaded, Option<String>, bool), VerifyError> {
+    let bytes = |note: String| Ok((Loader::Bytes, Vec::new(), Some(note), true));
+    match own.format {
+        Format::PthLegacy => bytes("legacy format (torch < 1.6); libtorch's C++ loader reads only zip archives".into()),
+        Format::Sharded => bytes("a sharded index".into()),
+        Format::TorchScript => match TchTensor::load_multi_with_device(path, device) {
+            Ok(v) => Ok((
+                Loader::TchScript,
+                v,
+                Some("torch::jit::load; it returns parameters only, so buffers go through the bytes path".into()),
+                true,
+            )),
+            Err(e) => Err(VerifyError::Load {
+                path: path.into(),
+                loader: Loader::TchScript.name(),
+                message: short(&e),
+            }),
+        },
+        Format::Safetensors => {
+            let clean = own.tensors.iter().all(|t| safetensors_loader_dtype(t.dtype));
+            match TchTensor::read_safetensors(path) {
+                Ok(v) => {
+                    let mut moved = Vec::with_capacity(v.len());
+                    for (n, t) in v {
+                        let t = t.f_to_device(device).map_err(|e| VerifyError::Load {
+                            path: path.into(),
+                            loader: Loader::TchSafetensors.name(),
+                            message: format!("moving {n} to {}: {}", device_name(device), short(&e)),
+                        })?;
+                        moved.push((n, t));
+                    }
+                    Ok((Loader::TchSafetensors, moved, None, false))
+                }
+                Err(e) if clean => Err(VerifyError::Load {
+                    path: path.into(),
+                    loader: Loader::TchSafetensors.name(),
+                    message: short(&e),
+                }),
+                Err(e) => bytes(format!(
+                    "tch's safetensors reader takes only bool/u8/i8/i16/i32/i64/f16/bf16/f32/f64 (libtorch: {})",
+                    short(&e)
+                )),
+            }
+        }
+        Format::PthZip => {
+            let ordered = match top_level(own) {
+                TopLevel::Other(why) => return bytes(why.into()),
+                TopLevel::Dict => false,
+                TopLevel::OrderedDict => true,
+            };
+            if let Some(t) = own.tensors.iter().find(|t| !zip_loader_dtype(t.dtype)) {
+                return bytes(format!(
+                    "{} is {}, which libtorch's C++ unpickler cannot parse (_rebuild_tensor_v3)",
+                    t.name, t.dtype
+                ));
+            }
+            if own.storages.iter().any(|s| s.byte_order == ByteOrder::Big) {
+                return bytes("big-endian storages (byteorder 'big'); libtorch's C++ loader does not swap them".into());
+            }
+            let pkl = read_data_pkl(path)?;
+            if pkl.get(..2) != Some(&[0x80, 0x02][..]) {
+                return bytes(format!(
+                    "data.pkl is pickle protocol {}; libtorch's C++ unpickler reads only protocol 2",
+                    pkl.get(1).map_or("?".to_string(), |p| p.to_string())
+                ));
+            }
+            if !ordered {
+                return match TchTensor::loadz_multi_with_device(path, device) {
+                    Ok(v) => Ok((Loader::TchZip, v, None, false)),
+                    Err(e) => Err(VerifyError::Load {
+                        path: path.into(),
+                        loader: Loader::TchZip.name(),
+                        message: short(&e),
+                    }),
+                };
+            }
+            let Some(patched) = plain_dict_pickle(&pkl, own) else {
+                return bytes(
+                    "an OrderedDict that libtorch's C++ unpickler cannot read, pickled in a way ckpt cannot turn into a plain dict".into(),
+                );
+            };
+            let tmp = TempCopy::new(path)?;
+            copy_zip_with_pickle(path, &tmp.path, &patched)?;
+            match TchTensor::loadz_multi_with_device(&tmp.path, device) {
+                Ok(v) => Ok((
+                    Loader::TchZipDict,
+                    v,
+                    Some("top level is an OrderedDict, which libtorch's unpickler reads as None: loaded from a temporary copy whose data.pkl starts with a plain dict".into()),
+                    false,
+                )),
+                Err(e) => Err(VerifyError::Load { path: path.into(), loader: Loader::TchZipDict.name(), message: short(&e) }),
+            }
+        }
+    }
+}
+
+/// The bytes path: ckpt's contiguous bytes of `ot` (from the file being verified) into libtorch,
+/// onto the device and back, compared with the reference tensor.
+pub(super) fn from_bytes(
+    own: &Checkpoint,
+    ot: &Tensor,
+    reference: &Checkpoint,
+    rt: &Tensor,
+    device: Device,
+) -> Outcome {
+    let Some(kind) = kind_of(ot.dtype) else {
+        return Outcome::Skipped {
+            why: format!("tch has no kind for {}, so libtorch cannot be handed it", ot.dtype),
+        };
+    };
+    let Ok(cap) = usize::try_from(ot.nbytes()) else {
+        return Outcome::Skipped {
+            why: "larger than this machine's address space".into(),
+        };
+    };
+    let mut data = Vec::with_capacity(cap);
+    let read = for_each_chunk::<crate::Error>(own, ot, |b| {
+        data.extend_from_slice(b);
+        Ok(())
+    });
+    if let Err(e) = read {
+        return Outcome::Differs {
+            first_index: None,
+            why: format!("ckpt cannot read its bytes: {e}"),
+        };
+    }
+    let size: Vec<i64> = ot.shape.iter().map(|&d| d as i64).collect();
+    let t = match TchTensor::f_from_data_size(&data, &size, kind).and_then(|t| t.f_to_device(device)) {
+        Ok(t) => t,
+        Err(e) => {
+            return Outcome::Differs {
+                first_index: None,
+                why: format!("libtorch refused the bytes: {}", short(&e)),
+            }
+        }
+    };
+    drop(data);
+    compare(&t, reference, rt, false, device)
+}
+
+/// Compares a libtorch tensor with a tensor ckpt read: dtype, shape, (strides), device, bits.
+pub(super) fn compare(
+    t: &TchTensor,
+    reference: &Checkpoint,
+    rt: &Tensor,
+    check_strides: bool,
+    device: Device,
+) -> Outcome {
+    let differs = |why: String| Outcome::Differs { first_index: None, why };
+    let kind = match t.f_kind() {
+        Ok(k) => k,
+        Err(_) => {
+            return Outcome::Skipped {
+                why: format!("libtorch loaded it with a dtype tch cannot name (ckpt: {})", rt.dtype),
+            };
+        }
+    };
+    let Some(want_kind) = kind_of(rt.dtype) else {
+        return Outcome::Skipped {
+            why: format!("tch has no kind for {}", rt.dtype),
+        };
+    };
+    if kind != want_kind {
+        return differs(format!("dtype: libtorch {kind:?}, ckpt {}", rt.dtype));
+    }
+    let size: Vec<u64> = t.size().iter().map(|&d| d as u64).collect();
+    if size != rt.shape {
+        return differs(format!("shape: libtorch {size:?}, ckpt {:?}", rt.shape));
+    }
+    let numel = rt.numel();
+    if check_strides && numel > 1 {
+        let stride: Vec<u64> = t.stride().iter().map(|&s| s as u64).collect();
+        // A dimension of size 1 can have any stride; torch may normalize it.
+        let same = stride.len() == rt.stride.len()
+            && stride
+                .iter()
+                .zip(&rt.stride)
+                .zip(&rt.shape)
+                .all(|((a, b), &d)| d <= 1 || a == b);
+        if !same {
+            return differs(format!("strides: libtorch {stride:?}, ckpt {:?}", rt.stride));
+        }
+    }
+    if t.device() != device {
+        return differs(format!(
+            "libtorch put it on {}, not {}",
+            device_name(t.device()),
+            device_name(device)
+        ));
+    }
+    if numel == 0 {
+        return Outcome::Matched;
+    }
+    let cpu = match t.f_to_device(Device::Cpu).and_then(|c| c.f_contiguous()) {
+        Ok(c) => c,
+        Err(e) => return differs(format!("cannot bring it back to the CPU: {}", short(&e))),
+    };
+    let esize = rt.dtype.size();
+    let nbytes = numel as usize * esize;
+    if kind.elt_size_in_bytes() != esize {
+        return differs(format!(
+            "element size: libtorch {}, ckpt {esize}",
+            kind.elt_size_in_bytes()
+        ));
+    }
+    let ptr = cpu.data_ptr() as *const u8;
+    if ptr.is_null() {
+        return differs("libtorch returned no data".into());
+    }
+    // SAFETY: `cpu` is a contiguous, dense CPU tensor of `numel` elements of `esize` bytes
+    // (kind and shape checked above) and outlives `got`; nothing writes to it meanwhile.
+    let got: &[u8] = unsafe { std::slice::from_raw_parts(ptr, nbytes) };
+    let mut at = 0usize;
+    let r = for_each_chunk::<Stop>(reference, rt, |want| {
+        let end = (at + want.len()).min(got.len());
+        let have = &got[at..end];
+        if let Some(i) = have.iter().zip(want).position(|(a, b)| a != b) {
+            return Err(Stop::At(at + i));
+        }
+        if have.len() < want.len() {
+            return Err(Stop::At(end));
+        }
+        at += want.len();
+        Ok(())
+    });
+    let first = match r {
+        Ok(()) if at == got.len() => return Outcome::Matched,
+        Ok(()) => at,
+        Err(Stop::At(b)) => b,
+        Err(Stop::Read(e)) => return differs(format!("ckpt cannot read its bytes: {e}")),
+        Err(Stop::Done) => unreachable!("only the second pass stops early"),
+    };
+    let elem = first / esize;
+    let lo = elem * esize;
+    // The reference's bytes of that element (a second pass: they may straddle two chunks).
+    let mut want_el = Vec::with_capacity(esize);
+    let mut pos = 0usize;
+    let _ = for_each_chunk::<Stop>(reference, rt, |c| {
+        let (from, to) = (lo.max(pos), (lo + esize).min(pos + c.len()));
+        if from < to {
+            want_el.extend_from_slice(&c[from - pos..to - pos]);
+        }
+        pos += c.len();
+        if pos >= lo + esize {
+            Err(Stop::Done)
+        } else {
+            Ok(())
+        }
+    });
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let have_el = got.get(lo..lo + esize).unwrap_or(&[]);
+    Outcome::Differs {
+        first_index: Some(elem as u64),
+        why: format!(
+            "libtorch bytes {}, ckpt bytes {} (little-endian)",
+            hex(have_el),
+            hex(&want_el)
+        ),
+    }
+}
+
+/// Why a pass over a tensor's bytes stopped.
+pub(super) enum Stop {
+    Read(crate::Error),
+    /// The first differing byte.
+    At(usize),
+    Done,
+}
+
+impl From<crate::Error> for Stop {
+    fn from(e: crate::Error) -> Self {
+        Stop::Read(e)
+    }
+}
