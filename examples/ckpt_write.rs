@@ -73,6 +73,7 @@ fn run() -> Result<(), String> {
         dedupe,
         max_shard_size,
         progress: true,
+        durable: true,
     };
     let report = write_with_layout(&ckpt, out, &opts, &layout).map_err(|e| e.to_string())?;
     for f in &report.files {

@@ -1,7 +1,7 @@
 //! `ckpt freeze`: report or set requires_grad flags, export them as JSON, or write a pth whose
 //! parameters carry them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ckpt::transform::{self, FreezeRule};
@@ -58,13 +58,18 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     if let Some(output) = &output {
         output.check(&ckpt)?;
     }
+    let inputs = ckpt::write::input_paths(&ckpt);
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    if let Some(p) = args.flags.as_deref().filter(|p| p.as_os_str() != "-") {
+        ckpt::write::check_output(&inputs, p, args.out.force)?;
+    }
     warn_globals(&args.input);
     let report = transform::try_freeze(&mut ckpt, &rules)?;
     match args.flags.as_deref() {
         Some(p) if p.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
         Some(p) => {
             let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
-            std::fs::write(p, text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            ckpt::write::write_text(&inputs, p, &text, args.out.force, !args.out.no_sync)?;
             println!("{}", report.summary());
         }
         None => println!("{}", report.summary()),

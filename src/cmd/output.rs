@@ -22,6 +22,10 @@ pub struct OutArgs {
     /// safetensors: keep one name per set of tied tensors, recording the others in __metadata__.
     #[arg(long)]
     pub dedupe: bool,
+    /// Do not flush the output to disk before renaming it into place (faster, like cp; a crash
+    /// or power cut soon after may leave the output empty).
+    #[arg(long)]
+    pub no_sync: bool,
 }
 
 /// The resolved output: where, what format, how.
@@ -56,6 +60,7 @@ impl OutArgs {
         options.dedupe = self.dedupe;
         options.max_shard_size = max_shard_size;
         options.progress = true;
+        options.durable = !self.no_sync;
         Ok(Output {
             path: out.to_path_buf(),
             options,

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Node, StorageId, TensorIdx};
 use crate::tensor_data::{for_each_storage_chunk_with, DataReader};
+use crate::write::atomic::WriteBehind;
 use crate::write::pickler::{self, StorageSpec};
 use crate::write::progress::Progress;
 use crate::write::zip::ZipWriter;
@@ -118,6 +119,7 @@ pub(crate) fn write_archive(
     layout: &PthLayout,
     reader: &mut DataReader,
     progress: &mut Progress,
+    behind: &mut WriteBehind,
 ) -> Result<u64> {
     let werr = |e: std::io::Error| Error::Write {
         path: target.into(),
@@ -143,6 +145,7 @@ pub(crate) fn write_archive(
             Ok(())
         })?;
         let crc = zip.finish_record().map_err(werr)?;
+        behind.poll(zip.get_ref().get_ref());
         id_hash.update(size.to_le_bytes());
         id_hash.update(crc.to_le_bytes());
     }

@@ -19,6 +19,7 @@ use crate::tensor_data::{for_each_chunk_with, verbatim_range, DataReader};
 
 /// Below this, a tensor goes through the buffer: a system call per small tensor costs more.
 const VERBATIM_MIN: u64 = 64 << 10;
+use crate::write::atomic::WriteBehind;
 use crate::write::progress::Progress;
 
 /// The safetensors crate refuses headers larger than this.
@@ -221,6 +222,7 @@ pub(crate) fn data_bytes(ckpt: &Checkpoint, tensors: &[TensorIdx]) -> u64 {
 }
 
 /// Writes one safetensors file into `file` (empty). Returns its size.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_file(
     ckpt: &Checkpoint,
     tensors: &[TensorIdx],
@@ -229,6 +231,7 @@ pub(crate) fn write_file(
     target: &Path,
     reader: &mut DataReader,
     progress: &mut Progress,
+    behind: &mut WriteBehind,
 ) -> Result<u64> {
     let werr = |e: std::io::Error| Error::Write {
         path: target.into(),
@@ -245,6 +248,7 @@ pub(crate) fn write_file(
             w.flush().map_err(werr)?;
             if reader.copy_to(&ckpt.storage(t.storage).data, offset, len, w.get_mut())? {
                 progress.add(len);
+                behind.poll(w.get_ref());
                 total += len;
                 continue;
             }
@@ -263,6 +267,7 @@ pub(crate) fn write_file(
             });
         }
         total += n;
+        behind.poll(w.get_ref());
     }
     w.flush().map_err(werr)?;
     Ok(total)

@@ -210,7 +210,8 @@ fn write_files(
     let mut bytes = 0u64;
     let mut weight_map = Map::new();
     for (k, tensors) in shards.iter().enumerate() {
-        let mut f = AtomicFile::create(&paths[k])?;
+        let mut f = AtomicFile::create(&paths[k], opts.durable)?;
+        let mut behind = f.write_behind();
         bytes += match opts.format {
             OutFormat::Safetensors => {
                 let mut meta = base_meta.clone();
@@ -223,7 +224,16 @@ fn write_files(
                         .collect();
                     st::record_dropped(&mut meta, &here);
                 }
-                st::write_file(ckpt, tensors, &meta, f.file(), &paths[k], &mut reader, &mut progress)?
+                st::write_file(
+                    ckpt,
+                    tensors,
+                    &meta,
+                    f.file(),
+                    &paths[k],
+                    &mut reader,
+                    &mut progress,
+                    &mut behind,
+                )?
             }
             OutFormat::Pth => {
                 let prefix = pth::prefix_for(&paths[k]);
@@ -236,6 +246,7 @@ fn write_files(
                     &pth::PthLayout::default(),
                     &mut reader,
                     &mut progress,
+                    &mut behind,
                 )?
             }
         };
@@ -259,7 +270,7 @@ fn write_files(
         source: e.into(),
     })?;
     text.push('\n');
-    let mut f = AtomicFile::create(&layout.index)?;
+    let mut f = AtomicFile::create(&layout.index, opts.durable)?;
     std::io::Write::write_all(f.file(), text.as_bytes()).map_err(|e| Error::Write {
         path: layout.index.clone(),
         source: e,

@@ -88,6 +88,11 @@ impl<W: Write + Seek> ZipWriter<W> {
         self
     }
 
+    /// The writer underneath.
+    pub fn get_ref(&self) -> &W {
+        &self.w
+    }
+
     fn out(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.w.write_all(bytes)?;
         self.pos += bytes.len() as u64;

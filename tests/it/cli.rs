@@ -187,6 +187,53 @@ fn convert_refuses_to_clobber_and_to_overwrite_its_input() {
 }
 
 #[test]
+fn no_sync_writes_the_same_bytes_and_the_same_guarantees() {
+    let synced_dir = tempfile::tempdir().unwrap();
+    let fast_dir = tempfile::tempdir().unwrap();
+    let input = fixture("tied_state_dict.pth");
+    // Same names in both directories: a .pth archive's top folder comes from its file name.
+    for out in ["a.safetensors", "a.pth"] {
+        run_in(synced_dir.path(), &["convert", &input, out]).success();
+        run_in(fast_dir.path(), &["convert", &input, out, "--no-sync"]).success();
+        let synced = std::fs::read(synced_dir.path().join(out)).unwrap();
+        assert!(
+            std::fs::read(fast_dir.path().join(out)).unwrap() == synced,
+            "{out} differs"
+        );
+        // Still no clobbering without --force.
+        run_in(fast_dir.path(), &["convert", &input, out, "--no-sync"]).code(2);
+    }
+    let mut left = names_in(fast_dir.path());
+    left.sort();
+    assert_eq!(left, ["a.pth", "a.safetensors"], "no temp files left");
+}
+
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn freeze_json_export_needs_force_to_replace_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("flags.json"), b"precious").unwrap();
+    let args = ["freeze", &fixture("cnn_model.pth"), "-o", "flags.json"];
+    let err = run_in(dir.path(), &args).code(2).get_output().stderr.clone();
+    assert!(
+        String::from_utf8_lossy(&err).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    assert_eq!(std::fs::read(dir.path().join("flags.json")).unwrap(), b"precious");
+    run_in(dir.path(), &[&args[..], &["--force"]].concat()).success();
+    let flags: Json = serde_json::from_slice(&std::fs::read(dir.path().join("flags.json")).unwrap()).unwrap();
+    assert!(flags.to_string().contains("conv1.weight"), "{flags}");
+    assert_eq!(names_in(dir.path()), ["flags.json"], "no temp files left");
+}
+
+#[test]
 fn convert_with_unknown_output_format_or_dtype_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("cnn_state_dict.pth");

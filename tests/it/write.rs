@@ -462,7 +462,7 @@ fn a_panic_or_failed_rename_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let target = tmp.path().join("out.bin");
     let r = std::panic::catch_unwind(|| {
-        let mut f = write::atomic::AtomicFile::create(&target).unwrap();
+        let mut f = write::atomic::AtomicFile::create(&target, true).unwrap();
         std::io::Write::write_all(f.file(), &[7u8; 4096]).unwrap();
         assert!(f.temp_path().exists());
         panic!("boom");
@@ -473,7 +473,7 @@ fn a_panic_or_failed_rename_leaves_nothing() {
     let sub = tmp.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
     std::fs::write(sub.join("x"), b"x").unwrap();
-    let mut f = write::atomic::AtomicFile::create(&sub).unwrap();
+    let mut f = write::atomic::AtomicFile::create(&sub, true).unwrap();
     std::io::Write::write_all(f.file(), b"data").unwrap();
     assert!(matches!(f.commit(true), Err(Error::Write { .. })));
     assert_eq!(dir_entries(tmp.path()), vec!["sub".to_string()]);
@@ -481,12 +481,32 @@ fn a_panic_or_failed_rename_leaves_nothing() {
     // A set: the second rename fails, the first target is removed again.
     let mut set = write::atomic::AtomicSet::new();
     let a = tmp.path().join("a");
-    let mut fa = write::atomic::AtomicFile::create(&a).unwrap();
+    let mut fa = write::atomic::AtomicFile::create(&a, true).unwrap();
     std::io::Write::write_all(fa.file(), b"a").unwrap();
     set.add(fa);
-    set.add(write::atomic::AtomicFile::create(&sub).unwrap());
+    set.add(write::atomic::AtomicFile::create(&sub, true).unwrap());
     assert!(set.commit(true).is_err());
     assert_eq!(dir_entries(tmp.path()), vec!["sub".to_string()]);
+}
+
+#[test]
+fn write_behind_leaves_a_growing_file_as_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("big.bin");
+    let mut f = write::atomic::AtomicFile::create(&target, true).unwrap();
+    let mut behind = f.write_behind();
+    let mut expected = Vec::new();
+    // 80 MiB in odd-sized pieces: several write-behind windows, none on a page boundary.
+    for i in 0..97u32 {
+        let piece: Vec<u8> = (0..(1 << 20) - 13 * i)
+            .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+            .collect();
+        std::io::Write::write_all(f.file(), &piece).unwrap();
+        expected.extend_from_slice(&piece);
+        behind.poll(f.file());
+    }
+    f.commit(false).unwrap();
+    assert!(std::fs::read(&target).unwrap() == expected, "bytes differ");
 }
 
 #[test]
