@@ -1,54 +1,92 @@
 #!/usr/bin/env bash
 # Speed and memory of ckpt against `cp` and the Python route, on a ~1.4 GB GPT-2-medium-shaped
-# checkpoint written by real PyTorch. Prints wall times (best of $REPS), ratios and peak RSS.
+# checkpoint written by real PyTorch. Prints wall times (median, min, max over $REPS rounds),
+# ratios of the medians, and peak RSS.
 #
 #   bench/run.sh [PYTHON]     PYTHON: an interpreter with torch and safetensors
 #                             (default: .venv/bin/python, else python3)
+#
+# Machines here are noisy (shared hosts, a disk mounted with online discard, page-cache
+# writeback of earlier runs), so every round runs every command once, in a shuffled order, each
+# after its outputs are deleted, `sync` and a pause of $SETTLE seconds: all commands meet the
+# same conditions, and medians compare them. `cp` copies with no flush to disk, and so does
+# `ckpt convert --no-sync`; `ckpt convert` flushes the output before renaming it into place,
+# so its like-for-like is `cp && sync`. All four rows are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${1:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-reps=${REPS:-3}
+reps=${REPS:-5}
+settle=${SETTLE:-2}
 dir=$(mktemp -d "${TMPDIR:-/var/tmp}/ckpt-bench.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 
 cargo build --release --quiet
-ckpt=target/release/ckpt
+ckpt=$PWD/target/release/ckpt
 "$py" bench/make_gpt2_medium.py "$dir/x.pth"
 cat "$dir/x.pth" > /dev/null   # every run reads from the page cache, so they compare fairly
-
-# best wall seconds and its peak RSS (KiB) over $reps runs: prints "SECONDS KIB"
-measure() {
-  local best="" rss=""
-  for _ in $(seq "$reps"); do
-    rm -f "$dir"/out.*
-    /usr/bin/time -f '%e %M' -o "$dir/time" "$@" > /dev/null
-    read -r t m < "$dir/time"
-    if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$m; fi
-  done
-  echo "$best $rss"
-}
 
 python_route='import sys, torch, safetensors.torch as st
 sd = torch.load(sys.argv[1], weights_only=True)
 st.save_file({k: v.contiguous() for k, v in sd.items()}, sys.argv[2])'
 
-read -r t_cp m_cp < <(measure cp "$dir/x.pth" "$dir/out.copy")
-read -r t_conv m_conv < <(measure "$ckpt" convert "$dir/x.pth" "$dir/out.safetensors")
-read -r t_py m_py < <(measure "$py" -c "$python_route" "$dir/x.pth" "$dir/out.safetensors")
-read -r t_bf16 m_bf16 < <(measure "$ckpt" convert "$dir/x.pth" "$dir/out.safetensors" --dtype bf16)
-read -r t_insp m_insp < <(measure "$ckpt" inspect "$dir/x.pth")
+names=(cp cp_sync convert convert_no_sync python bf16 inspect)
+run_one() {
+  case $1 in
+    cp) cp "$dir/x.pth" "$dir/out.copy" ;;
+    cp_sync) cp "$dir/x.pth" "$dir/out.copy" && sync "$dir/out.copy" ;;
+    convert) "$ckpt" convert "$dir/x.pth" "$dir/out.safetensors" ;;
+    convert_no_sync) "$ckpt" convert "$dir/x.pth" "$dir/out.safetensors" --no-sync ;;
+    python) "$py" -c "$python_route" "$dir/x.pth" "$dir/out.safetensors" ;;
+    bf16) "$ckpt" convert "$dir/x.pth" "$dir/out.safetensors" --dtype bf16 ;;
+    inspect) "$ckpt" inspect "$dir/x.pth" ;;
+  esac
+}
+export -f run_one
+export dir ckpt py python_route
+
+: > "$dir/times"
+for round in $(seq "$reps"); do
+  for name in $(printf '%s\n' "${names[@]}" | shuf); do
+    rm -f "$dir"/out.*
+    sync
+    sleep "$settle"
+    /usr/bin/time -f "$name %e %M" -a -o "$dir/times" bash -c "run_one $name" > /dev/null 2>&1
+  done
+  echo "round $round of $reps done" >&2
+done
 
 size=$(stat -c %s "$dir/x.pth")
-ratio() { awk "BEGIN{printf \"%.2f\", $1 / $2}"; }
-printf '\ncheckpoint: %s bytes (%s tensors)\n' "$size" "$("$ckpt" inspect --json "$dir/x.pth" | "$py" -c 'import json,sys; print(len(json.load(sys.stdin)["tensors"]))')"
-printf '%-44s %9s %12s\n' "command" "wall s" "peak RSS"
-row() { printf '%-44s %9s %9s MiB\n' "$1" "$2" "$(( $3 / 1024 ))"; }
-row "cp x.pth y" "$t_cp" "$m_cp"
-row "ckpt convert x.pth x.safetensors" "$t_conv" "$m_conv"
-row "python: torch.load + save_file" "$t_py" "$m_py"
-row "ckpt convert x.pth x.safetensors --dtype bf16" "$t_bf16" "$m_bf16"
-row "ckpt inspect x.pth" "$t_insp" "$m_insp"
-printf '\nconvert / cp            %s   (target <= 1.2)\n' "$(ratio "$t_conv" "$t_cp")"
-printf 'python / convert        %s   (target >= 4)\n' "$(ratio "$t_py" "$t_conv")"
-printf 'bf16 convert / python   %s   (target <= 1)\n' "$(ratio "$t_bf16" "$t_py")"
-printf 'inspect                 %s s (target < 0.05)\n' "$t_insp"
+tensors=$("$ckpt" inspect --json "$dir/x.pth" | "$py" -c 'import json,sys; print(len(json.load(sys.stdin)["tensors"]))')
+"$py" - "$dir/times" "$size" "$tensors" "$reps" <<'EOF'
+import statistics, sys
+path, size, tensors, reps = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+runs = {}
+for line in open(path):
+    parts = line.split()
+    if len(parts) == 3 and not parts[0].startswith("Command"):
+        runs.setdefault(parts[0], []).append((float(parts[1]), int(parts[2])))
+label = {
+    "cp": "cp x.pth y",
+    "cp_sync": "cp x.pth y && sync y",
+    "convert": "ckpt convert x.pth x.safetensors",
+    "convert_no_sync": "ckpt convert ... --no-sync",
+    "python": "python: torch.load + save_file",
+    "bf16": "ckpt convert ... --dtype bf16",
+    "inspect": "ckpt inspect x.pth",
+}
+med = {k: statistics.median(t for t, _ in v) for k, v in runs.items()}
+print(f"\ncheckpoint: {size} bytes ({tensors} tensors); {reps} rounds, times in seconds")
+print(f"{'command':36} {'median':>7} {'min':>7} {'max':>7} {'peak RSS':>10}")
+for k in label:
+    ts = [t for t, _ in runs[k]]
+    rss = max(m for _, m in runs[k]) // 1024
+    print(f"{label[k]:36} {med[k]:7.2f} {min(ts):7.2f} {max(ts):7.2f} {rss:6d} MiB")
+r = lambda a, b: med[a] / med[b]
+print()
+print(f"convert / cp                  {r('convert', 'cp'):5.2f}   (target <= 1.2)")
+print(f"convert --no-sync / cp        {r('convert_no_sync', 'cp'):5.2f}   (like for like: neither flushes)")
+print(f"convert / (cp && sync)        {r('convert', 'cp_sync'):5.2f}   (like for like: both flush)")
+print(f"python / convert              {r('python', 'convert'):5.2f}   (target >= 4)")
+print(f"bf16 convert / python         {r('bf16', 'python'):5.2f}   (target <= 1)")
+print(f"inspect                       {med['inspect']:5.3f} s (target < 0.05)")
+EOF

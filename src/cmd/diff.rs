@@ -16,7 +16,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !(args.atol >= 0.0) {
+    // NaN fails this too.
+    if args.atol.is_nan() || args.atol < 0.0 {
         anyhow::bail!("--atol must be a number >= 0");
     }
     let a = ckpt::read::open(&args.a)?;

@@ -1,77 +1,45 @@
-//! A one-line progress display on stderr while bytes are written, only when stderr is a
-//! terminal (no dependency: a carriage-return line, redrawn at most five times a second).
+//! A progress bar on stderr while tensor bytes are written (indicatif), shown only when stderr
+//! is a terminal: piped or redirected output gets nothing extra.
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Progress {
-    total: u64,
-    done: u64,
-    enabled: bool,
-    start: Instant,
-    last: Option<Instant>,
+    bar: ProgressBar,
 }
 
 impl Progress {
-    /// Shows progress only if `wanted` and stderr is a terminal.
+    /// A bar for `total` bytes, drawn only if `wanted` and stderr is a terminal.
     pub fn new(total: u64, wanted: bool) -> Self {
-        Progress {
-            total,
-            done: 0,
-            enabled: wanted && std::io::stderr().is_terminal(),
-            start: Instant::now(),
-            last: None,
+        let target = if wanted && std::io::stderr().is_terminal() {
+            // At most five redraws a second: drawing must not cost what the copy does.
+            ProgressDrawTarget::stderr_with_hz(5)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(total), target);
+        if let Ok(style) =
+            ProgressStyle::with_template("writing [{bar:30}] {percent:>3}%  {bytes} / {total_bytes}  {bytes_per_sec}")
+        {
+            bar.set_style(style.progress_chars("=> "));
         }
+        Progress { bar }
     }
 
-    pub fn hidden() -> Self {
-        Progress {
-            total: 0,
-            done: 0,
-            enabled: false,
-            start: Instant::now(),
-            last: None,
-        }
-    }
-
+    /// `n` more bytes written.
     pub fn add(&mut self, n: u64) {
-        self.done += n;
-        if !self.enabled {
-            return;
-        }
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now - t < Duration::from_millis(200)) {
-            return;
-        }
-        self.last = Some(now);
-        let pct = (self.done.min(self.total) * 100).checked_div(self.total).unwrap_or(100) as usize;
-        let width = 30;
-        let filled = pct * width / 100;
-        let secs = (now - self.start).as_secs_f64().max(1e-3);
-        let line = format!(
-            "\rwriting [{}{}] {pct:>3}%  {} / {}  {}/s ",
-            "=".repeat(filled),
-            " ".repeat(width - filled),
-            crate::units::human_bytes(self.done),
-            crate::units::human_bytes(self.total),
-            crate::units::human_bytes((self.done as f64 / secs) as u64)
-        );
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(line.as_bytes());
-        let _ = err.flush();
+        self.bar.inc(n);
     }
 
-    /// Clears the line.
+    /// Clears the bar.
     pub fn finish(&mut self) {
-        if self.enabled && self.last.is_some() {
-            let _ = std::io::stderr().lock().write_all(b"\r\x1b[2K");
-        }
-        self.last = None;
+        self.bar.finish_and_clear();
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        self.finish();
+        self.bar.finish_and_clear();
     }
 }

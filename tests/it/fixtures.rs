@@ -56,7 +56,7 @@ fn check_fixture(rel: &str, want: &Json) -> Vec<String> {
             if Json::from(t.stride.clone()) != w["stride"] {
                 diff(format!("{name}: stride {:?} != {}", t.stride, w["stride"]));
             }
-            if Json::from(t.offset) != w["storage_offset"] {
+            if t.offset != w["storage_offset"] {
                 diff(format!(
                     "{name}: storage_offset {} != {}",
                     t.offset, w["storage_offset"]
