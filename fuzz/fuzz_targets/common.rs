@@ -8,14 +8,26 @@ use std::sync::OnceLock;
 
 /// Writes `bytes` to `<tmp>/ckpt-fuzz-<pid>/<name>` and returns the path.
 pub fn write_input(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = fuzz_dir().join(name);
+    std::fs::write(&path, bytes).expect("write fuzz input");
+    path
+}
+
+/// This process's scratch directory.
+fn fuzz_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
+    DIR.get_or_init(|| {
         let d = std::env::temp_dir().join(format!("ckpt-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("fuzz temp dir");
         d
-    });
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).expect("write fuzz input");
+    })
+}
+
+/// Where to write an output named `name`: the path of a file that does not exist (a new output
+/// is not flushed to disk; one that replaces a file would be, which would slow the runs).
+pub fn fresh_output(name: &str) -> PathBuf {
+    let path = fuzz_dir().join(name);
+    let _ = std::fs::remove_file(&path);
     path
 }
 

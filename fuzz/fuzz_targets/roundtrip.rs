@@ -324,15 +324,11 @@ fn norm(n: &Node) -> String {
 }
 
 fn opts(format: OutFormat) -> WriteOptions {
-    let mut o = WriteOptions::new(format);
-    o.force = true;
-    // What is checked is the content; flushing every output to disk would only slow the runs.
-    o.durable = false;
-    o
+    WriteOptions::new(format)
 }
 
 fn check_pth(orig: &Checkpoint, mixed_sizes: bool) {
-    let out = common::write_input("out.pth", b"");
+    let out = common::fresh_output("out.pth");
     let r = write(orig, &out, &opts(OutFormat::Pth));
     if let Err(e) = &r {
         assert!(mixed_sizes, "pth write failed: {e}");
@@ -356,7 +352,7 @@ fn check_pth(orig: &Checkpoint, mixed_sizes: bool) {
 }
 
 fn check_safetensors(orig: &Checkpoint) {
-    let out = common::write_input("out.safetensors", b"");
+    let out = common::fresh_output("out.safetensors");
     let r = write(orig, &out, &opts(OutFormat::Safetensors));
     let unholdable = orig.tensors.iter().find(|t| t.dtype.safetensors_name().is_none());
     let names: HashSet<&str> = orig.tensors.iter().map(|t| t.name.as_str()).collect();

@@ -69,7 +69,7 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         Some(p) if p.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
         Some(p) => {
             let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
-            ckpt::write::write_text(&inputs, p, &text, args.out.force, !args.out.no_sync)?;
+            ckpt::write::write_text(&inputs, p, &text, args.out.force, args.out.sync)?;
             println!("{}", report.summary());
         }
         None => println!("{}", report.summary()),

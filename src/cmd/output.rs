@@ -22,10 +22,10 @@ pub struct OutArgs {
     /// safetensors: keep one name per set of tied tensors, recording the others in __metadata__.
     #[arg(long)]
     pub dedupe: bool,
-    /// Do not flush the output to disk before renaming it into place (faster, like cp; a crash
-    /// or power cut soon after may leave the output empty).
+    /// Flush the output to disk before renaming it into place even when it is a new file, so it
+    /// survives a crash or power cut right after (an output that replaces a file always is).
     #[arg(long)]
-    pub no_sync: bool,
+    pub sync: bool,
 }
 
 /// The resolved output: where, what format, how.
@@ -60,7 +60,7 @@ impl OutArgs {
         options.dedupe = self.dedupe;
         options.max_shard_size = max_shard_size;
         options.progress = true;
-        options.durable = !self.no_sync;
+        options.durable = self.sync;
         Ok(Output {
             path: out.to_path_buf(),
             options,

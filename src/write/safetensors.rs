@@ -15,10 +15,8 @@ use std::path::Path;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Format, TensorIdx};
-use crate::tensor_data::{for_each_chunk_with, verbatim_range, DataReader};
+use crate::tensor_data::{for_each_chunk_with, DataReader};
 
-/// Below this, a tensor goes through the buffer: a system call per small tensor costs more.
-const VERBATIM_MIN: u64 = 64 << 10;
 use crate::write::atomic::WriteBehind;
 use crate::write::progress::Progress;
 
@@ -243,16 +241,6 @@ pub(crate) fn write_file(
     let mut total = head.len() as u64;
     for &i in &order {
         let t = &ckpt.tensors[i];
-        // Bytes that need no change go file to file inside the kernel, at `cp` speed.
-        if let Some((offset, len)) = verbatim_range(ckpt, t).filter(|&(_, len)| len >= VERBATIM_MIN) {
-            w.flush().map_err(werr)?;
-            if reader.copy_to(&ckpt.storage(t.storage).data, offset, len, w.get_mut())? {
-                progress.add(len);
-                behind.poll(w.get_ref());
-                total += len;
-                continue;
-            }
-        }
         let mut n = 0u64;
         for_each_chunk_with::<Error>(reader, ckpt, t, |chunk| {
             w.write_all(chunk).map_err(werr)?;

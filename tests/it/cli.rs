@@ -187,23 +187,24 @@ fn convert_refuses_to_clobber_and_to_overwrite_its_input() {
 }
 
 #[test]
-fn no_sync_writes_the_same_bytes_and_the_same_guarantees() {
+fn sync_writes_the_same_bytes_with_the_same_guarantees() {
+    let plain_dir = tempfile::tempdir().unwrap();
     let synced_dir = tempfile::tempdir().unwrap();
-    let fast_dir = tempfile::tempdir().unwrap();
     let input = fixture("tied_state_dict.pth");
     // Same names in both directories: a .pth archive's top folder comes from its file name.
     for out in ["a.safetensors", "a.pth"] {
-        run_in(synced_dir.path(), &["convert", &input, out]).success();
-        run_in(fast_dir.path(), &["convert", &input, out, "--no-sync"]).success();
-        let synced = std::fs::read(synced_dir.path().join(out)).unwrap();
+        run_in(plain_dir.path(), &["convert", &input, out]).success();
+        run_in(synced_dir.path(), &["convert", &input, out, "--sync"]).success();
+        let plain = std::fs::read(plain_dir.path().join(out)).unwrap();
         assert!(
-            std::fs::read(fast_dir.path().join(out)).unwrap() == synced,
+            std::fs::read(synced_dir.path().join(out)).unwrap() == plain,
             "{out} differs"
         );
         // Still no clobbering without --force.
-        run_in(fast_dir.path(), &["convert", &input, out, "--no-sync"]).code(2);
+        run_in(synced_dir.path(), &["convert", &input, out, "--sync"]).code(2);
+        run_in(synced_dir.path(), &["convert", &input, out, "--force"]).success();
     }
-    let mut left = names_in(fast_dir.path());
+    let mut left = names_in(synced_dir.path());
     left.sort();
     assert_eq!(left, ["a.pth", "a.safetensors"], "no temp files left");
 }

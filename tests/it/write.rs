@@ -490,6 +490,17 @@ fn a_panic_or_failed_rename_leaves_nothing() {
 }
 
 #[test]
+fn outputs_that_replace_a_file_are_flushed_new_ones_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let new = tmp.path().join("new.bin");
+    assert!(!write::atomic::AtomicFile::create(&new, false).unwrap().durable());
+    assert!(write::atomic::AtomicFile::create(&new, true).unwrap().durable());
+    let old = tmp.path().join("old.bin");
+    std::fs::write(&old, b"precious").unwrap();
+    assert!(write::atomic::AtomicFile::create(&old, false).unwrap().durable());
+}
+
+#[test]
 fn write_behind_leaves_a_growing_file_as_written() {
     let tmp = tempfile::tempdir().unwrap();
     let target = tmp.path().join("big.bin");
