@@ -1,6 +1,6 @@
-//! Never lose data: every output is written to a temporary file beside its target, flushed to
-//! disk, and renamed into place only once it is complete. An error or a panic before that drops
-//! the temporary file, which removes it, so no partial output is ever left at the target.
+//! Never lose data: every output is written to a temporary file beside its target and renamed
+//! into place only once it is complete. An error or a panic before that drops the temporary
+//! file, which removes it, so no partial output is ever left at the target.
 //!
 //! When the output replaces an existing file, it is also flushed to disk (fsync) before the
 //! rename: otherwise a crash or power cut soon after could leave the name pointing at a file
@@ -51,16 +51,14 @@ impl AtomicFile {
             path: target.into(),
             source: e,
         })?;
-        let replaces = std::fs::metadata(target).is_ok_and(|meta| meta.is_file());
-        if replaces {
-            if let Ok(meta) = std::fs::metadata(target) {
-                let _ = tmp.as_file().set_permissions(meta.permissions());
-            }
+        let replaced = std::fs::metadata(target).ok().filter(|meta| meta.is_file());
+        if let Some(meta) = &replaced {
+            let _ = tmp.as_file().set_permissions(meta.permissions());
         }
         Ok(AtomicFile {
             tmp,
             target: target.into(),
-            durable: always_flush || replaces,
+            durable: always_flush || replaced.is_some(),
         })
     }
 

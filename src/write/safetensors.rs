@@ -16,7 +16,6 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Format, TensorIdx};
 use crate::tensor_data::{for_each_chunk_with, DataReader};
-
 use crate::write::atomic::WriteBehind;
 use crate::write::progress::Progress;
 
