@@ -5,6 +5,7 @@
 //! The pipeline: a reader ([`read::open`]) produces a [`model::Checkpoint`]; commands work on it;
 //! tensor data stays a byte range of the input file until something needs the bytes.
 
+pub mod container;
 pub mod diff;
 pub mod dtype;
 pub mod error;

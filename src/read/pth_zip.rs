@@ -2,13 +2,13 @@
 //! stored record `PREFIX/data/<key>` per storage. Storage bytes are never copied: a tensor
 //! points at its record's byte range in the mapped file.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
 use std::path::Path;
 use std::sync::Arc;
 
-use zip::{CompressionMethod, ZipArchive};
-
+use crate::container::zip::{self, Directory, Entry, Lookup};
+use crate::container::zip_readings;
 use crate::error::{Error, Result};
 use crate::model::{ByteOrder, Checkpoint, DataRef, Format, Origin, Storage, StorageId};
 use crate::read::decode::{StoragePid, StorageProvider, StorageRef};
@@ -16,281 +16,145 @@ use crate::read::script::{module_name, ScriptClasses};
 use crate::read::{finish, parse_pickle, ReadLimits};
 use crate::source::Source;
 
-/// One record of the archive, located from its central directory entry and local header.
-#[derive(Debug, Clone)]
-struct Record {
-    index: usize,
-    /// Where the record's (possibly compressed) bytes start in the file.
-    data_start: u64,
-    compressed_size: u64,
-    size: u64,
-    stored: bool,
-}
-
-/// The archive's table of contents, for ckpt's own readers and for `scan`.
+/// The archive's table of contents as torch reads it, refused where another reader could see
+/// other records.
 pub struct ZipIndex<'a> {
-    archive: ZipArchive<Cursor<&'a [u8]>>,
-    records: HashMap<String, Record>,
+    bytes: &'a [u8],
+    dir: Directory,
     /// Record names in central directory order.
     pub names: Vec<String>,
     pub prefix: String,
 }
 
-pub fn is_zip(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
-}
+pub use crate::container::zip::is_zip;
 
 impl<'a> ZipIndex<'a> {
     pub fn open(source: &'a Source, limits: &ReadLimits) -> Result<ZipIndex<'a>> {
         let path = source.path();
-        let zip_err = |e| Error::Zip {
-            path: path.into(),
-            source: e,
-        };
         let bytes = source.bytes();
-        let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(zip_err)?;
-        // The zip crate keeps one entry per name; loaders disagree on which copy of a repeated
-        // name they read (miniz, Python's zipfile), so an archive that repeats one is refused.
-        if let Some(raw) = raw_central_directory(bytes) {
-            let mut seen = std::collections::HashSet::new();
-            if let Some(dup) = raw.iter().find(|e| !seen.insert(e.name.as_str())) {
-                return Err(Error::malformed(
-                    path,
-                    format!("zip record {}", dup.name),
-                    "the archive holds this record more than once",
-                ));
-            }
-        }
-        if archive.len() > limits.max_zip_entries {
+        let dir = zip::read_directory(bytes).map_err(|why| Error::malformed(path, "zip directory", why))?;
+        if dir.entries.len() > limits.max_zip_entries {
             return Err(Error::malformed(
                 path,
                 "zip directory",
                 format!(
                     "{} entries, more than the limit of {}",
-                    archive.len(),
+                    dir.entries.len(),
                     limits.max_zip_entries
                 ),
             ));
         }
-        let mut records = HashMap::new();
-        let mut names = Vec::with_capacity(archive.len());
-        for index in 0..archive.len() {
-            let entry = archive.by_index_raw(index).map_err(zip_err)?;
-            let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
-            let header = entry.header_start();
-            let data_start = local_data_start(bytes, header).ok_or_else(|| {
-                Error::malformed(
-                    path,
-                    format!("zip record {name}"),
-                    format!("bad local header at byte {header}"),
-                )
-            })?;
-            let record = Record {
-                index,
-                data_start,
-                compressed_size: entry.compressed_size(),
-                size: entry.size(),
-                stored: entry.compression() == CompressionMethod::Stored,
-            };
-            if data_start
-                .checked_add(record.compressed_size)
-                .is_none_or(|end| end > bytes.len() as u64)
-            {
-                return Err(Error::malformed(
-                    path,
-                    format!("zip record {name}"),
-                    "data runs past the end of the file",
-                ));
-            }
-            names.push(name.clone());
-            // Loaders disagree on which of two equal names they read (miniz, Python's zipfile).
-            if records.insert(name.clone(), record).is_some() {
-                return Err(Error::malformed(
-                    path,
-                    format!("zip record {name}"),
-                    "the archive holds this record twice",
-                ));
-            }
+        if let Some(why) = ambiguity(bytes, &dir) {
+            return Err(Error::malformed(
+                path,
+                "zip directory",
+                format!("{why}; readers disagree on what this archive holds, so ckpt does not read it (`ckpt scan` judges every reading)"),
+            ));
         }
-        // torch takes the archive's prefix from its first record, whatever it is called.
-        let prefix = names
-            .first()
-            .and_then(|n| n.split_once('/'))
-            .map(|(p, _)| p.to_string())
-            .ok_or_else(|| Error::UnknownFormat {
-                path: path.into(),
-                why: "zip archive without a top-level folder: not a PyTorch checkpoint".into(),
-            })?;
+        let prefix = dir.prefix().map_err(|why| Error::UnknownFormat {
+            path: path.into(),
+            why: format!("zip archive: {why}"),
+        })?;
+        let prefix = String::from_utf8(prefix.to_vec()).map_err(|_| Error::UnknownFormat {
+            path: path.into(),
+            why: "zip archive whose record folder is not UTF-8: not a PyTorch checkpoint".into(),
+        })?;
+        // torch.load lists every record (`get_all_records`) and refuses one outside the folder.
+        let folder = format!("{prefix}/");
+        if let Some(stray) = dir.entries.iter().find(|e| !e.name.starts_with(folder.as_bytes())) {
+            return Err(Error::malformed(
+                path,
+                format!("zip record {}", stray.display_name()),
+                format!("not in the archive's folder '{prefix}/': torch.load refuses the archive"),
+            ));
+        }
+        let names = dir.entries.iter().map(Entry::display_name).collect();
         Ok(ZipIndex {
-            archive,
-            records,
+            bytes,
+            dir,
             names,
             prefix,
         })
     }
 
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        match self.dir.locate(name.as_bytes()) {
+            Lookup::Found(i) => Some(&self.dir.entries[i]),
+            // Refused when the index was opened.
+            Lookup::Missing | Lookup::Ambiguous(_) => None,
+        }
+    }
+
+    /// Whether torch finds the record (names compare ASCII-case-insensitively, as in miniz).
     pub fn has(&self, name: &str) -> bool {
-        self.records.contains_key(name)
+        self.entry(name).is_some()
     }
 
-    /// The bytes of a stored record, straight from the map.
+    /// Whether the exact name is listed (torch.load's `"constants.pkl" in get_all_records()`).
+    pub fn lists(&self, name: &str) -> bool {
+        self.dir.entries.iter().any(|e| e.name == name.as_bytes())
+    }
+
+    /// The data of a stored record, straight from the map.
     fn stored_range(&self, name: &str) -> Option<(u64, u64, bool)> {
-        self.records
-            .get(name)
-            .map(|r| (r.data_start, r.compressed_size, r.stored))
+        let e = self.entry(name)?;
+        Some((e.data_start(self.bytes)?, e.size, e.method == 0))
     }
 
-    /// A whole record's bytes (decompressed if needed), refusing records larger than `max`.
-    pub fn read(&mut self, path: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
-        let record = self
-            .records
-            .get(name)
-            .cloned()
+    /// A whole record's bytes (inflated if needed), refusing records larger than `max`.
+    pub fn read(&self, path: &Path, name: &str, max: u64) -> Result<Cow<'a, [u8]>> {
+        let entry = self
+            .entry(name)
             .ok_or_else(|| Error::malformed(path, name, "record missing from the archive"))?;
-        if record.size > max {
+        if entry.size > max {
             return Err(Error::malformed(
                 path,
                 name,
-                format!("record of {} bytes exceeds the limit of {max}", record.size),
+                format!("record of {} bytes exceeds the limit of {max}", entry.size),
             ));
         }
-        let mut entry = self.archive.by_index(record.index).map_err(|e| Error::Zip {
-            path: path.into(),
-            source: e,
-        })?;
-        let mut out = Vec::with_capacity(record.size as usize);
-        entry
-            .by_ref()
-            .take(max + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::malformed(path, name, format!("cannot read record: {e}")))?;
-        if out.len() as u64 > max {
-            return Err(Error::malformed(
-                path,
-                name,
-                format!("record exceeds the limit of {max} bytes"),
+        let justified = zip::justified_inflate(self.bytes.len() as u64).min(max);
+        zip::record_data(self.bytes, entry, justified).map_err(|why| Error::malformed(path, name, why))
+    }
+}
+
+/// Why two readers could see different records in this archive, if they could.
+pub(crate) fn ambiguity(bytes: &[u8], dir: &Directory) -> Option<String> {
+    if let Some(group) = dir.colliding_names().first() {
+        let names: Vec<String> = group.iter().map(|&i| dir.entries[i].display_name()).collect();
+        return Some(format!(
+            "records {} have names equal but for case: which one torch reads depends on miniz's sort order",
+            names.join(", ")
+        ));
+    }
+    for e in &dir.entries {
+        if e.name.contains(&0) || e.name.contains(&b'\\') {
+            return Some(format!(
+                "record name {:?} holds a NUL or backslash, which readers treat differently",
+                e.display_name()
             ));
         }
-        Ok(out)
-    }
-}
-
-/// One entry of a zip's central directory as the file holds it, repeated names included.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEntry {
-    pub name: String,
-    pub method: u16,
-    pub flags: u16,
-    pub compressed_size: u64,
-    pub size: u64,
-    pub header_offset: u64,
-}
-
-impl RawEntry {
-    /// Where the entry's data starts, from its local header.
-    pub fn data_start(&self, bytes: &[u8]) -> Option<u64> {
-        local_data_start(bytes, self.header_offset)
-    }
-}
-
-/// Walks the central directory (zip64 included) without deduplicating names. None when the
-/// directory cannot be walked (the zip crate's view is then all there is).
-pub fn raw_central_directory(bytes: &[u8]) -> Option<Vec<RawEntry>> {
-    let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |at: usize| {
-        bytes
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |at: usize| {
-        bytes
-            .get(at..at + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    };
-    let lowest = bytes.len().saturating_sub(22 + 0xffff);
-    let eocd = (lowest..=bytes.len().checked_sub(22)?)
-        .rev()
-        .find(|&i| bytes.get(i..i + 4) == Some(b"PK\x05\x06"))?;
-    let mut count = u64::from(u16_at(eocd + 10)?);
-    let mut cd_size = u64::from(u32_at(eocd + 12)?);
-    let mut cd_offset = u64::from(u32_at(eocd + 16)?);
-    if count == 0xffff || cd_size == 0xffff_ffff || cd_offset == 0xffff_ffff {
-        let locator = eocd.checked_sub(20)?;
-        if bytes.get(locator..locator + 4) != Some(b"PK\x06\x07") {
-            return None;
+        if e.method == 0 && e.compressed_size != e.size && !e.is_directory() {
+            return Some(format!(
+                "stored record {} says {} bytes compressed but {} bytes long",
+                e.display_name(),
+                e.compressed_size,
+                e.size
+            ));
         }
-        let rec = usize::try_from(u64_at(locator + 8)?).ok()?;
-        if bytes.get(rec..rec + 4) != Some(b"PK\x06\x06") {
-            return None;
-        }
-        count = u64_at(rec + 32)?;
-        cd_size = u64_at(rec + 40)?;
-        cd_offset = u64_at(rec + 48)?;
-    }
-    let mut pos = usize::try_from(cd_offset).ok()?;
-    let end = pos.checked_add(usize::try_from(cd_size).ok()?)?;
-    if end > bytes.len() || count > (cd_size / 46) + 1 {
-        return None;
-    }
-    let mut out = Vec::new();
-    for _ in 0..count {
-        if bytes.get(pos..pos + 4) != Some(b"PK\x01\x02") {
-            return None;
-        }
-        let flags = u16_at(pos + 8)?;
-        let method = u16_at(pos + 10)?;
-        let mut compressed_size = u64::from(u32_at(pos + 20)?);
-        let mut size = u64::from(u32_at(pos + 24)?);
-        let name_len = usize::from(u16_at(pos + 28)?);
-        let extra_len = usize::from(u16_at(pos + 30)?);
-        let comment_len = usize::from(u16_at(pos + 32)?);
-        let mut header_offset = u64::from(u32_at(pos + 42)?);
-        let name = String::from_utf8_lossy(bytes.get(pos + 46..pos + 46 + name_len)?).into_owned();
-        // Zip64 extra field: the 8-byte values of the fields saturated above, in this order.
-        let mut extra = bytes.get(pos + 46 + name_len..pos + 46 + name_len + extra_len)?;
-        while extra.len() >= 4 {
-            let id = u16::from_le_bytes([extra[0], extra[1]]);
-            let len = usize::from(u16::from_le_bytes([extra[2], extra[3]]));
-            let data = extra.get(4..4 + len)?;
-            if id == 1 {
-                let mut fields = data
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
-                for field in [&mut size, &mut compressed_size, &mut header_offset] {
-                    if *field == 0xffff_ffff {
-                        *field = fields.next()?;
-                    }
-                }
+        if let Some(local) = zip::local_header(bytes, e.header_offset) {
+            if local.name != e.name.as_slice() {
+                return Some(format!(
+                    "record {}: its local header names it {:?}",
+                    e.display_name(),
+                    String::from_utf8_lossy(local.name)
+                ));
             }
-            extra = &extra[4 + len..];
-        }
-        out.push(RawEntry {
-            name,
-            method,
-            flags,
-            compressed_size,
-            size,
-            header_offset,
-        });
-        pos = pos.checked_add(46 + name_len + extra_len + comment_len)?;
-        if pos > end {
-            return None;
         }
     }
-    Some(out)
-}
-
-/// Where a record's data starts: after the 30-byte local header, its name and its extra field
-/// (the extra field is where torch pads records to 64-byte alignment).
-fn local_data_start(bytes: &[u8], header: u64) -> Option<u64> {
-    let h = usize::try_from(header).ok()?;
-    let head = bytes.get(h..h.checked_add(30)?)?;
-    if head[0..4] != [0x50, 0x4b, 0x03, 0x04] {
-        return None;
-    }
-    let name_len = u16::from_le_bytes([head[26], head[27]]) as u64;
-    let extra_len = u16::from_le_bytes([head[28], head[29]]) as u64;
-    header.checked_add(30 + name_len + extra_len)
+    zip_readings::other_readings(bytes, dir)
+        .first()
+        .map(|r| format!("{} lists other records than torch reads", r.how))
 }
 
 struct ZipStorages<'a> {
@@ -338,7 +202,7 @@ impl StorageProvider for ZipStorages<'_> {
 
 pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
     let path = source.path().to_path_buf();
-    let mut index = ZipIndex::open(&source, limits)?;
+    let index = ZipIndex::open(&source, limits)?;
     let prefix = index.prefix.clone();
     let data_pkl = format!("{prefix}/data.pkl");
     if !index.has(&data_pkl) {
@@ -347,12 +211,20 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
             why: format!("zip archive without {data_pkl}: not a PyTorch checkpoint"),
         });
     }
+    // PyTorchStreamReader refuses an archive without a version record before anything is read.
+    if !index.has(&format!("{prefix}/.data/version")) && !index.has(&format!("{prefix}/version")) {
+        return Err(Error::malformed(
+            &path,
+            format!("{prefix}/version"),
+            "record missing: torch.load refuses an archive without it",
+        ));
+    }
     let code_dir = format!("{prefix}/code/");
-    let scripted =
-        index.has(&format!("{prefix}/constants.pkl")) || index.names.iter().any(|n| n.starts_with(&code_dir));
+    // torch.load hands the archive to torch.jit.load exactly when this name is listed.
+    let scripted = index.lists(&format!("{prefix}/constants.pkl"));
     let byte_order = match index.has(&format!("{prefix}/byteorder")) {
         false => ByteOrder::Little,
-        true => match index.read(&path, &format!("{prefix}/byteorder"), 16)?.as_slice() {
+        true => match index.read(&path, &format!("{prefix}/byteorder"), 16)?.as_ref() {
             b"little" => ByteOrder::Little,
             b"big" => ByteOrder::Big,
             other => {
@@ -365,7 +237,7 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
         },
     };
     let script = if scripted {
-        Some(script_classes(&mut index, &path, &code_dir, limits)?)
+        Some(script_classes(&index, &path, &code_dir, limits)?)
     } else {
         None
     };
@@ -398,7 +270,7 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
     Ok(finish(format, origin, decoded, storages, &pickle.globals))
 }
 
-fn script_classes(index: &mut ZipIndex, path: &Path, code_dir: &str, limits: &ReadLimits) -> Result<ScriptClasses> {
+fn script_classes(index: &ZipIndex, path: &Path, code_dir: &str, limits: &ReadLimits) -> Result<ScriptClasses> {
     let mut classes = ScriptClasses::default();
     let files: Vec<String> = index
         .names

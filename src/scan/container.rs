@@ -4,10 +4,7 @@
 //! first pickle). Where two readings are possible (a tar header that also parses as a pickle)
 //! both are scanned.
 
-use std::io::{Cursor, Read};
 use std::path::Path;
-
-use zip::{CompressionMethod, ZipArchive};
 
 use crate::dtype::DType;
 use crate::pickle::Value;
@@ -15,6 +12,7 @@ use crate::read::ReadLimits;
 use crate::source::Source;
 
 use super::analyze::scan_pickle;
+use super::zip::scan_zip;
 use super::{ops, tar, Finding, PickleReport, ScanReport, Verdict};
 
 /// Nested payloads (`_load_from_bytes(b)` inside `_load_from_bytes(b)` ...) are followed this deep.
@@ -65,7 +63,7 @@ impl<'a> Collector<'a> {
             inflated: 0,
         }
     }
-    fn error(&mut self, record: &str, what: String) {
+    pub(crate) fn error(&mut self, record: &str, what: String) {
         self.findings.push(Finding {
             verdict: Verdict::Unreadable,
             record: record.to_string(),
@@ -188,7 +186,7 @@ pub(crate) fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
         .extend(inner.notes.into_iter().map(|n| format!("{label}: {n}")));
 }
 
-fn join(prefix: &str, record: &str) -> String {
+pub(crate) fn join(prefix: &str, record: &str) -> String {
     if prefix.is_empty() {
         record.to_string()
     } else {
@@ -314,241 +312,6 @@ fn scan_legacy(col: &mut Collector, bytes: &[u8], prefix: &str) {
     col.notes.push(format!(
         "{tail} bytes of storage data follow the pickles (never unpickled)"
     ));
-}
-
-/// Every member that is a pickle: `*.pkl` (and TorchScript's `*.debug_pkl`) wherever it is, and
-/// members of other names that parse as pickles. TorchScript `code/` files are listed.
-fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static str> {
-    let mut archive = match ZipArchive::new(Cursor::new(bytes)) {
-        Ok(a) => a,
-        Err(e) => {
-            col.error(&join(prefix, "zip directory"), format!("damaged zip archive: {e}"));
-            return Some("zip");
-        }
-    };
-    if archive.len() > col.limits.max_zip_entries {
-        col.error(
-            &join(prefix, "zip directory"),
-            format!(
-                "{} entries, more than the limit of {}",
-                archive.len(),
-                col.limits.max_zip_entries
-            ),
-        );
-        return Some("zip");
-    }
-    struct Entry {
-        index: usize,
-        name: String,
-        stored: bool,
-        encrypted: bool,
-        compression: CompressionMethod,
-        data_start: Option<u64>,
-        size: u64,
-        compressed: u64,
-    }
-    let mut entries = Vec::with_capacity(archive.len());
-    for index in 0..archive.len() {
-        match archive.by_index_raw(index) {
-            Ok(f) => entries.push(Entry {
-                index,
-                name: String::from_utf8_lossy(f.name_raw()).into_owned(),
-                stored: f.compression() == CompressionMethod::Stored,
-                encrypted: f.encrypted(),
-                compression: f.compression(),
-                data_start: f.data_start(),
-                size: f.size(),
-                compressed: f.compressed_size(),
-            }),
-            Err(e) => {
-                col.error(
-                    &join(prefix, &format!("zip entry {index}")),
-                    format!("damaged zip entry: {e}"),
-                );
-            }
-        }
-    }
-    // torch takes the archive's prefix from its first record.
-    let root = entries
-        .first()
-        .and_then(|e| e.name.split_once('/'))
-        .map(|(p, _)| p.to_string());
-    let has = |rel: &str| {
-        root.as_ref()
-            .is_some_and(|r| entries.iter().any(|e| e.name == format!("{r}/{rel}")))
-    };
-    let code_dir = root.as_ref().map(|r| format!("{r}/code/"));
-    let torchscript = has("constants.pkl")
-        || code_dir
-            .as_ref()
-            .is_some_and(|c| entries.iter().any(|e| e.name.starts_with(c.as_str())));
-    let format = if torchscript {
-        "torchscript"
-    } else if has("data.pkl") {
-        "pth-zip"
-    } else {
-        "zip"
-    };
-    // The zip crate keeps one entry per name. Loaders disagree on which copy of a repeated name
-    // they read, so every copy is scanned (stored ones straight from the file), and the archive
-    // is at least unreadable: it cannot be cleared.
-    let raw = crate::read::pth_zip::raw_central_directory(bytes).unwrap_or_default();
-    let mut dups: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-    {
-        let mut seen = std::collections::HashSet::new();
-        for r in &raw {
-            if !seen.insert(r.name.as_str()) {
-                dups.insert(r.name.as_str());
-            }
-        }
-    }
-    for name in &dups {
-        let record = join(prefix, name);
-        let copies: Vec<_> = raw.iter().filter(|r| r.name == *name).collect();
-        col.error(
-            &record,
-            format!(
-                "the archive holds this name {} times: loaders disagree on which copy they read",
-                copies.len()
-            ),
-        );
-        for (k, r) in copies.iter().enumerate() {
-            let label = format!("{record} (copy {})", k + 1);
-            let data = r
-                .data_start(bytes)
-                .and_then(|s| usize::try_from(s).ok())
-                .and_then(|s| bytes.get(s..s.checked_add(usize::try_from(r.compressed_size).ok()?)?));
-            match data {
-                Some(d) if r.method == 0 && r.flags & 1 == 0 => {
-                    let named = name.to_ascii_lowercase().ends_with("pkl");
-                    scan_pickle(col, &label, d, None, torchscript, named);
-                }
-                _ => col.error(
-                    &label,
-                    "a compressed or encrypted copy of a repeated name cannot be checked".into(),
-                ),
-            }
-        }
-    }
-    let storage_dir = root.as_ref().map(|r| format!("{r}/data/"));
-    for e in &entries {
-        let lower = e.name.to_ascii_lowercase();
-        if code_dir.as_ref().is_some_and(|c| e.name.starts_with(c.as_str())) && lower.ends_with(".py") {
-            col.code.push(e.name.clone());
-            continue;
-        }
-        let named_pickle = lower.ends_with("pkl") || lower.ends_with(".pickle");
-        let is_storage = storage_dir.as_ref().is_some_and(|d| e.name.starts_with(d.as_str())) && !named_pickle;
-        if e.name.ends_with('/') || is_storage || dups.contains(e.name.as_str()) {
-            continue;
-        }
-        let record = join(prefix, &e.name);
-        if e.encrypted {
-            if named_pickle {
-                col.error(&record, "the member is encrypted: it cannot be checked".into());
-            }
-            continue;
-        }
-        // Stored members are read straight from the file; others are inflated within budget.
-        let data: std::borrow::Cow<[u8]> = match (e.stored, e.data_start) {
-            (true, Some(start)) => {
-                match usize::try_from(start)
-                    .ok()
-                    .and_then(|s| bytes.get(s..s.checked_add(usize::try_from(e.compressed).ok()?)?))
-                {
-                    Some(d) => d.into(),
-                    None => {
-                        col.error(&record, "member data runs past the end of the file".into());
-                        continue;
-                    }
-                }
-            }
-            _ => {
-                if !named_pickle && e.size > 1 << 20 {
-                    continue; // too big to be sniffed; not something torch unpickles
-                }
-                let max = col.limits.max_pickle_bytes;
-                let budget = max.saturating_mul(4).saturating_sub(col.inflated);
-                if e.size > max || e.size > budget {
-                    col.error(
-                        &record,
-                        format!(
-                            "{} bytes once decompressed, more than the limit of {}",
-                            e.size,
-                            max.min(budget)
-                        ),
-                    );
-                    continue;
-                }
-                match read_member(&mut archive, e.index, max.min(budget)) {
-                    Ok(d) => {
-                        col.inflated += d.len() as u64;
-                        d.into()
-                    }
-                    Err(why) => {
-                        if named_pickle {
-                            col.error(&record, format!("cannot decompress ({:?}): {why}", e.compression));
-                        }
-                        continue;
-                    }
-                }
-            }
-        };
-        let offset = if e.stored { e.data_start } else { None };
-        if named_pickle {
-            scan_pickle(col, &record, &data, offset, torchscript, true);
-        } else if data.first() == Some(&0x80) && data.get(1).is_some_and(|&p| p <= 5) {
-            // Sniffed: reported only if it is a pickle.
-            let before = col.pickles.len();
-            scan_pickle(col, &record, &data, offset, torchscript, false);
-            if col.pickles.len() > before {
-                col.notes.push(format!("'{}' is a pickle under another name", e.name));
-            }
-        }
-    }
-    if let Some(c) = &code_dir {
-        if !col.code.is_empty() {
-            col.findings.push(Finding {
-                verdict: Verdict::NeedsCode,
-                record: join(prefix, c.trim_end_matches('/')),
-                offset: None,
-                global: None,
-                message: format!(
-                    "TorchScript code ({} files): torch.jit.load compiles and runs it (__setstate__ during the load, forward later); it is not checked here",
-                    col.code.len()
-                ),
-            });
-        }
-    }
-    if torchscript && col.code.is_empty() {
-        col.findings.push(Finding {
-            verdict: Verdict::NeedsCode,
-            record: join(prefix, "constants.pkl"),
-            offset: None,
-            global: None,
-            message: "a TorchScript archive: torch.load hands it to torch.jit.load, which runs its compiled code"
-                .into(),
-        });
-    }
-    if format == "zip" && col.pickles.is_empty() && col.errors.is_empty() {
-        col.errors
-            .push("a zip archive without pickles: not a checkpoint".into());
-        return None;
-    }
-    Some(format)
-}
-
-fn read_member(archive: &mut ZipArchive<Cursor<&[u8]>>, index: usize, max: u64) -> Result<Vec<u8>, String> {
-    let mut f = archive.by_index(index).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    f.by_ref()
-        .take(max + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
-    if out.len() as u64 > max {
-        return Err(format!("more than {max} bytes once decompressed"));
-    }
-    Ok(out)
 }
 
 /// The tar format: `storages`, `tensors` and `pickle` are unpickled by torch; other members are

@@ -49,6 +49,7 @@ mod ops;
 pub mod policy;
 mod tar;
 mod text;
+mod zip;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
