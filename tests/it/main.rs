@@ -1,6 +1,7 @@
 //! Integration tests, one binary. Each module covers one area; helpers live in `common`.
 
 mod casts;
+mod containers_zip;
 mod cli;
 mod common;
 mod diff;
