@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fixtures=../fixtures
-mkdir -p corpus/pickle corpus/pth corpus/safetensors corpus/scan corpus/roundtrip corpus/transforms
+mkdir -p corpus/pickle corpus/pth corpus/safetensors corpus/scan corpus/roundtrip corpus/transforms corpus/zip_differential
 # The pth, safetensors and scan targets take an `Input` enum (arbitrary's derive): four zero
 # bytes select its first variant, `Raw`, whose bytes are then the whole file.
 raw() { { printf '\0\0\0\0'; cat "$1"; } > "$2"; }
@@ -15,6 +15,8 @@ while IFS= read -r -d '' f; do
     *.safetensors) raw "$f" "corpus/safetensors/$base" ;;
     *.pth|*.pt|*.bin|*.tar) raw "$f" "corpus/pth/$base" ;;
   esac
+  # The zip differential takes the file's bytes as they are.
+  case "$f" in *.pth|*.pt|*.bin) if [ "$(head -c 2 "$f")" = PK ]; then cp "$f" "corpus/zip_differential/$base"; fi ;; esac
   case "$f" in
     *.safetensors|*.pth|*.pt|*.bin|*.tar|*.pkl|*.json) raw "$f" "corpus/scan/$base" ;;
   esac

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::dtype::DType;
@@ -206,6 +207,9 @@ pub struct Checkpoint {
     pub globals: BTreeSet<String>,
     /// What the reader understood about how the file was saved.
     pub origin: Origin,
+    /// Every file the checkpoint was read from: the file itself, or a sharded checkpoint's index
+    /// and shards. Writers never write over any of them.
+    pub files: Vec<PathBuf>,
 }
 
 /// How the tensors got into the file, which decides what their flags mean.

@@ -441,7 +441,14 @@ pub fn record_data<'a>(bytes: &'a [u8], entry: &Entry, max_inflated: u64) -> Res
     let start = entry
         .data_start(bytes)
         .ok_or_else(|| format!("no local header at byte {}", entry.header_offset))?;
-    extract(bytes, entry.method, start, entry.compressed_size, entry.size, max_inflated)
+    extract(
+        bytes,
+        entry.method,
+        start,
+        entry.compressed_size,
+        entry.size,
+        max_inflated,
+    )
 }
 
 /// The bytes of a record whose data starts at `start`: `size` bytes straight from the file when

@@ -75,7 +75,10 @@ pub fn other_readings(bytes: &[u8], primary: &Directory) -> Vec<Reading> {
     }
     let walked = local_walk(bytes, primary);
     if !walked.is_empty() {
-        push("local headers in sequence from byte 0 (a streaming reader)".into(), walked);
+        push(
+            "local headers in sequence from byte 0 (a streaming reader)".into(),
+            walked,
+        );
     }
     out
 }
@@ -94,7 +97,11 @@ fn inferred_reading(bytes: &[u8]) -> Option<Vec<Record>> {
             .find(|&i| &bytes[i..i + 4] == zip::EOCD_SIG)?
     };
     let dir = directory_at(bytes, eocd).ok();
-    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u64::from(u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))));
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u64::from(u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))))
+    };
     let (mut size, mut offset) = (u32_at(eocd + 12)?, u32_at(eocd + 16)?);
     let mut concat = eocd as i128 - size as i128 - offset as i128;
     if eocd >= 76 && &bytes[eocd - 20..eocd - 16] == b"PK\x06\x07" && &bytes[eocd - 76..eocd - 72] == b"PK\x06\x06" {
@@ -175,7 +182,9 @@ fn local_walk(bytes: &[u8], primary: &Directory) -> Vec<Record> {
             compressed_size,
             size,
         });
-        let Some(mut next) = data_start.checked_add(compressed_size) else { break };
+        let Some(mut next) = data_start.checked_add(compressed_size) else {
+            break;
+        };
         if descriptor {
             next = skip_descriptor(bytes, next);
         }
@@ -192,9 +201,7 @@ fn local_walk(bytes: &[u8], primary: &Directory) -> Vec<Record> {
 fn skip_descriptor(bytes: &[u8], at: u64) -> u64 {
     for len in [16u64, 24, 12, 20] {
         let next = at + len;
-        let header = usize::try_from(next)
-            .ok()
-            .and_then(|n| bytes.get(n..n.checked_add(4)?));
+        let header = usize::try_from(next).ok().and_then(|n| bytes.get(n..n.checked_add(4)?));
         if header == Some(LOCAL_SIG) || header == Some(b"PK\x01\x02") {
             return next;
         }

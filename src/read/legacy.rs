@@ -188,5 +188,12 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
     };
     let mut globals = main.globals.clone();
     globals.extend(sys_info.globals.iter().cloned());
-    Ok(finish(Format::PthLegacy, origin, decoded, provider.storages, &globals))
+    Ok(finish(
+        &path,
+        Format::PthLegacy,
+        origin,
+        decoded,
+        provider.storages,
+        &globals,
+    ))
 }

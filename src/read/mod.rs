@@ -102,6 +102,7 @@ pub(crate) fn parse_pickle(path: &Path, record: &str, bytes: &[u8], limits: &Rea
 
 /// Assembles a checkpoint from a decoded pickle: names tensors, collects metadata and globals.
 pub(crate) fn finish(
+    path: &Path,
     format: Format,
     origin: Origin,
     decoded: decode::Decoded,
@@ -118,5 +119,6 @@ pub(crate) fn finish(
         metadata,
         globals: globals.iter().map(|g| g.global.dotted()).collect(),
         origin,
+        files: vec![path.to_path_buf()],
     }
 }

@@ -267,7 +267,7 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
     } else {
         (Format::PthZip, Origin::Data)
     };
-    Ok(finish(format, origin, decoded, storages, &pickle.globals))
+    Ok(finish(&path, format, origin, decoded, storages, &pickle.globals))
 }
 
 fn script_classes(index: &ZipIndex, path: &Path, code_dir: &str, limits: &ReadLimits) -> Result<ScriptClasses> {

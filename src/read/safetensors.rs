@@ -84,6 +84,7 @@ pub fn read(source: Arc<Source>) -> Result<Checkpoint> {
         metadata,
         globals: Default::default(),
         origin: Origin::Data,
+        files: vec![path.to_path_buf()],
     })
 }
 

@@ -78,6 +78,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     }
     let mut shards: BTreeMap<String, (Checkpoint, usize)> = BTreeMap::new();
     let mut storages = Vec::new();
+    let mut files = vec![index.to_path_buf()];
     let mut globals = std::collections::BTreeSet::new();
     for shard in &shard_order {
         let shard_path = shard_path(dir, shard).ok_or_else(|| {
@@ -110,6 +111,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
                 format!("shard '{shard}' is itself an index"),
             ));
         }
+        files.extend(ckpt.files.iter().cloned());
         let base = storages.len();
         storages.extend(ckpt.storages.iter().cloned());
         globals.extend(ckpt.globals.iter().cloned());
@@ -148,6 +150,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         metadata,
         globals,
         origin: Origin::Data,
+        files,
     })
 }
 

@@ -118,7 +118,10 @@ fn candidates(bytes: &[u8], primary: Option<&Directory>, readings: &[Reading], p
     }
     for reading in readings {
         for r in &reading.records {
-            let label = join(prefix, &format!("{} (in {})", String::from_utf8_lossy(&r.name), reading.how));
+            let label = join(
+                prefix,
+                &format!("{} (in {})", String::from_utf8_lossy(&r.name), reading.how),
+            );
             add(r.clone(), label, false, &mut out);
         }
     }
@@ -173,7 +176,9 @@ impl Layout {
     }
 
     fn is_storage(&self, name: &str) -> bool {
-        self.root.as_ref().is_some_and(|r| name.starts_with(&format!("{r}/data/")))
+        self.root
+            .as_ref()
+            .is_some_and(|r| name.starts_with(&format!("{r}/data/")))
     }
 
     /// The TorchScript findings, and the format (None when no pickle was found in a plain zip).
@@ -245,7 +250,14 @@ fn judge_record(col: &mut Collector, bytes: &[u8], c: &Candidate, layout: &Layou
         .min(max.saturating_mul(4))
         .saturating_sub(col.inflated);
     let r = &c.record;
-    let data = match zip::extract(bytes, r.method, r.data_start, r.compressed_size, r.size, max.min(budget)) {
+    let data = match zip::extract(
+        bytes,
+        r.method,
+        r.data_start,
+        r.compressed_size,
+        r.size,
+        max.min(budget),
+    ) {
         Ok(d) => d,
         Err(why) => {
             if named_pickle {

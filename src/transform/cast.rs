@@ -251,6 +251,7 @@ fn overflow_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, 
         metadata: Default::default(),
         globals: Default::default(),
         origin: ckpt.origin,
+        files: ckpt.files.clone(),
     };
     let mut out = Vec::new();
     for t in &ckpt.tensors {

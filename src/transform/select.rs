@@ -41,6 +41,7 @@ pub fn select(ckpt: &Checkpoint, path: &str) -> Result<Checkpoint> {
         metadata: ckpt.metadata.clone(),
         globals: ckpt.globals.clone(),
         origin: ckpt.origin,
+        files: ckpt.files.clone(),
     };
     rebuild(&mut out, from_tree);
     Ok(out)

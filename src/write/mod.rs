@@ -197,11 +197,12 @@ pub fn write_with_layout(
     }
 }
 
-/// The files the checkpoint's tensor data is read from.
+/// The files the checkpoint was read from (a sharded checkpoint's index too) and every file its
+/// tensor data is read from: no output may be one of them.
 pub fn input_paths(ckpt: &Checkpoint) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = Vec::new();
-    for s in &ckpt.storages {
-        let p = s.data.source.path();
+    let sources = ckpt.storages.iter().map(|s| s.data.source.path());
+    for p in ckpt.files.iter().map(PathBuf::as_path).chain(sources) {
         if !paths.iter().any(|q| q == p) {
             paths.push(p.to_path_buf());
         }

@@ -121,15 +121,14 @@ fn benign() -> Vec<(String, Vec<u8>)> {
 /// data.pkl of a payload that calls os.system (never unpickled).
 fn dangerous_pickle() -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile/reduce_os_system.pth");
-    records_of(&path)
-        .into_iter()
-        .find(|(n, _)| n == "data.pkl")
-        .unwrap()
-        .1
+    records_of(&path).into_iter().find(|(n, _)| n == "data.pkl").unwrap().1
 }
 
 fn under(prefix: &str, records: &[(String, Vec<u8>)]) -> Vec<Member> {
-    records.iter().map(|(n, d)| member(format!("{prefix}/{n}"), d)).collect()
+    records
+        .iter()
+        .map(|(n, d)| member(format!("{prefix}/{n}"), d))
+        .collect()
 }
 
 fn write_tmp(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -199,7 +198,9 @@ fn zip64_archives_written_for_every_folder_length_read() {
 fn torch_files_with_21_byte_stems_read() {
     // Written by torch.save to these very names (fixtures/zip/generate.py).
     for name in ["pytorch_model_epoch_5.bin", "checkpoint_epoch_0010.pth"] {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/zip").join(name);
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/zip")
+            .join(name);
         assert_reads_like_cnn(&path);
     }
 }
@@ -254,7 +255,11 @@ fn repeated_names_are_refused_and_every_copy_scanned() {
         }
         let path = write_tmp(tmp.path(), "dup.pth", &archive(&members));
         refused(&path);
-        assert_eq!(scan_verdict(&path), Verdict::Dangerous, "dangerous first: {dangerous_first}");
+        assert_eq!(
+            scan_verdict(&path),
+            Verdict::Dangerous,
+            "dangerous first: {dangerous_first}"
+        );
     }
 }
 
@@ -266,7 +271,12 @@ fn backslash_and_nul_names_are_refused() {
         members.push(member(odd, &dangerous_pickle()));
         let path = write_tmp(tmp.path(), "odd.pth", &archive(&members));
         refused(&path);
-        assert_eq!(scan_verdict(&path), Verdict::Dangerous, "{:?}", String::from_utf8_lossy(odd));
+        assert_eq!(
+            scan_verdict(&path),
+            Verdict::Dangerous,
+            "{:?}",
+            String::from_utf8_lossy(odd)
+        );
     }
 }
 

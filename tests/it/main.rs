@@ -1,11 +1,12 @@
 //! Integration tests, one binary. Each module covers one area; helpers live in `common`.
 
 mod casts;
-mod containers_zip;
 mod cli;
 mod common;
+mod containers_zip;
 mod diff;
 mod fixtures;
+mod never_lose;
 mod no_panic;
 mod pickle_vectors;
 mod scan;

@@ -118,6 +118,7 @@ impl Mk {
             metadata,
             globals: Default::default(),
             origin,
+            files: Vec::new(),
         };
         check_consistent(&ckpt);
         Built { ckpt, _file: file }

@@ -883,6 +883,7 @@ fn build(path: &Path, storages: &[StorageP], leaves: &[(String, LeafP)], ordered
         metadata,
         globals: Default::default(),
         origin: Origin::Data,
+        files: vec![path.to_path_buf()],
     }
 }
 
