@@ -25,7 +25,7 @@ const EOCD_LEN: usize = 22;
 const ZIP64_LOCATOR_LEN: usize = 20;
 const ZIP64_EOCD_LEN: usize = 56;
 const CENTRAL_LEN: usize = 46;
-pub(crate) const LOCAL_LEN: usize = 30;
+const LOCAL_LEN: usize = 30;
 /// miniz reads the file's tail in blocks of this size when it looks for the EOCD.
 const SEARCH_BLOCK: usize = 4096;
 const U32_MAX: u64 = 0xffff_ffff;
@@ -71,8 +71,7 @@ impl Entry {
     /// (where torch pads records to 64-byte alignment).
     pub fn data_start(&self, bytes: &[u8]) -> Option<u64> {
         let local = local_header(bytes, self.header_offset)?;
-        self.header_offset
-            .checked_add((LOCAL_LEN + local.name.len() + local.extra_len) as u64)
+        self.header_offset.checked_add(local.header_len())
     }
 }
 
@@ -317,13 +316,20 @@ pub(crate) struct LocalHeader<'a> {
     pub method: u16,
     pub compressed_size: u64,
     pub size: u64,
+    /// The name, as far as the file holds it.
     pub name: &'a [u8],
+    pub name_len: usize,
     pub extra_len: usize,
     /// The extra field, as far as the file holds it.
     pub extra: &'a [u8],
 }
 
 impl LocalHeader<'_> {
+    /// Bytes from the header's start to its data, as the header declares them.
+    pub fn header_len(&self) -> u64 {
+        (LOCAL_LEN + self.name_len + self.extra_len) as u64
+    }
+
     /// The sizes this header states, zip64 extra field included (a local zip64 field holds
     /// both sizes, size first).
     pub fn sizes(&self) -> (u64, u64) {
@@ -363,6 +369,7 @@ pub(crate) fn local_header(bytes: &[u8], offset: u64) -> Option<LocalHeader<'_>>
         size: u64::from(le32(head, 22)?),
         // A name cut short by the end of the file still counts towards the data offset.
         name: bytes.get(name_start..(name_start + name_len).min(bytes.len()))?,
+        name_len,
         extra_len,
         extra: &bytes[extra_start..(extra_start + extra_len).min(bytes.len())],
     })

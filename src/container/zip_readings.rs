@@ -10,7 +10,7 @@
 //!   before the EOCD, and every offset shifts by the distance from where the EOCD says it is;
 //! * local headers walked one after another from byte 0, as a streaming reader sees them.
 
-use super::zip::{self, directory_at, eocd_candidates, local_header, Directory, LOCAL_LEN, LOCAL_SIG};
+use super::zip::{self, directory_at, eocd_candidates, local_header, Directory, LOCAL_SIG};
 
 /// One record as a reading sees it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -168,7 +168,7 @@ fn local_walk(bytes: &[u8], primary: &Directory) -> Vec<Record> {
     let mut pos = 0u64;
     while out.len() < 1 << 20 {
         let Some(local) = local_header(bytes, pos) else { break };
-        let data_start = pos + (LOCAL_LEN + local.name.len() + local.extra_len) as u64;
+        let data_start = pos + local.header_len();
         let central = primary.entries.iter().find(|e| e.header_offset == pos);
         let descriptor = local.flags & 8 != 0;
         let (compressed_size, size) = match central {
