@@ -2,5 +2,6 @@
 //! ([`crate::read`]) and the scanner ([`crate::scan`]), so the two can never disagree about which
 //! bytes a file holds.
 
+pub mod index;
 pub mod zip;
 pub mod zip_readings;

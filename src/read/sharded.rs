@@ -2,8 +2,9 @@
 //! tensor (huggingface's layout, over safetensors or .bin shards).
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
+use crate::container::index::{self as container_index, IndexError};
 use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Format, Key, Node, Origin, StorageId, Tensor};
 use crate::read::{open_with, ReadLimits};
@@ -54,34 +55,26 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         ));
     }
     let text = std::fs::read(index).map_err(|e| Error::io(index, e))?;
-    let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::UnknownFormat {
-        path: index.into(),
-        why: format!("not a checkpoint and not valid index JSON: {e}"),
-    })?;
-    let weight_map = json
-        .get("weight_map")
-        .and_then(|w| w.as_object())
-        .ok_or_else(|| Error::UnknownFormat {
+    let parsed = container_index::parse(&text).map_err(|e| match e {
+        IndexError::NotJson(e) => Error::UnknownFormat {
+            path: index.into(),
+            why: format!("not a checkpoint and not valid index JSON: {e}"),
+        },
+        IndexError::NoWeightMap => Error::UnknownFormat {
             path: index.into(),
             why: "JSON without a \"weight_map\" object: not a sharded checkpoint index".into(),
-        })?;
-    let dir = index.parent().unwrap_or(Path::new("."));
-    // Shards in the order the weight map first names them; each read once.
-    let mut shard_order: Vec<String> = Vec::new();
-    for (name, shard) in weight_map {
-        let shard = shard
-            .as_str()
-            .ok_or_else(|| Error::malformed(index, format!("weight_map['{name}']"), "shard is not a file name"))?;
-        if !shard_order.iter().any(|s| s == shard) {
-            shard_order.push(shard.to_string());
+        },
+        IndexError::BadShard(name) => {
+            Error::malformed(index, format!("weight_map['{name}']"), "shard is not a file name")
         }
-    }
+    })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
     let mut shards: BTreeMap<String, (Checkpoint, usize)> = BTreeMap::new();
     let mut storages = Vec::new();
     let mut files = vec![index.to_path_buf()];
     let mut globals = std::collections::BTreeSet::new();
-    for shard in &shard_order {
-        let shard_path = shard_path(dir, shard).ok_or_else(|| {
+    for shard in &parsed.shards {
+        let shard_path = container_index::shard_path(dir, shard).ok_or_else(|| {
             Error::malformed(
                 index,
                 "weight_map",
@@ -117,10 +110,9 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         globals.extend(ckpt.globals.iter().cloned());
         shards.insert(shard.clone(), (ckpt, base));
     }
-    let mut tensors = Vec::with_capacity(weight_map.len());
-    let mut items = Vec::with_capacity(weight_map.len());
-    for (name, shard) in weight_map {
-        let shard = shard.as_str().unwrap_or_default();
+    let mut tensors = Vec::with_capacity(parsed.weight_map.len());
+    let mut items = Vec::with_capacity(parsed.weight_map.len());
+    for (name, shard) in &parsed.weight_map {
         let Some((ckpt, base)) = shards.get(shard) else {
             continue;
         };
@@ -137,11 +129,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
             ..t.clone()
         });
     }
-    let metadata = json
-        .get("metadata")
-        .and_then(|m| m.as_object())
-        .cloned()
-        .unwrap_or_default();
+    let metadata = parsed.metadata;
     Ok(Checkpoint {
         format: Format::Sharded,
         root: Node::Dict { ordered: true, items },
@@ -152,17 +140,6 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         origin: Origin::Data,
         files,
     })
-}
-
-/// The shard's path next to the index, refusing absolute paths and `..`: an index must not
-/// send ckpt reading elsewhere on the machine.
-fn shard_path(dir: &Path, shard: &str) -> Option<PathBuf> {
-    let rel = Path::new(shard);
-    if rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        Some(dir.join(rel))
-    } else {
-        None
-    }
 }
 
 /// Whether a file starts (after whitespace) like JSON, i.e. would be read as an index.
