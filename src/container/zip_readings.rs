@@ -8,6 +8,7 @@
 //!   one whose comment length really reaches the end of the file);
 //! * Python's `zipfile` (and the `zip` crate's) inference: the central directory sits right
 //!   before the EOCD, and every offset shifts by the distance from where the EOCD says it is;
+//! * the `zip` crate's reading, which Rust loaders of `.pth` files use;
 //! * local headers walked one after another from byte 0, as a streaming reader sees them.
 
 use super::zip::{self, directory_at, eocd_candidates, local_header, Directory, LOCAL_SIG};
@@ -73,6 +74,9 @@ pub fn other_readings(bytes: &[u8], primary: &Directory) -> Vec<Reading> {
             records,
         );
     }
+    if let Some(records) = zip_crate_reading(bytes) {
+        push("the zip crate's reading (Rust loaders)".into(), records);
+    }
     let walked = local_walk(bytes, primary);
     if !walked.is_empty() {
         push(
@@ -133,6 +137,27 @@ fn inferred_reading(bytes: &[u8]) -> Option<Vec<Record>> {
             })
             .collect(),
     )
+}
+
+/// The records the `zip` crate lists, or None where it refuses the archive.
+fn zip_crate_reading(bytes: &[u8]) -> Option<Vec<Record>> {
+    let mut archive = ::zip::ZipArchive::new(std::io::Cursor::new(bytes)).ok()?;
+    let mut out = Vec::with_capacity(archive.len());
+    for i in 0..archive.len() {
+        let f = archive.by_index_raw(i).ok()?;
+        out.push(Record {
+            name: f.name_raw().to_vec(),
+            method: match f.compression() {
+                ::zip::CompressionMethod::Stored => 0,
+                ::zip::CompressionMethod::Deflated => 8,
+                _ => u16::MAX,
+            },
+            data_start: f.data_start()?,
+            compressed_size: f.compressed_size(),
+            size: f.size(),
+        });
+    }
+    Some(out)
 }
 
 /// Central entries read at `start` (for the inference reading), up to `size` bytes.
