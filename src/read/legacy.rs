@@ -17,9 +17,10 @@ use crate::source::Source;
 const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 const PROTOCOL_VERSION: i64 = 1001;
 
-/// The first pickle is protocol 2 `LONG1 10 <magic>`.
-pub fn looks_like(bytes: &[u8]) -> bool {
-    bytes.len() >= 14 && bytes[..4] == [0x80, 0x02, 0x8a, 0x0a] && bytes[4..14] == MAGIC
+/// Whether the first pickle's value is the magic number, whatever protocol wrote it
+/// (`LONG1` at protocol 2, a decimal `LONG` line at protocol 0).
+pub fn is_magic(root: &Value) -> bool {
+    matches!(root, Value::BigInt(b) if **b == MAGIC)
 }
 
 struct LegacyStorages {
@@ -90,7 +91,7 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
         Ok(p)
     };
     let magic = next("magic number", &mut pos)?;
-    if !matches!(&magic.root, Value::BigInt(b) if **b == MAGIC) {
+    if !is_magic(&magic.root) {
         return Err(Error::UnknownFormat {
             path,
             why: "legacy magic number missing".into(),
