@@ -72,6 +72,8 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub struct Member {
     pub name: Vec<u8>,
+    /// The type flag as tarfile reports it (an AREGTYPE name ending in `/` reads `5`).
+    pub flag: u8,
     pub linkname: Vec<u8>,
     pub kind: Kind,
     /// Where the member's (first) header starts.
@@ -221,6 +223,7 @@ impl Reader<'_> {
         let kind = Kind::of(h.flag);
         let mut m = Member {
             name: h.name,
+            flag: h.flag,
             linkname: h.linkname,
             kind,
             header: header_at,
@@ -370,8 +373,12 @@ fn parse_pax(buf: &[u8], records: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), He
         }
         let value_start = kw_start + kw_len + 1;
         let value_end = pos.saturating_add(length - 1).min(buf.len());
-        let value = buf.get(value_start..value_end).unwrap_or_default().to_vec();
-        insert(records, keyword, value);
+        // Only the records that change what torch reads are kept (a header of millions of
+        // other records must not cost a search each).
+        if matches!(keyword.as_slice(), b"path" | b"linkpath" | b"size") {
+            let value = buf.get(value_start..value_end).unwrap_or_default().to_vec();
+            insert(records, keyword, value);
+        }
         pos = pos.saturating_add(length);
         if pos >= buf.len() {
             return Ok(());
@@ -536,6 +543,38 @@ pub(crate) fn py_int(text: &[u8], base: u32) -> Result<i128, PyIntError> {
         n = (n * i128::from(base) + i128::from(d)).min(HUGE);
     }
     Ok(if neg { -n } else { n })
+}
+
+/// A block anywhere in the file (on a 512-byte boundary) that parses as the header of a member
+/// with data: what a tar reader other than tarfile could take for a member (one that ignores a
+/// PAX size, skips a directory's size, or reads on past a bad header).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub name: Vec<u8>,
+    pub header: usize,
+    pub data: usize,
+    pub size: usize,
+}
+
+/// Every header-like block whose data lies inside the file.
+pub fn candidates(bytes: &[u8]) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for header in (0..bytes.len().saturating_sub(BLOCK - 1)).step_by(BLOCK) {
+        let Ok(h) = parse_header(&bytes[header..header + BLOCK]) else {
+            continue;
+        };
+        let data = header + BLOCK;
+        let size = usize::try_from(h.size).ok().filter(|&s| s <= bytes.len() - data);
+        if let (true, Some(size)) = (Kind::of(h.flag).has_data(), size) {
+            out.push(Candidate {
+                name: h.name,
+                header,
+                data,
+                size,
+            });
+        }
+    }
+    out
 }
 
 /// Where the bytes torch reads for one name come from.

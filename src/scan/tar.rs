@@ -6,9 +6,11 @@
 //! parse as pickles are scanned too (a user's own loader may read them), and the caller also
 //! scans the pickles from byte 0 (torch's fallback when tarfile raises, `pickle.load`).
 
+use std::collections::HashSet;
+
 use crate::pickle::Pickle;
 use crate::read::tar::{walk_storages, walk_tensors};
-use crate::read::tarfile::{Archive, Kind, Member, Resolved};
+use crate::read::tarfile::{candidates, Archive, Kind, Member, Resolved};
 
 use super::analyze::scan_pickle;
 use super::container::{join, Collector};
@@ -84,17 +86,39 @@ fn scan_records(col: &mut Collector, record: &str, data: &[u8], base: usize, sto
     }
 }
 
-/// Regular members torch does not read that start with a pickle PROTO: reported only if they
-/// parse (another loader may unpickle them).
+/// Data torch does not read that starts with a pickle PROTO, reported only if it parses: other
+/// members of tarfile's list, and members other tar readers would find at any header-like
+/// block (inside a member's data hidden by a PAX size, after a header tarfile stops at ...).
 fn sniff_other_members(col: &mut Collector, bytes: &[u8], prefix: &str, members: &[Member], read: &[(usize, usize)]) {
+    let mut seen: HashSet<(usize, usize)> = read.iter().copied().collect();
     for m in members {
-        if !matches!(m.kind, Kind::Regular | Kind::Unknown) || read.contains(&(m.data, m.size as usize)) {
+        if !matches!(m.kind, Kind::Regular | Kind::Unknown) || !seen.insert((m.data, m.size as usize)) {
             continue;
         }
-        let data = &bytes[m.data..m.data + m.size as usize];
-        if data.first() == Some(&0x80) {
-            let record = join(prefix, &format!("tar:{}", m.display_name()));
-            scan_pickle(col, &record, data, Some(m.data as u64), false, false);
+        sniff(
+            col,
+            bytes,
+            &join(prefix, &format!("tar:{}", m.display_name())),
+            m.data,
+            m.size as usize,
+        );
+    }
+    for c in candidates(bytes) {
+        if !seen.insert((c.data, c.size)) {
+            continue;
         }
+        let name = String::from_utf8_lossy(&c.name);
+        let record = format!(
+            "tar:{name} (header at byte {}, outside tarfile's member list)",
+            c.header
+        );
+        sniff(col, bytes, &join(prefix, &record), c.data, c.size);
+    }
+}
+
+fn sniff(col: &mut Collector, bytes: &[u8], record: &str, start: usize, size: usize) {
+    let data = &bytes[start..start + size];
+    if data.first() == Some(&0x80) {
+        scan_pickle(col, record, data, Some(start as u64), false, false);
     }
 }

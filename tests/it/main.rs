@@ -3,6 +3,7 @@
 mod casts;
 mod cli;
 mod common;
+mod containers_tar;
 mod diff;
 mod fixtures;
 mod no_panic;
