@@ -128,6 +128,15 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
     let mut element_size: HashMap<String, u64> = HashMap::new();
     for i in 0..main.heap.len() {
         if let Obj::PersistentId(pid) = main.heap.get(crate::pickle::ObjId(i as u32)) {
+            // At pickle protocol 0 persistent ids are text lines: torch.load's persistent_load
+            // refuses them ("saved_id must be a tuple"), so the file cannot be loaded.
+            if main.heap.tuple(pid).is_none() {
+                return Err(Error::malformed(
+                    &path,
+                    "object",
+                    "a persistent id is not a tuple (written at pickle protocol 0): torch.load refuses it",
+                ));
+            }
             if let Ok(p) = parse_storage_pid(&main.heap, pid) {
                 let root = p.view.as_ref().map_or(p.key.clone(), |v| v.0.clone());
                 element_size.insert(root, p.dtype.map_or(1, DType::size) as u64);

@@ -131,7 +131,7 @@ pub fn open(bytes: &[u8]) -> Result<Open, Unmirrored> {
     loop {
         // tarfile.next(): reaching the next header checks that the byte before it exists.
         if reader.offset != reader.pos {
-            if reader.offset - 1 >= bytes.len() {
+            if reader.offset > bytes.len() {
                 return Ok(Open::NotTar("unexpected end of data".into()));
             }
             reader.pos = reader.offset;

@@ -163,7 +163,10 @@ fn legacy_protocol1_reads_and_protocol0_fails_like_torch() {
     // refuses them ("saved_id must be a tuple"), and so must ckpt; protocol 1 loads.
     let want = expected();
     assert!(want["checkpoints"]["legacy_protocol0.pth"]["error"].is_string());
-    assert!(ckpt::read::open(&dir().join("legacy_protocol0.pth")).is_err());
+    let err = ckpt::read::open(&dir().join("legacy_protocol0.pth"))
+        .expect_err("torch fails")
+        .to_string();
+    assert!(err.contains("protocol 0"), "{err}");
     let c = ckpt::read::open(&dir().join("legacy_protocol1.pth")).expect("protocol 1 legacy file");
     assert!(check_tensors("legacy_protocol1.pth", &c, &want["checkpoints"]["legacy_protocol1.pth"]).is_empty());
     // Both are scanned as the legacy sequence: five pickles at protocol 0/1.
