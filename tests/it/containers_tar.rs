@@ -223,6 +223,21 @@ fn safetensors_pickle_polyglot_is_judged_under_both_readings_and_not_inspected()
 }
 
 #[test]
+fn tar_safetensors_polyglot_is_judged_under_both_readings() {
+    // The first header's name field is a safetensors header whose one tensor spans the archive.
+    let r = scan(&dir().join("polyglot_tar_safetensors.tar"));
+    assert_eq!(r.format, "pth-legacy-tar");
+    assert!(r.pickles.iter().any(|p| p.record == "tar:pickle"));
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("ambiguous") && n.contains("safetensors")),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
 fn inspect_and_convert_refuse_an_ambiguous_file_with_exit_2() {
     let path = dir().join("polyglot_tar_pickle.tar");
     let out_dir = tempfile::tempdir().expect("tempdir");
