@@ -160,11 +160,6 @@ pub fn open(bytes: &[u8]) -> Result<Open, Unmirrored> {
     Ok(Open::Tar(members))
 }
 
-/// Whether tarfile opens `bytes` as an archive (torch then takes the tar path).
-pub fn is_tar(bytes: &[u8]) -> bool {
-    matches!(open(bytes), Ok(Open::Tar(_)))
-}
-
 struct Reader<'a> {
     bytes: &'a [u8],
     /// The file position (what `fileobj.tell()` would say).

@@ -311,7 +311,8 @@ fn scan_sequence(
 /// passes torch's check).
 fn scan_stream(col: &mut Collector, bytes: &[u8], prefix: &str, mut pos: usize) {
     let mut n = 1usize;
-    while pos < bytes.len() && pos > 0 {
+    // Every pickle ends after its STOP opcode, so `pos` always moves forward.
+    while pos < bytes.len() {
         n += 1;
         let record = join(prefix, &format!("pickle {n} (byte {pos})"));
         let rest = &bytes[pos..];
