@@ -9,6 +9,42 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 
+/// Opens `path` for reading only if it is a regular file (after following symlinks). A fifo
+/// would block `open` until a writer comes, a device could stream forever, a directory has no
+/// bytes: each is refused. The type is checked before opening and again on the opened
+/// descriptor, which is opened non-blocking, so a path swapped for a fifo in between neither
+/// hangs nor gets read.
+pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata)> {
+    let before = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    not_regular(path, &before)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    not_regular(path, &meta)?;
+    Ok((file, meta))
+}
+
+fn not_regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    let what = if meta.is_dir() {
+        "is a directory"
+    } else {
+        "is not a regular file (a fifo, socket or device)"
+    };
+    Err(Error::UnknownFormat {
+        path: path.into(),
+        why: what.into(),
+    })
+}
+
 #[derive(Debug)]
 pub struct Source {
     path: PathBuf,
@@ -17,14 +53,7 @@ pub struct Source {
 
 impl Source {
     pub fn open(path: &Path) -> Result<Arc<Source>> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-        if meta.is_dir() {
-            return Err(Error::UnknownFormat {
-                path: path.into(),
-                why: "is a directory".into(),
-            });
-        }
+        let (file, meta) = open_regular(path)?;
         // An empty file cannot be mapped; it is simply a source of no bytes.
         let map = if meta.len() == 0 {
             None

@@ -107,8 +107,9 @@ impl DataReader {
 /// Opens the source's file again, if it still is the file that was mapped: same length, same
 /// first and last 4 KiB (a file replaced under the same name is read through the map instead).
 fn open_same(source: &Source) -> Option<File> {
-    let file = File::open(source.path()).ok()?;
-    let len = file.metadata().ok()?.len();
+    // Only a regular file: a path swapped for a fifo since it was mapped must not block.
+    let (file, meta) = crate::source::open_regular(source.path()).ok()?;
+    let len = meta.len();
     if len != source.len() {
         return None;
     }

@@ -17,9 +17,10 @@ use crate::source::Source;
 const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 const PROTOCOL_VERSION: i64 = 1001;
 
-/// The first pickle is protocol 2 `LONG1 10 <magic>`.
-pub fn looks_like(bytes: &[u8]) -> bool {
-    bytes.len() >= 14 && bytes[..4] == [0x80, 0x02, 0x8a, 0x0a] && bytes[4..14] == MAGIC
+/// Whether the first pickle's value is the magic number, whatever protocol wrote it
+/// (`LONG1` at protocol 2, a decimal `LONG` line at protocol 0).
+pub fn is_magic(root: &Value) -> bool {
+    matches!(root, Value::BigInt(b) if **b == MAGIC)
 }
 
 struct LegacyStorages {
@@ -90,7 +91,7 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
         Ok(p)
     };
     let magic = next("magic number", &mut pos)?;
-    if !matches!(&magic.root, Value::BigInt(b) if **b == MAGIC) {
+    if !is_magic(&magic.root) {
         return Err(Error::UnknownFormat {
             path,
             why: "legacy magic number missing".into(),
@@ -127,6 +128,15 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
     let mut element_size: HashMap<String, u64> = HashMap::new();
     for i in 0..main.heap.len() {
         if let Obj::PersistentId(pid) = main.heap.get(crate::pickle::ObjId(i as u32)) {
+            // At pickle protocol 0 persistent ids are text lines: torch.load's persistent_load
+            // refuses them ("saved_id must be a tuple"), so the file cannot be loaded.
+            if main.heap.tuple(pid).is_none() {
+                return Err(Error::malformed(
+                    &path,
+                    "object",
+                    "a persistent id is not a tuple (written at pickle protocol 0): torch.load refuses it",
+                ));
+            }
             if let Ok(p) = parse_storage_pid(&main.heap, pid) {
                 let root = p.view.as_ref().map_or(p.key.clone(), |v| v.0.clone());
                 element_size.insert(root, p.dtype.map_or(1, DType::size) as u64);

@@ -8,6 +8,8 @@ pub mod pth_zip;
 pub mod safetensors;
 pub mod script;
 pub mod sharded;
+pub mod tar;
+pub mod tarfile;
 
 use std::path::Path;
 
@@ -57,30 +59,92 @@ pub fn open_with(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     if pth_zip::is_zip(bytes) {
         return pth_zip::read(source, limits);
     }
-    if legacy::looks_like(bytes) {
-        return legacy::read(source, limits);
-    }
-    if safetensors::looks_like(bytes) {
-        return safetensors::read(source);
-    }
-    if bytes.first() == Some(&b'{') {
-        return sharded::read_index(path, limits);
-    }
-    Err(Error::UnknownFormat {
+    let found = readings(bytes, limits).map_err(|e| Error::Unsupported {
         path: path.into(),
-        why: describe_unknown(bytes),
-    })
+        what: format!("a tar archive ckpt cannot follow as Python's tarfile would: {e}"),
+    })?;
+    match found.as_slice() {
+        [] if safetensors::looks_like(bytes) => safetensors::read(source),
+        [] if bytes.first() == Some(&b'{') => sharded::read_index(path, limits),
+        [] => Err(Error::UnknownFormat {
+            path: path.into(),
+            why: describe_unknown(bytes),
+        }),
+        [Reading::Tar(members)] => tar::read(source.clone(), members, limits),
+        [Reading::Pickle { legacy: true }] => legacy::read(source, limits),
+        [Reading::Pickle { legacy: false }] => Err(Error::UnknownFormat {
+            path: path.into(),
+            why: "a pickle that is neither a PyTorch legacy checkpoint nor inside a zip archive".into(),
+        }),
+        [Reading::Safetensors] => safetensors::read(source),
+        [Reading::Index] => sharded::read_index(path, limits),
+        many => Err(Error::Unsupported {
+            path: path.into(),
+            what: format!(
+                "ambiguous: the bytes are {}; torch.load takes the first reading, other loaders may take another, so ckpt refuses to pick one (run `ckpt scan` to judge every reading)",
+                many.iter().map(Reading::name).collect::<Vec<_>>().join(" and also ")
+            ),
+        }),
+    }
+}
+
+/// One way a loader can read a file that is not a zip.
+#[derive(Debug)]
+pub enum Reading {
+    /// Python's tarfile opens it: torch.load reads the tar format of torch < 0.4.
+    Tar(Vec<tarfile::Member>),
+    /// A pickle from byte 0 (torch.load's legacy path unpickles it); `legacy` when its value
+    /// is the legacy magic number.
+    Pickle { legacy: bool },
+    /// A valid safetensors header (safetensors.load_file).
+    Safetensors,
+    /// JSON with a weight_map (a sharded checkpoint's index).
+    Index,
+}
+
+impl Reading {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reading::Tar(_) => "a torch < 0.4 tar archive",
+            Reading::Pickle { legacy: true } => "a legacy torch file (pickles from byte 0)",
+            Reading::Pickle { legacy: false } => "a pickle from byte 0",
+            Reading::Safetensors => "a safetensors file",
+            Reading::Index => "a sharded checkpoint index",
+        }
+    }
+}
+
+/// Every reading that accepts `bytes` (not a zip), in the order torch.load tries them: tarfile,
+/// then unpickling from byte 0; then the readings of other loaders. Err: tarfile accepts the
+/// first header but does something ckpt does not mirror.
+pub fn readings(bytes: &[u8], limits: &ReadLimits) -> std::result::Result<Vec<Reading>, tarfile::Unmirrored> {
+    let mut found = Vec::new();
+    if let tarfile::Open::Tar(members) = tarfile::open(bytes)? {
+        found.push(Reading::Tar(members));
+    }
+    if let Ok(p) = pickle::parse(bytes, &limits.pickle) {
+        found.push(Reading::Pickle {
+            legacy: legacy::is_magic(&p.root),
+        });
+    }
+    if safetensors::looks_like(bytes) && ::safetensors::SafeTensors::read_metadata(bytes).is_ok() {
+        found.push(Reading::Safetensors);
+    }
+    if bytes.first() == Some(&b'{') && bytes.len() as u64 <= limits.max_index_bytes && is_index(bytes) {
+        found.push(Reading::Index);
+    }
+    Ok(found)
+}
+
+fn is_index(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .is_some_and(|j| j.get("weight_map").is_some_and(serde_json::Value::is_object))
 }
 
 fn describe_unknown(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "the file is empty".into();
-    }
-    if bytes.len() > 262 && &bytes[257..262] == b"ustar" {
-        return "a tar archive: the format of torch < 0.4, which ckpt does not read".into();
-    }
-    if bytes.first() == Some(&0x80) {
-        return "a pickle that is neither a PyTorch legacy checkpoint nor inside a zip archive".into();
     }
     let head: String = bytes
         .iter()
@@ -88,7 +152,7 @@ fn describe_unknown(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(" ");
-    format!("unrecognised content (first bytes {head}); expected a PyTorch zip or legacy file, safetensors, or an index.json")
+    format!("unrecognised content (first bytes {head}); expected a PyTorch zip, tar or legacy file, safetensors, or an index.json")
 }
 
 /// Parses one pickle record, naming the file and record in any error.

@@ -42,7 +42,7 @@ pub fn read_dir(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
 }
 
 pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
-    let meta = std::fs::metadata(index).map_err(|e| Error::io(index, e))?;
+    let (file, meta) = crate::source::open_regular(index)?;
     if meta.len() > limits.max_index_bytes {
         return Err(Error::malformed(
             index,
@@ -54,7 +54,9 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
             ),
         ));
     }
-    let text = std::fs::read(index).map_err(|e| Error::io(index, e))?;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limits.max_index_bytes), &mut text)
+        .map_err(|e| Error::io(index, e))?;
     let parsed = container_index::parse(&text).map_err(|e| match e {
         IndexError::NotJson(e) => Error::UnknownFormat {
             path: index.into(),
@@ -146,8 +148,9 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
 fn is_json(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 64];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
+    let n = crate::source::open_regular(path)
+        .ok()
+        .and_then(|(mut f, _)| f.read(&mut head).ok())
         .unwrap_or(0);
     head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }

@@ -1,14 +1,13 @@
 //! Finding every pickle a loader could unpickle, the way `torch.load` decides: a file starting
-//! with a zip local header is a zip; otherwise a valid tar header makes it the torch < 0.4 tar
+//! with a zip local header is a zip; otherwise, if Python's tarfile opens it, the torch < 0.4 tar
 //! format; otherwise it is unpickled from byte 0 (the legacy format's magic number is just the
-//! first pickle). Where two readings are possible (a tar header that also parses as a pickle)
-//! both are scanned.
+//! first pickle). Other loaders read the same bytes as safetensors or an index. Every reading
+//! that accepts the bytes is scanned (a tar header that also parses as a pickle, a safetensors
+//! file whose first bytes are a pickle ...), so a polyglot is judged whichever way it is loaded.
 
 use std::path::Path;
 
-use crate::dtype::DType;
-use crate::pickle::Value;
-use crate::read::ReadLimits;
+use crate::read::{tarfile, ReadLimits};
 use crate::source::Source;
 
 use super::analyze::scan_pickle;
@@ -30,9 +29,6 @@ const CHECKPOINT_EXTENSIONS: &[&str] = &[
     "pt2",
     "model",
 ];
-
-/// Legacy magic number 0x1950a86a20f9469cfc6c as LONG1 bytes.
-const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
 /// What the scan of one file (or one nested payload) accumulates.
 pub(crate) struct Collector<'a> {
@@ -198,6 +194,11 @@ pub(crate) fn join(prefix: &str, record: &str) -> String {
 /// are nothing ckpt recognises (errors explain why).
 /// `expected`: the bytes are supposed to be a checkpoint (named explicitly, a checkpoint
 /// extension, embedded in a pickle), so a pickle ckpt cannot read is an error, not a README.
+///
+/// A zip is only a zip (torch checks its magic first). Otherwise every reading is scanned that
+/// accepts the bytes: tarfile's (torch's first choice), the pickles from byte 0 (torch's legacy
+/// path, and `pickle.load`), safetensors, an index. A file two of them accept is judged under
+/// each, whichever a loader would take.
 fn scan_bytes(
     col: &mut Collector,
     bytes: &[u8],
@@ -212,51 +213,51 @@ fn scan_bytes(
     if bytes.starts_with(b"PK\x03\x04") {
         return scan_zip(col, bytes, prefix);
     }
-    if tar::is_tar(bytes) {
-        let before = col.pickles.len();
-        let format = scan_tar(col, bytes, prefix);
-        // If tarfile rejects a later header, torch unpickles the file instead: scan that too.
-        scan_pickle_stream(col, bytes, prefix, false);
-        if format.is_none() && col.pickles.len() == before {
-            return None;
-        }
-        return Some(format.unwrap_or("pickle"));
-    }
-    if bytes.len() >= 14 && bytes[..4] == [0x80, 0x02, 0x8a, 0x0a] && bytes[4..14] == LEGACY_MAGIC {
-        scan_legacy(col, bytes, prefix);
-        return Some("pth-legacy");
-    }
-    if crate::read::safetensors::looks_like(bytes) {
-        return match safetensors::SafeTensors::read_metadata(bytes) {
-            Ok((_, meta)) => {
-                col.notes
-                    .push(format!("{} tensors; safetensors holds no code", meta.tensors().len()));
-                Some("safetensors")
-            }
-            Err(e) => {
-                col.error(&join(prefix, "header"), format!("invalid safetensors file: {e}"));
-                Some("safetensors")
-            }
-        };
-    }
-    if bytes.first() == Some(&b'{') {
-        if let Some(f) = scan_index(col, bytes, path) {
-            return Some(f);
+    let mut formats: Vec<&'static str> = Vec::new();
+    match tarfile::open(bytes) {
+        Ok(tarfile::Open::Tar(members)) => formats.extend(tar::scan_tar(col, bytes, prefix, &members)),
+        Ok(tarfile::Open::NotTar(_)) => {}
+        Err(why) => {
+            col.error(
+                &join(prefix, "tar"),
+                format!("tarfile reads this archive in a way ckpt does not follow: {why}"),
+            );
+            formats.push("pth-legacy-tar");
         }
     }
-    let before = col.pickles.len();
-    // A pickle: PROTO 2+ starts it; protocol 0/1 pickles start with any opcode, so text that
-    // walks as opcodes to a STOP is taken for one when it names globals or was expected.
-    let walk = ops::scan(bytes);
-    let required = bytes[0] == 0x80 || (walk.end.is_some() && (expected || !walk.globals.is_empty()));
-    scan_pickle_stream(col, bytes, prefix, required);
-    if col.pickles.len() > before {
-        return Some("pickle");
+    let safetensors =
+        crate::read::safetensors::looks_like(bytes).then(|| safetensors::SafeTensors::read_metadata(bytes));
+    let index = if bytes.first() == Some(&b'{') {
+        scan_index(col, bytes, path)
+    } else {
+        None
+    };
+    let others = !formats.is_empty() || matches!(safetensors, Some(Ok(_))) || index.is_some();
+    formats.extend(scan_sequence(col, bytes, prefix, expected, others));
+    match safetensors {
+        Some(Ok((_, meta))) => {
+            col.notes
+                .push(format!("{} tensors; safetensors holds no code", meta.tensors().len()));
+            formats.push("safetensors");
+        }
+        // An invalid header is an error only when nothing else reads the file.
+        Some(Err(e)) if formats.is_empty() && index.is_none() => {
+            col.error(&join(prefix, "header"), format!("invalid safetensors file: {e}"));
+            formats.push("safetensors");
+        }
+        _ => {}
     }
-    if !required {
+    formats.extend(index);
+    if formats.len() > 1 {
+        col.notes.push(format!(
+            "ambiguous: the bytes are read as {} by different loaders; every reading was scanned",
+            formats.join(" and as ")
+        ));
+    }
+    if formats.is_empty() && col.errors.is_empty() {
         col.errors.push(describe_unknown(bytes));
     }
-    None
+    formats.first().copied()
 }
 
 fn describe_unknown(bytes: &[u8]) -> String {
@@ -267,41 +268,73 @@ fn describe_unknown(bytes: &[u8]) -> String {
     )
 }
 
-/// Pickles one after another from byte 0 (what `pickle.load` called repeatedly reads). The first
-/// must parse when `required`; later ones are followed while they parse.
-fn scan_pickle_stream(col: &mut Collector, bytes: &[u8], prefix: &str, required: bool) {
-    let mut pos = 0usize;
-    let mut n = 0usize;
+/// The pickles from byte 0: what torch.load's legacy path unpickles (magic number, protocol
+/// version, sys_info, object, storage keys, each before any check of its value) and what
+/// `pickle.load` called repeatedly reads. Returns "pth-legacy" when the first pickle is the
+/// literal magic number, "pickle" for other pickles, None when byte 0 starts no pickle.
+/// A PROTO opcode, globals, or `expected` (without another reading) make a first pickle ckpt
+/// cannot read an error; protocol 0/1 pickles start with any opcode, so text that does not
+/// walk as opcodes to a STOP is not taken for one.
+fn scan_sequence(
+    col: &mut Collector,
+    bytes: &[u8],
+    prefix: &str,
+    expected: bool,
+    others: bool,
+) -> Option<&'static str> {
+    let walk = ops::scan(bytes);
+    if bytes[0] != 0x80 && walk.end.is_none() {
+        return None;
+    }
+    let required = !others && (bytes[0] == 0x80 || expected || !walk.globals.is_empty());
+    let before = col.pickles.len();
+    let Some(first) = scan_pickle(col, &join(prefix, "pickle 1 (byte 0)"), bytes, Some(0), false, required) else {
+        // A pickle read up to where it failed is still judged (what ran before that point).
+        return (col.pickles.len() > before).then_some("pickle");
+    };
+    if crate::read::legacy::is_magic(&first.root) {
+        // Rename the first pickle now that its role is known.
+        if let Some(p) = col.pickles.last_mut() {
+            p.record = join(prefix, "magic number");
+        }
+        scan_legacy(col, bytes, prefix, first.end);
+        return Some("pth-legacy");
+    }
+    scan_stream(col, bytes, prefix, first.end);
+    Some("pickle")
+}
+
+/// Pickles after the first, followed while they parse: any of them may be the next thing a
+/// loader unpickles (a magic number computed by code instead of written as a literal still
+/// passes torch's check).
+fn scan_stream(col: &mut Collector, bytes: &[u8], prefix: &str, mut pos: usize) {
+    let mut n = 1usize;
+    // Every pickle ends after its STOP opcode, so `pos` always moves forward.
     while pos < bytes.len() {
         n += 1;
         let record = join(prefix, &format!("pickle {n} (byte {pos})"));
         let rest = &bytes[pos..];
-        let Some(p) = scan_pickle(col, &record, rest, Some(pos as u64), false, required && n == 1) else {
-            if n > 1 {
-                col.notes.push(format!(
-                    "{} bytes after pickle {} are not a pickle (a loader reads only the first)",
-                    rest.len(),
-                    n - 1
-                ));
-            }
-            break;
+        let Some(p) = scan_pickle(col, &record, rest, Some(pos as u64), false, false) else {
+            col.notes.push(format!(
+                "{} bytes after pickle {} are not a pickle (a loader stops there)",
+                rest.len(),
+                n - 1
+            ));
+            return;
         };
-        if p.end == 0 {
-            break;
-        }
         pos += p.end;
         if n >= 1 << 16 {
             col.notes.push("stopped after 65536 concatenated pickles".into());
-            break;
+            return;
         }
     }
 }
 
-/// The legacy format: magic, protocol version, sys_info, object, storage keys; raw storage data
-/// follows and is never unpickled.
-fn scan_legacy(col: &mut Collector, bytes: &[u8], prefix: &str) {
-    let mut pos = 0usize;
-    for name in ["magic number", "protocol version", "sys_info", "object", "storage keys"] {
+/// The legacy format after its magic number: protocol version, sys_info, object, storage keys,
+/// unpickled by torch whatever their values; raw storage data follows and is never unpickled.
+/// Each must parse: one ckpt cannot read hides where the next starts.
+fn scan_legacy(col: &mut Collector, bytes: &[u8], prefix: &str, mut pos: usize) {
+    for name in ["protocol version", "sys_info", "object", "storage keys"] {
         let rest = bytes.get(pos..).unwrap_or_default();
         match scan_pickle(col, &join(prefix, name), rest, Some(pos as u64), false, true) {
             Some(p) => pos += p.end,
@@ -312,162 +345,6 @@ fn scan_legacy(col: &mut Collector, bytes: &[u8], prefix: &str) {
     col.notes.push(format!(
         "{tail} bytes of storage data follow the pickles (never unpickled)"
     ));
-}
-
-/// The tar format: `storages`, `tensors` and `pickle` are unpickled by torch; other members are
-/// scanned when they parse as pickles.
-fn scan_tar(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static str> {
-    let members = match tar::members(bytes) {
-        Ok(m) => m,
-        Err(e) => {
-            col.notes.push(format!(
-                "not a readable tar archive ({e}); torch would unpickle the file instead"
-            ));
-            return None;
-        }
-    };
-    let torch_layout = ["storages", "tensors", "pickle"]
-        .iter()
-        .all(|n| members.iter().any(|m| m.name == *n));
-    for m in &members {
-        let data = &bytes[m.offset..m.offset + m.size];
-        let record = join(prefix, &format!("tar:{}", m.name));
-        match m.name.as_str() {
-            "storages" => tar_storages(col, &record, data, m.offset),
-            "tensors" => tar_tensors(col, &record, data, m.offset),
-            "pickle" | "sys_info" => {
-                scan_pickle(col, &record, data, Some(m.offset as u64), false, true);
-            }
-            _ => {
-                if data.first() == Some(&0x80) {
-                    scan_pickle(col, &record, data, Some(m.offset as u64), false, false);
-                }
-            }
-        }
-    }
-    if !torch_layout {
-        col.notes
-            .push("a tar archive without torch's storages/tensors/pickle members".into());
-        if col.pickles.is_empty() {
-            return None;
-        }
-    }
-    Some("pth-legacy-tar")
-}
-
-fn int_root(p: &crate::pickle::Pickle) -> Option<u64> {
-    match p.root {
-        Value::Int(i) => u64::try_from(i).ok(),
-        _ => None,
-    }
-}
-
-/// `storages`: count, then (key, location, storage_type) + int64 count + bytes each, then views.
-fn tar_storages(col: &mut Collector, record: &str, data: &[u8], base: usize) {
-    let mut pos = 0usize;
-    let Some(count) = scan_pickle(col, &format!("{record} count"), data, Some(base as u64), false, true) else {
-        return;
-    };
-    pos += count.end;
-    let Some(n) = int_root(&count) else {
-        col.error(record, "the storage count is not a non-negative int".into());
-        return;
-    };
-    for i in 0..n {
-        let rest = data.get(pos..).unwrap_or_default();
-        let Some(p) = scan_pickle(
-            col,
-            &format!("{record} #{i}"),
-            rest,
-            Some((base + pos) as u64),
-            false,
-            true,
-        ) else {
-            return;
-        };
-        pos += p.end;
-        // (key, location, storage_type): the element size comes from the storage type's name.
-        let esize = p
-            .heap
-            .tuple(&p.root)
-            .and_then(|t| t.get(2))
-            .and_then(|t| p.heap.global(t))
-            .and_then(|g| DType::from_storage_class(&g.name))
-            .map(|d| d.size() as u64);
-        let Some(esize) = esize else {
-            col.error(
-                record,
-                format!("storage #{i} has no known storage type: the data after it cannot be located"),
-            );
-            return;
-        };
-        let len = data
-            .get(pos..pos + 8)
-            .map(|h| u64::from_le_bytes(h.try_into().unwrap_or([0; 8])))
-            .and_then(|numel| numel.checked_mul(esize))
-            .and_then(|n| usize::try_from(n).ok())
-            .and_then(|n| pos.checked_add(8)?.checked_add(n))
-            .filter(|&end| end <= data.len());
-        match len {
-            Some(end) => pos = end,
-            None => {
-                col.error(record, format!("storage #{i} runs past the end of the member"));
-                return;
-            }
-        }
-    }
-    let rest = data.get(pos..).unwrap_or_default();
-    scan_pickle(
-        col,
-        &format!("{record} views"),
-        rest,
-        Some((base + pos) as u64),
-        false,
-        true,
-    );
-}
-
-/// `tensors`: count, then (key, storage_id, type) + ndim, sizes, strides, offset each.
-fn tar_tensors(col: &mut Collector, record: &str, data: &[u8], base: usize) {
-    let mut pos = 0usize;
-    let Some(count) = scan_pickle(col, &format!("{record} count"), data, Some(base as u64), false, true) else {
-        return;
-    };
-    pos += count.end;
-    let Some(n) = int_root(&count) else {
-        col.error(record, "the tensor count is not a non-negative int".into());
-        return;
-    };
-    for i in 0..n {
-        let rest = data.get(pos..).unwrap_or_default();
-        let Some(p) = scan_pickle(
-            col,
-            &format!("{record} #{i}"),
-            rest,
-            Some((base + pos) as u64),
-            false,
-            true,
-        ) else {
-            return;
-        };
-        pos += p.end;
-        let ndim = data
-            .get(pos..pos + 4)
-            .map(|h| i32::from_le_bytes(h.try_into().unwrap_or([0; 4])));
-        let end = ndim
-            .and_then(|d| u64::try_from(d).ok())
-            .and_then(|d| d.checked_mul(16)?.checked_add(16))
-            .and_then(|n| usize::try_from(n).ok())
-            .and_then(|n| pos.checked_add(n))
-            .filter(|&e| e <= data.len());
-        match end {
-            Some(e) => pos = e,
-            None => {
-                col.error(record, format!("tensor #{i} runs past the end of the member"));
-                return;
-            }
-        }
-    }
 }
 
 /// A sharded checkpoint's index: JSON, no code. Its shards are listed so `scan_paths` can scan

@@ -2,9 +2,22 @@
 //!
 //! Every pickle a loader could unpickle is read by ckpt's own pickle machine ([`crate::pickle`]):
 //! all `*.pkl` members of a zip whatever their directory (plus members that parse as pickles
-//! under another name), the five pickles of the legacy format, the members of the torch < 0.4
-//! tar format, and bare (possibly concatenated) pickle files. For each pickle, every global and
-//! how it is used is judged:
+//! under another name); for a file that is not a zip, every reading that accepts its bytes:
+//!
+//! * the torch < 0.4 tar format, with members as CPython's tarfile lists them
+//!   ([`crate::read::tarfile`]: PAX and GNU headers, links, the last member of a name, a quiet
+//!   end at a later bad header): the records of `storages` and `tensors` and the object in
+//!   `pickle`, exactly the bytes torch unpickles; other members and header-like blocks other tar
+//!   readers could take for members are scanned when they parse as pickles; a link leading out
+//!   of the archive (torch would read a file of the loading machine) is unreadable;
+//! * the pickles from byte 0, which torch unpickles when tarfile rejects the first header: the
+//!   legacy format (magic number, protocol version, sys_info, object, storage keys, each
+//!   unpickled before its value is checked, whatever the pickle protocol) or any sequence of
+//!   pickles (all of them, while they parse: a magic number computed by code passes torch's check);
+//! * safetensors and index JSON, which hold no code.
+//!
+//! A polyglot (bytes two of these accept) is judged under every reading and noted as ambiguous.
+//! For each pickle, every global and how it is used is judged:
 //!
 //! * **safe**: only what `torch.load(weights_only=True)` (torch 2.11) allows: storages, dtypes,
 //!   `torch._utils._rebuild_*`, OrderedDict, set, torch.Size, torch.device, Parameter,
@@ -40,8 +53,10 @@
 //! not checkpoints at all (README, config.json, tokenizer files) are listed as `not-a-checkpoint`
 //! and do not change the exit code, unless their extension says checkpoint (`.pt`, `.pth`,
 //! `.bin`, `.ckpt`, `.pkl`, `.pickle`, `.safetensors`, `.tar`) or their first bytes do (a zip,
-//! a tar header, a pickle PROTO): then an unreadable file is exit 2. A file named explicitly
-//! must be a checkpoint.
+//! a tar header, a pickle PROTO): then an unreadable file is exit 2. Every regular file that
+//! parses as a pickle is judged, whatever its name. A file named explicitly must be a
+//! checkpoint. Only regular files are opened ([`crate::source::open_regular`]): a fifo, device or
+//! directory given as a path or a shard is unreadable, never waited on; a walk skips them.
 
 mod analyze;
 mod container;

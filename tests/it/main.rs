@@ -3,6 +3,7 @@
 mod casts;
 mod cli;
 mod common;
+mod containers_tar;
 mod containers_zip;
 mod diff;
 mod fixtures;
