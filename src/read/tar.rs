@@ -311,7 +311,14 @@ pub fn read(source: Arc<Source>, members: &[Member], limits: &ReadLimits) -> Res
         Origin::Data
     };
     let storages = provider.storages;
-    Ok(finish(&path, Format::PthLegacy, origin, decoded, storages, &main.globals))
+    Ok(finish(
+        &path,
+        Format::PthLegacy,
+        origin,
+        decoded,
+        storages,
+        &main.globals,
+    ))
 }
 
 /// Member bytes (start, length), or why torch cannot read them.

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use crate::container::index::{self as container_index, IndexError};
 use crate::read::{tarfile, ReadLimits};
 use crate::source::Source;
 
@@ -353,49 +354,36 @@ fn scan_index(col: &mut Collector, bytes: &[u8], path: Option<&Path>) -> Option<
     if bytes.len() as u64 > col.limits.max_index_bytes {
         return None;
     }
-    let json: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    let map = json.get("weight_map")?.as_object()?;
-    let mut shards: Vec<String> = Vec::new();
-    for v in map.values() {
-        match v.as_str() {
-            Some(s) if !shards.iter().any(|x| x == s) => shards.push(s.to_string()),
-            Some(_) => {}
-            None => {
-                col.error("weight_map", "a shard name is not a string".into());
-            }
+    let index = match container_index::parse(bytes) {
+        Ok(index) => index,
+        Err(IndexError::BadShard(tensor)) => {
+            col.error("weight_map", format!("the shard of '{tensor}' is not a file name"));
+            return Some("index-json");
         }
-    }
+        Err(IndexError::NotJson(_) | IndexError::NoWeightMap) => return None,
+    };
     let dir = path.and_then(Path::parent);
-    for s in &shards {
-        let plain = Path::new(s)
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !plain {
-            col.findings.push(Finding {
+    for s in &index.shards {
+        match container_index::shard_path(dir.unwrap_or(Path::new("")), s) {
+            None => col.findings.push(Finding {
                 verdict: Verdict::Dangerous,
                 record: "weight_map".into(),
                 offset: None,
                 global: None,
                 message: format!("shard '{s}' is not a plain relative path: the index points outside its directory"),
-            });
-        } else if let Some(d) = dir {
-            if !d.join(s).is_file() {
-                col.notes.push(format!("shard '{s}' is missing"));
+            }),
+            Some(p) => {
+                if dir.is_some() && !p.is_file() {
+                    col.notes.push(format!("shard '{s}' is missing"));
+                }
+                col.shards.push(s.clone());
             }
         }
     }
-    col.shards = shards
-        .into_iter()
-        .filter(|s| {
-            Path::new(s)
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-        })
-        .collect();
     col.notes.push(format!(
         "an index of {} tensors in {} shards; JSON holds no code (scan the shards)",
-        map.len(),
-        col.shards.len()
+        index.weight_map.len(),
+        index.shards.len()
     ));
     Some("index-json")
 }
