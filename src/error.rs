@@ -17,12 +17,6 @@ pub enum Error {
     },
     #[error("{path}: not a checkpoint ckpt can read: {why}")]
     UnknownFormat { path: PathBuf, why: String },
-    #[error("{path}: damaged zip archive: {source}")]
-    Zip {
-        path: PathBuf,
-        #[source]
-        source: zip::result::ZipError,
-    },
     #[error("{path}: pickle {record}: {source}")]
     Pickle {
         path: PathBuf,
