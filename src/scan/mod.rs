@@ -2,7 +2,12 @@
 //!
 //! Every pickle a loader could unpickle is read by ckpt's own pickle machine ([`crate::pickle`]):
 //! all `*.pkl` members of a zip whatever their directory (plus members that parse as pickles
-//! under another name); for a file that is not a zip, every reading that accepts its bytes:
+//! under another name), in every reading of the archive ([`crate::container::zip_readings`]):
+//! miniz's, which torch uses (the last end record in the tail, the directory at the offset it
+//! states, names looked up ignoring ASCII case), and those of other end records, Python's
+//! zipfile, the zip crate and a streaming reader; an archive whose readings differ is at least
+//! unreadable, since ckpt's readers refuse it. For a file that is not a zip, every reading that
+//! accepts its bytes:
 //!
 //! * the torch < 0.4 tar format, with members as CPython's tarfile lists them
 //!   ([`crate::read::tarfile`]: PAX and GNU headers, links, the last member of a name, a quiet
