@@ -1,17 +1,19 @@
 //! Turns the value tree of a torch pickle into ckpt's structure tree.
 //!
 //! Calls of `torch._utils._rebuild_*` become tensors (their storage comes from the persistent
-//! id, resolved by the format's [`StorageProvider`]); OrderedDict, set, `_codecs.encode`,
-//! torch.Size become plain containers; an nn.Module object graph (from `torch.save(model)`, or a
-//! TorchScript archive) becomes the flat OrderedDict `model.state_dict()` would return; any other
-//! object stays opaque unless tensors live inside it. Nothing is executed: this only reads.
+//! id, resolved by the format's [`StorageProvider`]); a DTensor becomes its local shard, with a
+//! note on its placements and mesh; OrderedDict, set, `_codecs.encode`, torch.Size become plain
+//! containers; torch.dtype, torch.device, torch.layout become their `str()` text; an nn.Module
+//! object graph (from `torch.save(model)`, or a TorchScript archive) becomes the flat
+//! OrderedDict `model.state_dict()` would return; any other object stays opaque unless tensors
+//! live inside it. Nothing is executed: this only reads.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::{Key, Node, StorageId, Tensor};
+use crate::model::{Key, Node, StorageId, Tensor, TensorIdx};
 use crate::pickle::{Global, Heap, Instance, Obj, ObjId, Value};
 use crate::read::script::ScriptClasses;
 
@@ -78,6 +80,9 @@ pub struct Decoded {
     pub tensors: Vec<Tensor>,
     /// Whether an nn.Module object graph was turned into a state dict.
     pub saw_module: bool,
+    /// What a tensor was saved as when ckpt reads only part of it: a DTensor's placements and
+    /// mesh, for the local shard that `tensors` holds.
+    pub notes: Vec<(TensorIdx, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +94,7 @@ struct TensorSpec {
     offset: u64,
     requires_grad: bool,
     parameter: bool,
+    note: Option<String>,
 }
 
 pub struct Decoder<'a> {
@@ -100,6 +106,7 @@ pub struct Decoder<'a> {
     limits: DecodeLimits,
     specs: HashMap<ObjId, TensorSpec>,
     tensors: Vec<Tensor>,
+    notes: Vec<(TensorIdx, String)>,
     active: HashSet<ObjId>,
     /// The dict keys leading to what is being decoded, for error messages.
     place: Vec<String>,
@@ -183,6 +190,7 @@ impl<'a> Decoder<'a> {
             limits,
             specs: HashMap::new(),
             tensors: Vec::new(),
+            notes: Vec::new(),
             active: HashSet::new(),
             place: Vec::new(),
             nodes: 0,
@@ -232,6 +240,7 @@ impl<'a> Decoder<'a> {
             root,
             tensors: self.tensors,
             saw_module: self.saw_module,
+            notes: self.notes,
         })
     }
 
@@ -368,16 +377,25 @@ impl<'a> Decoder<'a> {
     }
 
     /// The global an instance was made from: its callable, or the class inside a legacy
-    /// `('module', cls, source_file, source)` persistent id.
+    /// `('module', cls, source_file, source)` persistent id; for an object that protocols 0 and 1
+    /// make as `copyreg._reconstructor(cls, base, state)`, that `cls`.
     fn callee<'h>(&self, inst: &'h Instance) -> Option<&'h Global>
     where
         'a: 'h,
     {
         let heap: &'h Heap = self.heap;
-        match heap.obj(&inst.callable)? {
-            Obj::Global(g) => Some(g),
-            Obj::PersistentId(pid) => heap.tuple(pid)?.get(1).and_then(|c| heap.global(c)),
-            _ => None,
+        let class = |v: &Value| -> Option<&'h Global> {
+            match heap.obj(v)? {
+                Obj::Global(g) => Some(g),
+                Obj::PersistentId(pid) => heap.tuple(pid)?.get(1).and_then(|c| heap.global(c)),
+                _ => None,
+            }
+        };
+        match heap.global(&inst.callable) {
+            Some(g) if g.is("copyreg", "_reconstructor") || g.is("copy_reg", "_reconstructor") => {
+                heap.tuple(&inst.args)?.first().and_then(class)
+            }
+            _ => class(&inst.callable),
         }
     }
 
@@ -442,6 +460,14 @@ impl<'a> Decoder<'a> {
                     .collect();
                 Ok(Node::Opaque(parts.join(":")))
             }
+            // torch.save registers `_get_layout(str(layout))` as the reduction of a torch.layout.
+            ("torch.serialization", "_get_layout") => match args.first() {
+                Some(Value::Str(s)) => {
+                    self.count(s.len())?;
+                    Ok(Node::Opaque(s.to_string()))
+                }
+                _ => Ok(Node::Opaque("<torch.layout>".into())),
+            },
             ("torch", "Size") => match args.first() {
                 Some(a) => match self.node(a, depth + 1)? {
                     Node::List(items) | Node::Tuple(items) => Ok(Node::Tuple(items)),
@@ -625,6 +651,9 @@ impl<'a> Decoder<'a> {
             requires_grad: spec.requires_grad,
             parameter: spec.parameter,
         });
+        if let Some(note) = spec.note {
+            self.notes.push((idx, note));
+        }
         Node::Tensor(idx)
     }
 
@@ -671,6 +700,13 @@ impl<'a> Decoder<'a> {
             }
             "_rebuild_from_type_v2" => {
                 // (func, new_type, args, state): a tensor subclass; nn.Parameter is the one that matters.
+                if args
+                    .first()
+                    .and_then(|f| heap.global(f))
+                    .is_some_and(|g| g.is("torch._utils", "_rebuild_wrapper_subclass"))
+                {
+                    return self.wrapper_subclass(args, depth);
+                }
                 let f = args.first().and_then(|f| heap.global(f)).filter(|g| is_rebuild(g));
                 let f = f.ok_or_else(|| self.err("_rebuild_from_type_v2 of an unknown function"))?;
                 let inner_args = args
@@ -689,6 +725,32 @@ impl<'a> Decoder<'a> {
             }
             _ => self.rebuild_tensor(func, args),
         }
+    }
+
+    /// `_rebuild_from_type_v2(_rebuild_wrapper_subclass, cls, (cls, dtype, size, stride, offset,
+    /// layout, device, requires_grad), state)`: a tensor subclass without storage of its own. A
+    /// DTensor keeps this process's shard in its state as `_local_tensor` (what torch.load gives
+    /// as `._local_tensor`), and its placements and mesh in `_spec`; the shard is the tensor
+    /// ckpt reads, with the DTensor's own flags (`_is_param` in the state marks a Parameter).
+    fn wrapper_subclass(&mut self, args: &[Value], depth: usize) -> Result<TensorSpec> {
+        let heap = self.heap;
+        let class = args
+            .get(1)
+            .and_then(|c| heap.global(c))
+            .map_or_else(|| "?".into(), Global::dotted);
+        let state = state_pairs(heap, args.get(3));
+        let field = |name: &str| state.iter().find(|(k, _)| str_of(k) == Some(name)).map(|(_, v)| v);
+        let Some(Value::Obj(local)) = field("_local_tensor") else {
+            return Err(self.err(format!(
+                "{class} is a tensor subclass without storage of its own; ckpt reads only DTensor's _local_tensor"
+            )));
+        };
+        let mut spec = self.tensor_spec(*local, depth + 1)?;
+        let wrapper: &[Value] = args.get(2).and_then(|a| heap.tuple(a)).unwrap_or(&[]);
+        spec.requires_grad = matches!(wrapper.get(7), Some(Value::Bool(true)));
+        spec.parameter = matches!(field("_is_param"), Some(Value::Bool(true)));
+        spec.note = Some(dtensor_note(heap, field("_spec")));
+        Ok(spec)
     }
 
     /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, hooks[, metadata])`,
@@ -747,6 +809,7 @@ impl<'a> Decoder<'a> {
             offset,
             requires_grad,
             parameter: false,
+            note: None,
         })
     }
 }
@@ -784,6 +847,14 @@ pub fn check_view(shape: &[u64], stride: &[u64], offset: u64, dtype: DType, stor
 
 /// Reads `('storage', storage_type, key, location, numel[, view_metadata])`.
 pub fn parse_storage_pid(heap: &Heap, pid: &Value) -> Result<StoragePid, String> {
+    if let Value::Str(text) = pid {
+        // Pickle protocol 0 writes a persistent id as text, the repr of torch's tuple; torch.load
+        // fails on it too ("saved_id must be a tuple"), so there is nothing to agree with.
+        let head: String = text.chars().take(40).collect();
+        return Err(format!(
+            "persistent id is text ({head:?}...), as pickle protocol 0 writes it; torch.load cannot read such a file either"
+        ));
+    }
     let items = heap.tuple(pid).ok_or("persistent id is not a tuple")?;
     match items.first() {
         Some(Value::Str(s)) if &**s == "storage" => {}
@@ -886,4 +957,97 @@ fn module_state<'h>(heap: &'h Heap, inst: &'h Instance) -> Option<Vec<(Value, Va
     let pairs = dict_pairs(heap, inst.state.as_ref()?)?;
     let has = |name: &str| pairs.iter().any(|(k, _)| str_of(k) == Some(name));
     (has("_parameters") && has("_modules")).then_some(pairs)
+}
+
+/// The dict entries of a `_rebuild_from_type_v2` state: a `__dict__`, or a pair of
+/// (`__dict__` or None, slots dict) as `torch._utils._get_obj_state` makes it.
+fn state_pairs(heap: &Heap, state: Option<&Value>) -> Vec<(Value, Value)> {
+    let Some(state) = state else { return Vec::new() };
+    match heap.tuple(state) {
+        Some(parts) => parts.iter().filter_map(|p| dict_pairs(heap, p)).flatten().collect(),
+        None => dict_pairs(heap, state).unwrap_or_default(),
+    }
+}
+
+/// `DTensor(placements=(Shard(dim=0),), mesh=DeviceMesh('cpu', shape=(1,)))`, from the pickled
+/// DTensorSpec: the values torch saved, written the way Python prints them ("?" where the spec
+/// lacks one). Placements print as `Class(field=value, ...)` of their pickled fields, which is
+/// their repr for Shard and Replicate.
+fn dtensor_note(heap: &Heap, spec: Option<&Value>) -> String {
+    let spec = spec.map(|s| object_fields(heap, s)).unwrap_or_default();
+    let placements = field_of(&spec, "placements").and_then(|p| heap.tuple(p)).map_or_else(
+        || "?".into(),
+        |items| py_tuple(items.iter().map(|p| placement_text(heap, p))),
+    );
+    let mesh = field_of(&spec, "mesh").map_or_else(|| "?".into(), |m| mesh_text(heap, m));
+    format!("DTensor(placements={placements}, mesh={mesh})")
+}
+
+fn placement_text(heap: &Heap, p: &Value) -> String {
+    let Some(class) = heap.instance(p).and_then(|i| heap.instance_global(i)) else {
+        return "?".into();
+    };
+    let fields: Vec<String> = object_fields(heap, p)
+        .iter()
+        .map(|(k, v)| format!("{k}={}", py_value(heap, v)))
+        .collect();
+    format!("{}({})", class.name, fields.join(", "))
+}
+
+/// `DeviceMesh('cuda', shape=(2, 4), dim_names=('dp', 'tp'))`; torch 2.11 keeps the shape in
+/// `_layout`, the device type in `_device_type` (older versions: `device_type`).
+fn mesh_text(heap: &Heap, mesh: &Value) -> String {
+    let fields = object_fields(heap, mesh);
+    let device = field_of(&fields, "_device_type")
+        .or_else(|| field_of(&fields, "device_type"))
+        .map_or_else(|| "?".into(), |d| py_value(heap, d));
+    let shape = field_of(&fields, "_layout")
+        .and_then(|l| field_of(&object_fields(heap, l), "shape").and_then(|s| uints(heap, s)))
+        .map_or_else(|| "?".into(), |dims| py_tuple(dims.iter().map(u64::to_string)));
+    let names = match field_of(&fields, "_mesh_dim_names").or_else(|| field_of(&fields, "mesh_dim_names")) {
+        Some(n @ Value::Obj(_)) => format!(", dim_names={}", py_value(heap, n)),
+        _ => String::new(),
+    };
+    format!("DeviceMesh({device}, shape={shape}{names})")
+}
+
+/// The BUILD state of an object as (field name, value) pairs.
+fn object_fields(heap: &Heap, v: &Value) -> Vec<(String, Value)> {
+    let pairs = heap
+        .instance(v)
+        .and_then(|i| i.state.as_ref())
+        .and_then(|s| dict_pairs(heap, s))
+        .unwrap_or_default();
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| str_of(&k).map(|k| (k.to_string(), v)))
+        .collect()
+}
+
+fn field_of<'f>(fields: &'f [(String, Value)], name: &str) -> Option<&'f Value> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// A scalar or tuple as Python's repr writes it; "?" for anything else.
+fn py_value(heap: &Heap, v: &Value) -> String {
+    match v {
+        Value::None => "None".into(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::Int(i) => i.to_string(),
+        Value::Str(s) => format!("'{s}'"),
+        Value::Obj(_) => match heap.tuple(v) {
+            Some(items) => py_tuple(items.iter().map(|i| py_value(heap, i))),
+            None => "?".into(),
+        },
+        _ => "?".into(),
+    }
+}
+
+/// Python's tuple syntax: `(a,)` for one item, `(a, b)` otherwise.
+fn py_tuple(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    match items.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", items.join(", ")),
+    }
 }

@@ -109,7 +109,8 @@ pub(crate) fn finish(
     globals: &[GlobalUse],
 ) -> Checkpoint {
     let mut tensors = decoded.tensors;
-    let metadata = flatten::flatten(&decoded.root, &mut tensors);
+    let mut metadata = flatten::flatten(&decoded.root, &mut tensors);
+    flatten::add_notes(&mut metadata, &tensors, &decoded.notes);
     Checkpoint {
         format,
         root: decoded.root,
