@@ -1051,3 +1051,132 @@ fn py_tuple(items: impl Iterator<Item = String>) -> String {
         _ => format!("({})", items.join(", ")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::read::flatten::flatten;
+
+    /// Puts every storage at id 0, large enough for any view.
+    struct AnyStorage;
+
+    impl StorageProvider for AnyStorage {
+        fn storage(&mut self, _: &StoragePid) -> std::result::Result<StorageRef, String> {
+            Ok(StorageRef {
+                id: StorageId(0),
+                nbytes: 1 << 20,
+            })
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Decoded> {
+        let pickle = crate::pickle::parse(bytes, &crate::pickle::Limits::default()).expect("pickle parses");
+        let mut provider = AnyStorage;
+        let limits = DecodeLimits::default();
+        Decoder::new(
+            &pickle.heap,
+            &mut provider,
+            Path::new("t.pth"),
+            "object pickle",
+            None,
+            limits,
+        )
+        .decode(&pickle.root)
+    }
+
+    /// BINUNICODE, the string opcode of protocol 1.
+    fn text(s: &str) -> Vec<u8> {
+        let mut out = vec![b'X'];
+        out.extend((s.len() as u32).to_le_bytes());
+        out.extend(s.as_bytes());
+        out
+    }
+
+    #[test]
+    fn protocol_0_torch_objects_read_as_torch_prints_them() {
+        // The object pickle of torch 2.11's torch.save({'shape': torch.Size([3, 4]),
+        // 'dev': torch.device('cuda', 1), 'dt': torch.float16, 'layout': torch.strided}, f,
+        // _use_new_zipfile_serialization=False, pickle_protocol=0), which torch.load reads back.
+        let pickle = b"(dp0\nVshape\np1\nctorch\nSize\np2\n((I3\nI4\ntp3\ntp4\nRp5\nsVdev\np6\nctorch\ndevice\np7\n\
+(Vcuda\np8\nI1\ntp9\nRp10\nsVdt\np11\nctorch\nfloat16\np12\nsVlayout\np13\nctorch.serialization\n_get_layout\n\
+p14\n(Vtorch.strided\np15\ntp16\nRp17\ns.";
+        let decoded = decode(pickle).expect("decodes");
+        let meta = flatten(&decoded.root, &mut []);
+        assert_eq!(meta["shape"], serde_json::json!([3, 4]));
+        assert_eq!(meta["dev"], "cuda:1");
+        assert_eq!(meta["dt"], "torch.float16");
+        assert_eq!(meta["layout"], "torch.strided");
+    }
+
+    #[test]
+    fn a_protocol_0_persistent_id_is_refused_as_torch_refuses_it() {
+        // torch.save(..., pickle_protocol=0) writes the storage id as the repr of its tuple.
+        let pickle = b"(dp0\nVw\np1\nctorch._utils\n_rebuild_tensor_v2\np2\n\
+(P('storage', <class 'torch.FloatStorage'>, '94006775039168', 'cpu', 2, None)\n\
+I0\n(I2\ntp3\n(I1\ntp4\nI00\nccollections\nOrderedDict\np5\n(tRp6\ntp7\nRp8\ns.";
+        let err = decode(pickle).expect_err("refused").to_string();
+        assert!(err.contains("protocol 0") && err.contains("torch.load cannot"), "{err}");
+    }
+
+    #[test]
+    fn a_protocol_1_object_is_described_by_its_class_not_by_copyreg() {
+        let pickle = [
+            &b"}("[..],
+            &text("cfg"),
+            b"ccopy_reg\n_reconstructor\n(c__main__\nConfig\nc__builtin__\nobject\nNtR}(",
+            &text("lr"),
+            b"K\x01ubu.",
+        ]
+        .concat();
+        let decoded = decode(&pickle).expect("decodes");
+        let meta = flatten(&decoded.root, &mut []);
+        assert_eq!(meta["cfg"], "<__main__.Config object>");
+    }
+
+    #[test]
+    fn a_protocol_1_module_made_by_copyreg_reconstructor_reads_as_its_state_dict() {
+        // torch.save(model, pickle_protocol=1): the object is copyreg._reconstructor(cls, object,
+        // None) with the class in a ('module', cls, file, source) persistent id, then BUILD.
+        let tensor = [
+            &b"ctorch._utils\n_rebuild_parameter\n(ctorch._utils\n_rebuild_tensor_v2\n(("[..],
+            &text("storage"),
+            b"ctorch\nFloatStorage\n",
+            &text("0"),
+            &text("cpu"),
+            b"K\x06tQK\x00(K\x02K\x03t(K\x03K\x01tI00\nccollections\nOrderedDict\n)RtRI00\nccollections\nOrderedDict\n)RtR",
+        ]
+        .concat();
+        let pickle = [
+            &b"ccopy_reg\n_reconstructor\n(("[..],
+            &text("module"),
+            b"c__main__\nNet\n",
+            &text("net.py"),
+            &text("class Net: ..."),
+            b"tQc__builtin__\nobject\nNtR}(",
+            &text("training"),
+            b"I01\n",
+            &text("_parameters"),
+            b"ccollections\nOrderedDict\n)R(",
+            &text("weight"),
+            &tensor,
+            b"u",
+            &text("_buffers"),
+            b"ccollections\nOrderedDict\n)R",
+            &text("_modules"),
+            b"ccollections\nOrderedDict\n)Rub.",
+        ]
+        .concat();
+        let decoded = decode(&pickle).expect("decodes");
+        assert!(decoded.saw_module);
+        let Node::Dict { ordered: true, items } = &decoded.root else {
+            panic!("not a state dict: {:?}", decoded.root);
+        };
+        assert_eq!(items, &[(Key::Str("weight".into()), Node::Tensor(0))]);
+        let t = &decoded.tensors[0];
+        assert!(t.parameter && !t.requires_grad);
+        assert_eq!(
+            (t.shape.as_slice(), t.stride.as_slice()),
+            (&[2u64, 3][..], &[3u64, 1][..])
+        );
+    }
+}
