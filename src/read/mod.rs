@@ -27,6 +27,9 @@ pub struct ReadLimits {
     pub max_zip_entries: usize,
     /// Largest `*.index.json` of a sharded checkpoint.
     pub max_index_bytes: u64,
+    /// Largest safetensors header (JSON) parsed, and how large it may be beside the tensor data
+    /// it describes; see [`safetensors::HeaderLimits`].
+    pub safetensors_header: safetensors::HeaderLimits,
 }
 
 impl Default for ReadLimits {
@@ -37,6 +40,7 @@ impl Default for ReadLimits {
             max_pickle_bytes: 1 << 30,
             max_zip_entries: 1 << 20,
             max_index_bytes: 64 << 20,
+            safetensors_header: safetensors::HeaderLimits::default(),
         }
     }
 }
@@ -61,7 +65,7 @@ pub fn open_with(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         return legacy::read(source, limits);
     }
     if safetensors::looks_like(bytes) {
-        return safetensors::read(source);
+        return safetensors::read(source, &limits.safetensors_header);
     }
     if bytes.first() == Some(&b'{') {
         return sharded::read_index(path, limits);
