@@ -407,6 +407,9 @@ impl<'a> Decoder<'a> {
         };
         if is_rebuild(g) {
             let spec = self.tensor_spec(id, depth)?;
+            // A note copies strings of the pickle once per reference to the tensor, so it
+            // counts against the string budget like any other copy.
+            self.count(spec.note.as_ref().map_or(0, String::len))?;
             return Ok(self.new_tensor(spec));
         }
         match (g.module.as_str(), g.name.as_str()) {
@@ -738,8 +741,8 @@ impl<'a> Decoder<'a> {
             .get(1)
             .and_then(|c| heap.global(c))
             .map_or_else(|| "?".into(), Global::dotted);
-        let state = state_pairs(heap, args.get(3));
-        let field = |name: &str| state.iter().find(|(k, _)| str_of(k) == Some(name)).map(|(_, v)| v);
+        let state = subclass_state(heap, args.get(3));
+        let field = |name: &str| state.iter().find_map(|entries| lookup(entries, name));
         let Some(Value::Obj(local)) = field("_local_tensor") else {
             return Err(self.err(format!(
                 "{class} is a tensor subclass without storage of its own; ckpt reads only DTensor's _local_tensor"
@@ -959,13 +962,46 @@ fn module_state<'h>(heap: &'h Heap, inst: &'h Instance) -> Option<Vec<(Value, Va
     (has("_parameters") && has("_modules")).then_some(pairs)
 }
 
-/// The dict entries of a `_rebuild_from_type_v2` state: a `__dict__`, or a pair of
-/// (`__dict__` or None, slots dict) as `torch._utils._get_obj_state` makes it.
-fn state_pairs(heap: &Heap, state: Option<&Value>) -> Vec<(Value, Value)> {
-    let Some(state) = state else { return Vec::new() };
-    match heap.tuple(state) {
-        Some(parts) => parts.iter().filter_map(|p| dict_pairs(heap, p)).flatten().collect(),
-        None => dict_pairs(heap, state).unwrap_or_default(),
+/// Real states of the objects read for a DTensor (the DTensor, its spec, mesh and placements)
+/// hold a dozen fields; looking at no more than this many keeps a hostile state, shared by
+/// many objects, from costing time quadratic in the pickle's size.
+const MAX_FIELDS: usize = 64;
+/// Items of a tuple written into a note: a mesh has a few dimensions.
+const MAX_NOTE_ITEMS: usize = 16;
+/// Characters of a string written into a note.
+const MAX_NOTE_CHARS: usize = 64;
+
+/// The entries of a `_rebuild_from_type_v2` state: a `__dict__`, or a pair of (`__dict__` or
+/// None, slots dict) as `torch._utils._get_obj_state` makes it.
+fn subclass_state<'h>(heap: &'h Heap, state: Option<&'h Value>) -> Vec<&'h [(Value, Value)]> {
+    match state {
+        Some(s) => match heap.tuple(s) {
+            Some(parts) => parts.iter().take(2).map(|p| entries(heap, p)).collect(),
+            None => vec![entries(heap, s)],
+        },
+        None => Vec::new(),
+    }
+}
+
+/// The first `MAX_FIELDS` entries of a dict or OrderedDict.
+fn entries<'h>(heap: &'h Heap, v: &'h Value) -> &'h [(Value, Value)] {
+    let pairs: &[(Value, Value)] = match heap.obj(v) {
+        Some(Obj::Dict(pairs)) => pairs,
+        Some(Obj::Instance(i)) => &i.dict_items,
+        _ => &[],
+    };
+    &pairs[..pairs.len().min(MAX_FIELDS)]
+}
+
+fn lookup<'h>(entries: &'h [(Value, Value)], name: &str) -> Option<&'h Value> {
+    entries.iter().find(|(k, _)| str_of(k) == Some(name)).map(|(_, v)| v)
+}
+
+/// The entries of an object's BUILD state.
+fn fields<'h>(heap: &'h Heap, obj: &'h Value) -> &'h [(Value, Value)] {
+    match heap.instance(obj).and_then(|i| i.state.as_ref()) {
+        Some(state) => entries(heap, state),
+        None => &[],
     }
 }
 
@@ -974,12 +1010,12 @@ fn state_pairs(heap: &Heap, state: Option<&Value>) -> Vec<(Value, Value)> {
 /// lacks one). Placements print as `Class(field=value, ...)` of their pickled fields, which is
 /// their repr for Shard and Replicate.
 fn dtensor_note(heap: &Heap, spec: Option<&Value>) -> String {
-    let spec = spec.map(|s| object_fields(heap, s)).unwrap_or_default();
-    let placements = field_of(&spec, "placements").and_then(|p| heap.tuple(p)).map_or_else(
+    let spec = spec.map_or(&[][..], |s| fields(heap, s));
+    let placements = lookup(spec, "placements").and_then(|p| heap.tuple(p)).map_or_else(
         || "?".into(),
         |items| py_tuple(items.iter().map(|p| placement_text(heap, p))),
     );
-    let mesh = field_of(&spec, "mesh").map_or_else(|| "?".into(), |m| mesh_text(heap, m));
+    let mesh = lookup(spec, "mesh").map_or_else(|| "?".into(), |m| mesh_text(heap, m));
     format!("DTensor(placements={placements}, mesh={mesh})")
 }
 
@@ -987,68 +1023,68 @@ fn placement_text(heap: &Heap, p: &Value) -> String {
     let Some(class) = heap.instance(p).and_then(|i| heap.instance_global(i)) else {
         return "?".into();
     };
-    let fields: Vec<String> = object_fields(heap, p)
+    let fields: Vec<String> = fields(heap, p)
         .iter()
-        .map(|(k, v)| format!("{k}={}", py_value(heap, v)))
+        .filter_map(|(k, v)| str_of(k).map(|k| format!("{}={}", clip(k), py_value(heap, v))))
         .collect();
-    format!("{}({})", class.name, fields.join(", "))
+    format!("{}({})", clip(&class.name), fields.join(", "))
 }
 
 /// `DeviceMesh('cuda', shape=(2, 4), dim_names=('dp', 'tp'))`; torch 2.11 keeps the shape in
 /// `_layout`, the device type in `_device_type` (older versions: `device_type`).
 fn mesh_text(heap: &Heap, mesh: &Value) -> String {
-    let fields = object_fields(heap, mesh);
-    let device = field_of(&fields, "_device_type")
-        .or_else(|| field_of(&fields, "device_type"))
+    let mesh = fields(heap, mesh);
+    let device = lookup(mesh, "_device_type")
+        .or_else(|| lookup(mesh, "device_type"))
         .map_or_else(|| "?".into(), |d| py_value(heap, d));
-    let shape = field_of(&fields, "_layout")
-        .and_then(|l| field_of(&object_fields(heap, l), "shape").and_then(|s| uints(heap, s)))
+    let shape = lookup(mesh, "_layout")
+        .and_then(|l| lookup(fields(heap, l), "shape"))
+        .and_then(|s| uints(heap, s))
         .map_or_else(|| "?".into(), |dims| py_tuple(dims.iter().map(u64::to_string)));
-    let names = match field_of(&fields, "_mesh_dim_names").or_else(|| field_of(&fields, "mesh_dim_names")) {
+    let names = match lookup(mesh, "_mesh_dim_names").or_else(|| lookup(mesh, "mesh_dim_names")) {
         Some(n @ Value::Obj(_)) => format!(", dim_names={}", py_value(heap, n)),
         _ => String::new(),
     };
     format!("DeviceMesh({device}, shape={shape}{names})")
 }
 
-/// The BUILD state of an object as (field name, value) pairs.
-fn object_fields(heap: &Heap, v: &Value) -> Vec<(String, Value)> {
-    let pairs = heap
-        .instance(v)
-        .and_then(|i| i.state.as_ref())
-        .and_then(|s| dict_pairs(heap, s))
-        .unwrap_or_default();
-    pairs
-        .into_iter()
-        .filter_map(|(k, v)| str_of(&k).map(|k| (k.to_string(), v)))
-        .collect()
-}
-
-fn field_of<'f>(fields: &'f [(String, Value)], name: &str) -> Option<&'f Value> {
-    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
-}
-
-/// A scalar or tuple as Python's repr writes it; "?" for anything else.
+/// A scalar, or a tuple of scalars, as Python's repr writes it; "?" for anything else. One
+/// level only: a pickle may nest tuples without end.
 fn py_value(heap: &Heap, v: &Value) -> String {
+    match heap.tuple(v) {
+        Some(items) => py_tuple(items.iter().map(py_scalar)),
+        None => py_scalar(v),
+    }
+}
+
+fn py_scalar(v: &Value) -> String {
     match v {
         Value::None => "None".into(),
         Value::Bool(b) => if *b { "True" } else { "False" }.into(),
         Value::Int(i) => i.to_string(),
-        Value::Str(s) => format!("'{s}'"),
-        Value::Obj(_) => match heap.tuple(v) {
-            Some(items) => py_tuple(items.iter().map(|i| py_value(heap, i))),
-            None => "?".into(),
-        },
+        Value::Str(s) => format!("'{}'", clip(s)),
         _ => "?".into(),
     }
 }
 
-/// Python's tuple syntax: `(a,)` for one item, `(a, b)` otherwise.
+/// Python's tuple syntax, `(a,)` for one item, `(a, b)` otherwise; "..." stands for items past
+/// `MAX_NOTE_ITEMS`.
 fn py_tuple(items: impl Iterator<Item = String>) -> String {
-    let items: Vec<String> = items.collect();
-    match items.as_slice() {
+    let mut shown: Vec<String> = items.take(MAX_NOTE_ITEMS + 1).collect();
+    if shown.len() > MAX_NOTE_ITEMS {
+        shown[MAX_NOTE_ITEMS] = "...".into();
+    }
+    match shown.as_slice() {
         [one] => format!("({one},)"),
-        _ => format!("({})", items.join(", ")),
+        _ => format!("({})", shown.join(", ")),
+    }
+}
+
+/// A string of the pickle cut to `MAX_NOTE_CHARS` characters.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_NOTE_CHARS) {
+        Some((end, _)) => format!("{}...", &s[..end]),
+        None => s.to_string(),
     }
 }
 
@@ -1131,6 +1167,60 @@ I0\n(I2\ntp3\n(I1\ntp4\nI00\nccollections\nOrderedDict\np5\n(tRp6\ntp7\nRp8\ns."
         let decoded = decode(&pickle).expect("decodes");
         let meta = flatten(&decoded.root, &mut []);
         assert_eq!(meta["cfg"], "<__main__.Config object>");
+    }
+
+    #[test]
+    fn a_dtensor_note_stays_short_whatever_its_spec_holds() {
+        // A DTensor whose spec lists one placement 1000 times (memo references) and names a
+        // mesh dimension with 10 000 characters.
+        let local = [
+            &b"ctorch._utils\n_rebuild_tensor_v2\n(("[..],
+            &text("storage"),
+            b"ctorch\nFloatStorage\n",
+            &text("0"),
+            &text("cpu"),
+            b"K\x02tQK\x00(K\x02t(K\x01tI00\nNtR",
+        ]
+        .concat();
+        let mut placements = b"(cp\nShard\n)\x81}(".to_vec();
+        placements.extend(text("dim"));
+        placements.extend(b"K\x00ubq\x00");
+        placements.extend(b"h\x00".repeat(999));
+        placements.push(b't');
+        let pickle = [
+            &b"}("[..],
+            &text("w"),
+            b"ctorch._tensor\n_rebuild_from_type_v2\n(ctorch._utils\n_rebuild_wrapper_subclass\n",
+            b"ctorch.distributed.tensor\nDTensor\n(NNNNNNNI01\nt(N}(",
+            &text("_local_tensor"),
+            &local,
+            &text("_spec"),
+            b"cspec\nSpec\n)\x81}(",
+            &text("placements"),
+            &placements,
+            &text("mesh"),
+            b"cmesh\nMesh\n)\x81}(",
+            &text("_mesh_dim_names"),
+            b"(",
+            &text(&"x".repeat(10_000)),
+            b"tububuttRu.",
+        ]
+        .concat();
+        let decoded = decode(&pickle).expect("decodes");
+        let t = &decoded.tensors[0];
+        assert!(t.requires_grad && !t.parameter);
+        let [(0, note)] = decoded.notes.as_slice() else {
+            panic!("one note expected: {:?}", decoded.notes);
+        };
+        assert!(
+            note.starts_with("DTensor(placements=(Shard(dim=0), Shard(dim=0), "),
+            "{note}"
+        );
+        assert!(
+            note.contains("Shard(dim=0), ...), mesh=DeviceMesh(?, shape=?, dim_names=('xxx"),
+            "{note}"
+        );
+        assert!(note.len() < 500, "{} bytes", note.len());
     }
 
     #[test]
