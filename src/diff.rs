@@ -142,7 +142,7 @@ enum Val {
 }
 
 fn decoder(d: DType) -> fn(DType, &[u8]) -> Val {
-    if matches!(d, DType::C64 | DType::C128) {
+    if d.is_complex() {
         |d, b| {
             let (re, im) = decode_complex(d, b);
             Val::Complex(re, im)

@@ -23,12 +23,15 @@ pub enum DType {
     U32,
     U64,
     Bool,
+    /// `torch.complex32` (ComplexHalf): two float16. torch saves it with `_rebuild_tensor_v3`;
+    /// safetensors has no such dtype.
+    C32,
     C64,
     C128,
 }
 
 impl DType {
-    pub const ALL: [DType; 20] = [
+    pub const ALL: [DType; 21] = [
         DType::F64,
         DType::F32,
         DType::F16,
@@ -47,6 +50,7 @@ impl DType {
         DType::U32,
         DType::U64,
         DType::Bool,
+        DType::C32,
         DType::C64,
         DType::C128,
     ];
@@ -72,6 +76,7 @@ impl DType {
             DType::U32 => "uint32",
             DType::U64 => "uint64",
             DType::Bool => "bool",
+            DType::C32 => "complex32",
             DType::C64 => "complex64",
             DType::C128 => "complex128",
         }
@@ -81,7 +86,7 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::F64 | DType::I64 | DType::U64 | DType::C64 => 8,
-            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F32 | DType::I32 | DType::U32 | DType::C32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::C128 => 16,
             _ => 1,
@@ -90,10 +95,15 @@ impl DType {
 
     /// The unit that byte order applies to: a complex number is two floats.
     pub fn swap_unit(self) -> usize {
-        match self {
-            DType::C64 | DType::C128 => self.size() / 2,
-            _ => self.size(),
+        if self.is_complex() {
+            self.size() / 2
+        } else {
+            self.size()
         }
+    }
+
+    pub fn is_complex(self) -> bool {
+        matches!(self, DType::C32 | DType::C64 | DType::C128)
     }
 
     pub fn is_floating(self) -> bool {
@@ -112,7 +122,7 @@ impl DType {
     }
 
     /// Looks up a dtype by PyTorch name, with or without `torch.`, and the common aliases
-    /// (`float`, `half`, `double`, `long`, `int`, `short`, `cfloat`, `cdouble`) and short forms
+    /// (`float`, `half`, `double`, `long`, `int`, `short`, `chalf`, `cfloat`, `cdouble`) and short forms
     /// users type (`f32`, `bf16`, `fp16`...).
     pub fn parse(s: &str) -> Option<DType> {
         let s = s.strip_prefix("torch.").unwrap_or(s);
@@ -126,6 +136,7 @@ impl DType {
             "short" | "i16" => "int16",
             "i8" => "int8",
             "u8" => "uint8",
+            "chalf" => "complex32",
             "cfloat" => "complex64",
             "cdouble" => "complex128",
             other => other,

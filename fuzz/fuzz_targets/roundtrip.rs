@@ -128,7 +128,7 @@ fn alt_of(d: DType) -> DType {
         DType::U8 => DType::I8,
         DType::I8 | DType::Bool => DType::U8,
         DType::F8E4M3Fn | DType::F8E5M2 | DType::F8E4M3Fnuz | DType::F8E5M2Fnuz | DType::F8E8M0Fnu => DType::U8,
-        DType::C64 | DType::C128 => d,
+        DType::C32 | DType::C64 | DType::C128 => d,
     }
 }
 
@@ -181,7 +181,7 @@ fn build(u: &mut Unstructured) -> Result<Option<Built>> {
                 let last = offset + shape.iter().zip(&stride).map(|(&d, &st)| (d - 1) * st).sum::<u64>();
                 need_bytes = need_bytes.max((last + 1) * dt.size() as u64);
             }
-            let grad_ok = dt.is_floating() || matches!(dt, DType::C64 | DType::C128);
+            let grad_ok = dt.is_floating() || dt.is_complex();
             views.push(Tensor {
                 name: String::new(),
                 dtype: dt,

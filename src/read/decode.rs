@@ -1,17 +1,19 @@
 //! Turns the value tree of a torch pickle into ckpt's structure tree.
 //!
 //! Calls of `torch._utils._rebuild_*` become tensors (their storage comes from the persistent
-//! id, resolved by the format's [`StorageProvider`]); OrderedDict, set, `_codecs.encode`,
-//! torch.Size become plain containers; an nn.Module object graph (from `torch.save(model)`, or a
-//! TorchScript archive) becomes the flat OrderedDict `model.state_dict()` would return; any other
-//! object stays opaque unless tensors live inside it. Nothing is executed: this only reads.
+//! id, resolved by the format's [`StorageProvider`]); a DTensor becomes its local shard, with a
+//! note on its placements and mesh; OrderedDict, set, `_codecs.encode`, torch.Size become plain
+//! containers; torch.dtype, torch.device, torch.layout become their `str()` text; an nn.Module
+//! object graph (from `torch.save(model)`, or a TorchScript archive) becomes the flat
+//! OrderedDict `model.state_dict()` would return; any other object stays opaque unless tensors
+//! live inside it. Nothing is executed: this only reads.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::{Key, Node, StorageId, Tensor};
+use crate::model::{Key, Node, StorageId, Tensor, TensorIdx};
 use crate::pickle::{Global, Heap, Instance, Obj, ObjId, Value};
 use crate::read::script::ScriptClasses;
 
@@ -78,6 +80,9 @@ pub struct Decoded {
     pub tensors: Vec<Tensor>,
     /// Whether an nn.Module object graph was turned into a state dict.
     pub saw_module: bool,
+    /// What a tensor was saved as when ckpt reads only part of it: a DTensor's placements and
+    /// mesh, for the local shard that `tensors` holds.
+    pub notes: Vec<(TensorIdx, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +94,7 @@ struct TensorSpec {
     offset: u64,
     requires_grad: bool,
     parameter: bool,
+    note: Option<String>,
 }
 
 pub struct Decoder<'a> {
@@ -100,6 +106,7 @@ pub struct Decoder<'a> {
     limits: DecodeLimits,
     specs: HashMap<ObjId, TensorSpec>,
     tensors: Vec<Tensor>,
+    notes: Vec<(TensorIdx, String)>,
     active: HashSet<ObjId>,
     /// The dict keys leading to what is being decoded, for error messages.
     place: Vec<String>,
@@ -183,6 +190,7 @@ impl<'a> Decoder<'a> {
             limits,
             specs: HashMap::new(),
             tensors: Vec::new(),
+            notes: Vec::new(),
             active: HashSet::new(),
             place: Vec::new(),
             nodes: 0,
@@ -232,6 +240,7 @@ impl<'a> Decoder<'a> {
             root,
             tensors: self.tensors,
             saw_module: self.saw_module,
+            notes: self.notes,
         })
     }
 
@@ -368,16 +377,25 @@ impl<'a> Decoder<'a> {
     }
 
     /// The global an instance was made from: its callable, or the class inside a legacy
-    /// `('module', cls, source_file, source)` persistent id.
+    /// `('module', cls, source_file, source)` persistent id; for an object that protocols 0 and 1
+    /// make as `copyreg._reconstructor(cls, base, state)`, that `cls`.
     fn callee<'h>(&self, inst: &'h Instance) -> Option<&'h Global>
     where
         'a: 'h,
     {
         let heap: &'h Heap = self.heap;
-        match heap.obj(&inst.callable)? {
-            Obj::Global(g) => Some(g),
-            Obj::PersistentId(pid) => heap.tuple(pid)?.get(1).and_then(|c| heap.global(c)),
-            _ => None,
+        let class = |v: &Value| -> Option<&'h Global> {
+            match heap.obj(v)? {
+                Obj::Global(g) => Some(g),
+                Obj::PersistentId(pid) => heap.tuple(pid)?.get(1).and_then(|c| heap.global(c)),
+                _ => None,
+            }
+        };
+        match heap.global(&inst.callable) {
+            Some(g) if g.is("copyreg", "_reconstructor") || g.is("copy_reg", "_reconstructor") => {
+                heap.tuple(&inst.args)?.first().and_then(class)
+            }
+            _ => class(&inst.callable),
         }
     }
 
@@ -389,6 +407,9 @@ impl<'a> Decoder<'a> {
         };
         if is_rebuild(g) {
             let spec = self.tensor_spec(id, depth)?;
+            // A note copies strings of the pickle once per reference to the tensor, so it
+            // counts against the string budget like any other copy.
+            self.count(spec.note.as_ref().map_or(0, String::len))?;
             return Ok(self.new_tensor(spec));
         }
         match (g.module.as_str(), g.name.as_str()) {
@@ -442,6 +463,14 @@ impl<'a> Decoder<'a> {
                     .collect();
                 Ok(Node::Opaque(parts.join(":")))
             }
+            // torch.save registers `_get_layout(str(layout))` as the reduction of a torch.layout.
+            ("torch.serialization", "_get_layout") => match args.first() {
+                Some(Value::Str(s)) => {
+                    self.count(s.len())?;
+                    Ok(Node::Opaque(s.to_string()))
+                }
+                _ => Ok(Node::Opaque("<torch.layout>".into())),
+            },
             ("torch", "Size") => match args.first() {
                 Some(a) => match self.node(a, depth + 1)? {
                     Node::List(items) | Node::Tuple(items) => Ok(Node::Tuple(items)),
@@ -625,6 +654,9 @@ impl<'a> Decoder<'a> {
             requires_grad: spec.requires_grad,
             parameter: spec.parameter,
         });
+        if let Some(note) = spec.note {
+            self.notes.push((idx, note));
+        }
         Node::Tensor(idx)
     }
 
@@ -671,6 +703,13 @@ impl<'a> Decoder<'a> {
             }
             "_rebuild_from_type_v2" => {
                 // (func, new_type, args, state): a tensor subclass; nn.Parameter is the one that matters.
+                if args
+                    .first()
+                    .and_then(|f| heap.global(f))
+                    .is_some_and(|g| g.is("torch._utils", "_rebuild_wrapper_subclass"))
+                {
+                    return self.wrapper_subclass(args, depth);
+                }
                 let f = args.first().and_then(|f| heap.global(f)).filter(|g| is_rebuild(g));
                 let f = f.ok_or_else(|| self.err("_rebuild_from_type_v2 of an unknown function"))?;
                 let inner_args = args
@@ -689,6 +728,32 @@ impl<'a> Decoder<'a> {
             }
             _ => self.rebuild_tensor(func, args),
         }
+    }
+
+    /// `_rebuild_from_type_v2(_rebuild_wrapper_subclass, cls, (cls, dtype, size, stride, offset,
+    /// layout, device, requires_grad), state)`: a tensor subclass without storage of its own. A
+    /// DTensor keeps this process's shard in its state as `_local_tensor` (what torch.load gives
+    /// as `._local_tensor`), and its placements and mesh in `_spec`; the shard is the tensor
+    /// ckpt reads, with the DTensor's own flags (`_is_param` in the state marks a Parameter).
+    fn wrapper_subclass(&mut self, args: &[Value], depth: usize) -> Result<TensorSpec> {
+        let heap = self.heap;
+        let class = args
+            .get(1)
+            .and_then(|c| heap.global(c))
+            .map_or_else(|| "?".into(), Global::dotted);
+        let state = subclass_state(heap, args.get(3));
+        let field = |name: &str| state.iter().find_map(|entries| lookup(entries, name));
+        let Some(Value::Obj(local)) = field("_local_tensor") else {
+            return Err(self.err(format!(
+                "{class} is a tensor subclass without storage of its own; ckpt reads only DTensor's _local_tensor"
+            )));
+        };
+        let mut spec = self.tensor_spec(*local, depth + 1)?;
+        let wrapper: &[Value] = args.get(2).and_then(|a| heap.tuple(a)).unwrap_or(&[]);
+        spec.requires_grad = matches!(wrapper.get(7), Some(Value::Bool(true)));
+        spec.parameter = matches!(field("_is_param"), Some(Value::Bool(true)));
+        spec.note = Some(dtensor_note(heap, field("_spec")));
+        Ok(spec)
     }
 
     /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, hooks[, metadata])`,
@@ -747,6 +812,7 @@ impl<'a> Decoder<'a> {
             offset,
             requires_grad,
             parameter: false,
+            note: None,
         })
     }
 }
@@ -784,6 +850,14 @@ pub fn check_view(shape: &[u64], stride: &[u64], offset: u64, dtype: DType, stor
 
 /// Reads `('storage', storage_type, key, location, numel[, view_metadata])`.
 pub fn parse_storage_pid(heap: &Heap, pid: &Value) -> Result<StoragePid, String> {
+    if let Value::Str(text) = pid {
+        // Pickle protocol 0 writes a persistent id as text, the repr of torch's tuple; torch.load
+        // fails on it too ("saved_id must be a tuple"), so there is nothing to agree with.
+        let head: String = text.chars().take(40).collect();
+        return Err(format!(
+            "persistent id is text ({head:?}...), as pickle protocol 0 writes it; torch.load cannot read such a file either"
+        ));
+    }
     let items = heap.tuple(pid).ok_or("persistent id is not a tuple")?;
     match items.first() {
         Some(Value::Str(s)) if &**s == "storage" => {}
@@ -886,4 +960,313 @@ fn module_state<'h>(heap: &'h Heap, inst: &'h Instance) -> Option<Vec<(Value, Va
     let pairs = dict_pairs(heap, inst.state.as_ref()?)?;
     let has = |name: &str| pairs.iter().any(|(k, _)| str_of(k) == Some(name));
     (has("_parameters") && has("_modules")).then_some(pairs)
+}
+
+/// Real states of the objects read for a DTensor (the DTensor, its spec, mesh and placements)
+/// hold a dozen fields; looking at no more than this many keeps a hostile state, shared by
+/// many objects, from costing time quadratic in the pickle's size.
+const MAX_FIELDS: usize = 64;
+/// Items of a tuple written into a note: a mesh has a few dimensions.
+const MAX_NOTE_ITEMS: usize = 16;
+/// Characters of a string written into a note.
+const MAX_NOTE_CHARS: usize = 64;
+
+/// The entries of a `_rebuild_from_type_v2` state: a `__dict__`, or a pair of (`__dict__` or
+/// None, slots dict) as `torch._utils._get_obj_state` makes it.
+fn subclass_state<'h>(heap: &'h Heap, state: Option<&'h Value>) -> Vec<&'h [(Value, Value)]> {
+    match state {
+        Some(s) => match heap.tuple(s) {
+            Some(parts) => parts.iter().take(2).map(|p| entries(heap, p)).collect(),
+            None => vec![entries(heap, s)],
+        },
+        None => Vec::new(),
+    }
+}
+
+/// The first `MAX_FIELDS` entries of a dict or OrderedDict.
+fn entries<'h>(heap: &'h Heap, v: &'h Value) -> &'h [(Value, Value)] {
+    let pairs: &[(Value, Value)] = match heap.obj(v) {
+        Some(Obj::Dict(pairs)) => pairs,
+        Some(Obj::Instance(i)) => &i.dict_items,
+        _ => &[],
+    };
+    &pairs[..pairs.len().min(MAX_FIELDS)]
+}
+
+fn lookup<'h>(entries: &'h [(Value, Value)], name: &str) -> Option<&'h Value> {
+    entries.iter().find(|(k, _)| str_of(k) == Some(name)).map(|(_, v)| v)
+}
+
+/// The entries of an object's BUILD state.
+fn fields<'h>(heap: &'h Heap, obj: &'h Value) -> &'h [(Value, Value)] {
+    match heap.instance(obj).and_then(|i| i.state.as_ref()) {
+        Some(state) => entries(heap, state),
+        None => &[],
+    }
+}
+
+/// `DTensor(placements=(Shard(dim=0),), mesh=DeviceMesh('cpu', shape=(1,)))`, from the pickled
+/// DTensorSpec: the values torch saved, written the way Python prints them ("?" where the spec
+/// lacks one). Placements print as `Class(field=value, ...)` of their pickled fields, which is
+/// their repr for Shard and Replicate.
+fn dtensor_note(heap: &Heap, spec: Option<&Value>) -> String {
+    let spec = spec.map_or(&[][..], |s| fields(heap, s));
+    let placements = lookup(spec, "placements").and_then(|p| heap.tuple(p)).map_or_else(
+        || "?".into(),
+        |items| py_tuple(items.iter().map(|p| placement_text(heap, p))),
+    );
+    let mesh = lookup(spec, "mesh").map_or_else(|| "?".into(), |m| mesh_text(heap, m));
+    format!("DTensor(placements={placements}, mesh={mesh})")
+}
+
+fn placement_text(heap: &Heap, p: &Value) -> String {
+    let Some(class) = heap.instance(p).and_then(|i| heap.instance_global(i)) else {
+        return "?".into();
+    };
+    let fields: Vec<String> = fields(heap, p)
+        .iter()
+        .filter_map(|(k, v)| str_of(k).map(|k| format!("{}={}", clip(k), py_value(heap, v))))
+        .collect();
+    format!("{}({})", clip(&class.name), fields.join(", "))
+}
+
+/// `DeviceMesh('cuda', shape=(2, 4), dim_names=('dp', 'tp'))`; torch 2.11 keeps the shape in
+/// `_layout`, the device type in `_device_type` (older versions: `device_type`).
+fn mesh_text(heap: &Heap, mesh: &Value) -> String {
+    let mesh = fields(heap, mesh);
+    let device = lookup(mesh, "_device_type")
+        .or_else(|| lookup(mesh, "device_type"))
+        .map_or_else(|| "?".into(), |d| py_value(heap, d));
+    let shape = lookup(mesh, "_layout")
+        .and_then(|l| lookup(fields(heap, l), "shape"))
+        .and_then(|s| uints(heap, s))
+        .map_or_else(|| "?".into(), |dims| py_tuple(dims.iter().map(u64::to_string)));
+    let names = match lookup(mesh, "_mesh_dim_names").or_else(|| lookup(mesh, "mesh_dim_names")) {
+        Some(n @ Value::Obj(_)) => format!(", dim_names={}", py_value(heap, n)),
+        _ => String::new(),
+    };
+    format!("DeviceMesh({device}, shape={shape}{names})")
+}
+
+/// A scalar, or a tuple of scalars, as Python's repr writes it; "?" for anything else. One
+/// level only: a pickle may nest tuples without end.
+fn py_value(heap: &Heap, v: &Value) -> String {
+    match heap.tuple(v) {
+        Some(items) => py_tuple(items.iter().map(py_scalar)),
+        None => py_scalar(v),
+    }
+}
+
+fn py_scalar(v: &Value) -> String {
+    match v {
+        Value::None => "None".into(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::Int(i) => i.to_string(),
+        Value::Str(s) => format!("'{}'", clip(s)),
+        _ => "?".into(),
+    }
+}
+
+/// Python's tuple syntax, `(a,)` for one item, `(a, b)` otherwise; "..." stands for items past
+/// `MAX_NOTE_ITEMS`.
+fn py_tuple(items: impl Iterator<Item = String>) -> String {
+    let mut shown: Vec<String> = items.take(MAX_NOTE_ITEMS + 1).collect();
+    if shown.len() > MAX_NOTE_ITEMS {
+        shown[MAX_NOTE_ITEMS] = "...".into();
+    }
+    match shown.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", shown.join(", ")),
+    }
+}
+
+/// A string of the pickle cut to `MAX_NOTE_CHARS` characters.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_NOTE_CHARS) {
+        Some((end, _)) => format!("{}...", &s[..end]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::read::flatten::flatten;
+
+    /// Puts every storage at id 0, large enough for any view.
+    struct AnyStorage;
+
+    impl StorageProvider for AnyStorage {
+        fn storage(&mut self, _: &StoragePid) -> std::result::Result<StorageRef, String> {
+            Ok(StorageRef {
+                id: StorageId(0),
+                nbytes: 1 << 20,
+            })
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Decoded> {
+        let pickle = crate::pickle::parse(bytes, &crate::pickle::Limits::default()).expect("pickle parses");
+        let mut provider = AnyStorage;
+        let limits = DecodeLimits::default();
+        Decoder::new(
+            &pickle.heap,
+            &mut provider,
+            Path::new("t.pth"),
+            "object pickle",
+            None,
+            limits,
+        )
+        .decode(&pickle.root)
+    }
+
+    /// BINUNICODE, the string opcode of protocol 1.
+    fn text(s: &str) -> Vec<u8> {
+        let mut out = vec![b'X'];
+        out.extend((s.len() as u32).to_le_bytes());
+        out.extend(s.as_bytes());
+        out
+    }
+
+    #[test]
+    fn protocol_0_torch_objects_read_as_torch_prints_them() {
+        // The object pickle of torch 2.11's torch.save({'shape': torch.Size([3, 4]),
+        // 'dev': torch.device('cuda', 1), 'dt': torch.float16, 'layout': torch.strided}, f,
+        // _use_new_zipfile_serialization=False, pickle_protocol=0), which torch.load reads back.
+        let pickle = b"(dp0\nVshape\np1\nctorch\nSize\np2\n((I3\nI4\ntp3\ntp4\nRp5\nsVdev\np6\nctorch\ndevice\np7\n\
+(Vcuda\np8\nI1\ntp9\nRp10\nsVdt\np11\nctorch\nfloat16\np12\nsVlayout\np13\nctorch.serialization\n_get_layout\n\
+p14\n(Vtorch.strided\np15\ntp16\nRp17\ns.";
+        let decoded = decode(pickle).expect("decodes");
+        let meta = flatten(&decoded.root, &mut []);
+        assert_eq!(meta["shape"], serde_json::json!([3, 4]));
+        assert_eq!(meta["dev"], "cuda:1");
+        assert_eq!(meta["dt"], "torch.float16");
+        assert_eq!(meta["layout"], "torch.strided");
+    }
+
+    #[test]
+    fn a_protocol_0_persistent_id_is_refused_as_torch_refuses_it() {
+        // torch.save(..., pickle_protocol=0) writes the storage id as the repr of its tuple.
+        let pickle = b"(dp0\nVw\np1\nctorch._utils\n_rebuild_tensor_v2\np2\n\
+(P('storage', <class 'torch.FloatStorage'>, '94006775039168', 'cpu', 2, None)\n\
+I0\n(I2\ntp3\n(I1\ntp4\nI00\nccollections\nOrderedDict\np5\n(tRp6\ntp7\nRp8\ns.";
+        let err = decode(pickle).expect_err("refused").to_string();
+        assert!(err.contains("protocol 0") && err.contains("torch.load cannot"), "{err}");
+    }
+
+    #[test]
+    fn a_protocol_1_object_is_described_by_its_class_not_by_copyreg() {
+        let pickle = [
+            &b"}("[..],
+            &text("cfg"),
+            b"ccopy_reg\n_reconstructor\n(c__main__\nConfig\nc__builtin__\nobject\nNtR}(",
+            &text("lr"),
+            b"K\x01ubu.",
+        ]
+        .concat();
+        let decoded = decode(&pickle).expect("decodes");
+        let meta = flatten(&decoded.root, &mut []);
+        assert_eq!(meta["cfg"], "<__main__.Config object>");
+    }
+
+    #[test]
+    fn a_dtensor_note_stays_short_whatever_its_spec_holds() {
+        // A DTensor whose spec lists one placement 1000 times (memo references) and names a
+        // mesh dimension with 10 000 characters.
+        let local = [
+            &b"ctorch._utils\n_rebuild_tensor_v2\n(("[..],
+            &text("storage"),
+            b"ctorch\nFloatStorage\n",
+            &text("0"),
+            &text("cpu"),
+            b"K\x02tQK\x00(K\x02t(K\x01tI00\nNtR",
+        ]
+        .concat();
+        let mut placements = b"(cp\nShard\n)\x81}(".to_vec();
+        placements.extend(text("dim"));
+        placements.extend(b"K\x00ubq\x00");
+        placements.extend(b"h\x00".repeat(999));
+        placements.push(b't');
+        let pickle = [
+            &b"}("[..],
+            &text("w"),
+            b"ctorch._tensor\n_rebuild_from_type_v2\n(ctorch._utils\n_rebuild_wrapper_subclass\n",
+            b"ctorch.distributed.tensor\nDTensor\n(NNNNNNNI01\nt(N}(",
+            &text("_local_tensor"),
+            &local,
+            &text("_spec"),
+            b"cspec\nSpec\n)\x81}(",
+            &text("placements"),
+            &placements,
+            &text("mesh"),
+            b"cmesh\nMesh\n)\x81}(",
+            &text("_mesh_dim_names"),
+            b"(",
+            &text(&"x".repeat(10_000)),
+            b"tububuttRu.",
+        ]
+        .concat();
+        let decoded = decode(&pickle).expect("decodes");
+        let t = &decoded.tensors[0];
+        assert!(t.requires_grad && !t.parameter);
+        let [(0, note)] = decoded.notes.as_slice() else {
+            panic!("one note expected: {:?}", decoded.notes);
+        };
+        assert!(
+            note.starts_with("DTensor(placements=(Shard(dim=0), Shard(dim=0), "),
+            "{note}"
+        );
+        assert!(
+            note.contains("Shard(dim=0), ...), mesh=DeviceMesh(?, shape=?, dim_names=('xxx"),
+            "{note}"
+        );
+        assert!(note.len() < 500, "{} bytes", note.len());
+    }
+
+    #[test]
+    fn a_protocol_1_module_made_by_copyreg_reconstructor_reads_as_its_state_dict() {
+        // torch.save(model, pickle_protocol=1): the object is copyreg._reconstructor(cls, object,
+        // None) with the class in a ('module', cls, file, source) persistent id, then BUILD.
+        let tensor = [
+            &b"ctorch._utils\n_rebuild_parameter\n(ctorch._utils\n_rebuild_tensor_v2\n(("[..],
+            &text("storage"),
+            b"ctorch\nFloatStorage\n",
+            &text("0"),
+            &text("cpu"),
+            b"K\x06tQK\x00(K\x02K\x03t(K\x03K\x01tI00\nccollections\nOrderedDict\n)RtRI00\nccollections\nOrderedDict\n)RtR",
+        ]
+        .concat();
+        let pickle = [
+            &b"ccopy_reg\n_reconstructor\n(("[..],
+            &text("module"),
+            b"c__main__\nNet\n",
+            &text("net.py"),
+            &text("class Net: ..."),
+            b"tQc__builtin__\nobject\nNtR}(",
+            &text("training"),
+            b"I01\n",
+            &text("_parameters"),
+            b"ccollections\nOrderedDict\n)R(",
+            &text("weight"),
+            &tensor,
+            b"u",
+            &text("_buffers"),
+            b"ccollections\nOrderedDict\n)R",
+            &text("_modules"),
+            b"ccollections\nOrderedDict\n)Rub.",
+        ]
+        .concat();
+        let decoded = decode(&pickle).expect("decodes");
+        assert!(decoded.saw_module);
+        let Node::Dict { ordered: true, items } = &decoded.root else {
+            panic!("not a state dict: {:?}", decoded.root);
+        };
+        assert_eq!(items, &[(Key::Str("weight".into()), Node::Tensor(0))]);
+        let t = &decoded.tensors[0];
+        assert!(t.parameter && !t.requires_grad);
+        assert_eq!(
+            (t.shape.as_slice(), t.stride.as_slice()),
+            (&[2u64, 3][..], &[3u64, 1][..])
+        );
+    }
 }

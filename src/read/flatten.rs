@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use crate::model::{Node, Tensor};
+use crate::model::{Node, Tensor, TensorIdx};
 
 /// Sets every tensor's name from its place in `root` and returns the non-tensor leaves.
 pub fn flatten(root: &Node, tensors: &mut [Tensor]) -> Map<String, Json> {
@@ -43,6 +43,17 @@ fn walk(node: &Node, path: &mut String, tensors: &mut [Tensor], metadata: &mut M
         }
         leaf => {
             metadata.insert(path.clone(), to_json(leaf));
+        }
+    }
+}
+
+/// Adds what ckpt knows of how a tensor was saved beyond its data (a DTensor's placements and
+/// mesh) as metadata under the tensor's own name: metadata holds only non-tensor leaves, so the
+/// name is free, and the note sits beside the tensor it describes.
+pub fn add_notes(metadata: &mut Map<String, Json>, tensors: &[Tensor], notes: &[(TensorIdx, String)]) {
+    for (idx, note) in notes {
+        if let Some(t) = tensors.get(*idx) {
+            metadata.insert(t.name.clone(), Json::String(note.clone()));
         }
     }
 }

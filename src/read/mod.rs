@@ -29,6 +29,9 @@ pub struct ReadLimits {
     pub max_zip_entries: usize,
     /// Largest `*.index.json` of a sharded checkpoint.
     pub max_index_bytes: u64,
+    /// Largest safetensors header (JSON) parsed, and how large it may be beside the tensor data
+    /// it describes; see [`safetensors::HeaderLimits`].
+    pub safetensors_header: safetensors::HeaderLimits,
 }
 
 impl Default for ReadLimits {
@@ -39,6 +42,7 @@ impl Default for ReadLimits {
             max_pickle_bytes: 1 << 30,
             max_zip_entries: 1 << 20,
             max_index_bytes: 64 << 20,
+            safetensors_header: safetensors::HeaderLimits::default(),
         }
     }
 }
@@ -64,7 +68,7 @@ pub fn open_with(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         what: format!("a tar archive ckpt cannot follow as Python's tarfile would: {e}"),
     })?;
     match found.as_slice() {
-        [] if safetensors::looks_like(bytes) => safetensors::read(source),
+        [] if safetensors::looks_like(bytes) => safetensors::read(source, &limits.safetensors_header),
         [] if bytes.first() == Some(&b'{') => sharded::read_index(path, limits),
         [] => Err(Error::UnknownFormat {
             path: path.into(),
@@ -76,7 +80,7 @@ pub fn open_with(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
             path: path.into(),
             why: "a pickle that is neither a PyTorch legacy checkpoint nor inside a zip archive".into(),
         }),
-        [Reading::Safetensors] => safetensors::read(source),
+        [Reading::Safetensors] => safetensors::read(source, &limits.safetensors_header),
         [Reading::Index] => sharded::read_index(path, limits),
         many => Err(Error::Unsupported {
             path: path.into(),
@@ -174,7 +178,8 @@ pub(crate) fn finish(
     globals: &[GlobalUse],
 ) -> Checkpoint {
     let mut tensors = decoded.tensors;
-    let metadata = flatten::flatten(&decoded.root, &mut tensors);
+    let mut metadata = flatten::flatten(&decoded.root, &mut tensors);
+    flatten::add_notes(&mut metadata, &tensors, &decoded.notes);
     Checkpoint {
         format,
         root: decoded.root,

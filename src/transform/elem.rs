@@ -166,13 +166,14 @@ pub fn decode_f64(dtype: DType, b: &[u8]) -> f64 {
         DType::U32 => u32::from_le_bytes(b[..4].try_into().unwrap()) as f64,
         DType::I64 => i64::from_le_bytes(b[..8].try_into().unwrap()) as f64,
         DType::U64 => u64::from_le_bytes(b[..8].try_into().unwrap()) as f64,
-        DType::C64 | DType::C128 => decode_complex(dtype, b).0,
+        DType::C32 | DType::C64 | DType::C128 => decode_complex(dtype, b).0,
     }
 }
 
 /// Decodes one little-endian complex element to (real, imaginary).
 pub fn decode_complex(dtype: DType, b: &[u8]) -> (f64, f64) {
     match dtype {
+        DType::C32 => (decode_f64(DType::F16, &b[..2]), decode_f64(DType::F16, &b[2..4])),
         DType::C64 => (decode_f64(DType::F32, &b[..4]), decode_f64(DType::F32, &b[4..8])),
         DType::C128 => (decode_f64(DType::F64, &b[..8]), decode_f64(DType::F64, &b[8..16])),
         _ => (decode_f64(dtype, b), 0.0),

@@ -112,7 +112,7 @@ fn is_training_state(name: &str) -> bool {
 }
 
 fn can_require_grad(d: DType) -> bool {
-    d.is_floating() || matches!(d, DType::C64 | DType::C128)
+    d.is_floating() || d.is_complex()
 }
 
 fn file_has_flags(ckpt: &Checkpoint) -> bool {

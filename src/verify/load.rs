@@ -21,6 +21,7 @@ pub fn kind_of(dtype: DType) -> Option<Kind> {
         DType::U8 => Kind::Uint8,
         DType::Bool => Kind::Bool,
         DType::C64 => Kind::ComplexFloat,
+        DType::C32 => Kind::ComplexHalf,
         DType::C128 => Kind::ComplexDouble,
         DType::F8E8M0Fnu | DType::U16 | DType::U32 | DType::U64 => return None,
     })

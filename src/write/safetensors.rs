@@ -45,7 +45,7 @@ pub fn st_dtype(d: DType) -> Option<safetensors::Dtype> {
         DType::U64 => S::U64,
         DType::Bool => S::BOOL,
         DType::C64 => S::C64,
-        DType::C128 => return None,
+        DType::C32 | DType::C128 => return None,
     })
 }
 

@@ -11,7 +11,7 @@ Every fixture is converted to .safetensors and to .pth:
   SHA-256 of the elements from expected.json); the file is byte-identical to
   `safetensors.torch.save_file` of those tensors with the same metadata (save_file writes
   `__metadata__` in hash order, which varies between runs: that one object may be permuted);
-  checkpoint metadata is carried as str -> str; dtypes safetensors lacks (complex128) fail
+  checkpoint metadata is carried as str -> str; dtypes safetensors lacks (complex32, complex128) fail
   with an error naming the tensor and leave no file.
 * pth: `torch.load(weights_only=True)` (no map_location for CPU-tagged files) gives PyTorch's
   tensors with layout (stride, offset), requires_grad, Parameter-ness, storage sharing, device
@@ -42,8 +42,8 @@ FIXTURES = Path(os.environ.get("CKPT_FIXTURES") or REPO / "fixtures").resolve()
 EXPECTED_FILE = FIXTURES / "expected.json"
 # dtypes libtorch's C++ unpickler cannot rebuild (they need _rebuild_tensor_v3).
 V3_DTYPES = {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu",
-             "uint16", "uint32", "uint64"}
-NO_SAFETENSORS = {"complex128"}
+             "uint16", "uint32", "uint64", "complex32"}
+NO_SAFETENSORS = {"complex32", "complex128"}
 
 
 def _load_expected():
@@ -211,7 +211,7 @@ def test_to_safetensors(write_bin, tmp_path, case):
     proc = convert(write_bin, FIXTURES / case, out, expect_ok=not unsupported)
     if unsupported:
         assert proc.returncode == 2, proc
-        assert f"'{unsupported[0]['name']}'" in proc.stderr and "complex128" in proc.stderr, proc.stderr
+        assert f"'{unsupported[0]['name']}'" in proc.stderr and unsupported[0]["dtype"] in proc.stderr, proc.stderr
         assert list(tmp_path.iterdir()) == [], "a failed conversion left files behind"
         return
     loaded = st.load_file(str(out))
@@ -307,8 +307,12 @@ def check_pth(path, want):
     # The structure's non-tensor leaves; a safetensors header's __metadata__ has no place in a
     # .pth (it would become a key of the state dict), so it is not carried.
     if want["format"] not in ("safetensors", "sharded"):
-        assert meta == {k: meta[k] for k in (want.get("metadata") or {})}
-        for k, v in (want.get("metadata") or {}).items():
+        # Metadata under a tensor's own name notes how that tensor was saved (a DTensor's
+        # placements); the .pth holds the plain tensor, so the note has no place in it.
+        tensor_names = {w["name"] for w in want["tensors"]}
+        want_meta = {k: v for k, v in (want.get("metadata") or {}).items() if k not in tensor_names}
+        assert meta == {k: meta[k] for k in want_meta}
+        for k, v in want_meta.items():
             assert k in meta and json_close(meta[k], v), (k, meta.get(k), v)
     if has_cpu_only(want):
         plain = torch.load(path, weights_only=True)  # no map_location
