@@ -47,8 +47,11 @@ pub(crate) struct Collector<'a> {
     pub errors: Vec<String>,
     pub code: Vec<String>,
     pub shards: Vec<String>,
-    /// Decompressed bytes read so far, against a budget (zip bombs).
+    /// Decompressed bytes read so far, against a budget (zip bombs); shared with nested payloads.
     pub inflated: u64,
+    /// Bytes of embedded payloads that may still be scanned for this file (see
+    /// `analyze::NESTED_WORK_FACTOR`); shared with nested payloads.
+    pub nested_budget: u64,
 }
 
 impl<'a> Collector<'a> {
@@ -63,6 +66,7 @@ impl<'a> Collector<'a> {
             code: Vec::new(),
             shards: Vec::new(),
             inflated: 0,
+            nested_budget: 0,
         }
     }
     fn error(&mut self, record: &str, what: String) {
@@ -174,7 +178,12 @@ pub(crate) fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
         return;
     }
     let mut inner = Collector::new(col.limits, col.depth + 1);
+    // One budget for the whole file, however deep the payloads nest.
+    inner.inflated = col.inflated;
+    inner.nested_budget = col.nested_budget;
     let format = scan_bytes(&mut inner, bytes, label, None, true);
+    col.inflated = inner.inflated;
+    col.nested_budget = inner.nested_budget;
     if format.is_none() {
         inner.error(
             label,
