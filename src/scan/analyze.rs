@@ -21,8 +21,9 @@
 //! - a REDUCE/NEWOBJ whose callable is not a global (memoized result of another call, a
 //!   persistent id, a constant) hides what is called: dangerous;
 //! - `torch.storage._load_from_bytes(b)` (and `pickle.loads(b)`) unpickle embedded bytes, which
-//!   are scanned as a file of their own: each distinct payload once, within a budget of
-//!   [`NESTED_WORK_FACTOR`] times the size of the file's own pickles.
+//!   are scanned as a file of their own: each distinct payload once, and all nested pickles of
+//!   a file (inflated zip members included) within [`NESTED_WORK_FACTOR`] times the size of the
+//!   file's top-level pickles.
 //!
 //! A pickle the machine refuses is judged on what the machine recorded before the refusal
 //! (CPython has run those calls by then), plus every name the opcode pass finds; where CPython
@@ -41,10 +42,10 @@ use super::{Finding, GlobalReport, PickleReport, Verdict};
 const MAX_OFFSETS: usize = 16;
 /// How many distinct "via" explanations a global's message keeps.
 const MAX_VIA: usize = 4;
-/// Embedded payloads scanned for one file, in bytes, are bounded by this multiple of the size
-/// of the file's top-level pickles. Distinct payloads of one pickle never add up to more than
-/// the pickle (each is a distinct stretch of it), so only nesting with inflation (a zip inside
-/// the bytes) can come near it.
+/// The bytes of nested pickles parsed for one file are bounded by this multiple of the size of
+/// the file's top-level pickles. Distinct payloads of one pickle never add up to more than the
+/// pickle (each is a distinct stretch of it), and nesting is at most three deep, so only
+/// inflation (a deflated zip inside the bytes) can reach the bound.
 pub(crate) const NESTED_WORK_FACTOR: u64 = 4;
 
 #[derive(Default)]
@@ -538,6 +539,12 @@ pub(crate) fn scan_pickle(
     required: bool,
 ) -> Option<Pickle> {
     let limits = &col.limits.pickle;
+    if col.depth > 0 && col.nested_budget == 0 {
+        if required {
+            over_budget(col, record);
+        }
+        return None;
+    }
     if data.len() as u64 > col.limits.max_pickle_bytes {
         if required {
             let error = format!(
@@ -545,17 +552,14 @@ pub(crate) fn scan_pickle(
                 data.len(),
                 col.limits.max_pickle_bytes
             );
+            charge(col, data.len() as u64);
             salvage(col, record, data, file_offset, torchscript, None, error);
         }
         return None;
     }
     match crate::pickle::parse_partial(data, limits) {
         Ok(p) => {
-            if col.depth == 0 {
-                col.nested_budget = col
-                    .nested_budget
-                    .saturating_add(NESTED_WORK_FACTOR.saturating_mul(p.end as u64));
-            }
+            charge(col, p.end as u64);
             let opscan = ops::scan(data.get(..p.end).unwrap_or(data));
             let mut report = PickleReport {
                 record: record.to_string(),
@@ -567,17 +571,30 @@ pub(crate) fn scan_pickle(
                 opcodes_outside_weights_only: opscan.outside_weights_only(),
                 error: None,
             };
+            note_opcodes(col, record, &report.opcodes_outside_weights_only);
             let walk = Walk::new(&p.heap, &p.globals, torchscript);
             report.verdict = conclude(col, &mut report, walk, &opscan, torchscript);
             col.pickles.push(report);
             Some(p)
         }
         Err(partial) if required => {
+            charge(col, data.len() as u64);
             let error = partial.error.to_string();
             salvage(col, record, data, file_offset, torchscript, Some(*partial), error);
             None
         }
         Err(_) => None,
+    }
+}
+
+/// Opcodes torch's weights_only unpickler lacks (protocol 3+ framing, memo and string forms)
+/// run nothing: they are a note, never a reason for needs-code.
+fn note_opcodes(col: &mut Collector, record: &str, opcodes: &[&str]) {
+    if !opcodes.is_empty() {
+        col.notes.push(format!(
+            "{record}: uses {}, which torch's weights_only loader does not implement; they run nothing, so they do not change the verdict",
+            opcodes.join(", ")
+        ));
     }
 }
 
@@ -685,29 +702,42 @@ fn scan_payloads(col: &mut Collector, record: &str, payloads: Payloads) -> Verdi
             i + 1,
             bytes.len()
         );
-        let len = bytes.len() as u64;
-        if len > col.nested_budget {
-            col.findings.push(Finding {
-                verdict: Verdict::Unreadable,
-                record: label.clone(),
-                offset: None,
-                global: None,
-                message: format!(
-                    "not scanned: embedded payloads of this file exceed {NESTED_WORK_FACTOR} times the size of its pickles, so what it loads cannot be cleared"
-                ),
-            });
-            col.errors
-                .push(format!("{label}: embedded payloads exceed the scanning budget"));
-            worst = worst.max(Verdict::Unreadable);
-            continue;
-        }
-        col.nested_budget -= len;
         let before = col.pickles.len();
         container::scan_nested(col, &label, bytes);
         let nested = col.pickles[before..].iter().map(|p| p.verdict).max();
         worst = worst.max(nested.unwrap_or(Verdict::Safe));
     }
     worst
+}
+
+/// Charges a pickle of `len` bytes to the file's budget for embedded payloads: top-level pickles
+/// add [`NESTED_WORK_FACTOR`] times their size, nested ones spend theirs (inflated zip members
+/// included, since they are parsed). Returns false when a nested pickle finds nothing left.
+fn charge(col: &mut Collector, len: u64) -> bool {
+    if col.depth == 0 {
+        col.nested_budget = col.nested_budget.saturating_add(NESTED_WORK_FACTOR.saturating_mul(len));
+        true
+    } else if col.nested_budget == 0 {
+        false
+    } else {
+        col.nested_budget = col.nested_budget.saturating_sub(len);
+        true
+    }
+}
+
+/// A nested pickle left unscanned because the file's budget is spent: it cannot be cleared.
+fn over_budget(col: &mut Collector, record: &str) {
+    let message = format!(
+        "not scanned: the embedded payloads of this file add up to more than {NESTED_WORK_FACTOR} times the size of its pickles, so what they load cannot be cleared"
+    );
+    col.findings.push(Finding {
+        verdict: Verdict::Unreadable,
+        record: record.to_string(),
+        offset: None,
+        global: None,
+        message: message.clone(),
+    });
+    col.errors.push(format!("{record}: {message}"));
 }
 
 /// The message and verdict of one global.
