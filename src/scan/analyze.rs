@@ -539,7 +539,7 @@ pub(crate) fn scan_pickle(
     required: bool,
 ) -> Option<Pickle> {
     let limits = &col.limits.pickle;
-    if col.depth > 0 && col.nested_budget == 0 {
+    if col.depth > 0 && data.len() as u64 > col.nested_budget {
         if required {
             over_budget(col, record);
         }
@@ -712,16 +712,12 @@ fn scan_payloads(col: &mut Collector, record: &str, payloads: Payloads) -> Verdi
 
 /// Charges a pickle of `len` bytes to the file's budget for embedded payloads: top-level pickles
 /// add [`NESTED_WORK_FACTOR`] times their size, nested ones spend theirs (inflated zip members
-/// included, since they are parsed). Returns false when a nested pickle finds nothing left.
-fn charge(col: &mut Collector, len: u64) -> bool {
+/// included, since they are parsed; [`scan_pickle`] refuses one larger than what is left).
+fn charge(col: &mut Collector, len: u64) {
     if col.depth == 0 {
         col.nested_budget = col.nested_budget.saturating_add(NESTED_WORK_FACTOR.saturating_mul(len));
-        true
-    } else if col.nested_budget == 0 {
-        false
     } else {
         col.nested_budget = col.nested_budget.saturating_sub(len);
-        true
     }
 }
 

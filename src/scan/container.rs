@@ -257,9 +257,12 @@ fn scan_bytes(
     }
     let before = col.pickles.len();
     // A pickle: PROTO 2+ starts it; protocol 0/1 pickles start with any opcode, so text that
-    // walks as opcodes to a STOP is taken for one when it names globals or was expected.
+    // walks as opcodes to a STOP is taken for one when it names globals or was expected, and so
+    // is an expected file that names globals before bytes the walk cannot follow (CPython has
+    // run those calls by then).
     let walk = ops::scan(bytes);
-    let required = bytes[0] == 0x80 || (walk.end.is_some() && (expected || !walk.globals.is_empty()));
+    let names = !walk.globals.is_empty();
+    let required = bytes[0] == 0x80 || (walk.end.is_some() && (expected || names)) || (expected && names);
     scan_pickle_stream(col, bytes, prefix, required);
     if col.pickles.len() > before {
         return Some("pickle");
@@ -477,7 +480,11 @@ fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Option<&'static 
                     continue; // too big to be sniffed; not something torch unpickles
                 }
                 let max = col.limits.max_pickle_bytes;
-                let budget = max.saturating_mul(4).saturating_sub(col.inflated);
+                let mut budget = max.saturating_mul(4).saturating_sub(col.inflated);
+                if col.depth > 0 {
+                    // Inside an embedded payload, inflation also spends the file's nested budget.
+                    budget = budget.min(col.nested_budget);
+                }
                 if e.size > max || e.size > budget {
                     col.error(
                         &record,

@@ -8,6 +8,7 @@ mod fixtures;
 mod no_panic;
 mod pickle_vectors;
 mod scan;
+mod scan_battery;
 mod transform;
 #[cfg(feature = "tch")]
 mod verify;
