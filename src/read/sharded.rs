@@ -78,7 +78,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     }
     let mut shards: BTreeMap<String, (Checkpoint, usize)> = BTreeMap::new();
     let mut storages = Vec::new();
-    let mut globals = std::collections::BTreeSet::new();
+    let mut globals = crate::model::Globals::default();
     for shard in &shard_order {
         let shard_path = shard_path(dir, shard).ok_or_else(|| {
             Error::malformed(
@@ -112,7 +112,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         }
         let base = storages.len();
         storages.extend(ckpt.storages.iter().cloned());
-        globals.extend(ckpt.globals.iter().cloned());
+        globals.merge(&ckpt.globals);
         shards.insert(shard.clone(), (ckpt, base));
     }
     let mut tensors = Vec::with_capacity(weight_map.len());

@@ -294,34 +294,49 @@ pub fn to_text(reports: &[ScanReport], verbose: bool) -> String {
     text::summary(reports, verbose)
 }
 
-/// A warning about one global name, for commands that only have [`crate::Checkpoint::globals`]
-/// (names without usage).
+/// A warning about one global, for commands that have read a checkpoint
+/// ([`crate::Checkpoint::globals`]) and do not scan it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GlobalWarning {
+    /// "module.name" after Python 2 renames (`commands.Popen` is `subprocess.Popen`), as
+    /// `ckpt scan` names it.
     pub name: String,
-    /// Dangerous for denylisted names; needs-code for every other name outside the allowlist
-    /// (whether it is called is not known from names alone: run [`scan_path`] for that).
+    /// Dangerous for denylisted names and for unknown callables the pickle calls; needs-code for
+    /// every other name outside the allowlist.
     pub verdict: Verdict,
     pub why: String,
 }
 
-/// The globals among `names` ("module.name", as [`crate::Checkpoint::globals`] holds them) that
-/// torch's weights_only loader would refuse, most severe first. Names are split at the last dot
-/// that gives an allowlisted or denylisted module; an empty result means every name is allowed.
-pub fn dangerous_globals(names: &BTreeSet<String>) -> Vec<GlobalWarning> {
-    let mut out: Vec<GlobalWarning> = names
-        .iter()
-        .filter_map(|dotted| {
-            let (module, name) = split_dotted(dotted);
-            let (module, name) = policy::normalize(module, name);
-            let (category, why) = policy::classify(&module, &name, false);
+/// Judges the globals the reader recorded, with how each is used, by the same policy as
+/// [`scan_path`]; most severe first, allowlisted names left out. `torchscript`: the checkpoint is
+/// a TorchScript archive (its `__torch__.*` names are the archive's own classes).
+///
+/// What only the pickle's values show is not seen here: a global handed to something that calls
+/// it, a computed callable, embedded payloads, the arguments of a call. So a REDUCE of a
+/// class-like name outside the standard library, which is how Enum members are pickled (every
+/// `training_args.bin`), is needs-code here, where [`scan_path`] tells an Enum member from a call.
+pub fn dangerous_globals(globals: &crate::model::Globals, torchscript: bool) -> Vec<GlobalWarning> {
+    let mut out: Vec<GlobalWarning> = globals
+        .uses()
+        .filter_map(|(global, usages)| {
+            let (module, name) = policy::normalize(&global.module, &global.name);
+            let (category, why) = policy::classify(&module, &name, torchscript);
+            let called = usages.contains(&crate::pickle::Usage::Called);
+            let maybe_enum = policy::is_class_like(&name) && !policy::is_stdlib(&module);
             let verdict = match category {
                 Category::Allowed => return None,
                 Category::Denylisted => Verdict::Dangerous,
+                Category::Unknown if called && !maybe_enum => Verdict::Dangerous,
                 _ => Verdict::NeedsCode,
             };
+            let why = match (category, called) {
+                (Category::Unknown, true) if verdict == Verdict::Dangerous => {
+                    "called, and not in torch's weights_only allowlist (an unknown callable is dangerous)"
+                }
+                _ => why,
+            };
             Some(GlobalWarning {
-                name: dotted.clone(),
+                name: format!("{module}.{name}"),
                 verdict,
                 why: why.to_string(),
             })
@@ -329,18 +344,6 @@ pub fn dangerous_globals(names: &BTreeSet<String>) -> Vec<GlobalWarning> {
         .collect();
     out.sort_by(|a, b| b.verdict.cmp(&a.verdict).then(a.name.cmp(&b.name)));
     out
-}
-
-/// "a.b.c" as (module, name): the split torch itself would produce is unknown from the joined
-/// string, so prefer the one that the allowlist recognises, else the last dot.
-fn split_dotted(dotted: &str) -> (&str, &str) {
-    for (i, _) in dotted.match_indices('.') {
-        let (m, n) = (&dotted[..i], &dotted[i + 1..]);
-        if policy::is_allowed(m, n) {
-            return (m, n);
-        }
-    }
-    dotted.rsplit_once('.').unwrap_or(("", dotted))
 }
 
 /// Scans one file; never fails (errors become an unreadable report).
