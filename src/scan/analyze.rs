@@ -289,7 +289,7 @@ fn enum_like(m: &str, n: &str, args: &[Value], torchscript: bool) -> bool {
     policy::classify(m, n, torchscript).0 == Category::Unknown
         && policy::is_class_like(n)
         && !policy::is_stdlib(m)
-        && policy::callable_args(m, n).is_empty()
+        && policy::callable_args(m, n, args.len()).is_empty()
         && matches!(args, [v] if plain_literal(v))
 }
 
@@ -419,7 +419,8 @@ impl Walk {
             return;
         }
         let dotted = format!("{}.{}", callee.0, callee.1);
-        for &pos in policy::callable_args(&callee.0, &callee.1) {
+        let positions = policy::callable_args(&callee.0, &callee.1, args.len());
+        for &pos in positions {
             match args.get(pos) {
                 Some(v) if heap.global(v).is_some() => {}
                 Some(v @ Value::Obj(_)) => self.danger.push(format!(
@@ -430,7 +431,7 @@ impl Walk {
             }
         }
         let category = policy::classify(&callee.0, &callee.1, torchscript).0;
-        let takes_callables = !policy::callable_args(&callee.0, &callee.1).is_empty();
+        let takes_callables = !positions.is_empty();
         if !(takes_callables || policy::may_call_its_arguments(category)) {
             return;
         }

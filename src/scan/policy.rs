@@ -416,6 +416,10 @@ const DENYLIST: &[(&str, &str)] = &[
     ("functools.partialmethod", "wraps any call"),
     ("functools.reduce", "calls any function"),
     (
+        "_functools.reduce",
+        "calls any function (functools.reduce as Python pickles it)",
+    ),
+    (
         "operator",
         "calls or reaches anything (attrgetter, methodcaller, itemgetter, call)",
     ),
@@ -432,6 +436,12 @@ const DENYLIST: &[(&str, &str)] = &[
     ("fabric", "runs remote commands"),
     ("paramiko", "runs remote commands"),
     ("mako", "runs template code when a template is built"),
+    ("git", "runs git commands (GitPython)"),
+    ("huggingface_hub.repository", "runs git commands"),
+    ("IPython", "runs interactive shells and code"),
+    ("selenium", "starts browsers and drivers"),
+    ("torch.multiprocessing", "starts processes"),
+    ("torch.utils.tensorboard", "writes event files"),
     ("setuptools", "builds and installs code"),
     ("distutils", "builds and installs code"),
     ("ensurepip", "installs packages"),
@@ -840,16 +850,19 @@ pub fn is_class_like(name: &str) -> bool {
 /// iterators; any consumer that iterates them, tuple/list/set/sorted/min/max/dict/bytes ...,
 /// runs the call), at once (`iter(f, sentinel)`, `functools.reduce`), or later on demand
 /// (`defaultdict`'s factory, `weakref.finalize`, `atexit.register`, properties). Returns the
-/// positions of the callable arguments. This list only sharpens messages and catches callables
+/// positions of the callable arguments, given how many arguments the call has. This list only sharpens messages and catches callables
 /// that are not named globals: a global passed to any call outside the allowlist and the known
 /// data types already counts as called (see `scan::analyze`).
-pub fn callable_args(module: &str, name: &str) -> &'static [usize] {
+pub fn callable_args(module: &str, name: &str, nargs: usize) -> &'static [usize] {
     match (module, name) {
-        ("builtins", "map" | "filter" | "iter" | "classmethod" | "staticmethod") => &[0],
+        // iter(iterable) only iterates; iter(callable, sentinel) calls.
+        ("builtins", "iter") if nargs == 2 => &[0],
+        ("builtins", "map" | "filter" | "classmethod" | "staticmethod") => &[0],
         ("builtins", "property") => &[0, 1, 2],
         ("itertools", "starmap" | "filterfalse" | "takewhile" | "dropwhile") => &[0],
         ("itertools", "groupby" | "accumulate") => &[1],
         ("functools", "reduce" | "cmp_to_key" | "cached_property" | "lru_cache" | "cache" | "singledispatch") => &[0],
+        ("_functools", "reduce" | "cmp_to_key") => &[0],
         ("collections", "defaultdict") => &[0],
         ("weakref", "finalize" | "ref" | "proxy" | "WeakMethod") => &[1],
         ("atexit", "register") => &[0],
@@ -1014,7 +1027,9 @@ mod tests {
             STDLIB_MODULES.windows(2).all(|w| w[0] < w[1]),
             "sorted for binary search"
         );
-        assert_eq!(callable_args("builtins", "map"), [0]);
-        assert!(callable_args("builtins", "tuple").is_empty());
+        assert_eq!(callable_args("builtins", "map", 2), [0]);
+        assert_eq!(callable_args("builtins", "iter", 2), [0]);
+        assert!(callable_args("builtins", "iter", 1).is_empty());
+        assert!(callable_args("builtins", "tuple", 1).is_empty());
     }
 }
