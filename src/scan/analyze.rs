@@ -205,7 +205,7 @@ fn payload_source(heap: &Heap, v: &Value) -> Option<PayloadSource> {
                 // Every char must be a Latin-1 byte, or CPython's encode fails.
                 s.chars()
                     .all(|c| u32::from(c) <= 0xff)
-                    .then(|| PayloadSource::Latin1(Arc::as_ptr(s) as *const u8 as usize))
+                    .then_some(PayloadSource::Latin1(Arc::as_ptr(s) as *const u8 as usize))
             }
             _ => None,
         },
@@ -235,10 +235,12 @@ struct Payloads {
     /// Calls of a nested loader, and the loader's name.
     calls: usize,
     loader: String,
+    /// Sources already seen: their bytes are not copied again.
     by_source: HashMap<PayloadSource, usize>,
-    by_content: HashMap<Vec<u8>, usize>,
+    /// Distinct contents (equal bytes from different sources), sharing the copies in `distinct`.
+    by_content: HashMap<Arc<[u8]>, usize>,
     /// Distinct payloads in order of first use.
-    distinct: Vec<Vec<u8>>,
+    distinct: Vec<Arc<[u8]>>,
 }
 
 impl Payloads {
@@ -250,7 +252,7 @@ impl Payloads {
         if self.by_source.contains_key(&source) {
             return;
         }
-        let bytes = payload_bytes(heap, v);
+        let bytes: Arc<[u8]> = payload_bytes(heap, v).into();
         let index = match self.by_content.get(&bytes) {
             Some(&i) => i,
             None => {
@@ -634,9 +636,12 @@ fn salvage(
         } else if goes_on && opscan.call_after(raw.offset) {
             e.mark_called("named before an opcode that calls something, in a part of the pickle that ckpt cannot follow but CPython may run");
         }
-        e.count += 1;
-        if e.offsets.len() < MAX_OFFSETS && !e.offsets.contains(&raw.offset) {
-            e.offsets.push(raw.offset);
+        // A name the machine logged before it stopped is counted once.
+        if !e.offsets.contains(&raw.offset) {
+            e.count += 1;
+            if e.offsets.len() < MAX_OFFSETS {
+                e.offsets.push(raw.offset);
+            }
         }
     }
     let mut report = PickleReport {
