@@ -556,6 +556,7 @@ fn inspect_warns_from_what_the_reader_recorded() {
         ("subprocess_popen.pth", "subprocess.Popen"),
         ("functools_partial.pth", "functools.partial"),
         ("legacy_payload.pth", "posix.system"),
+        ("hidden_map_in_state_dict.pth", "builtins.map"),
     ] {
         let err = inspect(hostile_dir().join(file));
         assert!(
