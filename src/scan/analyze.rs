@@ -422,30 +422,34 @@ impl Walk {
         }
         let dotted = format!("{}.{}", callee.0, callee.1);
         let positions = policy::callable_args(&callee.0, &callee.1, args.len());
-        for &pos in positions {
-            match args.get(pos) {
-                Some(v) if heap.global(v).is_some() => {}
-                Some(v @ Value::Obj(_)) => self.danger.push(format!(
-                    "{dotted} is given {} as the function it calls: what runs is computed inside the pickle",
-                    kind(heap, v)
+        for (pos, v) in args.iter().enumerate().filter(|(pos, _)| positions.contains(pos)) {
+            match heap.global(v) {
+                Some(g) => self
+                    .uses
+                    .entry(g)
+                    .mark_called(format!("{dotted} calls the function it is given")),
+                None if matches!(v, Value::Obj(_)) => self.danger.push(format!(
+                    "{dotted} is given {} as the function it calls (argument {}): what runs is computed inside the pickle",
+                    kind(heap, v),
+                    pos + 1
                 )),
-                _ => {}
+                None => {}
             }
         }
-        let category = policy::classify(&callee.0, &callee.1, torchscript).0;
-        let takes_callables = !positions.is_empty();
-        if !(takes_callables || policy::may_call_its_arguments(category)) {
+        if !policy::may_call_its_arguments(policy::classify(&callee.0, &callee.1, torchscript).0) {
             return;
         }
-        let values = args.iter().chain(kwargs.unwrap_or(&[]).iter().map(|(_, v)| v));
-        for v in values {
+        let others = args
+            .iter()
+            .enumerate()
+            .filter(|(pos, _)| !positions.contains(pos))
+            .map(|(_, v)| v)
+            .chain(kwargs.unwrap_or(&[]).iter().map(|(_, v)| v));
+        for v in others {
             if let Some(g) = heap.global(v) {
-                let via = if takes_callables {
-                    format!("{dotted} calls the function it is given")
-                } else {
-                    format!("passed to {dotted}, which may call it (as a class's __new__ or a lazy iterator such as map, filter or itertools.starmap does)")
-                };
-                self.uses.entry(g).mark_called(via);
+                self.uses.entry(g).mark_called(format!(
+                    "passed to {dotted}, which may call it (as a class's __new__ or a lazy iterator such as map, filter or itertools.starmap does)"
+                ));
             }
         }
     }
