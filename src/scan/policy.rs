@@ -850,9 +850,10 @@ pub fn is_class_like(name: &str) -> bool {
 /// iterators; any consumer that iterates them, tuple/list/set/sorted/min/max/dict/bytes ...,
 /// runs the call), at once (`iter(f, sentinel)`, `functools.reduce`), or later on demand
 /// (`defaultdict`'s factory, `weakref.finalize`, `atexit.register`, properties). Returns the
-/// positions of the callable arguments, given how many arguments the call has. This list only sharpens messages and catches callables
-/// that are not named globals: a global passed to any call outside the allowlist and the known
-/// data types already counts as called (see `scan::analyze`).
+/// positions of the callable arguments, given how many arguments the call has. For a known data
+/// type (`defaultdict`) this is what makes its callable count as called; for any other callee
+/// outside the allowlist a global argument counts as called anyway (see `scan::analyze`), and
+/// the list adds the message and makes a computed callable there dangerous.
 pub fn callable_args(module: &str, name: &str, nargs: usize) -> &'static [usize] {
     match (module, name) {
         // iter(iterable) only iterates; iter(callable, sentinel) calls.
