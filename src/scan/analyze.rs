@@ -282,14 +282,17 @@ fn plain_literal(v: &Value) -> bool {
 /// A REDUCE that reads as an Enum member or a value class: `cls(literal)` where `cls` is
 /// outside the allowlist, the known data types and the denylist (so `os.system('x')` stays
 /// dangerous), its name is class-like ([`policy::is_class_like`]: `system`, `Popen.__init__`
-/// are not), its module is not in the standard library (whose capitalised callables include
-/// `subprocess.Popen`, `logging.FileHandler`, `sqlite3.Connection`), it takes no callable, and
-/// the one argument is a [`plain_literal`]. Limit: a third-party class whose constructor acts
+/// are not), its final name is not one of the acting classes modules re-export
+/// ([`policy::is_acting_class_name`]: `Popen`, `CDLL`, `FileHandler` ...), its module is not in
+/// the standard library (whose capitalised callables include `subprocess.Popen`,
+/// `logging.FileHandler`, `sqlite3.Connection`), it takes no callable, and the one argument is a
+/// [`plain_literal`]. Limit: a third-party class whose constructor acts
 /// on a short token (opening a connection to a host name, running a command) reads the same;
 /// known ones are denylisted, unknown ones are needs-code, which says the class's code runs.
 fn enum_like(m: &str, n: &str, args: &[Value], torchscript: bool) -> bool {
     policy::classify(m, n, torchscript).0 == Category::Unknown
         && policy::is_class_like(n)
+        && !policy::is_acting_class_name(n)
         && !policy::is_stdlib(m)
         && policy::callable_args(m, n, args.len()).is_empty()
         && matches!(args, [v] if plain_literal(v))

@@ -29,7 +29,9 @@
 //!   `.metadata` (`_MEM_FORMAT_ENCODING(0)`) holds, is needs-code ("looks like an Enum/class
 //!   instantiation"). All must hold: `cls` is outside the allowlist, the known data types and
 //!   the denylist; every component of its name is CamelCase or CONSTANT_CASE and none is a
-//!   dunder; its module is not in the standard library (`subprocess.Popen`,
+//!   dunder; its final name is not one of the acting classes that modules re-export (`Popen`,
+//!   `CDLL`, `Process`, `FileHandler`, `Template` ..., [`policy::is_acting_class_name`]); its
+//!   module is not in the standard library (`subprocess.Popen`,
 //!   `logging.FileHandler`, `sqlite3.Connection`, `imaplib.IMAP4` are capitalised too); it takes
 //!   no callable; the REDUCE has exactly one argument, None, a bool, a number, or a token of at
 //!   most 64 letters, digits and `_-.:` (no spaces, slashes, quotes or brackets, so no command
@@ -371,7 +373,8 @@ pub fn dangerous_globals(globals: &crate::model::Globals, torchscript: bool) -> 
             let (module, name) = policy::normalize(&global.module, &global.name);
             let (category, why) = policy::classify(&module, &name, torchscript);
             let called = usages.contains(&crate::pickle::Usage::Called);
-            let maybe_enum = policy::is_class_like(&name) && !policy::is_stdlib(&module);
+            let maybe_enum =
+                policy::is_class_like(&name) && !policy::is_acting_class_name(&name) && !policy::is_stdlib(&module);
             let verdict = match category {
                 Category::Allowed => return None,
                 Category::Denylisted => Verdict::Dangerous,

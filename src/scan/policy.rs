@@ -846,6 +846,85 @@ pub fn is_class_like(name: &str) -> bool {
     })
 }
 
+/// Capitalised callables of the standard library (and of common libraries) that act on a single
+/// short string: they run commands, load native code, open files or connections, start processes
+/// or compile templates. Modules re-export them (`from subprocess import Popen`), so under any
+/// module such a final name is never read as an Enum class.
+const ACTING_CLASS_NAMES: &[&str] = &[
+    "BaseManager",
+    "BufferedRandom",
+    "BufferedWriter",
+    "CDLL",
+    "Client",
+    "Command",
+    "Connection",
+    "DatagramHandler",
+    "DbfilenameShelf",
+    "FTP",
+    "FTP_TLS",
+    "FileHandler",
+    "FileIO",
+    "Git",
+    "HTTPConnection",
+    "HTTPHandler",
+    "HTTPSConnection",
+    "HTTPServer",
+    "IMAP4",
+    "IMAP4_SSL",
+    "InteractiveConsole",
+    "InteractiveInterpreter",
+    "LibraryLoader",
+    "Listener",
+    "Manager",
+    "NNTP",
+    "NamedTemporaryFile",
+    "OleDLL",
+    "POP3",
+    "POP3_SSL",
+    "Pdb",
+    "Pool",
+    "Popen",
+    "PopenSpawn",
+    "Process",
+    "ProcessPoolExecutor",
+    "PyDLL",
+    "PyZipFile",
+    "Repo",
+    "RotatingFileHandler",
+    "SMTP",
+    "SMTPHandler",
+    "SMTP_SSL",
+    "SSHClient",
+    "SharedMemory",
+    "Shelf",
+    "SocketHandler",
+    "SpooledTemporaryFile",
+    "SysLogHandler",
+    "TCPServer",
+    "TarFile",
+    "Telnet",
+    "Template",
+    "TemporaryDirectory",
+    "TemporaryFile",
+    "TextIOWrapper",
+    "Thread",
+    "ThreadPoolExecutor",
+    "ThreadingHTTPServer",
+    "TimedRotatingFileHandler",
+    "Timer",
+    "UDPServer",
+    "Unpickler",
+    "WatchedFileHandler",
+    "WinDLL",
+    "ZipFile",
+];
+
+/// Whether the final component of a name is one of [`ACTING_CLASS_NAMES`].
+pub fn is_acting_class_name(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    ACTING_CLASS_NAMES.binary_search(&last).is_ok()
+}
+
 /// Known globals that take a callable and call it: while iterating (map, filter, the itertools
 /// iterators; any consumer that iterates them, tuple/list/set/sorted/min/max/dict/bytes ...,
 /// runs the call), at once (`iter(f, sentinel)`, `functools.reduce`), or later on demand

@@ -498,6 +498,7 @@ fn dangerous_globals_judge_recorded_uses() {
         ("transformers.trainer_utils", "IntervalStrategy", Called),
         ("torch.serialization", "os.system", Referenced),
         ("builtins", "print", Called),
+        ("mylib.utils", "Popen", Called),
     ]);
     let w = scan::dangerous_globals(&globals, false);
     let got: Vec<(&str, Verdict)> = w.iter().map(|w| (w.name.as_str(), w.verdict)).collect();
@@ -506,6 +507,7 @@ fn dangerous_globals_judge_recorded_uses() {
         [
             ("builtins.print", Verdict::Dangerous),
             ("mylib.helper", Verdict::Dangerous),
+            ("mylib.utils.Popen", Verdict::Dangerous),
             ("posix.system", Verdict::Dangerous),
             ("torch.serialization.os.system", Verdict::Dangerous),
             ("__main__.Net", Verdict::NeedsCode),
