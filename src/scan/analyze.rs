@@ -27,7 +27,8 @@
 //!
 //! A pickle the machine refuses is judged on what the machine recorded before the refusal
 //! (CPython has run those calls by then), plus every name the opcode pass finds; where CPython
-//! may accept what the machine refused, a name followed by any calling opcode counts as called.
+//! may accept what the machine refused as invalid, a name followed by any calling opcode counts
+//! as called.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -608,10 +609,12 @@ fn note_opcodes(col: &mut Collector, record: &str, opcodes: &[&str]) {
     }
 }
 
-/// Whether CPython may accept what made the machine stop (a limit of ckpt's own, or input the
-/// machine holds invalid, such as APPEND onto a global), and so go on running the rest.
+/// Whether CPython may accept what made the machine stop (input the machine holds invalid, such
+/// as APPEND onto a global), and so go on running the rest. Not for ckpt's own limits: a pickle
+/// too large to follow is unreadable, and judging its every name as called would make every huge
+/// whole-model pickle dangerous.
 fn cpython_may_go_on(e: &PickleError) -> bool {
-    matches!(e, PickleError::Invalid { .. } | PickleError::LimitExceeded { .. })
+    matches!(e, PickleError::Invalid { .. })
 }
 
 /// A pickle the machine refused: report the error, and judge what the machine recorded before
@@ -627,7 +630,7 @@ fn salvage(
     error: String,
 ) {
     let opscan = ops::scan(data);
-    let goes_on = partial.as_ref().is_none_or(|p| cpython_may_go_on(&p.error));
+    let goes_on = partial.as_ref().is_some_and(|p| cpython_may_go_on(&p.error));
     let mut walk = match &partial {
         Some(p) => Walk::new(&p.heap, &p.globals, torchscript),
         None => Walk::default(),

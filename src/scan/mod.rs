@@ -75,8 +75,8 @@
 //! readable pickle (a REDUCE of an unknown callable followed by garbage is dangerous), and every
 //! name the opcode pass finds anywhere is judged too. Where the machine refused what CPython may
 //! accept (APPEND, SETITEM or BUILD on a global, which call `append`, `__setitem__` or set
-//! attributes on it; a limit of ckpt's own), a name followed by any calling opcode counts as
-//! called. The machine accepts lone surrogates in strings as CPython does ('surrogatepass').
+//! attributes on it), a name followed by any calling opcode counts as called; past one of ckpt's
+//! own limits the rest is simply unread (unreadable, never cleared). The machine accepts lone surrogates in strings as CPython does ('surrogatepass').
 //!
 //! Embedded payloads (`torch.storage._load_from_bytes(b)`, `pickle.loads(b)`) are scanned as
 //! files of their own, each distinct payload once however many times it is loaded (by its

@@ -1537,3 +1537,29 @@ fn inflated_payloads_are_bounded_by_the_file_size() {
         .stop();
     assert_eq!(scan_bytes("ok.pkl", &small).verdict, Verdict::NeedsCode);
 }
+
+#[test]
+fn a_pickle_past_a_limit_is_unreadable_not_dangerous() {
+    // A whole model whose pickle exceeds ckpt's own object limit: the class is followed by BUILD,
+    // but past a limit nothing is assumed called, or every huge model would be dangerous.
+    let mut p = P::proto(2)
+        .global("__main__", "Net")
+        .empty_tuple()
+        .newobj()
+        .empty_dict()
+        .mark();
+    for i in 0..64 {
+        p = p.str(&format!("k{i}")).int(i);
+    }
+    let bytes = p.raw(b"u").build().stop();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("big_model.pkl");
+    std::fs::write(&path, &bytes).expect("write");
+    let mut limits = ReadLimits::default();
+    limits.pickle.max_objects = 32;
+    let r = scan::scan_paths(&[path.clone()], &limits).pop().expect("report");
+    assert_eq!(r.verdict, Verdict::Unreadable, "{}", r.to_text(true));
+    // The same bytes within the limits: needs-code.
+    let r = scan::scan_paths(&[path], &ReadLimits::default()).pop().expect("report");
+    assert_eq!(r.verdict, Verdict::NeedsCode, "{}", r.to_text(true));
+}
