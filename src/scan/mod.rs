@@ -31,12 +31,12 @@
 //!   the denylist; every component of its name is CamelCase or CONSTANT_CASE and none is a
 //!   dunder; its final name is not one of the acting classes that modules re-export (`Popen`,
 //!   `CDLL`, `Process`, `FileHandler`, `Template` ..., [`policy::is_acting_class_name`]); its
-//!   module is not in the standard library (`subprocess.Popen`,
-//!   `logging.FileHandler`, `sqlite3.Connection`, `imaplib.IMAP4` are capitalised too); it takes
-//!   no callable; the REDUCE has exactly one argument, None, a bool, a number, or a token of at
-//!   most 64 letters, digits and `_-.:` (no spaces, slashes, quotes or brackets, so no command
-//!   line, path, URL or code); and the pickle calls `cls` in no other way (another REDUCE,
-//!   INST/OBJ, handed to something that calls it). Limit: a third-party class whose constructor
+//!   module is not in the standard library (`subprocess.Popen`, `logging.FileHandler`,
+//!   `sqlite3.Connection`, `imaplib.IMAP4` are capitalised too); it takes no callable; the
+//!   REDUCE has exactly one argument, None, a bool, a number, or a token of at most 64 letters,
+//!   digits and `_-.:` (no spaces, slashes, quotes or brackets, so no command line, path, URL or
+//!   code); and the pickle calls `cls` in no other way (another REDUCE, INST/OBJ, handed to
+//!   something that calls it). Limit: a third-party class whose constructor
 //!   acts on such a token (runs a command by name, connects to a host) reads the same; the
 //!   denylist names the known ones (pexpect, sh, plumbum, fabric, paramiko, mako ...), and the
 //!   verdict still says the class's code runs. Standard-library enums (`re.RegexFlag(2)`) stay
@@ -75,8 +75,10 @@
 //! readable pickle (a REDUCE of an unknown callable followed by garbage is dangerous), and every
 //! name the opcode pass finds anywhere is judged too. Where the machine refused what CPython may
 //! accept (APPEND, SETITEM or BUILD on a global, which call `append`, `__setitem__` or set
-//! attributes on it), a name followed by any calling opcode counts as called; past one of ckpt's
-//! own limits the rest is simply unread (unreadable, never cleared). The machine accepts lone surrogates in strings as CPython does ('surrogatepass').
+//! attributes on it), a name followed by any calling opcode counts as called; past one of
+//! ckpt's own limits the rest is simply unread (unreadable, never cleared). The machine accepts
+//! lone surrogates in strings as CPython does ('surrogatepass'), and a file with a checkpoint
+//! extension that names globals before bytes the opcode pass cannot follow is judged as a pickle.
 //!
 //! Embedded payloads (`torch.storage._load_from_bytes(b)`, `pickle.loads(b)`) are scanned as
 //! files of their own, each distinct payload once however many times it is loaded (by its
@@ -84,6 +86,9 @@
 //! a file together (inflated zip members included) within four times the size of the file's
 //! top-level pickles; a payload past that budget is reported unscanned (unreadable). A note
 //! says how many calls and distinct payloads there were.
+//!
+//! Commands that read a checkpoint for another purpose (inspect, convert) do not scan it: they
+//! judge the globals and uses the reader recorded ([`dangerous_globals`]) by the same policy.
 //!
 //! Exit codes ([`exit_code`]): 0 nothing dangerous; 1 something dangerous (with `strict`,
 //! needs-code too); 2 a file that looks like a checkpoint cannot be read. 1 wins over 2, so a
