@@ -919,7 +919,8 @@ const ACTING_CLASS_NAMES: &[&str] = &[
     "ZipFile",
 ];
 
-/// Whether the final component of a name is one of [`ACTING_CLASS_NAMES`].
+/// Whether the final component of a name is one of the acting class names (`Popen`, `CDLL`,
+/// `FileHandler` ...) that no Enum-like reading may let through.
 pub fn is_acting_class_name(name: &str) -> bool {
     let last = name.rsplit('.').next().unwrap_or(name);
     ACTING_CLASS_NAMES.binary_search(&last).is_ok()
