@@ -387,6 +387,59 @@ fn hidden_calls_through_lazy_iterators_and_gadgets_are_dangerous() {
         .reduce()
         .stop();
     cases.push(case("defaultdict factory", bytes, Verdict::Dangerous, "mylib.fn"));
+    // Other callable-takers: built by NEWOBJ (defaultdict, property) or called (weakref,
+    // atexit), each holding a function it calls later.
+    for (m, n) in [
+        ("collections", "defaultdict"),
+        ("builtins", "property"),
+        ("builtins", "staticmethod"),
+    ] {
+        let bytes = P::proto(2).global(m, n).global("mylib", "fn").tuple1().newobj().stop();
+        cases.push(case(
+            format!("NEWOBJ {m}.{n}(mylib.fn)"),
+            bytes,
+            Verdict::Dangerous,
+            "mylib.fn",
+        ));
+    }
+    for (m, n) in [
+        ("weakref", "finalize"),
+        ("atexit", "register"),
+        ("functools", "cmp_to_key"),
+    ] {
+        let bytes = P::proto(2)
+            .global(m, n)
+            .global("builtins", "object")
+            .global("mylib", "fn")
+            .tuple2()
+            .reduce()
+            .stop();
+        cases.push(case(format!("REDUCE {m}.{n}"), bytes, Verdict::Dangerous, "mylib.fn"));
+    }
+    // iter(callable, sentinel) calls; a map through INST and through OBJ.
+    let bytes = P::proto(2)
+        .global("builtins", "iter")
+        .global("mylib", "fn")
+        .str("")
+        .tuple2()
+        .reduce()
+        .stop();
+    cases.push(case("iter(f, sentinel)", bytes, Verdict::Dangerous, "mylib.fn"));
+    let bytes = P::bare()
+        .mark()
+        .global("mylib", "fn")
+        .cmd_list()
+        .raw(b"ibuiltins\nmap\n")
+        .stop();
+    cases.push(case("INST map", bytes, Verdict::Dangerous, "mylib.fn"));
+    let bytes = P::proto(1)
+        .mark()
+        .global("builtins", "map")
+        .global("mylib", "fn")
+        .cmd_list()
+        .raw(b"o")
+        .stop();
+    cases.push(case("OBJ map", bytes, Verdict::Dangerous, "mylib.fn"));
     // Denylisted functions through a gadget.
     let bytes = consume(P::proto(2), ("builtins", "set"), |p| {
         lazy(p, ("builtins", "map"), ("posix", "system"))
