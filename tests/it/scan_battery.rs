@@ -1610,7 +1610,9 @@ fn a_pickle_past_a_limit_is_unreadable_not_dangerous() {
     std::fs::write(&path, &bytes).expect("write");
     let mut limits = ReadLimits::default();
     limits.pickle.max_objects = 32;
-    let r = scan::scan_paths(&[path.clone()], &limits).pop().expect("report");
+    let r = scan::scan_paths(std::slice::from_ref(&path), &limits)
+        .pop()
+        .expect("report");
     assert_eq!(r.verdict, Verdict::Unreadable, "{}", r.to_text(true));
     // The same bytes within the limits: needs-code.
     let r = scan::scan_paths(&[path], &ReadLimits::default()).pop().expect("report");
