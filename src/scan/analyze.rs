@@ -27,8 +27,8 @@
 //!
 //! A pickle the machine refuses is judged on what the machine recorded before the refusal
 //! (CPython has run those calls by then), plus every name the opcode pass finds; where CPython
-//! may accept what the machine refused as invalid, a name followed by any calling opcode counts
-//! as called.
+//! may accept what the machine refused as invalid, a name followed by a calling opcode at or
+//! after the refused one counts as called.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -633,7 +633,11 @@ fn salvage(
     error: String,
 ) {
     let opscan = ops::scan(data);
-    let goes_on = partial.as_ref().is_some_and(|p| cpython_may_go_on(&p.error));
+    // Where CPython may go on past the machine's refusal: calls from there on are unseen.
+    let unseen_from = partial
+        .as_ref()
+        .filter(|p| cpython_may_go_on(&p.error))
+        .map(|p| p.error.offset());
     let mut walk = match &partial {
         Some(p) => Walk::new(&p.heap, &p.globals, torchscript),
         None => Walk::default(),
@@ -646,7 +650,7 @@ fn salvage(
         e.referenced = true;
         if raw.opcode == "INST" {
             e.mark_called("INST calls the class with arguments");
-        } else if goes_on && opscan.call_after(raw.offset) {
+        } else if unseen_from.is_some_and(|at| opscan.call_after(raw.offset.max(at.saturating_sub(1)))) {
             e.mark_called("named before an opcode that calls something, in a part of the pickle that ckpt cannot follow but CPython may run");
         }
         // A name the machine logged before it stopped is counted once.

@@ -75,8 +75,8 @@
 //! readable pickle (a REDUCE of an unknown callable followed by garbage is dangerous), and every
 //! name the opcode pass finds anywhere is judged too. Where the machine refused what CPython may
 //! accept (APPEND, SETITEM or BUILD on a global, which call `append`, `__setitem__` or set
-//! attributes on it), a name followed by any calling opcode counts as called; past one of
-//! ckpt's own limits the rest is simply unread (unreadable, never cleared). The machine accepts
+//! attributes on it), a name followed by a calling opcode at or after the refused one counts as
+//! called; past one of ckpt's own limits the rest is simply unread (unreadable, never cleared). The machine accepts
 //! lone surrogates in strings as CPython does ('surrogatepass'), and a file with a checkpoint
 //! extension that names globals before bytes the opcode pass cannot follow is judged as a pickle.
 //!

@@ -879,6 +879,17 @@ fn damage_without_a_call_before_it_is_unreadable_not_dangerous() {
         ("empty", Vec::new()),
         ("dict then unknown opcode", P::proto(2).empty_dict().raw(b"\xfe").0),
         (
+            "model, then bytes CPython may accept but nothing called after them",
+            P::proto(2)
+                .global("__main__", "Net")
+                .empty_tuple()
+                .newobj()
+                .empty_dict()
+                .build()
+                .str_bytes(b"\xff")
+                .stop(),
+        ),
+        (
             "model then truncation",
             P::proto(2)
                 .global("__main__", "Net")
