@@ -5,12 +5,13 @@
 //! storage is a byte range of an input file ([`DataRef`]) that is only read when a command asks.
 //! Views, shared storages, device tags and requires_grad flags are kept as the file has them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::dtype::DType;
+use crate::pickle::{Global, GlobalUse, Usage};
 use crate::source::Source;
 
 /// The container a checkpoint came in.
@@ -203,13 +204,69 @@ pub struct Checkpoint {
     pub storages: Vec<Storage>,
     /// Non-tensor leaves by dotted name (training checkpoints), or safetensors' `__metadata__`.
     pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// Every global the file's pickles reference, as "module.name".
-    pub globals: BTreeSet<String>,
+    /// Every global the file's pickles reference, with how each is used.
+    pub globals: Globals,
     /// What the reader understood about how the file was saved.
     pub origin: Origin,
     /// Every file the checkpoint was read from: the file itself, or a sharded checkpoint's index
     /// and shards. Writers never write over any of them.
     pub files: Vec<PathBuf>,
+}
+
+/// Every global a checkpoint's pickles name, with how the pickles use each one (referenced,
+/// called, instantiated, built), recorded once by the reader so that commands can judge them
+/// (`scan::dangerous_globals`) without reading the file again. Serializes as the sorted list
+/// of "module.name".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Globals {
+    by_name: BTreeMap<String, (Global, BTreeSet<Usage>)>,
+}
+
+impl Globals {
+    pub fn from_uses(uses: &[GlobalUse]) -> Globals {
+        let mut g = Globals::default();
+        for u in uses {
+            g.by_name
+                .entry(u.global.dotted())
+                .or_insert_with(|| (u.global.clone(), BTreeSet::new()))
+                .1
+                .insert(u.usage);
+        }
+        g
+    }
+    /// Adds another file's globals (the shards of one checkpoint).
+    pub fn merge(&mut self, other: &Globals) {
+        for (name, (global, usages)) in &other.by_name {
+            self.by_name
+                .entry(name.clone())
+                .or_insert_with(|| (global.clone(), BTreeSet::new()))
+                .1
+                .extend(usages.iter().copied());
+        }
+    }
+    /// The names, as "module.name", in order.
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.by_name.keys()
+    }
+    /// Each global with every way it is used.
+    pub fn uses(&self) -> impl Iterator<Item = (&Global, &BTreeSet<Usage>)> {
+        self.by_name.values().map(|(g, u)| (g, u))
+    }
+    pub fn contains(&self, dotted: &str) -> bool {
+        self.by_name.contains_key(dotted)
+    }
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+impl serde::Serialize for Globals {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.by_name.keys())
+    }
 }
 
 /// How the tensors got into the file, which decides what their flags mean.

@@ -77,7 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut ckpt = ckpt::read::open(&args.input)?;
     output.check(&ckpt)?;
-    warn_globals(&args.input);
+    warn_globals(&args.input, &ckpt);
     if let Some(path) = &args.select {
         ckpt = transform::select(&ckpt, path)?;
     }

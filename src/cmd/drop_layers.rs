@@ -33,7 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             output.check(&ckpt)?;
         }
     }
-    warn_globals(&args.input);
+    warn_globals(&args.input, &ckpt);
     let report = transform::drop_layers(&mut ckpt, &args.pattern)?;
     let verb = if args.dry_run { "would remove" } else { "removed" };
     println!(

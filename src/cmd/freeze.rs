@@ -63,7 +63,7 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     if let Some(p) = args.flags.as_deref().filter(|p| p.as_os_str() != "-") {
         ckpt::write::check_output(&inputs, p, args.out.force)?;
     }
-    warn_globals(&args.input);
+    warn_globals(&args.input, &ckpt);
     let report = transform::try_freeze(&mut ckpt, &rules)?;
     match args.flags.as_deref() {
         Some(p) if p.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&report.to_json())?),

@@ -33,7 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         filter,
     };
     let ckpt = ckpt::read::open(&args.path)?;
-    super::output::warn_globals(&args.path);
+    super::output::warn_globals(&args.path, &ckpt);
     let shown = args.path.display().to_string();
     if args.json {
         let value = inspect::to_json(&ckpt, &shown, &opts);

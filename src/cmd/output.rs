@@ -101,18 +101,16 @@ pub fn written(report: &WriteReport, format: OutFormat) -> String {
 }
 
 /// Warns on stderr when the input's pickles call something dangerous (what `ckpt scan` calls
-/// dangerous: anything called outside torch's weights_only allowlist). ckpt never runs it, and
-/// writers never write it. The scan re-reads only the pickles, a few hundred microseconds.
-pub fn warn_globals(path: &Path) {
-    let reports = ckpt::scan::scan_paths(&[path.to_path_buf()], &ckpt::read::ReadLimits::default());
-    let mut names: Vec<String> = reports
-        .iter()
-        .flat_map(|r| &r.findings)
-        .filter(|f| f.verdict == ckpt::scan::Verdict::Dangerous)
-        .map(|f| f.global.clone().unwrap_or_else(|| f.message.clone()))
+/// dangerous: a denylisted name, or an unknown callable the pickle calls). ckpt never runs it,
+/// and writers never write it. The globals and their uses were recorded when the checkpoint was
+/// read, so nothing is read again; `ckpt scan` also sees calls hidden in arguments and payloads.
+pub fn warn_globals(path: &Path, ckpt: &Checkpoint) {
+    let torchscript = ckpt.format == ckpt::model::Format::TorchScript;
+    let names: Vec<String> = ckpt::scan::dangerous_globals(&ckpt.globals, torchscript)
+        .into_iter()
+        .filter(|w| w.verdict == ckpt::scan::Verdict::Dangerous)
+        .map(|w| w.name)
         .collect();
-    names.sort();
-    names.dedup();
     if !names.is_empty() {
         eprintln!(
             "ckpt: warning: {}: its pickle calls {} (dangerous; ckpt did not run it). `ckpt scan` tells more.",

@@ -165,8 +165,9 @@ pub fn python_string(line: &[u8]) -> Result<Vec<u8>, String> {
 
 /// UNICODE: raw-unicode-escape. Bytes are Latin-1 code points; only `\uXXXX` and
 /// `\UXXXXXXXX` are escapes (a backslash pair is taken as written, so `\\u` is literal).
-/// Surrogate pairs, which Python 2 narrow builds wrote, are joined; a lone surrogate cannot
-/// be held in a Rust string and is an error.
+/// Surrogate pairs, which Python 2 narrow builds wrote, are joined; a lone surrogate, which
+/// CPython keeps in its str, cannot be held in a Rust string and becomes U+FFFD (a name holding
+/// one is no name Python can import, so nothing is lost for the scanner).
 pub fn raw_unicode_escape(line: &[u8]) -> Result<String, String> {
     let mut units: Vec<u32> = Vec::with_capacity(line.len());
     let mut i = 0;
@@ -213,8 +214,38 @@ pub fn raw_unicode_escape(line: &[u8]) -> Result<String, String> {
             }
             _ => u,
         };
-        let c = char::from_u32(cp).ok_or_else(|| format!("lone surrogate U+{cp:04X} cannot be represented"))?;
-        out.push(c);
+        out.push(char::from_u32(cp).unwrap_or(char::REPLACEMENT_CHARACTER));
     }
     Ok(out)
+}
+
+/// BINUNICODE, SHORT_BINUNICODE, BINUNICODE8: UTF-8 decoded the way CPython does, with
+/// 'surrogatepass': a surrogate encoded as three bytes (ED A0..BF 80..BF) is accepted and, as
+/// in [`raw_unicode_escape`], becomes U+FFFD. Any other invalid sequence is an error, as in
+/// CPython.
+pub fn utf8_surrogatepass(bytes: &[u8]) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(text) => {
+                out.push_str(text);
+                return Ok(out);
+            }
+            Err(e) => {
+                let (valid, bad) = rest.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                match bad {
+                    [0xed, 0xa0..=0xbf, 0x80..=0xbf, tail @ ..] => {
+                        out.push(char::REPLACEMENT_CHARACTER);
+                        rest = tail;
+                    }
+                    _ => {
+                        let at = bytes.len() - bad.len();
+                        return Err(format!("invalid UTF-8 at byte {at} of the string"));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -82,7 +82,23 @@ pub struct Pickle {
 /// STOP are left alone: the legacy torch format concatenates pickles, so the caller parses
 /// `data[end..]` next.
 pub fn parse(data: &[u8], limits: &Limits) -> Result<Pickle> {
-    Machine {
+    parse_partial(data, limits).map_err(|partial| partial.error)
+}
+
+/// What the machine had recorded when it stopped on an error: every call and construction
+/// before the failing opcode, which CPython would have performed before failing there (or
+/// before going on, where it accepts what the machine refuses).
+#[derive(Debug, Clone)]
+pub struct Partial {
+    pub heap: Heap,
+    pub globals: Vec<GlobalUse>,
+    pub protocol: Option<u8>,
+    pub error: PickleError,
+}
+
+/// [`parse`], but on an error also returns what was recorded up to it.
+pub fn parse_partial(data: &[u8], limits: &Limits) -> std::result::Result<Pickle, Box<Partial>> {
+    let mut machine = Machine {
         data,
         pos: 0,
         at: 0,
@@ -96,8 +112,22 @@ pub fn parse(data: &[u8], limits: &Limits) -> Result<Pickle> {
         objects: 0,
         bytes: 0,
         protocol: None,
+    };
+    match machine.run() {
+        Ok(root) => Ok(Pickle {
+            heap: machine.heap,
+            root,
+            globals: machine.globals,
+            end: machine.pos,
+            protocol: machine.protocol,
+        }),
+        Err(error) => Err(Box::new(Partial {
+            heap: machine.heap,
+            globals: machine.globals,
+            protocol: machine.protocol,
+            error,
+        })),
     }
-    .run()
 }
 
 // Names of the limits, as they appear in LimitExceeded::what.
@@ -132,7 +162,8 @@ struct Machine<'a> {
 }
 
 impl<'a> Machine<'a> {
-    fn run(mut self) -> Result<Pickle> {
+    /// Runs to the first STOP and returns the pickle's value.
+    fn run(&mut self) -> Result<Value> {
         loop {
             let at = self.pos;
             let byte = *self.data.get(at).ok_or(PickleError::NoStop { offset: at as u64 })?;
@@ -143,25 +174,13 @@ impl<'a> Machine<'a> {
                 offset: at as u64,
             })?;
             if self.op == Opcode::Stop {
-                return self.finish();
+                // As CPython's load_stop: the result is the top of the innermost frame; values
+                // left below it and MARKs left open are ignored. Refusing them would make ckpt
+                // blind to pickles that Python loads (and runs).
+                return self.pop();
             }
             self.step()?;
         }
-    }
-
-    /// STOP: the result is the stack top, and it must be all that is left.
-    fn finish(mut self) -> Result<Pickle> {
-        // As CPython's load_stop: the result is the top of the innermost frame; values left
-        // below it and MARKs left open are ignored. Refusing them would make ckpt blind to
-        // pickles that Python loads (and runs).
-        let root = self.pop()?;
-        Ok(Pickle {
-            heap: self.heap,
-            root,
-            globals: self.globals,
-            end: self.pos,
-            protocol: self.protocol,
-        })
     }
 
     fn step(&mut self) -> Result<()> {
@@ -539,11 +558,10 @@ impl<'a> Machine<'a> {
         Ok(bytes)
     }
 
-    /// BINUNICODE and friends: strict UTF-8 (CPython's surrogatepass strings cannot be held).
+    /// BINUNICODE and friends: UTF-8 with CPython's 'surrogatepass' (see [`literal::utf8_surrogatepass`]).
     fn unicode(&mut self, len: u64) -> Result<()> {
         let payload = self.payload(len)?;
-        let text = std::str::from_utf8(payload)
-            .map_err(|e| self.invalid(format!("invalid UTF-8 at byte {} of the string", e.valid_up_to())))?;
+        let text = literal::utf8_surrogatepass(payload).map_err(|w| self.invalid(w))?;
         let v = Value::Str(text.into());
         self.push(v)
     }
@@ -996,7 +1014,8 @@ mod tests {
         // A backslash pair is literal, so the u after it is not an escape.
         assert_eq!(raw_unicode_escape(b"\\\\u0041").unwrap(), "\\\\u0041");
         assert_eq!(raw_unicode_escape(b"\\ud83d\\ude00").unwrap(), "😀");
-        assert!(raw_unicode_escape(b"\\ud83d").is_err());
+        // A lone surrogate, which CPython keeps, becomes U+FFFD rather than an error.
+        assert_eq!(raw_unicode_escape(b"a\\ud83dz").unwrap(), "a\u{fffd}z");
         assert!(raw_unicode_escape(b"\\u12").is_err());
         assert!(raw_unicode_escape(b"\\U00110000").is_err());
     }
@@ -1018,6 +1037,38 @@ mod tests {
         memo.insert(0, Value::Int(5)); // overwrite in place
         assert_eq!(memo.get(0), Some(&Value::Int(5)));
         assert_eq!(memo.len(), 3);
+    }
+
+    #[test]
+    fn binunicode_accepts_surrogates_as_cpython_does() {
+        // 'surrogatepass': ED A0 80 is U+D800 encoded; CPython accepts it, so must the machine.
+        assert_eq!(utf8_surrogatepass(b"a\xed\xa0\x80b").unwrap(), "a\u{fffd}b");
+        assert_eq!(utf8_surrogatepass(b"\xed\xbf\xbf").unwrap(), "\u{fffd}");
+        assert_eq!(utf8_surrogatepass("é".as_bytes()).unwrap(), "é");
+        assert!(utf8_surrogatepass(b"a\xffb").is_err());
+        assert!(utf8_surrogatepass(b"\xed\xa0").is_err());
+        // PROTO 2, BINUNICODE of a lone surrogate, STOP.
+        let p = parse(b"\x80\x02X\x03\x00\x00\x00\xed\xb2\x80.", &Limits::default()).unwrap();
+        assert_eq!(p.root, Value::Str("\u{fffd}".into()));
+        // SHORT_BINUNICODE and BINUNICODE8 too.
+        assert!(parse(b"\x80\x04\x8c\x03\xed\xa0\x80.", &Limits::default()).is_ok());
+        assert!(parse(b"\x80\x04\x8d\x03\0\0\0\0\0\0\0\xed\xa0\x80.", &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn partial_parse_keeps_the_calls_before_the_error() {
+        // REDUCE of mylib.fn, then an unknown opcode: the call is recorded before the failure.
+        let err = parse_partial(b"\x80\x02cmylib\nfn\n)R\xff", &Limits::default()).unwrap_err();
+        assert!(matches!(
+            err.error,
+            PickleError::UnknownOpcode { byte: 0xff, offset: 14 }
+        ));
+        assert!(err
+            .globals
+            .iter()
+            .any(|u| u.usage == Usage::Called && u.global.is("mylib", "fn")));
+        assert_eq!(err.protocol, Some(2));
+        assert!(err.heap.len() >= 3);
     }
 
     #[test]

@@ -11,6 +11,6 @@ pub mod opcode;
 pub mod value;
 
 pub use error::PickleError;
-pub use machine::{parse, Limits, Pickle};
+pub use machine::{parse, parse_partial, Limits, Partial, Pickle};
 pub use opcode::Opcode;
 pub use value::{Construct, Global, GlobalUse, Heap, Instance, Obj, ObjId, Usage, Value};

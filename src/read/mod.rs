@@ -186,7 +186,7 @@ pub(crate) fn finish(
         tensors,
         storages,
         metadata,
-        globals: globals.iter().map(|g| g.global.dotted()).collect(),
+        globals: crate::model::Globals::from_uses(globals),
         origin,
         files: vec![path.to_path_buf()],
     }

@@ -74,7 +74,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     let mut shards: BTreeMap<String, (Checkpoint, usize)> = BTreeMap::new();
     let mut storages = Vec::new();
     let mut files = vec![index.to_path_buf()];
-    let mut globals = std::collections::BTreeSet::new();
+    let mut globals = crate::model::Globals::default();
     for shard in &parsed.shards {
         let shard_path = container_index::shard_path(dir, shard).ok_or_else(|| {
             Error::malformed(
@@ -109,7 +109,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         files.extend(ckpt.files.iter().cloned());
         let base = storages.len();
         storages.extend(ckpt.storages.iter().cloned());
-        globals.extend(ckpt.globals.iter().cloned());
+        globals.merge(&ckpt.globals);
         shards.insert(shard.clone(), (ckpt, base));
     }
     let mut tensors = Vec::with_capacity(parsed.weight_map.len());

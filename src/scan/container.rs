@@ -42,8 +42,11 @@ pub(crate) struct Collector<'a> {
     pub errors: Vec<String>,
     pub code: Vec<String>,
     pub shards: Vec<String>,
-    /// Decompressed bytes read so far, against a budget (zip bombs).
+    /// Decompressed bytes read so far, against a budget (zip bombs); shared with nested payloads.
     pub inflated: u64,
+    /// Bytes of embedded payloads that may still be scanned for this file (see
+    /// `analyze::NESTED_WORK_FACTOR`); shared with nested payloads.
+    pub nested_budget: u64,
 }
 
 impl<'a> Collector<'a> {
@@ -58,6 +61,7 @@ impl<'a> Collector<'a> {
             code: Vec::new(),
             shards: Vec::new(),
             inflated: 0,
+            nested_budget: 0,
         }
     }
     pub(crate) fn error(&mut self, record: &str, what: String) {
@@ -169,7 +173,12 @@ pub(crate) fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
         return;
     }
     let mut inner = Collector::new(col.limits, col.depth + 1);
+    // One budget for the whole file, however deep the payloads nest.
+    inner.inflated = col.inflated;
+    inner.nested_budget = col.nested_budget;
     let format = scan_bytes(&mut inner, bytes, label, None, true);
+    col.inflated = inner.inflated;
+    col.nested_budget = inner.nested_budget;
     if format.is_none() {
         inner.error(
             label,
@@ -284,10 +293,14 @@ fn scan_sequence(
     others: bool,
 ) -> Option<&'static str> {
     let walk = ops::scan(bytes);
-    if bytes[0] != 0x80 && walk.end.is_none() {
+    let names = !walk.globals.is_empty();
+    // Protocol 0/1 pickles start with any opcode: text that walks as opcodes to a STOP is taken
+    // for one, and so is an expected file that names globals before bytes the walk cannot
+    // follow (CPython has run those calls by then).
+    if bytes[0] != 0x80 && walk.end.is_none() && !(expected && names) {
         return None;
     }
-    let required = !others && (bytes[0] == 0x80 || expected || !walk.globals.is_empty());
+    let required = !others && (bytes[0] == 0x80 || expected || names);
     let before = col.pickles.len();
     let Some(first) = scan_pickle(col, &join(prefix, "pickle 1 (byte 0)"), bytes, Some(0), false, required) else {
         // A pickle read up to where it failed is still judged (what ran before that point).

@@ -27,6 +27,9 @@
 //! * **safe**: only what `torch.load(weights_only=True)` (torch 2.11) allows: storages, dtypes,
 //!   `torch._utils._rebuild_*`, OrderedDict, set, torch.Size, torch.device, Parameter,
 //!   `_codecs.encode` ... ([`policy::is_allowed`]). safetensors and index files are safe.
+//!   Opcodes that weights_only does not implement but that run nothing (protocol 3-5 framing,
+//!   MEMOIZE, BINBYTES, SHORT_BINUNICODE, STACK_GLOBAL of an allowlisted name ...) are listed
+//!   and noted; they never make a pickle needs-code.
 //! * **needs-code**: objects are instantiated the way `torch.save(model)` does (NEWOBJ/BUILD of
 //!   `__main__.Net`, `torch.nn.modules.conv.Conv2d`, or `copyreg._reconstructor(cls, object,
 //!   state)` at protocol 0/1), or a global is only referenced, or a known plain-data type outside
@@ -39,18 +42,71 @@
 //!   its C++ unpickler, which resolves `__torch__.*` names to the archive's compiled classes and
 //!   enums (instantiated or REDUCEd: needs-code) and `torch.jit._pickle.build_*` helpers
 //!   (allowed); elsewhere those names follow the general rules.
+//! * **needs-code, Enum members**: a REDUCE that reads as an Enum member or a value class,
+//!   `cls(literal)` as every HF `training_args.bin` (`IntervalStrategy('steps')`) and DCP
+//!   `.metadata` (`_MEM_FORMAT_ENCODING(0)`) holds, is needs-code ("looks like an Enum/class
+//!   instantiation"). All must hold: `cls` is outside the allowlist, the known data types and
+//!   the denylist; every component of its name is CamelCase or CONSTANT_CASE and none is a
+//!   dunder; its final name is not one of the acting classes that modules re-export (`Popen`,
+//!   `CDLL`, `Process`, `FileHandler`, `Template` ..., [`policy::is_acting_class_name`]); its
+//!   module is not in the standard library (`subprocess.Popen`, `logging.FileHandler`,
+//!   `sqlite3.Connection`, `imaplib.IMAP4` are capitalised too); it takes no callable; the
+//!   REDUCE has exactly one argument, None, a bool, a number, or a token of at most 64 letters,
+//!   digits and `_-.:` (no spaces, slashes, quotes or brackets, so no command line, path, URL or
+//!   code); and the pickle calls `cls` in no other way (another REDUCE, INST/OBJ, handed to
+//!   something that calls it). Limit: a third-party class whose constructor
+//!   acts on such a token (runs a command by name, connects to a host) reads the same; the
+//!   denylist names the known ones (pexpect, sh, plumbum, fabric, paramiko, mako ...), and the
+//!   verdict still says the class's code runs. Standard-library enums (`re.RegexFlag(2)`) stay
+//!   dangerous.
 //! * **dangerous**: anything *called* (REDUCE, INST, OBJ, or the function argument of an
 //!   allowlisted trampoline such as `_rebuild_from_type_v2`) that is not allowlisted; any use of
 //!   a denylisted name (os/posix/nt, subprocess, builtins.eval/exec/getattr/__import__/open,
-//!   runpy, importlib, pickle.loads, functools.partial, operator.*, torch.load, torch.hub,
-//!   torch.jit, ...); a REDUCE or NEWOBJ whose callable is not a named global (a memoized or
-//!   computed callable); `copyreg._reconstructor` with a base class that is not a builtin type.
-//!   Unknown callables are dangerous, so a name missing from the denylist is never a bypass: the
-//!   denylist only sharpens messages.
+//!   runpy, importlib, pickle.loads, functools.partial/reduce, operator.*, torch.load,
+//!   torch.hub, torch.jit, ...); a REDUCE or NEWOBJ whose callable is not a named global (a
+//!   memoized or computed callable); `copyreg._reconstructor` with a base class that is not a
+//!   builtin type. Unknown callables are dangerous, so a name missing from the denylist is never
+//!   a bypass: the denylist only sharpens messages.
+//! * **dangerous, hidden calls**: a call is a call however it is spelled. A global handed as an
+//!   argument (positional, keyword, or through `copyreg.__newobj__`) to a REDUCE, NEWOBJ,
+//!   NEWOBJ_EX, INST or OBJ counts as called when the callee may call what it is given: any
+//!   callee outside the allowlist and the known data types (a user class's `__new__`; the lazy
+//!   iterators `map`, `filter`, `itertools.starmap`/`filterfalse`/`takewhile`/..., which call
+//!   their function when a consumer iterates them, and `set`, `tuple`, `list`, `dict`, `bytes`,
+//!   `sorted`, `min`, `max`, `enumerate`, `zip`, `OrderedDict`, `torch.Size` ... all iterate),
+//!   and the known callable-takers ([`policy::callable_args`]: `functools.reduce`, `iter(f,
+//!   sentinel)`, `defaultdict`'s factory, `weakref.finalize`, properties ...). Such a call of an
+//!   unknown global is dangerous; a computed callable given to a known callable-taker is
+//!   dangerous. Arguments of allowlisted functions (dtypes, storage classes) and of the known
+//!   data types are data, so whole models, state dicts and numpy arrays keep their verdicts.
+//! * **dotted names**: a name with dots is resolved by protocol 4+ unpicklers attribute by
+//!   attribute (`torch.serialization` + `os.system` reaches `os.system`). It is judged by its
+//!   most severe reading: the whole path and its prefixes, every suffix of the name's
+//!   components, and any dunder component, against the denylist; only an exact name is ever
+//!   allowlisted, so it is at least needs-code. Below protocol 4 (the last PROTO before the
+//!   opcode), CPython imports the module and then looks the dotted name up as one attribute,
+//!   which fails; the finding says so, but such a name is judged the same and never cleared.
 //!
 //! A pickle ckpt cannot read is never reported safe: the file is `unreadable` (exit 2), or
-//! `dangerous` if a denylisted name appears before the point where reading failed (CPython runs
-//! everything up to there).
+//! `dangerous` if something dangerous comes before the point where reading failed. CPython runs
+//! every opcode up to there, so what the machine recorded before the failure is judged as in a
+//! readable pickle (a REDUCE of an unknown callable followed by garbage is dangerous), and every
+//! name the opcode pass finds anywhere is judged too. Where the machine refused what CPython may
+//! accept (APPEND, SETITEM or BUILD on a global, which call `append`, `__setitem__` or set
+//! attributes on it), a name followed by a calling opcode at or after the refused one counts as
+//! called; past one of ckpt's own limits the rest is simply unread (unreadable, never cleared). The machine accepts
+//! lone surrogates in strings as CPython does ('surrogatepass'), and a file with a checkpoint
+//! extension that names globals before bytes the opcode pass cannot follow is judged as a pickle.
+//!
+//! Embedded payloads (`torch.storage._load_from_bytes(b)`, `pickle.loads(b)`) are scanned as
+//! files of their own, each distinct payload once however many times it is loaded (by its
+//! object in the pickle, then by its bytes), at most three levels deep, and all nested pickles of
+//! a file together (inflated zip members included) within four times the size of the file's
+//! top-level pickles; a payload past that budget is reported unscanned (unreadable). A note
+//! says how many calls and distinct payloads there were.
+//!
+//! Commands that read a checkpoint for another purpose (inspect, convert) do not scan it: they
+//! judge the globals and uses the reader recorded ([`dangerous_globals`]) by the same policy.
 //!
 //! Exit codes ([`exit_code`]): 0 nothing dangerous; 1 something dangerous (with `strict`,
 //! needs-code too); 2 a file that looks like a checkpoint cannot be read. 1 wins over 2, so a
@@ -315,34 +371,50 @@ pub fn to_text(reports: &[ScanReport], verbose: bool) -> String {
     text::summary(reports, verbose)
 }
 
-/// A warning about one global name, for commands that only have [`crate::Checkpoint::globals`]
-/// (names without usage).
+/// A warning about one global, for commands that have read a checkpoint
+/// ([`crate::Checkpoint::globals`]) and do not scan it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GlobalWarning {
+    /// "module.name" after Python 2 renames (`commands.Popen` is `subprocess.Popen`), as
+    /// `ckpt scan` names it.
     pub name: String,
-    /// Dangerous for denylisted names; needs-code for every other name outside the allowlist
-    /// (whether it is called is not known from names alone: run [`scan_path`] for that).
+    /// Dangerous for denylisted names and for unknown callables the pickle calls; needs-code for
+    /// every other name outside the allowlist.
     pub verdict: Verdict,
     pub why: String,
 }
 
-/// The globals among `names` ("module.name", as [`crate::Checkpoint::globals`] holds them) that
-/// torch's weights_only loader would refuse, most severe first. Names are split at the last dot
-/// that gives an allowlisted or denylisted module; an empty result means every name is allowed.
-pub fn dangerous_globals(names: &BTreeSet<String>) -> Vec<GlobalWarning> {
-    let mut out: Vec<GlobalWarning> = names
-        .iter()
-        .filter_map(|dotted| {
-            let (module, name) = split_dotted(dotted);
-            let (module, name) = policy::normalize(module, name);
-            let (category, why) = policy::classify(&module, &name, false);
+/// Judges the globals the reader recorded, with how each is used, by the same policy as
+/// [`scan_path`]; most severe first, allowlisted names left out. `torchscript`: the checkpoint is
+/// a TorchScript archive (its `__torch__.*` names are the archive's own classes).
+///
+/// What only the pickle's values show is not seen here: a global handed to something that calls
+/// it, a computed callable, embedded payloads, the arguments of a call. So a REDUCE of a
+/// class-like name outside the standard library, which is how Enum members are pickled (every
+/// `training_args.bin`), is needs-code here, where [`scan_path`] tells an Enum member from a call.
+pub fn dangerous_globals(globals: &crate::model::Globals, torchscript: bool) -> Vec<GlobalWarning> {
+    let mut out: Vec<GlobalWarning> = globals
+        .uses()
+        .filter_map(|(global, usages)| {
+            let (module, name) = policy::normalize(&global.module, &global.name);
+            let (category, why) = policy::classify(&module, &name, torchscript);
+            let called = usages.contains(&crate::pickle::Usage::Called);
+            let maybe_enum =
+                policy::is_class_like(&name) && !policy::is_acting_class_name(&name) && !policy::is_stdlib(&module);
             let verdict = match category {
                 Category::Allowed => return None,
                 Category::Denylisted => Verdict::Dangerous,
+                Category::Unknown if called && !maybe_enum => Verdict::Dangerous,
                 _ => Verdict::NeedsCode,
             };
+            let why = match (category, called) {
+                (Category::Unknown, true) if verdict == Verdict::Dangerous => {
+                    "called, and not in torch's weights_only allowlist (an unknown callable is dangerous)"
+                }
+                _ => why,
+            };
             Some(GlobalWarning {
-                name: dotted.clone(),
+                name: format!("{module}.{name}"),
                 verdict,
                 why: why.to_string(),
             })
@@ -350,18 +422,6 @@ pub fn dangerous_globals(names: &BTreeSet<String>) -> Vec<GlobalWarning> {
         .collect();
     out.sort_by(|a, b| b.verdict.cmp(&a.verdict).then(a.name.cmp(&b.name)));
     out
-}
-
-/// "a.b.c" as (module, name): the split torch itself would produce is unknown from the joined
-/// string, so prefer the one that the allowlist recognises, else the last dot.
-fn split_dotted(dotted: &str) -> (&str, &str) {
-    for (i, _) in dotted.match_indices('.') {
-        let (m, n) = (&dotted[..i], &dotted[i + 1..]);
-        if policy::is_allowed(m, n) {
-            return (m, n);
-        }
-    }
-    dotted.rsplit_once('.').unwrap_or(("", dotted))
 }
 
 /// Scans one file; never fails (errors become an unreadable report).

@@ -68,6 +68,13 @@ pub struct OpcodeScan {
     pub end: Option<usize>,
     /// Why the pass stopped early (an unknown opcode, a truncated argument).
     pub error: Option<String>,
+    /// Each PROTO opcode: its offset and protocol. CPython's `find_class` walks dotted names
+    /// only when the last PROTO seen so far says 4 or more.
+    pub protos: Vec<(u64, u8)>,
+    /// Offset of the last opcode that calls something: REDUCE, INST, OBJ, NEWOBJ(_EX), and
+    /// BUILD, APPEND(S), SETITEM(S), ADDITEMS, which call `__setstate__`, `append`,
+    /// `__setitem__` or `add` on whatever object is their target.
+    pub last_call: Option<u64>,
 }
 
 impl OpcodeScan {
@@ -78,6 +85,20 @@ impl OpcodeScan {
             .filter(|op| !WEIGHTS_ONLY_OPCODES.contains(op))
             .map(|op| op.name())
             .collect()
+    }
+
+    /// The protocol CPython's unpickler is at when it reaches `offset` (0 before any PROTO).
+    pub fn protocol_at(&self, offset: u64) -> u8 {
+        self.protos
+            .iter()
+            .take_while(|(at, _)| *at < offset)
+            .last()
+            .map_or(0, |(_, p)| *p)
+    }
+
+    /// Whether an opcode that calls something comes after `offset`.
+    pub fn call_after(&self, offset: u64) -> bool {
+        self.last_call.is_some_and(|at| at > offset)
     }
 }
 
@@ -104,6 +125,25 @@ fn arg_of(op: Opcode) -> Arg {
         O::BinUnicode8 | O::BinBytes8 | O::ByteArray8 => Arg::Len(8),
         _ => Arg::None,
     }
+}
+
+/// Opcodes that make CPython call something (see [`OpcodeScan::last_call`]).
+fn is_call(op: Opcode) -> bool {
+    use Opcode as O;
+    matches!(
+        op,
+        O::Reduce
+            | O::Inst
+            | O::Obj
+            | O::NewObj
+            | O::NewObjEx
+            | O::Build
+            | O::Append
+            | O::Appends
+            | O::SetItem
+            | O::SetItems
+            | O::AddItems
+    )
 }
 
 /// At most this many names are kept (each costs at most its bytes in the input).
@@ -219,6 +259,9 @@ pub fn scan(data: &[u8]) -> OpcodeScan {
             }
         };
         pos += consumed;
+        if is_call(op) {
+            out.last_call = Some(at as u64);
+        }
         match op {
             Opcode::Stop => {
                 out.end = Some(pos);
@@ -278,7 +321,12 @@ pub fn scan(data: &[u8]) -> OpcodeScan {
                 }
                 push_str(&mut recent, None);
             }
-            Opcode::Frame | Opcode::Proto | Opcode::Pop | Opcode::Mark => {}
+            Opcode::Proto => {
+                if let Some(&p) = data.get(at + 1) {
+                    out.protos.push((at as u64, p));
+                }
+            }
+            Opcode::Frame | Opcode::Pop | Opcode::Mark => {}
             _ => push_str(&mut recent, None),
         }
     }
@@ -308,6 +356,20 @@ mod tests {
             ("os", "system")
         );
         assert!(s.outside_weights_only().contains(&"STACK_GLOBAL"));
+        assert_eq!(s.protocol_at(0), 0);
+        assert_eq!(s.protocol_at(20), 4);
+        assert!(!s.call_after(0), "no call opcode");
+    }
+
+    #[test]
+    fn tracks_protocol_changes_and_calls() {
+        // PROTO 2, GLOBAL, PROTO 4, EMPTY_TUPLE, REDUCE, STOP.
+        let s = scan(b"\x80\x02cmylib\nfn\n\x80\x04)R.");
+        assert_eq!(s.protos, [(0, 2), (12, 4)]);
+        assert_eq!(s.protocol_at(s.globals[0].offset), 2);
+        assert_eq!(s.protocol_at(15), 4);
+        assert_eq!(s.last_call, Some(15));
+        assert!(s.call_after(s.globals[0].offset));
     }
 
     #[test]

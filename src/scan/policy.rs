@@ -416,12 +416,32 @@ const DENYLIST: &[(&str, &str)] = &[
     ("functools.partialmethod", "wraps any call"),
     ("functools.reduce", "calls any function"),
     (
+        "_functools.reduce",
+        "calls any function (functools.reduce as Python pickles it)",
+    ),
+    (
         "operator",
         "calls or reaches anything (attrgetter, methodcaller, itemgetter, call)",
     ),
     ("_operator", "calls or reaches anything"),
     ("copyreg", "changes the pickle registry"),
     ("pip", "installs packages"),
+    // Third-party modules whose classes run commands or code when constructed with a plain
+    // string, which the Enum rule below would otherwise let through as needs-code.
+    ("pexpect", "runs commands"),
+    ("ptyprocess", "runs commands"),
+    ("sh", "runs commands"),
+    ("plumbum", "runs commands"),
+    ("invoke", "runs commands"),
+    ("fabric", "runs remote commands"),
+    ("paramiko", "runs remote commands"),
+    ("mako", "runs template code when a template is built"),
+    ("git", "runs git commands (GitPython)"),
+    ("huggingface_hub.repository", "runs git commands"),
+    ("IPython", "runs interactive shells and code"),
+    ("selenium", "starts browsers and drivers"),
+    ("torch.multiprocessing", "starts processes"),
+    ("torch.utils.tensorboard", "writes event files"),
     ("setuptools", "builds and installs code"),
     ("distutils", "builds and installs code"),
     ("ensurepip", "installs packages"),
@@ -447,9 +467,14 @@ const DENYLIST: &[(&str, &str)] = &[
     ("torch._C._jit", "runs TorchScript internals"),
 ];
 
-/// The denylist entry a normalized name falls under, if any: the dotted name itself, or, when
-/// the name walks attributes (protocol 4 `STACK_GLOBAL` names like `serialization.os.system`),
-/// what the walk reaches.
+/// The denylist entry a normalized name falls under, if any. A dotted name is resolved by
+/// protocol 4+ unpicklers attribute by attribute (`getattr(getattr(torch.serialization, 'os'),
+/// 'system')`), so every interpretation counts and the most severe wins: the whole dotted path
+/// and its prefixes (`builtins.getattr.x` is within `builtins.getattr`), every suffix of the
+/// name's components (`serialization.os.system` reaches `os.system`, `x.os` reaches the module
+/// `os`), and any dunder component (`__globals__`, `__self__`, `__builtins__` reach arbitrary
+/// objects). Suffixes of the *module* are not interpretations: the module is imported by its
+/// full name, and package paths such as `mylib.io` are legitimate.
 pub fn denylisted(module: &str, name: &str) -> Option<&'static str> {
     let dotted = format!("{module}.{name}");
     let hit = |s: &str| {
@@ -463,17 +488,477 @@ pub fn denylisted(module: &str, name: &str) -> Option<&'static str> {
     }
     if name.contains('.') {
         let parts: Vec<&str> = name.split('.').collect();
-        if parts.iter().any(|p| p.starts_with("__") && p.ends_with("__")) {
-            return Some("walks dunder attributes (__globals__, __builtins__ ...) to reach arbitrary objects");
+        if parts.iter().any(|p| is_dunder(p)) {
+            return Some(
+                "walks dunder attributes (__globals__, __self__, __builtins__ ...) to reach arbitrary objects",
+            );
         }
-        // Suffixes of at least two components: `serialization.os.system` reaches `os.system`.
-        for start in 1..parts.len().saturating_sub(1) {
+        for start in 0..parts.len() {
             if let Some(why) = hit(&parts[start..].join(".")) {
                 return Some(why);
             }
         }
     }
     None
+}
+
+fn is_dunder(part: &str) -> bool {
+    part.len() > 4 && part.starts_with("__") && part.ends_with("__")
+}
+
+/// Why a dotted name is not simply looked up: what CPython does with it at `protocol` (the
+/// last PROTO before the opcode that names it). `None` for names without dots.
+pub fn dotted_note(name: &str, protocol: u8) -> Option<String> {
+    if !name.contains('.') {
+        return None;
+    }
+    Some(if protocol >= 4 {
+        format!("a dotted name: at protocol {protocol} CPython's find_class walks it attribute by attribute, so it is judged by its most severe reading")
+    } else {
+        format!("a dotted name at protocol {protocol}: CPython's find_class imports the module and then looks the name up as one attribute, which fails and stops the load; it is still judged by its most severe reading, never as safe")
+    })
+}
+
+/// Top-level modules of the Python standard library (`sys.stdlib_module_names`, CPython 3.11).
+const STDLIB_MODULES: &[&str] = &[
+    "__future__",
+    "_abc",
+    "_aix_support",
+    "_ast",
+    "_asyncio",
+    "_bisect",
+    "_blake2",
+    "_bootsubprocess",
+    "_bz2",
+    "_codecs",
+    "_codecs_cn",
+    "_codecs_hk",
+    "_codecs_iso2022",
+    "_codecs_jp",
+    "_codecs_kr",
+    "_codecs_tw",
+    "_collections",
+    "_collections_abc",
+    "_compat_pickle",
+    "_compression",
+    "_contextvars",
+    "_crypt",
+    "_csv",
+    "_ctypes",
+    "_curses",
+    "_curses_panel",
+    "_datetime",
+    "_dbm",
+    "_decimal",
+    "_elementtree",
+    "_frozen_importlib",
+    "_frozen_importlib_external",
+    "_functools",
+    "_gdbm",
+    "_hashlib",
+    "_heapq",
+    "_imp",
+    "_io",
+    "_json",
+    "_locale",
+    "_lsprof",
+    "_lzma",
+    "_markupbase",
+    "_md5",
+    "_msi",
+    "_multibytecodec",
+    "_multiprocessing",
+    "_opcode",
+    "_operator",
+    "_osx_support",
+    "_overlapped",
+    "_pickle",
+    "_posixshmem",
+    "_posixsubprocess",
+    "_py_abc",
+    "_pydecimal",
+    "_pyio",
+    "_queue",
+    "_random",
+    "_scproxy",
+    "_sha1",
+    "_sha256",
+    "_sha3",
+    "_sha512",
+    "_signal",
+    "_sitebuiltins",
+    "_socket",
+    "_sqlite3",
+    "_sre",
+    "_ssl",
+    "_stat",
+    "_statistics",
+    "_string",
+    "_strptime",
+    "_struct",
+    "_symtable",
+    "_thread",
+    "_threading_local",
+    "_tkinter",
+    "_tokenize",
+    "_tracemalloc",
+    "_typing",
+    "_uuid",
+    "_warnings",
+    "_weakref",
+    "_weakrefset",
+    "_winapi",
+    "_zoneinfo",
+    "abc",
+    "aifc",
+    "antigravity",
+    "argparse",
+    "array",
+    "ast",
+    "asynchat",
+    "asyncio",
+    "asyncore",
+    "atexit",
+    "audioop",
+    "base64",
+    "bdb",
+    "binascii",
+    "bisect",
+    "builtins",
+    "bz2",
+    "cProfile",
+    "calendar",
+    "cgi",
+    "cgitb",
+    "chunk",
+    "cmath",
+    "cmd",
+    "code",
+    "codecs",
+    "codeop",
+    "collections",
+    "colorsys",
+    "compileall",
+    "concurrent",
+    "configparser",
+    "contextlib",
+    "contextvars",
+    "copy",
+    "copyreg",
+    "crypt",
+    "csv",
+    "ctypes",
+    "curses",
+    "dataclasses",
+    "datetime",
+    "dbm",
+    "decimal",
+    "difflib",
+    "dis",
+    "distutils",
+    "doctest",
+    "email",
+    "encodings",
+    "ensurepip",
+    "enum",
+    "errno",
+    "faulthandler",
+    "fcntl",
+    "filecmp",
+    "fileinput",
+    "fnmatch",
+    "fractions",
+    "ftplib",
+    "functools",
+    "gc",
+    "genericpath",
+    "getopt",
+    "getpass",
+    "gettext",
+    "glob",
+    "graphlib",
+    "grp",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "http",
+    "idlelib",
+    "imaplib",
+    "imghdr",
+    "imp",
+    "importlib",
+    "inspect",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "keyword",
+    "lib2to3",
+    "linecache",
+    "locale",
+    "logging",
+    "lzma",
+    "mailbox",
+    "mailcap",
+    "marshal",
+    "math",
+    "mimetypes",
+    "mmap",
+    "modulefinder",
+    "msilib",
+    "msvcrt",
+    "multiprocessing",
+    "netrc",
+    "nis",
+    "nntplib",
+    "nt",
+    "ntpath",
+    "nturl2path",
+    "numbers",
+    "opcode",
+    "operator",
+    "optparse",
+    "os",
+    "ossaudiodev",
+    "pathlib",
+    "pdb",
+    "pickle",
+    "pickletools",
+    "pipes",
+    "pkgutil",
+    "platform",
+    "plistlib",
+    "poplib",
+    "posix",
+    "posixpath",
+    "pprint",
+    "profile",
+    "pstats",
+    "pty",
+    "pwd",
+    "py_compile",
+    "pyclbr",
+    "pydoc",
+    "pydoc_data",
+    "pyexpat",
+    "queue",
+    "quopri",
+    "random",
+    "re",
+    "readline",
+    "reprlib",
+    "resource",
+    "rlcompleter",
+    "runpy",
+    "sched",
+    "secrets",
+    "select",
+    "selectors",
+    "shelve",
+    "shlex",
+    "shutil",
+    "signal",
+    "site",
+    "smtpd",
+    "smtplib",
+    "sndhdr",
+    "socket",
+    "socketserver",
+    "spwd",
+    "sqlite3",
+    "sre_compile",
+    "sre_constants",
+    "sre_parse",
+    "ssl",
+    "stat",
+    "statistics",
+    "string",
+    "stringprep",
+    "struct",
+    "subprocess",
+    "sunau",
+    "symtable",
+    "sys",
+    "sysconfig",
+    "syslog",
+    "tabnanny",
+    "tarfile",
+    "telnetlib",
+    "tempfile",
+    "termios",
+    "textwrap",
+    "this",
+    "threading",
+    "time",
+    "timeit",
+    "tkinter",
+    "token",
+    "tokenize",
+    "tomllib",
+    "trace",
+    "traceback",
+    "tracemalloc",
+    "tty",
+    "turtle",
+    "turtledemo",
+    "types",
+    "typing",
+    "unicodedata",
+    "unittest",
+    "urllib",
+    "uu",
+    "uuid",
+    "venv",
+    "warnings",
+    "wave",
+    "weakref",
+    "webbrowser",
+    "winreg",
+    "winsound",
+    "wsgiref",
+    "xdrlib",
+    "xml",
+    "xmlrpc",
+    "zipapp",
+    "zipfile",
+    "zipimport",
+    "zlib",
+    "zoneinfo",
+];
+
+/// Whether a (normalized) module belongs to the standard library, whose capitalised callables
+/// include `subprocess.Popen`, `logging.FileHandler`, `sqlite3.Connection`, `imaplib.IMAP4` ...
+pub fn is_stdlib(module: &str) -> bool {
+    let top = module.split('.').next().unwrap_or(module);
+    STDLIB_MODULES.binary_search(&top).is_ok()
+}
+
+/// Whether a global's name reads as a class: every component is a CamelCase or CONSTANT_CASE
+/// identifier (`IntervalStrategy`, `_MEM_FORMAT_ENCODING`, `Outer.Inner`), none a dunder.
+pub fn is_class_like(name: &str) -> bool {
+    name.split('.').all(|part| {
+        let core = part.trim_start_matches('_');
+        !is_dunder(part)
+            && core.starts_with(|c: char| c.is_ascii_uppercase())
+            && core.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// Capitalised callables of the standard library (and of common libraries) that act on a single
+/// short string: they run commands, load native code, open files or connections, start processes
+/// or compile templates. Modules re-export them (`from subprocess import Popen`), so under any
+/// module such a final name is never read as an Enum class.
+const ACTING_CLASS_NAMES: &[&str] = &[
+    "BaseManager",
+    "BufferedRandom",
+    "BufferedWriter",
+    "CDLL",
+    "Client",
+    "Command",
+    "Connection",
+    "DatagramHandler",
+    "DbfilenameShelf",
+    "FTP",
+    "FTP_TLS",
+    "FileHandler",
+    "FileIO",
+    "Git",
+    "HTTPConnection",
+    "HTTPHandler",
+    "HTTPSConnection",
+    "HTTPServer",
+    "IMAP4",
+    "IMAP4_SSL",
+    "InteractiveConsole",
+    "InteractiveInterpreter",
+    "LibraryLoader",
+    "Listener",
+    "Manager",
+    "NNTP",
+    "NamedTemporaryFile",
+    "OleDLL",
+    "POP3",
+    "POP3_SSL",
+    "Pdb",
+    "Pool",
+    "Popen",
+    "PopenSpawn",
+    "Process",
+    "ProcessPoolExecutor",
+    "PyDLL",
+    "PyZipFile",
+    "Repo",
+    "RotatingFileHandler",
+    "SMTP",
+    "SMTPHandler",
+    "SMTP_SSL",
+    "SSHClient",
+    "SharedMemory",
+    "Shelf",
+    "SocketHandler",
+    "SpooledTemporaryFile",
+    "SysLogHandler",
+    "TCPServer",
+    "TarFile",
+    "Telnet",
+    "Template",
+    "TemporaryDirectory",
+    "TemporaryFile",
+    "TextIOWrapper",
+    "Thread",
+    "ThreadPoolExecutor",
+    "ThreadingHTTPServer",
+    "TimedRotatingFileHandler",
+    "Timer",
+    "UDPServer",
+    "Unpickler",
+    "WatchedFileHandler",
+    "WinDLL",
+    "ZipFile",
+];
+
+/// Whether the final component of a name is one of the acting class names (`Popen`, `CDLL`,
+/// `FileHandler` ...) that no Enum-like reading may let through.
+pub fn is_acting_class_name(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    ACTING_CLASS_NAMES.binary_search(&last).is_ok()
+}
+
+/// Known globals that take a callable and call it: while iterating (map, filter, the itertools
+/// iterators; any consumer that iterates them, tuple/list/set/sorted/min/max/dict/bytes ...,
+/// runs the call), at once (`iter(f, sentinel)`, `functools.reduce`), or later on demand
+/// (`defaultdict`'s factory, `weakref.finalize`, `atexit.register`, properties). Returns the
+/// positions of the callable arguments, given how many arguments the call has. For a known data
+/// type (`defaultdict`) this is what makes its callable count as called; for any other callee
+/// outside the allowlist a global argument counts as called anyway (see `scan::analyze`), and
+/// the list adds the message and makes a computed callable there dangerous.
+pub fn callable_args(module: &str, name: &str, nargs: usize) -> &'static [usize] {
+    match (module, name) {
+        // iter(iterable) only iterates; iter(callable, sentinel) calls.
+        ("builtins", "iter") if nargs == 2 => &[0],
+        ("builtins", "map" | "filter" | "classmethod" | "staticmethod") => &[0],
+        ("builtins", "property") => &[0, 1, 2],
+        ("itertools", "starmap" | "filterfalse" | "takewhile" | "dropwhile") => &[0],
+        ("itertools", "groupby" | "accumulate") => &[1],
+        ("functools", "reduce" | "cmp_to_key" | "cached_property" | "lru_cache" | "cache" | "singledispatch") => &[0],
+        ("_functools", "reduce" | "cmp_to_key") => &[0],
+        ("collections", "defaultdict") => &[0],
+        ("weakref", "finalize" | "ref" | "proxy" | "WeakMethod") => &[1],
+        ("atexit", "register") => &[0],
+        ("contextlib", "contextmanager" | "closing") => &[0],
+        _ => &[],
+    }
+}
+
+/// Whether a callee of this category may call what it is given: anything outside the allowlist
+/// and the known data types (a user class's `__new__`, a lazy iterator of the standard library,
+/// an unknown function) may. Torch's allowlisted functions only store their arguments (the
+/// trampoline `_rebuild_from_type_v2` is judged on its own), and the known data types build
+/// plain values (`defaultdict` is in [`callable_args`]).
+pub fn may_call_its_arguments(category: Category) -> bool {
+    matches!(category, Category::Unknown | Category::Denylisted)
 }
 
 /// Helpers of TorchScript's C++ unpickler (torch/csrc/jit/serialization/unpickler.cpp readGlobal).
@@ -579,6 +1064,17 @@ mod tests {
         assert!(denylisted("torch", "serialization.os.system").is_some());
         assert!(denylisted("torch", "nn.Module.__init__.__globals__").is_some());
         assert!(denylisted("mylib", "Outer.Inner").is_none());
+        // Every suffix of the walked name is a reading; the module's own path is not walked.
+        assert!(denylisted("torch.serialization", "os.system").is_some());
+        assert!(denylisted("torch", "serialization.os").is_some());
+        assert!(denylisted("builtins", "getattr.__self__").is_some());
+        assert!(denylisted("builtins", "getattr.x").is_some());
+        assert!(denylisted("mylib.io", "Reader").is_none());
+        assert!(denylisted("collections", "OrderedDict.fromkeys").is_none());
+        assert_eq!(
+            classify("collections", "OrderedDict.fromkeys", false).0,
+            Category::Unknown
+        );
         assert!(denylisted("torch.jit._pickle", "build_intlist").is_some());
         assert_eq!(
             classify("torch.jit._pickle", "build_intlist", true).0,
@@ -588,5 +1084,33 @@ mod tests {
             classify("torch.jit._pickle", "build_intlist", false).0,
             Category::Denylisted
         );
+    }
+
+    #[test]
+    fn class_likeness_and_the_standard_library() {
+        for name in ["IntervalStrategy", "_MEM_FORMAT_ENCODING", "Outer.Inner", "HTTPStatus"] {
+            assert!(is_class_like(name), "{name}");
+        }
+        for name in [
+            "system",
+            "Popen.__init__",
+            "os.system",
+            "__Foo__",
+            "Foo.bar",
+            "Foo-Bar",
+            "",
+        ] {
+            assert!(!is_class_like(name), "{name}");
+        }
+        assert!(is_stdlib("logging.handlers") && is_stdlib("subprocess") && is_stdlib("sqlite3"));
+        assert!(!is_stdlib("transformers.trainer_utils") && !is_stdlib("__main__") && !is_stdlib("torch"));
+        assert!(
+            STDLIB_MODULES.windows(2).all(|w| w[0] < w[1]),
+            "sorted for binary search"
+        );
+        assert_eq!(callable_args("builtins", "map", 2), [0]);
+        assert_eq!(callable_args("builtins", "iter", 2), [0]);
+        assert!(callable_args("builtins", "iter", 1).is_empty());
+        assert!(callable_args("builtins", "tuple", 1).is_empty());
     }
 }

@@ -246,9 +246,13 @@ fn judge_record(col: &mut Collector, bytes: &[u8], c: &Candidate, layout: &Layou
         return; // too big to be sniffed; not something torch unpickles
     }
     let max = col.limits.max_pickle_bytes;
-    let budget = zip::justified_inflate(bytes.len() as u64)
+    let mut budget = zip::justified_inflate(bytes.len() as u64)
         .min(max.saturating_mul(4))
         .saturating_sub(col.inflated);
+    if col.depth > 0 {
+        // Inside an embedded payload, inflation also spends the file's nested budget.
+        budget = budget.min(col.nested_budget);
+    }
     let r = &c.record;
     let data = match zip::extract(
         bytes,

@@ -11,6 +11,7 @@ mod never_lose;
 mod no_panic;
 mod pickle_vectors;
 mod scan;
+mod scan_battery;
 mod transform;
 #[cfg(feature = "tch")]
 mod verify;

@@ -1,9 +1,9 @@
 //! `ckpt::scan`: verdicts on real PyTorch files, on the hostile fixtures
 //! (fixtures/hostile/generate.py -> expected.json), and on hand-written pickles for each rule.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use ckpt::pickle::{Global, GlobalUse, Usage};
 use ckpt::read::ReadLimits;
 use ckpt::scan::{self, ScanReport, Verdict};
 
@@ -474,37 +474,114 @@ fn torchscript_archives_need_code_and_list_it() {
     assert!(r.findings.iter().any(|f| f.message.contains("TorchScript code")));
 }
 
+/// Recorded uses, as a reader records them: (module, name, usage).
+fn recorded(uses: &[(&str, &str, Usage)]) -> ckpt::model::Globals {
+    let uses: Vec<GlobalUse> = uses
+        .iter()
+        .map(|&(module, name, usage)| GlobalUse {
+            global: Global {
+                module: module.into(),
+                name: name.into(),
+            },
+            usage,
+            offset: 0,
+        })
+        .collect();
+    ckpt::model::Globals::from_uses(&uses)
+}
+
 #[test]
-fn dangerous_globals_of_names_only() {
-    let names: BTreeSet<String> = [
-        "collections.OrderedDict",
-        "torch._utils._rebuild_tensor_v2",
-        "torch.FloatStorage",
-        "__builtin__.set",
-        "__main__.Net",
-        "posix.system",
-        "torch.nn.modules.conv.Conv2d",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    let w = scan::dangerous_globals(&names);
+fn dangerous_globals_judge_recorded_uses() {
+    use Usage::*;
+    let globals = recorded(&[
+        ("collections", "OrderedDict", Called),
+        ("torch._utils", "_rebuild_tensor_v2", Called),
+        ("torch", "FloatStorage", Referenced),
+        ("__builtin__", "set", Called),
+        ("__main__", "Net", Instantiated),
+        ("posix", "system", Referenced),
+        ("torch.nn.modules.conv", "Conv2d", Built),
+        ("mylib", "helper", Called),
+        ("transformers.trainer_utils", "IntervalStrategy", Called),
+        ("torch.serialization", "os.system", Referenced),
+        ("builtins", "print", Called),
+        ("mylib.utils", "Popen", Called),
+    ]);
+    let w = scan::dangerous_globals(&globals, false);
     let got: Vec<(&str, Verdict)> = w.iter().map(|w| (w.name.as_str(), w.verdict)).collect();
     assert_eq!(
         got,
         [
+            ("builtins.print", Verdict::Dangerous),
+            ("mylib.helper", Verdict::Dangerous),
+            ("mylib.utils.Popen", Verdict::Dangerous),
             ("posix.system", Verdict::Dangerous),
+            ("torch.serialization.os.system", Verdict::Dangerous),
             ("__main__.Net", Verdict::NeedsCode),
-            ("torch.nn.modules.conv.Conv2d", Verdict::NeedsCode)
+            ("torch.nn.modules.conv.Conv2d", Verdict::NeedsCode),
+            ("transformers.trainer_utils.IntervalStrategy", Verdict::NeedsCode),
         ]
     );
-    // What real readers collect from the fixtures.
+    // TorchScript's own classes, inside an archive only.
+    let ts = recorded(&[("__torch__.Color", "Color", Called)]);
+    assert_eq!(scan::dangerous_globals(&ts, true)[0].verdict, Verdict::NeedsCode);
+    // What real readers record from the fixtures.
     let c = ckpt::read::open(&fixtures_dir().join("dtypes.pth")).expect("reads");
     assert!(
-        scan::dangerous_globals(&c.globals).is_empty(),
+        scan::dangerous_globals(&c.globals, false).is_empty(),
         "{:?}",
-        scan::dangerous_globals(&c.globals)
+        scan::dangerous_globals(&c.globals, false)
     );
+    let c = ckpt::read::open(&hostile_dir().join("reduce_os_system.pth")).expect("reads");
+    let w = scan::dangerous_globals(&c.globals, false);
+    assert!(
+        w.iter()
+            .any(|w| w.name == "posix.system" && w.verdict == Verdict::Dangerous),
+        "{w:?}"
+    );
+    let c = ckpt::read::open(&hostile_dir().join("benign_model.pth")).expect("reads");
+    let w = scan::dangerous_globals(&c.globals, false);
+    assert!(
+        w.iter().all(|w| w.verdict == Verdict::NeedsCode) && !w.is_empty(),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn inspect_warns_from_what_the_reader_recorded() {
+    let inspect = |path: PathBuf| {
+        let out = assert_cmd::Command::cargo_bin("ckpt")
+            .expect("binary")
+            .args(["inspect", path.to_str().expect("utf-8 path")])
+            .assert()
+            .success()
+            .get_output()
+            .stderr
+            .clone();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    for (file, name) in [
+        ("reduce_os_system.pth", "posix.system"),
+        ("subprocess_popen.pth", "subprocess.Popen"),
+        ("functools_partial.pth", "functools.partial"),
+        ("legacy_payload.pth", "posix.system"),
+        ("hidden_map_in_state_dict.pth", "builtins.map"),
+    ] {
+        let err = inspect(hostile_dir().join(file));
+        assert!(
+            err.contains("ckpt: warning:") && err.contains(name) && err.contains("(dangerous; ckpt did not run it)"),
+            "{file}: {err}"
+        );
+    }
+    // Needs-code files read quietly: their classes are not run by ckpt and are not dangerous.
+    for file in [
+        "benign_model.pth",
+        "benign_state_dict.pth",
+        "benign_referenced_function.pth",
+    ] {
+        let err = inspect(hostile_dir().join(file));
+        assert!(!err.contains("warning"), "{file}: {err}");
+    }
 }
 
 #[test]
