@@ -131,7 +131,7 @@ pub fn readings(bytes: &[u8], limits: &ReadLimits) -> std::result::Result<Vec<Re
             legacy: legacy::is_magic(&p.root),
         });
     }
-    if safetensors::looks_like(bytes) && ::safetensors::SafeTensors::read_metadata(bytes).is_ok() {
+    if safetensors::looks_like(bytes) && safetensors::parse_header(bytes, &limits.safetensors_header).is_ok() {
         found.push(Reading::Safetensors);
     }
     if bytes.first() == Some(&b'{') && bytes.len() as u64 <= limits.max_index_bytes && is_index(bytes) {

@@ -67,14 +67,42 @@ pub fn check_header(bytes: &[u8], limits: &HeaderLimits) -> std::result::Result<
     Ok(())
 }
 
+/// The header, parsed by the safetensors crate once [`check_header`] allows it: the one way
+/// the reader and the scanner look at a safetensors file.
+pub fn parse_header(
+    bytes: &[u8],
+    limits: &HeaderLimits,
+) -> std::result::Result<(usize, safetensors::tensor::Metadata), HeaderError> {
+    check_header(bytes, limits).map_err(HeaderError::TooLarge)?;
+    safetensors::SafeTensors::read_metadata(bytes).map_err(HeaderError::Invalid)
+}
+
+/// Why a safetensors header was not parsed.
+#[derive(Debug)]
+pub enum HeaderError {
+    /// Larger than the file's data justifies ([`HeaderLimits`]).
+    TooLarge(String),
+    Invalid(safetensors::SafeTensorError),
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderError::TooLarge(why) => f.write_str(why),
+            HeaderError::Invalid(e) => write!(f, "invalid safetensors file: {e}"),
+        }
+    }
+}
+
 pub fn read(source: Arc<Source>, limits: &HeaderLimits) -> Result<Checkpoint> {
     let path = source.path().to_path_buf();
-    check_header(source.bytes(), limits).map_err(|e| Error::malformed(&path, "safetensors header", e))?;
-    let (header_len, meta) =
-        safetensors::SafeTensors::read_metadata(source.bytes()).map_err(|e| Error::Safetensors {
+    let (header_len, meta) = parse_header(source.bytes(), limits).map_err(|e| match e {
+        HeaderError::TooLarge(why) => Error::malformed(&path, "safetensors header", why),
+        HeaderError::Invalid(source) => Error::Safetensors {
             path: path.clone(),
-            source: e,
-        })?;
+            source,
+        },
+    })?;
     let data_start = 8 + header_len as u64;
     let mut tensors = Vec::new();
     let mut storages = Vec::new();

@@ -235,8 +235,8 @@ fn scan_bytes(
             formats.push("pth-legacy-tar");
         }
     }
-    let safetensors =
-        crate::read::safetensors::looks_like(bytes).then(|| safetensors::SafeTensors::read_metadata(bytes));
+    let safetensors = crate::read::safetensors::looks_like(bytes)
+        .then(|| crate::read::safetensors::parse_header(bytes, &col.limits.safetensors_header));
     let index = if bytes.first() == Some(&b'{') {
         scan_index(col, bytes, path)
     } else {
@@ -252,7 +252,7 @@ fn scan_bytes(
         }
         // An invalid header is an error only when nothing else reads the file.
         Some(Err(e)) if formats.is_empty() && index.is_none() => {
-            col.error(&join(prefix, "header"), format!("invalid safetensors file: {e}"));
+            col.error(&join(prefix, "header"), e.to_string());
             formats.push("safetensors");
         }
         _ => {}

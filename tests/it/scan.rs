@@ -598,3 +598,23 @@ fn reports_serialize_to_json() {
         .iter()
         .any(|g| g["category"] == "denylisted"));
 }
+
+#[test]
+fn a_safetensors_header_larger_than_its_data_justifies_is_not_parsed_by_scan_either() {
+    // 200k zero-size tensors: an 8 MB header over no data. The reader refuses it before parsing;
+    // the scanner shares that check, so it neither parses it nor calls it safe.
+    let mut json = String::from("{");
+    for i in 0..200_000 {
+        json.push_str(&format!(
+            "\"t{i}\":{{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}},"
+        ));
+    }
+    json.pop();
+    json.push('}');
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(json.as_bytes());
+    let start = std::time::Instant::now();
+    let err = scan_bytes("big.safetensors", &bytes).unwrap_err();
+    assert!(err.contains("header of"), "{err}");
+    assert!(start.elapsed().as_secs() < 2, "took {:?}", start.elapsed());
+}
