@@ -15,6 +15,7 @@
 //! Other readers can see other records in the same bytes; [`super::zip_readings`] finds them.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 pub(crate) const LOCAL_SIG: &[u8; 4] = b"PK\x03\x04";
 const CENTRAL_SIG: &[u8; 4] = b"PK\x01\x02";
@@ -85,6 +86,8 @@ pub struct Directory {
     /// Where the central directory starts, as the EOCD (or zip64 record) states.
     pub cdir_offset: u64,
     pub cdir_size: u64,
+    /// Entry indices by lower-cased name, for lookups without a scan.
+    by_name: HashMap<Vec<u8>, Vec<usize>>,
 }
 
 /// What a name lookup finds.
@@ -203,12 +206,7 @@ pub(crate) fn directory_at(bytes: &[u8], eocd: usize) -> Result<Directory, Strin
         p += entry.1;
         entries.push(entry.0);
     }
-    Ok(Directory {
-        entries,
-        eocd: eocd as u64,
-        cdir_offset,
-        cdir_size,
-    })
+    Ok(Directory::new(entries, eocd as u64, cdir_offset, cdir_size))
 }
 
 /// The zip64 end record a locator right before the EOCD points at, when miniz would use one.
@@ -386,6 +384,25 @@ pub fn names_equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Directory {
+    fn new(entries: Vec<Entry>, eocd: u64, cdir_offset: u64, cdir_size: u64) -> Directory {
+        let mut by_name: HashMap<Vec<u8>, Vec<usize>> = HashMap::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            by_name.entry(e.name.to_ascii_lowercase()).or_default().push(i);
+        }
+        Directory {
+            entries,
+            eocd,
+            cdir_offset,
+            cdir_size,
+            by_name,
+        }
+    }
+
+    /// A directory with no entries (what is left when miniz cannot read one).
+    pub fn empty() -> Directory {
+        Directory::new(Vec::new(), u64::MAX, 0, 0)
+    }
+
     /// The record prefix torch uses: the first entry's name up to its first '/'.
     pub fn prefix(&self) -> Result<&[u8], String> {
         let first = self.entries.first().ok_or("the archive holds no records")?;
@@ -400,31 +417,18 @@ impl Directory {
 
     /// Finds a record by its full name, as miniz's `mz_zip_reader_locate_file` does.
     pub fn locate(&self, name: &[u8]) -> Lookup {
-        let hits: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| names_equal(&self.entries[i].name, name))
-            .collect();
-        match hits.len() {
-            0 => Lookup::Missing,
-            1 => Lookup::Found(hits[0]),
-            _ => Lookup::Ambiguous(hits),
+        match self.by_name.get(&name.to_ascii_lowercase()).map(Vec::as_slice) {
+            None | Some([]) => Lookup::Missing,
+            Some([one]) => Lookup::Found(*one),
+            Some(many) => Lookup::Ambiguous(many.to_vec()),
         }
     }
 
-    /// Names that equal each other ASCII-case-insensitively, each group in directory order.
+    /// Names that equal each other ASCII-case-insensitively, each group in directory order,
+    /// groups in the order of their first entry.
     pub fn colliding_names(&self) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..self.entries.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (x, y) = (&self.entries[a].name, &self.entries[b].name);
-            x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase()).then(a.cmp(&b))
-        });
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        for i in order {
-            match groups.last_mut() {
-                Some(g) if names_equal(&self.entries[g[0]].name, &self.entries[i].name) => g.push(i),
-                _ => groups.push(vec![i]),
-            }
-        }
-        groups.retain(|g| g.len() > 1);
+        let mut groups: Vec<Vec<usize>> = self.by_name.values().filter(|g| g.len() > 1).cloned().collect();
+        groups.sort();
         groups
     }
 }

@@ -189,12 +189,14 @@ fn shifted_directory(bytes: &[u8], start: usize, size: u64, eocd: usize) -> Opti
 /// Local headers one after another from byte 0. Sizes a header leaves to a data descriptor
 /// (torch's writer does) come from the central entry at the same offset.
 fn local_walk(bytes: &[u8], primary: &Directory) -> Vec<Record> {
+    let at: std::collections::HashMap<u64, &zip::Entry> =
+        primary.entries.iter().map(|e| (e.header_offset, e)).collect();
     let mut out = Vec::new();
     let mut pos = 0u64;
     while out.len() < 1 << 20 {
         let Some(local) = local_header(bytes, pos) else { break };
         let data_start = pos + local.header_len();
-        let central = primary.entries.iter().find(|e| e.header_offset == pos);
+        let central = at.get(&pos);
         let descriptor = local.flags & 8 != 0;
         let (compressed_size, size) = match central {
             Some(e) if descriptor => (e.compressed_size, e.size),

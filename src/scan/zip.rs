@@ -66,13 +66,7 @@ pub(crate) fn scan_zip(col: &mut Collector, bytes: &[u8], prefix: &str) -> Optio
 
 /// Without miniz's directory (torch.load fails), what other readers would still find.
 fn fallback_readings(bytes: &[u8]) -> Vec<Reading> {
-    let empty = Directory {
-        entries: Vec::new(),
-        eocd: u64::MAX,
-        cdir_offset: 0,
-        cdir_size: 0,
-    };
-    zip_readings::other_readings(bytes, &empty)
+    zip_readings::other_readings(bytes, &Directory::empty())
 }
 
 /// torch's records first, then each other reading's records not already seen (same data).
