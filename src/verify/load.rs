@@ -243,6 +243,13 @@ pub(super) fn load_native(
                     t.name, t.dtype
                 ));
             }
+            // libtorch's C++ unpickler has no Python tensor subclasses (DTensor): it cannot
+            // rebuild them, whatever the top level.
+            if let Some(g) = own.globals.iter().find(|g| is_tensor_subclass_global(g)) {
+                return bytes(format!(
+                    "{g}: a tensor subclass (such as DTensor), which libtorch's C++ unpickler cannot rebuild"
+                ));
+            }
             if own.storages.iter().any(|s| s.byte_order == ByteOrder::Big) {
                 return bytes("big-endian storages (byteorder 'big'); libtorch's C++ loader does not swap them".into());
             }
@@ -281,6 +288,14 @@ pub(super) fn load_native(
             }
         }
     }
+}
+
+/// Globals through which a pickle rebuilds a Python tensor subclass.
+fn is_tensor_subclass_global(dotted: &str) -> bool {
+    matches!(
+        dotted,
+        "torch._tensor._rebuild_from_type_v2" | "torch._utils._rebuild_wrapper_subclass"
+    ) || dotted.starts_with("torch.distributed.")
 }
 
 /// The bytes path: ckpt's contiguous bytes of `ot` (from the file being verified) into libtorch,
