@@ -489,7 +489,7 @@ pub fn extract(
     }
     if size > max_inflated {
         return Err(format!(
-            "inflates to {size} bytes, more than this file can justify (limit {max_inflated} bytes); refusing a likely zip bomb"
+            "inflates to {size} bytes, more than this file can justify ({max_inflated} bytes: {INFLATE_RATIO} times the file's size plus 1 MiB, within the pickle limit); refusing a likely zip bomb"
         ));
     }
     let input = &bytes[start..start + compressed as usize];
