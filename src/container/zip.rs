@@ -18,10 +18,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 pub(crate) const LOCAL_SIG: &[u8; 4] = b"PK\x03\x04";
-const CENTRAL_SIG: &[u8; 4] = b"PK\x01\x02";
+pub(crate) const CENTRAL_SIG: &[u8; 4] = b"PK\x01\x02";
 pub(crate) const EOCD_SIG: &[u8; 4] = b"PK\x05\x06";
-const ZIP64_LOCATOR_SIG: &[u8; 4] = b"PK\x06\x07";
-const ZIP64_EOCD_SIG: &[u8; 4] = b"PK\x06\x06";
+pub(crate) const ZIP64_LOCATOR_SIG: &[u8; 4] = b"PK\x06\x07";
+pub(crate) const ZIP64_EOCD_SIG: &[u8; 4] = b"PK\x06\x06";
 const EOCD_LEN: usize = 22;
 const ZIP64_LOCATOR_LEN: usize = 20;
 const ZIP64_EOCD_LEN: usize = 56;

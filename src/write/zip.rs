@@ -10,14 +10,11 @@
 
 use std::io::{self, Seek, SeekFrom, Write};
 
+use crate::container::zip::{CENTRAL_SIG, EOCD_SIG, LOCAL_SIG, ZIP64_EOCD_SIG, ZIP64_LOCATOR_SIG};
+
 /// Where record data starts: torch's `.storage_alignment`.
 pub const ALIGN: u64 = 64;
 
-const LOCAL_SIG: u32 = 0x0403_4b50;
-const CENTRAL_SIG: u32 = 0x0201_4b50;
-const EOCD_SIG: u32 = 0x0605_4b50;
-const EOCD64_SIG: u32 = 0x0606_4b50;
-const LOCATOR64_SIG: u32 = 0x0706_4b50;
 const U32_MAX: u64 = 0xffff_ffff;
 /// 1980-01-01 00:00, the earliest DOS date: a fixed timestamp keeps outputs reproducible.
 const DOS_DATE: u16 = (1 << 5) | 1;
@@ -113,7 +110,7 @@ impl<W: Write + Seek> ZipWriter<W> {
         let offset = self.pos;
         let zip64 = self.force_zip64 || size >= U32_MAX;
         let mut h = Vec::with_capacity(30 + name.len() + 20 + 4 + ALIGN as usize);
-        put32(&mut h, LOCAL_SIG);
+        h.extend_from_slice(LOCAL_SIG);
         put16(&mut h, if zip64 { 45 } else { 20 });
         put16(&mut h, flags(&name));
         put16(&mut h, 0); // STORED
@@ -235,7 +232,7 @@ impl<W: Write + Seek> ZipWriter<W> {
                 }
             }
             let version = if extra.is_empty() { 20 } else { 45 };
-            put32(&mut buf, CENTRAL_SIG);
+            buf.extend_from_slice(CENTRAL_SIG);
             put16(&mut buf, version); // made by: MS-DOS host, as torch's writer says
             put16(&mut buf, version);
             put16(&mut buf, flags(&e.name));
@@ -262,7 +259,7 @@ impl<W: Write + Seek> ZipWriter<W> {
         let zip64 = force || count >= 0xffff || cd_size >= U32_MAX || cd_start >= U32_MAX;
         buf.clear();
         if zip64 {
-            put32(&mut buf, EOCD64_SIG);
+            buf.extend_from_slice(ZIP64_EOCD_SIG);
             put64(&mut buf, 44);
             put16(&mut buf, 45);
             put16(&mut buf, 45);
@@ -272,13 +269,13 @@ impl<W: Write + Seek> ZipWriter<W> {
             put64(&mut buf, count);
             put64(&mut buf, cd_size);
             put64(&mut buf, cd_start);
-            put32(&mut buf, LOCATOR64_SIG);
+            buf.extend_from_slice(ZIP64_LOCATOR_SIG);
             put32(&mut buf, 0);
             put64(&mut buf, cd_end);
             put32(&mut buf, 1);
         }
         let count16 = if zip64 { 0xffff } else { count as u16 };
-        put32(&mut buf, EOCD_SIG);
+        buf.extend_from_slice(EOCD_SIG);
         put16(&mut buf, 0);
         put16(&mut buf, 0);
         put16(&mut buf, count16);
