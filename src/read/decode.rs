@@ -1031,21 +1031,40 @@ fn placement_text(heap: &Heap, p: &Value) -> String {
 }
 
 /// `DeviceMesh('cuda', shape=(2, 4), dim_names=('dp', 'tp'))`; torch 2.11 keeps the shape in
-/// `_layout`, the device type in `_device_type` (older versions: `device_type`).
+/// `_layout.shape`, torch 2.15 as `_layout.axes` (one flat layout per mesh dimension, whose size
+/// is the product of its own shape); the device type is in `_device_type` (older versions:
+/// `device_type`).
 fn mesh_text(heap: &Heap, mesh: &Value) -> String {
     let mesh = fields(heap, mesh);
     let device = lookup(mesh, "_device_type")
         .or_else(|| lookup(mesh, "device_type"))
         .map_or_else(|| "?".into(), |d| py_value(heap, d));
-    let shape = lookup(mesh, "_layout")
-        .and_then(|l| lookup(fields(heap, l), "shape"))
-        .and_then(|s| uints(heap, s))
+    let layout = lookup(mesh, "_layout").map(|l| fields(heap, l));
+    let shape = layout
+        .and_then(|l| {
+            lookup(l, "shape")
+                .and_then(|s| uints(heap, s))
+                .or_else(|| axes_sizes(heap, l))
+        })
         .map_or_else(|| "?".into(), |dims| py_tuple(dims.iter().map(u64::to_string)));
     let names = match lookup(mesh, "_mesh_dim_names").or_else(|| lookup(mesh, "mesh_dim_names")) {
         Some(n @ Value::Obj(_)) => format!(", dim_names={}", py_value(heap, n)),
         _ => String::new(),
     };
     format!("DeviceMesh({device}, shape={shape}{names})")
+}
+
+/// The size of each axis of a torch 2.15 `_MeshLayout`: the product of the axis's shape (1 for
+/// an empty one). Only as many axes as a note shows are looked at.
+fn axes_sizes(heap: &Heap, layout: &[(Value, Value)]) -> Option<Vec<u64>> {
+    let axes = heap.tuple(lookup(layout, "axes")?)?;
+    axes.iter()
+        .take(MAX_NOTE_ITEMS + 1)
+        .map(|axis| {
+            let dims = uints(heap, lookup(fields(heap, axis), "shape")?)?;
+            dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d))
+        })
+        .collect()
 }
 
 /// A scalar, or a tuple of scalars, as Python's repr writes it; "?" for anything else. One
