@@ -24,9 +24,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let b = ckpt::read::open(&args.b)?;
     let report = ckpt::diff::diff(&a, &b, args.atol);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        super::out::json(&report.to_json())?;
     } else {
-        print!("{}", report.to_text());
+        super::out::print(&report.to_text())?;
     }
     Ok(if report.is_equal() {
         ExitCode::SUCCESS

@@ -37,13 +37,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shown = args.path.display().to_string();
     if args.json {
         let value = inspect::to_json(&ckpt, &shown, &opts);
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        super::out::json(&value)?;
     } else {
         let size = std::fs::metadata(&args.path)
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len());
-        print!("{}", inspect::to_text(&ckpt, &shown, size, &opts, args.tree));
+        super::out::print(&inspect::to_text(&ckpt, &shown, size, &opts, args.tree))?;
     }
     Ok(ExitCode::SUCCESS)
 }
