@@ -267,9 +267,24 @@ fn side<'a>(
     };
     let tensors: Vec<(String, &Tensor, &str)> = tensors.into_iter().map(|(n, t)| (strip(n), t, n)).collect();
     let metadata: Vec<(String, &Json, &str)> = metadata.into_iter().map(|(n, v)| (strip(n), v, n)).collect();
+    // Tensors and metadata are compared apart (a DTensor's placement notes share its name).
+    unique_after_strip(label, tensors.iter().map(|(n, _, o)| (n, *o)))?;
+    unique_after_strip(label, metadata.iter().map(|(n, _, o)| (n, *o)))?;
+    Ok(Side {
+        ckpt,
+        tensors: tensors.into_iter().map(|(n, t, _)| (n, t)).collect(),
+        metadata: metadata.into_iter().map(|(n, v, _)| (n, v)).collect(),
+        text_metadata,
+    })
+}
+
+/// Refuses two names (before stripping) that stripping made one.
+fn unique_after_strip<'a>(
+    label: &'static str,
+    names: impl Iterator<Item = (&'a String, &'a str)>,
+) -> Result<(), DiffError> {
     let mut seen: HashMap<&str, &str> = HashMap::new();
-    let originals = tensors.iter().map(|(n, _, o)| (n, o)).chain(metadata.iter().map(|(n, _, o)| (n, o)));
-    for (name, original) in originals {
+    for (name, original) in names {
         if let Some(first) = seen.insert(name, original) {
             return Err(DiffError::Collision {
                 side: label,
@@ -279,12 +294,7 @@ fn side<'a>(
             });
         }
     }
-    Ok(Side {
-        ckpt,
-        tensors: tensors.into_iter().map(|(n, t, _)| (n, t)).collect(),
-        metadata: metadata.into_iter().map(|(n, v, _)| (n, v)).collect(),
-        text_metadata,
-    })
+    Ok(())
 }
 
 /// Keeps the names one of `filter` matches (all of them when it is empty).

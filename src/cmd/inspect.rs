@@ -18,7 +18,7 @@ pub struct Args {
     /// Group tensors by module, with parameter counts per module.
     #[arg(long, conflicts_with = "json")]
     tree: bool,
-    /// Only tensors whose names match this glob (e.g. 'layer4.*', '*.weight').
+    /// Only tensors and metadata whose names match this glob (e.g. 'layer4.*', '*.weight').
     #[arg(long, value_name = "GLOB")]
     filter: Option<String>,
 }
@@ -31,6 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = InspectOptions {
         hash: args.hash,
         filter,
+        progress: true,
     };
     let ckpt = ckpt::read::open(&args.path)?;
     super::output::warn_globals(&args.path, &ckpt);
