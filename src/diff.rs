@@ -335,7 +335,15 @@ fn compare_tensors(sa: &Side, sb: &Side, tol: Tol, progress: bool, report: &mut 
 }
 
 /// Compares two tensors of one name and files the result.
-fn compare_pair(a: &Checkpoint, name: &str, ta: &Tensor, b: &Checkpoint, tb: &Tensor, tol: Tol, report: &mut DiffReport) {
+fn compare_pair(
+    a: &Checkpoint,
+    name: &str,
+    ta: &Tensor,
+    b: &Checkpoint,
+    tb: &Tensor,
+    tol: Tol,
+    report: &mut DiffReport,
+) {
     let name = name.to_string();
     let same_shape = ta.shape == tb.shape;
     if ta.dtype != tb.dtype || !same_shape {

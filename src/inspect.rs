@@ -8,8 +8,8 @@ use serde_json::{json, Value as Json};
 
 use crate::model::{Checkpoint, Format, Origin, Tensor};
 use crate::tensor_data::sha256_hex;
-use crate::write::progress::Progress;
 pub use crate::units::{grouped, human_bytes};
+use crate::write::progress::Progress;
 
 /// What to show.
 #[derive(Debug, Clone, Default)]
@@ -41,7 +41,10 @@ fn hashes(ckpt: &Checkpoint, tensors: &[&Tensor], opts: &InspectOptions) -> Vec<
     out
 }
 
-fn selected_metadata<'a>(ckpt: &'a Checkpoint, opts: &'a InspectOptions) -> impl Iterator<Item = (&'a String, &'a Json)> {
+fn selected_metadata<'a>(
+    ckpt: &'a Checkpoint,
+    opts: &'a InspectOptions,
+) -> impl Iterator<Item = (&'a String, &'a Json)> {
     ckpt.metadata
         .iter()
         .filter(move |(k, _)| opts.filter.as_ref().is_none_or(|m| m.is_match(k)))

@@ -126,7 +126,11 @@ fn names<'a>(names: impl Iterator<Item = &'a String>) -> Vec<Json> {
 
 impl From<&RenameReport> for Action {
     fn from(r: &RenameReport) -> Action {
-        let items = r.renamed.iter().map(|(from, to)| json!({"from": from, "to": to})).collect();
+        let items = r
+            .renamed
+            .iter()
+            .map(|(from, to)| json!({"from": from, "to": to}))
+            .collect();
         Action::new("renamed", items, format!("renamed {} tensors", r.renamed.len()))
             .with("unchanged", json!(r.unchanged))
     }
@@ -134,7 +138,11 @@ impl From<&RenameReport> for Action {
 
 /// A cast is two actions: the tensors cast and the tensors kept in their dtype.
 pub fn cast_actions(r: &CastReport) -> [Action; 2] {
-    let cast = r.cast.iter().map(|c| json!({"name": c.name, "from": c.from.name()})).collect();
+    let cast = r
+        .cast
+        .iter()
+        .map(|c| json!({"name": c.name, "from": c.from.name()}))
+        .collect();
     let kept = r
         .kept
         .iter()
