@@ -252,3 +252,48 @@ fn stdout_json_code(args: &[&str], code: i32) -> Json {
     let out = ckpt().args(args).assert().code(code).get_output().stdout.clone();
     serde_json::from_slice(&out).expect("one JSON object on stdout")
 }
+
+/// Runs ckpt with stderr on a fresh pseudo-terminal and returns what it drew there.
+#[cfg(target_os = "linux")]
+fn stderr_on_a_terminal(args: &[&str]) -> String {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the integers it is given; the null name,
+    // termios and window size pointers are allowed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both descriptors were just opened and are owned by these files alone.
+    let (mut master, slave) = unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) };
+    let status = std::process::Command::new(assert_cmd::cargo::cargo_bin("ckpt"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .status()
+        .unwrap();
+    assert!(status.success(), "{args:?}: {status}");
+    // The child is gone and our copy of the slave was moved into it: reading ends with EIO.
+    let mut drawn = Vec::new();
+    let _ = master.read_to_end(&mut drawn);
+    String::from_utf8_lossy(&drawn).into_owned()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn progress_bars_draw_on_a_terminal_and_nowhere_else() {
+    let a = fixture("cnn_state_dict.pth");
+    let cases: [(&[&str], &str); 2] = [(&["diff", &a, &a], "comparing ["), (&["inspect", "--hash", &a], "hashing [")];
+    for (args, bar) in cases {
+        let drawn = stderr_on_a_terminal(args);
+        assert!(drawn.contains(bar), "{args:?}: {drawn:?}");
+        // Piped stderr: no bar, nothing at all.
+        assert_eq!(stderr_of(ckpt().args(args).assert().success()), "", "{args:?}");
+    }
+}
