@@ -58,8 +58,7 @@ impl DiffOptions {
     /// Refuses a tolerance that is negative or NaN.
     pub fn check(&self) -> Result<(), DiffError> {
         for (option, v) in [("atol", self.atol), ("rtol", self.rtol)] {
-            // NaN fails this too.
-            if !(v >= 0.0) {
+            if v.is_nan() || v < 0.0 {
                 return Err(DiffError::BadTolerance { option });
             }
         }

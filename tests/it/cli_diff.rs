@@ -29,7 +29,15 @@ fn fixture(name: &str) -> String {
 
 /// Runs `ckpt diff --json ARGS`, checks the exit code, returns the report.
 fn diff_json(args: &[&str], code: i32) -> Json {
-    let out = ckpt().arg("diff").arg("--json").args(args).assert().code(code).get_output().stdout.clone();
+    let out = ckpt()
+        .arg("diff")
+        .arg("--json")
+        .args(args)
+        .assert()
+        .code(code)
+        .get_output()
+        .stdout
+        .clone();
     serde_json::from_slice(&out).expect("one JSON object")
 }
 
@@ -112,7 +120,10 @@ fn diff_strip_prefix_matches_dataparallel_to_plain() {
         .stderr
         .clone();
     let err = String::from_utf8(out).unwrap();
-    assert!(err.contains("--strip-prefix '_orig_mod': no name in either checkpoint"), "{err}");
+    assert!(
+        err.contains("--strip-prefix '_orig_mod': no name in either checkpoint"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -126,7 +137,13 @@ fn diff_filter_narrows_tensors_and_metadata_by_pattern() {
     let equal = diff_json(&["--filter", "config.l*", "--filter", "optimizer", &a, &b], 0);
     let names: Vec<String> = verdicts(&equal).into_keys().collect();
     assert_eq!(names, ["config.lr", "optimizer.param_groups"]);
-    let out = ckpt().args(["diff", "--filter", "decoder", &a, &b]).assert().code(2).get_output().stderr.clone();
+    let out = ckpt()
+        .args(["diff", "--filter", "decoder", &a, &b])
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
     assert!(String::from_utf8_lossy(&out).contains("--filter decoder: matches no name"));
 }
 
@@ -135,14 +152,20 @@ fn diff_a_dedupe_alias_equals_its_source() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tied.safetensors");
     let tied = fixture("tied_state_dict.pth");
-    ckpt().args(["convert", "--dedupe", &tied, out.to_str().unwrap()]).assert().success();
+    ckpt()
+        .args(["convert", "--dedupe", &tied, out.to_str().unwrap()])
+        .assert()
+        .success();
     // The alias is gone from the tensors and recorded in metadata (as huggingface's convert.py).
     let file = ckpt::read::open(&out).unwrap();
     let (gone, kept) = ("head.weight", "emb.weight");
     assert!(file.tensors.iter().all(|t| t.name != gone));
     assert_eq!(file.metadata[gone], kept);
     let report = diff_json(&[&tied, out.to_str().unwrap()], 0);
-    assert!(report["identical"].as_array().unwrap().iter().any(|n| n == gone), "{report}");
+    assert!(
+        report["identical"].as_array().unwrap().iter().any(|n| n == gone),
+        "{report}"
+    );
     assert_eq!(report["metadata"]["only_in_b"], Json::Array(vec![]));
 }
 
@@ -155,14 +178,23 @@ fn diff_a_training_checkpoint_equals_its_safetensors_conversion() {
     ckpt().args(["convert", &src, out.to_str().unwrap()]).assert().success();
     let report = diff_json(&[&src, out.to_str().unwrap()], 0);
     let leaves = report["metadata"]["identical"].as_array().unwrap().len();
-    assert_eq!(leaves, ckpt::read::open(std::path::Path::new(&src)).unwrap().metadata.len());
+    assert_eq!(
+        leaves,
+        ckpt::read::open(std::path::Path::new(&src)).unwrap().metadata.len()
+    );
 }
 
 #[test]
 fn diff_refuses_negative_or_nan_tolerances() {
     let a = fixture("cnn_state_dict.pth");
     for bad in ["--rtol=-1", "--atol=-0.5", "--rtol=NaN"] {
-        let out = ckpt().args(["diff", bad, &a, &a]).assert().code(2).get_output().stderr.clone();
+        let out = ckpt()
+            .args(["diff", bad, &a, &a])
+            .assert()
+            .code(2)
+            .get_output()
+            .stderr
+            .clone();
         assert!(String::from_utf8_lossy(&out).contains("must be a number >= 0"), "{bad}");
     }
 }

@@ -108,9 +108,16 @@ fn a_missing_output_directory_names_the_output_not_the_temp_file() {
 #[cfg(not(feature = "tch"))]
 #[test]
 fn verify_without_libtorch_says_how_to_build_it() {
-    for args in [&["verify", "x.pth"][..], &["verify", "--device", "cuda", "x.pth"], &["verify"]] {
+    for args in [
+        &["verify", "x.pth"][..],
+        &["verify", "--device", "cuda", "x.pth"],
+        &["verify"],
+    ] {
         let err = stderr_of(ckpt().args(args).assert().code(2));
-        assert!(err.contains("--features tch") && err.contains("scripts/build-tch.sh"), "{err}");
+        assert!(
+            err.contains("--features tch") && err.contains("scripts/build-tch.sh"),
+            "{err}"
+        );
         assert!(!err.contains("unrecognized subcommand"), "{err}");
     }
 }
@@ -130,7 +137,10 @@ fn inspect_hash_is_its_own_aligned_column() {
     let column = header.find("sha256").expect("a sha256 column");
     for t in torch.as_array().unwrap() {
         let name = t["name"].as_str().unwrap();
-        let row = text.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap();
         let sha = t["sha256"].as_str().unwrap();
         assert_eq!(row.get(column..column + 64), Some(sha), "{row}");
     }
@@ -158,7 +168,12 @@ fn writing_commands_say_what_they_did_as_json() {
     let dir = tempfile::tempdir().unwrap();
     let dp = fixture("dataparallel.pth");
     let torch = &expected()["fixtures"]["dataparallel.pth"]["tensors"];
-    let floats = torch.as_array().unwrap().iter().filter(|t| t["dtype"] == "float32").count();
+    let floats = torch
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["dtype"] == "float32")
+        .count();
     let out = dir.path().join("plain.safetensors");
     let r = stdout_json(&[
         "convert",
@@ -171,10 +186,20 @@ fn writing_commands_say_what_they_did_as_json() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(r["command"], "convert");
-    let action = |name: &str| r["actions"].as_array().unwrap().iter().find(|a| a["action"] == name).cloned();
+    let action = |name: &str| {
+        r["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["action"] == name)
+            .cloned()
+    };
     let renamed = action("renamed").unwrap();
     assert_eq!(renamed["count"], 15);
-    assert_eq!(renamed["items"][0], serde_json::json!({"from": "module.conv1.weight", "to": "conv1.weight"}));
+    assert_eq!(
+        renamed["items"][0],
+        serde_json::json!({"from": "module.conv1.weight", "to": "conv1.weight"})
+    );
     assert_eq!(action("cast").unwrap()["count"], floats);
     assert_eq!(action("cast").unwrap()["to"], "bfloat16");
     assert_eq!(action("kept").unwrap()["count"], 15 - floats);
@@ -193,7 +218,10 @@ fn writing_commands_say_what_they_did_as_json() {
         dropped_out.to_str().unwrap(),
     ]);
     let dropped = &r["actions"][0];
-    assert_eq!((dropped["action"].as_str(), dropped["count"].as_u64()), (Some("dropped"), Some(2)));
+    assert_eq!(
+        (dropped["action"].as_str(), dropped["count"].as_u64()),
+        (Some("dropped"), Some(2))
+    );
     assert_eq!(dropped["items"], serde_json::json!(["fc3.weight", "fc3.bias"]));
     assert_eq!(dropped["remaining"], 13);
     assert_eq!(r["written"]["tensors"], 13);
@@ -208,11 +236,23 @@ fn writing_commands_say_what_they_did_as_json() {
         "--write",
         frozen_out.to_str().unwrap(),
     ]);
-    let frozen = r["actions"].as_array().unwrap().iter().find(|a| a["action"] == "frozen").unwrap();
+    let frozen = r["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "frozen")
+        .unwrap();
     assert_eq!(frozen["items"], serde_json::json!(["conv1.weight", "conv1.bias"]));
     assert_eq!(r["written"]["format"], "pth");
     // A dry run writes nothing and says so.
-    let r = stdout_json(&["drop-layers", "--json", "--dry-run", "--pattern", "fc3", &fixture("cnn_state_dict.pth")]);
+    let r = stdout_json(&[
+        "drop-layers",
+        "--json",
+        "--dry-run",
+        "--pattern",
+        "fc3",
+        &fixture("cnn_state_dict.pth"),
+    ]);
     assert_eq!(r["written"], Json::Null);
     assert_eq!(r["actions"][0]["dry_run"], true);
 }
@@ -223,10 +263,19 @@ fn scan_shows_what_a_dangerous_call_would_run() {
     let r = stdout_json_code(&["scan", "--json", &fixture("hostile/reduce_os_system.pth")], 1);
     let finding = &r["files"][0]["findings"][0];
     assert_eq!(finding["arguments"], "('echo ckpt-hostile-fixture')");
-    assert!(finding["message"].as_str().unwrap().ends_with("posix.system('echo ckpt-hostile-fixture')"));
-    let out = ckpt().args(["scan", &fixture("hostile/subprocess_popen.pth")]).assert().code(1);
+    assert!(finding["message"]
+        .as_str()
+        .unwrap()
+        .ends_with("posix.system('echo ckpt-hostile-fixture')"));
+    let out = ckpt()
+        .args(["scan", &fixture("hostile/subprocess_popen.pth")])
+        .assert()
+        .code(1);
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    assert!(text.contains("subprocess.Popen(['echo', 'ckpt-hostile-fixture'])"), "{text}");
+    assert!(
+        text.contains("subprocess.Popen(['echo', 'ckpt-hostile-fixture'])"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -289,7 +338,10 @@ fn stderr_on_a_terminal(args: &[&str]) -> String {
 #[test]
 fn progress_bars_draw_on_a_terminal_and_nowhere_else() {
     let a = fixture("cnn_state_dict.pth");
-    let cases: [(&[&str], &str); 2] = [(&["diff", &a, &a], "comparing ["), (&["inspect", "--hash", &a], "hashing [")];
+    let cases: [(&[&str], &str); 2] = [
+        (&["diff", &a, &a], "comparing ["),
+        (&["inspect", "--hash", &a], "hashing ["),
+    ];
     for (args, bar) in cases {
         let drawn = stderr_on_a_terminal(args);
         assert!(drawn.contains(bar), "{args:?}: {drawn:?}");
