@@ -104,11 +104,6 @@ impl Record {
         self.actions.push(action.into());
     }
 
-    /// The action named `name`, if the command did it.
-    pub fn action(&self, name: &str) -> Option<&Action> {
-        self.actions.iter().find(|a| a.name == name)
-    }
-
     /// `{"command", "input", "actions": [...], "written": {...} | null}`.
     pub fn to_json(&self, command: &str, input: &str) -> Json {
         json!({
