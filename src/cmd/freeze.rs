@@ -49,6 +49,9 @@ fn rules_in_order(matches: &clap::ArgMatches) -> Vec<(FreezeRule, String)> {
 
 pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let rules = rules_in_order(matches);
+    if args.out.json && args.flags.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+        anyhow::bail!("--json and -o - would both print JSON on stdout; write the flags to a file, or drop one");
+    }
     let output = args.write.as_deref().map(|o| args.out.resolve(o)).transpose()?;
     if let Some(output) = &output {
         if output.options.format != ckpt::write::OutFormat::Pth {

@@ -244,6 +244,14 @@ fn writing_commands_say_what_they_did_as_json() {
         .unwrap();
     assert_eq!(frozen["items"], serde_json::json!(["conv1.weight", "conv1.bias"]));
     assert_eq!(r["written"]["format"], "pth");
+    // One JSON object on stdout, never two.
+    let err = stderr_of(
+        ckpt()
+            .args(["freeze", "--json", "-o", "-", &fixture("cnn_model.pth")])
+            .assert()
+            .code(2),
+    );
+    assert!(err.contains("--json and -o -"), "{err}");
     // A dry run writes nothing and says so.
     let r = stdout_json(&[
         "drop-layers",
