@@ -9,13 +9,45 @@ use serde_json::{json, Value as Json};
 use crate::model::{Checkpoint, Format, Origin, Tensor};
 use crate::tensor_data::sha256_hex;
 pub use crate::units::{grouped, human_bytes};
+use crate::write::progress::Progress;
 
 /// What to show.
 #[derive(Debug, Clone, Default)]
 pub struct InspectOptions {
     pub hash: bool,
-    /// Only tensors whose names match; None shows all.
+    /// Only tensors and metadata whose names match; None shows all.
     pub filter: Option<globset::GlobMatcher>,
+    /// A progress bar on stderr while `hash` reads the data (only if stderr is a terminal).
+    pub progress: bool,
+}
+
+/// Each tensor's SHA-256 when `hash` is asked (None otherwise), with a progress bar: hashing
+/// reads every byte of the file.
+fn hashes(ckpt: &Checkpoint, tensors: &[&Tensor], opts: &InspectOptions) -> Vec<Option<String>> {
+    if !opts.hash {
+        return vec![None; tensors.len()];
+    }
+    let total = tensors.iter().map(|t| t.nbytes()).sum();
+    let mut bar = Progress::labelled("hashing", total, opts.progress);
+    let out = tensors
+        .iter()
+        .map(|t| {
+            let h = sha256_hex(ckpt, t);
+            bar.add(t.nbytes());
+            Some(h)
+        })
+        .collect();
+    bar.finish();
+    out
+}
+
+fn selected_metadata<'a>(
+    ckpt: &'a Checkpoint,
+    opts: &'a InspectOptions,
+) -> impl Iterator<Item = (&'a String, &'a Json)> {
+    ckpt.metadata
+        .iter()
+        .filter(move |(k, _)| opts.filter.as_ref().is_none_or(|m| m.is_match(k)))
 }
 
 fn selected<'a>(ckpt: &'a Checkpoint, opts: &'a InspectOptions) -> impl Iterator<Item = &'a Tensor> {
@@ -34,8 +66,11 @@ fn storage_id(ckpt: &Checkpoint, t: &Tensor) -> Json {
 }
 
 pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
-    let tensors: Vec<Json> = selected(ckpt, opts)
-        .map(|t| {
+    let chosen: Vec<&Tensor> = selected(ckpt, opts).collect();
+    let tensors: Vec<Json> = chosen
+        .iter()
+        .zip(hashes(ckpt, &chosen, opts))
+        .map(|(t, hash)| {
             let mut o = json!({
                 "name": t.name,
                 "dtype": t.dtype.name(),
@@ -46,8 +81,8 @@ pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
                 "nbytes": t.nbytes(),
                 "storage": storage_id(ckpt, t),
             });
-            if opts.hash {
-                o["sha256"] = json!(sha256_hex(ckpt, t));
+            if let Some(h) = hash {
+                o["sha256"] = json!(h);
             }
             o
         })
@@ -56,7 +91,9 @@ pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
         "path": path,
         "format": ckpt.format.name(),
         "tensors": tensors,
-        "metadata": ckpt.metadata,
+        "metadata": selected_metadata(ckpt, opts)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<serde_json::Map<_, _>>(),
         "globals": ckpt.globals,
         "total_params": selected(ckpt, opts).map(Tensor::numel).sum::<u64>(),
         "total_bytes": selected(ckpt, opts).map(Tensor::nbytes).sum::<u64>(),
@@ -131,10 +168,10 @@ pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &Ins
         Origin::Scripted => ", TorchScript module; names follow its state_dict()",
     };
     let _ = writeln!(out, "format    {}{origin}", ckpt.format);
-    let shown = if tensors.len() == ckpt.tensors.len() {
+    let shown = if opts.filter.is_none() {
         String::new()
     } else {
-        format!(" (of {} matching the filter)", ckpt.tensors.len())
+        format!(" of {} match the filter", ckpt.tensors.len())
     };
     let _ = writeln!(out, "tensors   {}{shown}", tensors.len());
     let _ = writeln!(out, "params    {}", grouped(params));
@@ -151,20 +188,26 @@ pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &Ins
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let _ = writeln!(out, "dtypes    {}", hist(&dtypes));
-    let _ = writeln!(out, "devices   {}", hist(&devices));
+    if !tensors.is_empty() {
+        let _ = writeln!(out, "dtypes    {}", hist(&dtypes));
+        let _ = writeln!(out, "devices   {}", hist(&devices));
+    }
     for note in notes(ckpt) {
         let _ = writeln!(out, "note      {note}");
     }
-    out.push('\n');
-    if tree {
-        out.push_str(&module_tree(ckpt, &tensors));
-    } else {
-        out.push_str(&table(ckpt, &tensors, opts.hash));
+    // Sections are separated by one blank line; a section with nothing in it is left out.
+    if !tensors.is_empty() {
+        out.push('\n');
+        if tree {
+            out.push_str(&module_tree(ckpt, &tensors));
+        } else {
+            out.push_str(&table(ckpt, &tensors, &hashes(ckpt, &tensors, opts)));
+        }
     }
-    if !ckpt.metadata.is_empty() {
+    let metadata: Vec<(&String, &Json)> = selected_metadata(ckpt, opts).collect();
+    if !metadata.is_empty() {
         let _ = writeln!(out, "\nmetadata");
-        for (k, v) in &ckpt.metadata {
+        for (k, v) in metadata {
             let mut text = v.to_string();
             if text.len() > 100 {
                 let cut = (0..=97).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
@@ -177,8 +220,10 @@ pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &Ins
     out
 }
 
-fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hash: bool) -> String {
-    let mut rows: Vec<[String; 6]> = vec![[
+/// One row per tensor, columns aligned; `hashes` (all Some or all None) adds a sha256 column
+/// before grad, which is often empty and so is best last.
+fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hashes: &[Option<String>]) -> String {
+    let mut rows: Vec<Vec<String>> = vec![vec![
         "name".into(),
         "dtype".into(),
         "shape".into(),
@@ -186,27 +231,31 @@ fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hash: bool) -> String {
         "size".into(),
         "grad".into(),
     ]];
-    for t in tensors {
+    let hashed = hashes.iter().any(Option::is_some);
+    if hashed {
+        rows[0].insert(5, "sha256".into());
+    }
+    for (t, hash) in tensors.iter().zip(hashes) {
         let grad = match (t.parameter, t.requires_grad) {
             (true, true) => "trainable",
             (true, false) => "frozen",
             (false, true) => "requires_grad",
             (false, false) => "",
         };
-        let mut name = t.name.clone();
-        if hash {
-            name = format!("{name}  sha256:{}", &sha256_hex(ckpt, t)[..16]);
-        }
-        rows.push([
-            name,
+        let mut row = vec![
+            t.name.clone(),
             t.dtype.name().into(),
             shape_str(&t.shape),
             ckpt.storage(t.storage).location.clone(),
             human_bytes(t.nbytes()),
             grad.into(),
-        ]);
+        ];
+        if let Some(h) = hash {
+            row.insert(5, h.clone());
+        }
+        rows.push(row);
     }
-    let widths: Vec<usize> = (0..6)
+    let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

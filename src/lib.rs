@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod model;
 pub mod pickle;
 pub mod read;
+pub mod record;
 pub mod scan;
 pub mod source;
 pub mod tensor_data;

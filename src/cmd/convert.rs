@@ -9,7 +9,9 @@ use ckpt::dtype::DType;
 use ckpt::transform::{self, DeviceRule};
 use globset::GlobSetBuilder;
 
-use super::output::{warn_globals, written, OutArgs};
+use ckpt::record::{cast_actions, Action, Record};
+
+use super::output::{did, finish, warn_globals, OutArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -78,12 +80,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut ckpt = ckpt::read::open(&args.input)?;
     output.check(&ckpt)?;
     warn_globals(&args.input, &ckpt);
+    let json = args.out.json;
+    let mut record = Record::default();
     if let Some(path) = &args.select {
         ckpt = transform::select(&ckpt, path)?;
+        let names = ckpt.tensors.iter().map(|t| serde_json::json!(t.name)).collect();
+        let summary = format!("selected '{path}': {} tensors", ckpt.tensors.len());
+        did(&mut record, Action::new("selected", names, summary), json);
     }
     if !args.strip_prefix.is_empty() || args.add_prefix.is_some() {
         let report = transform::rename(&mut ckpt, &args.strip_prefix, args.add_prefix.as_deref())?;
-        eprintln!("renamed {} tensors", report.renamed.len());
+        did(&mut record, &report, json);
     }
     if let Some(to) = dtype {
         let report = transform::cast(&mut ckpt, to, &keep);
@@ -102,18 +109,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        eprintln!("cast {} tensors to {to}; {} kept", report.cast.len(), report.kept.len());
+        for action in cast_actions(&report) {
+            did(&mut record, action, json);
+        }
     }
     if let Some(rule) = &device {
         let report = transform::set_device(&mut ckpt, rule);
-        eprintln!("device tags: {} storages changed", report.storages_changed);
+        did(&mut record, &report, json);
     }
-    let report = output.write(&ckpt)?;
-    println!("{}", written(&report, output.options.format));
+    output.write(&ckpt, &mut record)?;
+    finish(&record, json, "convert", &args.input)?;
     #[cfg(feature = "tch")]
     if let Some(device) = verify_device {
         let check = ckpt::verify::verify_output(&output.path, device)?;
-        eprint!("{}", check.to_text());
+        super::out::note(check.to_text().trim_end());
         if !check.ok() {
             return Ok(ExitCode::from(1));
         }

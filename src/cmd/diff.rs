@@ -1,7 +1,11 @@
-//! `ckpt diff`: tensor by tensor, across formats. Exit 0 when equal within atol, 1 when not.
+//! `ckpt diff`: tensors and metadata leaves by name, across formats. Exit 0 when equal within
+//! tolerance, 1 when not, 2 when the comparison cannot be made.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use ckpt::diff::DiffOptions;
+use ckpt::transform::Pattern;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -10,23 +14,43 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-    /// Values within this absolute difference count as equal.
+    /// Values within this absolute difference count as equal (with --rtol: |a-b| <= atol + rtol*|b|).
     #[arg(long, default_value_t = 0.0)]
     atol: f64,
+    /// Values within this difference relative to B's value count as equal, as torch.allclose.
+    #[arg(long, default_value_t = 0.0)]
+    rtol: f64,
+    /// Compare only names matching P (a module name such as `fc`, or a glob such as 'layer4.*');
+    /// repeatable.
+    #[arg(long, value_name = "P")]
+    filter: Vec<String>,
+    /// Remove this prefix from names on both sides first (e.g. module.); repeatable.
+    #[arg(long, value_name = "P")]
+    strip_prefix: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // NaN fails this too.
-    if args.atol.is_nan() || args.atol < 0.0 {
-        anyhow::bail!("--atol must be a number >= 0");
-    }
+    let filter = args
+        .filter
+        .iter()
+        .map(|p| Pattern::new(p).map_err(|e| anyhow::anyhow!("--filter: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opts = DiffOptions {
+        atol: args.atol,
+        rtol: args.rtol,
+        filter,
+        strip_prefix: args.strip_prefix,
+        progress: true,
+    };
+    // Refuse bad options before reading anything: a comparison of nothing checks nothing.
+    opts.check()?;
     let a = ckpt::read::open(&args.a)?;
     let b = ckpt::read::open(&args.b)?;
-    let report = ckpt::diff::diff(&a, &b, args.atol);
+    let report = ckpt::diff::diff_with(&a, &b, &opts)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        super::out::json(&report.to_json())?;
     } else {
-        print!("{}", report.to_text());
+        super::out::print(&report.to_text())?;
     }
     Ok(if report.is_equal() {
         ExitCode::SUCCESS

@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt::inspect::grouped;
+use ckpt::record::{Action, Record};
 use ckpt::transform;
 
-use super::output::{warn_globals, written, OutArgs};
+use super::out;
+use super::output::{finish, warn_globals, OutArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,19 +36,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     warn_globals(&args.input, &ckpt);
     let report = transform::drop_layers(&mut ckpt, &args.pattern)?;
-    let verb = if args.dry_run { "would remove" } else { "removed" };
-    println!(
-        "{verb} {} tensors ({} parameters):",
-        report.removed.len(),
-        grouped(report.removed_params)
-    );
-    for name in &report.removed {
-        println!("  {name}");
+    let mut record = Record::default();
+    let mut dropped = Action::from(&report);
+    if args.dry_run {
+        dropped.summary = dropped.summary.replacen("removed", "would remove", 1);
+        dropped = dropped.with("dry_run", serde_json::json!(true));
     }
-    println!("{} tensors remain", report.remaining);
+    if !args.out.json {
+        out::line(&format!("{}:", dropped.summary))?;
+        for name in &report.removed {
+            out::line(&format!("  {name}"))?;
+        }
+        out::line(&format!("{} tensors remain", report.remaining))?;
+    }
+    record.push(dropped);
     if let (Some(output), false) = (&output, args.dry_run) {
-        let written_report = output.write(&ckpt)?;
-        println!("{}", written(&written_report, output.options.format));
+        output.write(&ckpt, &mut record)?;
     }
+    finish(&record, args.out.json, "drop-layers", &args.input)?;
     Ok(ExitCode::SUCCESS)
 }

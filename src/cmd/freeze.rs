@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use ckpt::transform::{self, FreezeRule};
 use clap::parser::ValuesRef;
 
-use super::output::{warn_globals, written, OutArgs};
+use ckpt::record::{freeze_actions, Record};
+
+use super::out;
+use super::output::{finish, warn_globals, OutArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -46,6 +49,9 @@ fn rules_in_order(matches: &clap::ArgMatches) -> Vec<(FreezeRule, String)> {
 
 pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let rules = rules_in_order(matches);
+    if args.out.json && args.flags.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+        anyhow::bail!("--json and -o - would both print JSON on stdout; write the flags to a file, or drop one");
+    }
     let output = args.write.as_deref().map(|o| args.out.resolve(o)).transpose()?;
     if let Some(output) = &output {
         if output.options.format != ckpt::write::OutFormat::Pth {
@@ -65,18 +71,27 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     }
     warn_globals(&args.input, &ckpt);
     let report = transform::try_freeze(&mut ckpt, &rules)?;
+    let json = args.out.json;
     match args.flags.as_deref() {
-        Some(p) if p.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
+        Some(p) if p.as_os_str() == "-" => out::json(&report.to_json())?,
         Some(p) => {
             let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
             ckpt::write::write_text(&inputs, p, &text, args.out.force, args.out.sync)?;
-            println!("{}", report.summary());
         }
-        None => println!("{}", report.summary()),
+        None => {}
+    }
+    // The summary is the command's answer, so it stays on stdout (unless stdout holds JSON).
+    let stdout_is_flags = args.flags.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if !json && !stdout_is_flags {
+        out::line(&report.summary())?;
+    }
+    let mut record = Record::default();
+    for action in freeze_actions(&report) {
+        record.push(action);
     }
     if let Some(output) = &output {
-        let written_report = output.write(&ckpt)?;
-        println!("{}", written(&written_report, output.options.format));
+        output.write(&ckpt, &mut record)?;
     }
+    finish(&record, json, "freeze", &args.input)?;
     Ok(ExitCode::SUCCESS)
 }

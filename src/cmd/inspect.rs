@@ -18,7 +18,7 @@ pub struct Args {
     /// Group tensors by module, with parameter counts per module.
     #[arg(long, conflicts_with = "json")]
     tree: bool,
-    /// Only tensors whose names match this glob (e.g. 'layer4.*', '*.weight').
+    /// Only tensors and metadata whose names match this glob (e.g. 'layer4.*', '*.weight').
     #[arg(long, value_name = "GLOB")]
     filter: Option<String>,
 }
@@ -31,19 +31,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = InspectOptions {
         hash: args.hash,
         filter,
+        progress: true,
     };
     let ckpt = ckpt::read::open(&args.path)?;
     super::output::warn_globals(&args.path, &ckpt);
     let shown = args.path.display().to_string();
     if args.json {
         let value = inspect::to_json(&ckpt, &shown, &opts);
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        super::out::json(&value)?;
     } else {
         let size = std::fs::metadata(&args.path)
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len());
-        print!("{}", inspect::to_text(&ckpt, &shown, size, &opts, args.tree));
+        super::out::print(&inspect::to_text(&ckpt, &shown, size, &opts, args.tree))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@ mod diff;
 mod drop_layers;
 mod freeze;
 mod inspect;
+pub mod out;
 mod output;
 mod scan;
 #[cfg(feature = "tch")]
@@ -42,6 +43,18 @@ enum Command {
     /// Load a checkpoint with libtorch (CPU or CUDA) and compare every tensor with ckpt's reading.
     #[cfg(feature = "tch")]
     Verify(verify::Args),
+    /// Load a checkpoint with libtorch (needs a build with the `tch` feature: scripts/build-tch.sh).
+    #[cfg(not(feature = "tch"))]
+    #[command(disable_help_flag = true)]
+    Verify(NoVerify),
+}
+
+/// `ckpt verify` in a build without libtorch: whatever its arguments, it says how to get it.
+#[cfg(not(feature = "tch"))]
+#[derive(clap::Args)]
+struct NoVerify {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<std::ffi::OsString>,
 }
 
 /// Parses the command line; the raw matches are kept for options whose order matters.
@@ -64,6 +77,12 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => scan::run(args),
         #[cfg(feature = "tch")]
         Command::Verify(args) => verify::run(args),
+        #[cfg(not(feature = "tch"))]
+        Command::Verify(_) => anyhow::bail!(
+            "verify: this ckpt was built without libtorch. `ckpt verify` needs a build with the `tch` \
+             feature: scripts/build-tch.sh build (or cargo build --release --features tch, with \
+             PyTorch 2.11.0's libtorch); see README, \"Proving loads in libtorch\""
+        ),
     }
 }
 

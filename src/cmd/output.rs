@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
 use ckpt::model::Checkpoint;
-use ckpt::write::{self, OutFormat, WriteOptions, WriteReport};
+use ckpt::record::{Action, Record, Written};
+use ckpt::write::{self, OutFormat, WriteOptions};
 
 /// Output options every writing command takes.
 #[derive(clap::Args, Debug)]
@@ -26,6 +27,9 @@ pub struct OutArgs {
     /// survives a crash or power cut right after (an output that replaces a file always is).
     #[arg(long)]
     pub sync: bool,
+    /// Print one JSON object saying what was done (renamed, cast, kept, dropped ...) and written.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The resolved output: where, what format, how.
@@ -77,27 +81,36 @@ impl Output {
         Ok(())
     }
 
-    pub fn write(&self, ckpt: &Checkpoint) -> anyhow::Result<WriteReport> {
-        Ok(write::write(ckpt, &self.path, &self.options)?)
+    /// Writes the checkpoint and adds what was written to `record`.
+    pub fn write(&self, ckpt: &Checkpoint, record: &mut Record) -> anyhow::Result<()> {
+        let report = write::write(ckpt, &self.path, &self.options)?;
+        record.written = Some(Written {
+            format: self.options.format,
+            report,
+        });
+        Ok(())
     }
 }
 
-/// One line saying what was written.
-pub fn written(report: &WriteReport, format: OutFormat) -> String {
-    let files = match report.files.as_slice() {
-        [one] => one.display().to_string(),
-        many => format!(
-            "{} files ({} ...)",
-            many.len(),
-            many.first().map(|p| p.display().to_string()).unwrap_or_default()
-        ),
-    };
-    format!(
-        "wrote {files} ({}): {} tensors, {}",
-        format.name(),
-        report.tensors,
-        ckpt::inspect::human_bytes(report.bytes)
-    )
+/// Adds an action to the record and, for people, says it on stderr (stdout is kept for what a
+/// script reads: the written line, or the JSON object).
+pub fn did(record: &mut Record, action: impl Into<Action>, json: bool) {
+    let action = action.into();
+    if !json && !action.summary.is_empty() {
+        super::out::note(&action.summary);
+    }
+    record.push(action);
+}
+
+/// Ends a writing command: with `--json` the whole record as one object, else the written line.
+pub fn finish(record: &Record, json: bool, command: &str, input: &Path) -> anyhow::Result<()> {
+    if json {
+        return super::out::json(&record.to_json(command, &input.display().to_string()));
+    }
+    match &record.written {
+        Some(w) => super::out::line(&w.to_text()),
+        None => Ok(()),
+    }
 }
 
 /// Warns on stderr when the input's pickles call something dangerous (what `ckpt scan` calls
@@ -112,10 +125,10 @@ pub fn warn_globals(path: &Path, ckpt: &Checkpoint) {
         .map(|w| w.name)
         .collect();
     if !names.is_empty() {
-        eprintln!(
+        super::out::note(&format!(
             "ckpt: warning: {}: its pickle calls {} (dangerous; ckpt did not run it). `ckpt scan` tells more.",
             path.display(),
             names.join(", ")
-        );
+        ));
     }
 }

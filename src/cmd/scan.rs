@@ -24,12 +24,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let reports = ckpt::scan::scan_paths(&args.paths, &ReadLimits::default());
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&ckpt::scan::to_json(&reports, args.strict))?
-        );
+        super::out::json(&ckpt::scan::to_json(&reports, args.strict))?;
     } else {
-        print!("{}", ckpt::scan::to_text(&reports, args.verbose));
+        super::out::print(&ckpt::scan::to_text(&reports, args.verbose))?;
     }
     Ok(ExitCode::from(ckpt::scan::exit_code(&reports, args.strict)))
 }

@@ -20,9 +20,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let device = ckpt::verify::parse_device(&args.device)?;
     let report = ckpt::verify::verify(&args.file, device)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        super::out::json(&report.to_json())?;
     } else {
-        print!("{}", report.to_text());
+        super::out::print(&report.to_text())?;
     }
     Ok(ExitCode::from(report.exit_code() as u8))
 }

@@ -69,6 +69,8 @@ struct Effective {
     enum_example: Option<String>,
     /// How the heap walk found extra uses ("instantiated through copyreg._reconstructor").
     via: Vec<String>,
+    /// The arguments of its first call (REDUCE, INST, OBJ), rendered for the finding.
+    call_args: Option<String>,
 }
 
 impl Effective {
@@ -356,6 +358,12 @@ impl Walk {
         let key = norm(g);
         if matches!(inst.construct, Construct::Inst | Construct::Obj) {
             self.uses.entry(g).mark_called("INST/OBJ call the class with arguments");
+        }
+        if calls {
+            let e = self.uses.entry(g);
+            if e.call_args.is_none() {
+                e.call_args = Some(super::args::render(heap, args));
+            }
         }
         let kwargs = inst.kwargs.as_ref().and_then(|k| match heap.obj(k) {
             Some(Obj::Dict(pairs)) => Some(pairs.as_slice()),
@@ -678,6 +686,7 @@ fn salvage(
         record: record.to_string(),
         offset: None,
         global: None,
+        arguments: None,
         message: format!("cannot read this pickle, so it cannot be cleared: {error}"),
     });
     col.errors.push(format!("{record}: {error}"));
@@ -700,6 +709,7 @@ fn conclude(
             record: report.record.clone(),
             offset: None,
             global: None,
+            arguments: None,
             message,
         });
     }
@@ -754,6 +764,7 @@ fn over_budget(col: &mut Collector, record: &str) {
         record: record.to_string(),
         offset: None,
         global: None,
+        arguments: None,
         message: message.clone(),
     });
     col.errors.push(format!("{record}: {message}"));
@@ -849,7 +860,11 @@ fn globals_report(
                 }
                 .or(e.offsets.first().copied()),
                 global: Some(dotted.clone()),
-                message: message.clone(),
+                message: match (&e.call_args, e.called) {
+                    (Some(args), true) => format!("{message}; first call: {dotted}{args}"),
+                    _ => message.clone(),
+                },
+                arguments: e.call_args.clone().filter(|_| e.called),
             });
         }
         report.globals.push(GlobalReport {

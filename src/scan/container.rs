@@ -70,6 +70,7 @@ impl<'a> Collector<'a> {
             record: record.to_string(),
             offset: None,
             global: None,
+            arguments: None,
             message: what.clone(),
         });
         self.errors.push(if record.is_empty() {
@@ -168,6 +169,7 @@ pub(crate) fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
             record: label.to_string(),
             offset: None,
             global: None,
+            arguments: None,
             message: format!("payloads nested more than {MAX_NESTING} levels deep"),
         });
         return;
@@ -383,6 +385,7 @@ fn scan_index(col: &mut Collector, bytes: &[u8], path: Option<&Path>) -> Option<
                 record: "weight_map".into(),
                 offset: None,
                 global: None,
+                arguments: None,
                 message: format!("shard '{s}' is not a plain relative path: the index points outside its directory"),
             }),
             Some(p) => {

@@ -120,6 +120,7 @@
 //! directory given as a path or a shard is unreadable, never waited on; a walk skips them.
 
 mod analyze;
+mod args;
 mod container;
 mod ops;
 pub mod policy;
@@ -181,6 +182,11 @@ pub struct Finding {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub global: Option<String>,
     pub message: String,
+    /// The arguments of the first call of `global`, as Python would write the tuple (strings,
+    /// bytes, numbers; containers one level deep), control and invisible characters escaped,
+    /// cut at 120 characters: what `os.system` would have run. Never evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
 }
 
 /// One global of one pickle, with everything the pickle does with it.

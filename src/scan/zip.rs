@@ -184,6 +184,7 @@ impl Layout {
                     record: join(prefix, &format!("{r}/code")),
                     offset: None,
                     global: None,
+                    arguments: None,
                     message: format!(
                         "TorchScript code ({} files): torch.jit.load compiles and runs it (__setstate__ during the load, forward later); it is not checked here",
                         col.code.len()
@@ -197,6 +198,7 @@ impl Layout {
                 record: join(prefix, "constants.pkl"),
                 offset: None,
                 global: None,
+                arguments: None,
                 message: "a TorchScript archive: torch.load hands it to torch.jit.load, which runs its compiled code"
                     .into(),
             });

@@ -49,7 +49,7 @@ impl AtomicFile {
         }
         let tmp = builder.tempfile_in(dir).map_err(|e| Error::Write {
             path: target.into(),
-            source: e,
+            source: without_temp_name(e, dir),
         })?;
         let replaced = std::fs::metadata(target).ok().filter(|meta| meta.is_file());
         if let Some(meta) = &replaced {
@@ -136,6 +136,29 @@ impl AtomicFile {
             sync_dir(&target);
         }
         Ok(target)
+    }
+}
+
+/// The error of creating the temp file, told about the output: tempfile names the temp file
+/// (".out.pth.X1b2c3.ckpt-tmp"), a name the user never gave and that never exists afterwards. A
+/// missing directory is said as such.
+fn without_temp_name(e: io::Error, dir: &Path) -> io::Error {
+    if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() {
+        return io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("its directory {} does not exist", dir.display()),
+        );
+    }
+    // tempfile wraps the OS error in one that adds the temp path; keep the OS error alone.
+    let os = e
+        .get_ref()
+        .and_then(|inner| inner.source())
+        .and_then(|cause| cause.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error)
+        .or_else(|| e.raw_os_error());
+    match os {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::from(e.kind()),
     }
 }
 

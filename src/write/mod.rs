@@ -101,6 +101,8 @@ pub struct WriteReport {
     pub tensors: usize,
     /// Total size of the files written.
     pub bytes: u64,
+    /// (dropped name, kept name) of tied aliases `dedupe` left out and recorded in metadata.
+    pub deduplicated: Vec<(String, String)>,
 }
 
 /// Writes a small text output (a JSON report) with the same guarantees as a checkpoint: temp
@@ -168,6 +170,7 @@ pub fn write_with_layout(
                 files: vec![path],
                 tensors: sel.tensors.len(),
                 bytes,
+                deduplicated: sel.dropped,
             })
         }
         OutFormat::Pth => {
@@ -192,6 +195,7 @@ pub fn write_with_layout(
                 files: vec![path],
                 tensors: pth::tensors_in(root).len(),
                 bytes,
+                deduplicated: Vec::new(),
             })
         }
     }

@@ -1,4 +1,4 @@
-//! A progress bar on stderr while tensor bytes are written (indicatif), shown only when stderr
+//! A progress bar on stderr while tensor bytes are written, compared or hashed (indicatif), shown only when stderr
 //! is a terminal: piped or redirected output gets nothing extra.
 
 use std::io::IsTerminal;
@@ -10,8 +10,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar for `total` bytes, drawn only if `wanted` and stderr is a terminal.
+    /// A bar for `total` bytes written, drawn only if `wanted` and stderr is a terminal.
     pub fn new(total: u64, wanted: bool) -> Self {
+        Self::labelled("writing", total, wanted)
+    }
+
+    /// A bar for `total` bytes of work named `label` ("comparing", "hashing").
+    pub fn labelled(label: &str, total: u64, wanted: bool) -> Self {
         let target = if wanted && std::io::stderr().is_terminal() {
             // At most five redraws a second: drawing must not cost what the copy does.
             ProgressDrawTarget::stderr_with_hz(5)
@@ -19,9 +24,8 @@ impl Progress {
             ProgressDrawTarget::hidden()
         };
         let bar = ProgressBar::with_draw_target(Some(total), target);
-        if let Ok(style) =
-            ProgressStyle::with_template("writing [{bar:30}] {percent:>3}%  {bytes} / {total_bytes}  {bytes_per_sec}")
-        {
+        let template = format!("{label} [{{bar:30}}] {{percent:>3}}%  {{bytes}} / {{total_bytes}}  {{bytes_per_sec}}");
+        if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style.progress_chars("=> "));
         }
         Progress { bar }

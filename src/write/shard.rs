@@ -280,5 +280,11 @@ fn write_files(
     progress.finish();
     let files = set.commit(opts.force)?;
     let tensors = shards.iter().map(Vec::len).sum();
-    Ok(WriteReport { files, tensors, bytes })
+    let deduplicated = selection.map(|sel| sel.dropped.clone()).unwrap_or_default();
+    Ok(WriteReport {
+        files,
+        tensors,
+        bytes,
+        deduplicated,
+    })
 }

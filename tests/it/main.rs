@@ -2,6 +2,8 @@
 
 mod casts;
 mod cli;
+mod cli_diff;
+mod cli_output;
 mod common;
 mod containers_tar;
 mod containers_zip;
