@@ -8,6 +8,7 @@ use serde_json::{json, Value as Json};
 
 use crate::model::{Checkpoint, Format, Origin, Tensor};
 use crate::tensor_data::sha256_hex;
+use crate::transform::params::{census, Census, Count};
 pub use crate::units::{grouped, human_bytes};
 
 /// What to show.
@@ -15,13 +16,13 @@ pub use crate::units::{grouped, human_bytes};
 pub struct InspectOptions {
     pub hash: bool,
     /// Only tensors whose names match; None shows all.
-    pub filter: Option<globset::GlobMatcher>,
+    pub filter: Option<crate::transform::Pattern>,
 }
 
 fn selected<'a>(ckpt: &'a Checkpoint, opts: &'a InspectOptions) -> impl Iterator<Item = &'a Tensor> {
     ckpt.tensors
         .iter()
-        .filter(move |t| opts.filter.as_ref().is_none_or(|m| m.is_match(&t.name)))
+        .filter(move |t| opts.filter.as_ref().is_none_or(|p| p.matches(&t.name)))
 }
 
 /// The storage id `--json` shows: shared by tensors that share a storage; null where the
@@ -33,7 +34,49 @@ fn storage_id(ckpt: &Checkpoint, t: &Tensor) -> Json {
     }
 }
 
+fn counts_json(c: &Census) -> Json {
+    let count = |c: &Count| json!({"tensors": c.tensors, "elements": c.elements});
+    json!({
+        "flags": if c.flags { "file" } else { "none" },
+        "parameters": count(&c.parameters),
+        "tied": c.tied,
+        "buffers": count(&c.buffers),
+        "training_state": count(&c.training_state),
+        "other": count(&c.other),
+    })
+}
+
+/// The `params` line and the lines of the other kinds of tensors (those that hold any).
+fn count_lines(c: &Census) -> String {
+    let mut out = String::new();
+    let mut how = vec![if c.flags {
+        "as model.parameters() counts them".to_string()
+    } else {
+        "recognised by dtype and name: the file saves no parameter flags".to_string()
+    }];
+    if c.tied > 0 {
+        how.push(format!("{} tied names counted once", c.tied));
+    }
+    let _ = writeln!(out, "params    {} ({})", grouped(c.parameters.elements), how.join("; "));
+    for (label, count, what) in [
+        ("buffers", &c.buffers, "module buffers"),
+        ("optim", &c.training_state, "optimizer, scheduler and scaler state"),
+        ("other", &c.other, "other tensors"),
+    ] {
+        if count.tensors > 0 {
+            let _ = writeln!(
+                out,
+                "{label:<10}{} in {} tensors ({what})",
+                grouped(count.elements),
+                count.tensors
+            );
+        }
+    }
+    out
+}
+
 pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
+    let counts = census(ckpt, selected(ckpt, opts));
     let tensors: Vec<Json> = selected(ckpt, opts)
         .map(|t| {
             let mut o = json!({
@@ -58,7 +101,8 @@ pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
         "tensors": tensors,
         "metadata": ckpt.metadata,
         "globals": ckpt.globals,
-        "total_params": selected(ckpt, opts).map(Tensor::numel).sum::<u64>(),
+        "total_params": counts.parameters.elements,
+        "counts": counts_json(&counts),
         "total_bytes": selected(ckpt, opts).map(Tensor::nbytes).sum::<u64>(),
     })
 }
@@ -118,7 +162,7 @@ pub fn notes(ckpt: &Checkpoint) -> Vec<String> {
 pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &InspectOptions, tree: bool) -> String {
     let mut out = String::new();
     let tensors: Vec<&Tensor> = selected(ckpt, opts).collect();
-    let params: u64 = tensors.iter().map(|t| t.numel()).sum();
+    let counts = census(ckpt, tensors.iter().copied());
     let bytes: u64 = tensors.iter().map(|t| t.nbytes()).sum();
     let _ = writeln!(
         out,
@@ -137,7 +181,7 @@ pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &Ins
         format!(" (of {} matching the filter)", ckpt.tensors.len())
     };
     let _ = writeln!(out, "tensors   {}{shown}", tensors.len());
-    let _ = writeln!(out, "params    {}", grouped(params));
+    out.push_str(&count_lines(&counts));
     let _ = writeln!(out, "bytes     {} ({})", grouped(bytes), human_bytes(bytes));
     let mut dtypes: BTreeMap<&str, usize> = BTreeMap::new();
     let mut devices: BTreeMap<&str, usize> = BTreeMap::new();

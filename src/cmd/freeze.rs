@@ -18,14 +18,21 @@ pub struct Args {
     /// Set requires_grad=True on parameters matching P; repeatable. Later rules win.
     #[arg(long, value_name = "P")]
     unfreeze: Vec<String>,
-    /// Write the flags as JSON to this file ('-' for stdout).
+    /// Write the flags as JSON to this file ('-' for stdout); apply them with
+    /// `p.requires_grad_(flags[name])` over `model.named_parameters()` (see the README).
     #[arg(short = 'o', long = "output", value_name = "FLAGS.json")]
     flags: Option<PathBuf>,
-    /// Write a pth whose parameters carry the flags as nn.Parameter.
+    /// Write a .pth whose parameters are saved as nn.Parameter with these flags. torch.load
+    /// gives them back, but `model.load_state_dict` copies values only and ignores the flags:
+    /// to apply flags to a model, use the JSON of -o.
     #[arg(long, value_name = "OUT")]
     write: Option<PathBuf>,
-    #[command(flatten)]
-    out: OutArgs,
+    /// Replace an existing OUT or FLAGS.json.
+    #[arg(long)]
+    force: bool,
+    /// Flush the outputs to disk before renaming them into place even when they are new files.
+    #[arg(long)]
+    sync: bool,
 }
 
 /// The freeze/unfreeze rules in the order they were typed: later ones win.
@@ -46,9 +53,16 @@ fn rules_in_order(matches: &clap::ArgMatches) -> Vec<(FreezeRule, String)> {
 
 pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let rules = rules_in_order(matches);
-    let output = args.write.as_deref().map(|o| args.out.resolve(o)).transpose()?;
-    if let Some(output) = &output {
-        if output.options.format != ckpt::write::OutFormat::Pth {
+    let out = OutArgs {
+        to: Some("pth".into()),
+        force: args.force,
+        max_shard_size: None,
+        dedupe: false,
+        sync: args.sync,
+    };
+    let output = args.write.as_deref().map(|o| out.resolve(o)).transpose()?;
+    if let Some(o) = &args.write {
+        if ckpt::write::OutFormat::from_path(o) == Some(ckpt::write::OutFormat::Safetensors) {
             anyhow::bail!(
                 "--write: flags live in .pth files (safetensors has no requires_grad); name a .pth/.pt/.bin output"
             );
@@ -61,7 +75,7 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let inputs = ckpt::write::input_paths(&ckpt);
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     if let Some(p) = args.flags.as_deref().filter(|p| p.as_os_str() != "-") {
-        ckpt::write::check_output(&inputs, p, args.out.force)?;
+        ckpt::write::check_output(&inputs, p, args.force)?;
     }
     warn_globals(&args.input, &ckpt);
     let report = transform::try_freeze(&mut ckpt, &rules)?;
@@ -69,14 +83,21 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         Some(p) if p.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
         Some(p) => {
             let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
-            ckpt::write::write_text(&inputs, p, &text, args.out.force, args.out.sync)?;
-            println!("{}", report.summary());
+            ckpt::write::write_text(&inputs, p, &text, args.force, args.sync)?;
+            print_summary(&report);
         }
-        None => println!("{}", report.summary()),
+        None => print_summary(&report),
     }
     if let Some(output) = &output {
         let written_report = output.write(&ckpt)?;
         println!("{}", written(&written_report, output.options.format));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(report: &transform::FreezeReport) {
+    println!("{}", report.summary());
+    if let Some(note) = report.note() {
+        println!("note: {note}");
+    }
 }

@@ -1,6 +1,6 @@
 //! Transforms of a [`Checkpoint`]: element-type casts, device tags, renames, selecting a
 //! subtree, dropping layers, freezing parameters. Every transform is a pure function on the
-//! in-memory model: no file is read or written (except that [`overflow_report()`] reads the
+//! in-memory model: no file is read or written (except that [`loss_report()`] reads the
 //! tensor bytes a pending cast would convert).
 //!
 //! Every transform leaves the checkpoint consistent: `root`'s `Node::Tensor` leaves index
@@ -19,15 +19,19 @@ pub mod device;
 pub mod drop_layers;
 pub mod elem;
 pub mod freeze;
+pub mod norms;
+pub mod params;
 pub mod pattern;
 pub mod rename;
 pub mod select;
 pub(crate) mod tree;
 
-pub use cast::{cast, overflow_report, try_overflow_report, CastEntry, CastReport, KeepReason, KeptEntry};
+pub use cast::{cast, loss_report, try_loss_report, CastEntry, CastReport, Keep, KeepReason, KeptEntry};
+pub use elem::Losses;
 pub use device::{set_device, DeviceReport, DeviceRule};
 pub use drop_layers::{drop_layers, DropReport};
-pub use freeze::{freeze, is_known_buffer, try_freeze, FlagSource, FreezeEntry, FreezeReport, FreezeRule};
+pub use freeze::{freeze, try_freeze, FlagSource, FreezeEntry, FreezeReport, FreezeRule};
+pub use params::{census, is_known_buffer, Census, Role};
 pub use pattern::Pattern;
 pub use rename::{rename, RenameReport};
 pub use select::select;
