@@ -102,6 +102,7 @@ pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
         "metadata": ckpt.metadata,
         "globals": ckpt.globals,
         "total_params": counts.parameters.elements,
+        "total_elements": selected(ckpt, opts).map(Tensor::numel).sum::<u64>(),
         "counts": counts_json(&counts),
         "total_bytes": selected(ckpt, opts).map(Tensor::nbytes).sum::<u64>(),
     })
