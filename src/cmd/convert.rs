@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use ckpt::dtype::DType;
-use ckpt::transform::{self, DeviceRule};
 use ckpt::model::Checkpoint;
+use ckpt::transform::{self, DeviceRule};
 use ckpt::transform::{CastReport, Keep, Losses};
 use ckpt::write::OutFormat;
 

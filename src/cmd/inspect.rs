@@ -24,10 +24,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let filter = args
-        .filter
-        .map(|p| ckpt::transform::Pattern::new(&p))
-        .transpose()?;
+    let filter = args.filter.map(|p| ckpt::transform::Pattern::new(&p)).transpose()?;
     let opts = InspectOptions {
         hash: args.hash,
         filter,

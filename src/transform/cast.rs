@@ -253,7 +253,8 @@ pub fn try_loss_report(ckpt: &Checkpoint) -> crate::Result<Vec<(String, Losses)>
     loss_impl(ckpt, true)
 }
 
-fn loss_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, Losses)>> {    // A copy of the checkpoint's storages without their casts, and each tensor as a view of
+fn loss_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, Losses)>> {
+    // A copy of the checkpoint's storages without their casts, and each tensor as a view of
     // the source elements: streaming it gives the bytes the cast will convert.
     let mut source = Checkpoint {
         format: ckpt.format,

@@ -83,7 +83,10 @@ fn check_device(s: &str) -> std::result::Result<(), String> {
         };
     }
     if !INDEXED.contains(&kind) {
-        return Err(format!("torch.load cannot restore a storage tagged '{s}' ({})", known()));
+        return Err(format!(
+            "torch.load cannot restore a storage tagged '{s}' ({})",
+            known()
+        ));
     }
     match index {
         Some(i) if i.is_empty() || !i.chars().all(|c| c.is_ascii_digit()) => {
@@ -144,7 +147,9 @@ mod tests {
         for good in ["meta", "mps", "mps:0", "xpu:1", "hpu", "mtia:0", "privateuseone:2"] {
             assert!(DeviceRule::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "CUDA", "cuda:", "cuda:x", "cpu:0", "=cpu", "cuda:1=", "a b", "gpu", "banana", "cuda0", "meta:0"] {
+        for bad in [
+            "", "CUDA", "cuda:", "cuda:x", "cpu:0", "=cpu", "cuda:1=", "a b", "gpu", "banana", "cuda0", "meta:0",
+        ] {
             assert!(DeviceRule::parse(bad).is_err(), "{bad}");
         }
     }

@@ -731,13 +731,27 @@ mod tests {
         assert_eq!(over(DType::BF16), 1); // 3.4e38 rounds up to inf
         assert_eq!(over(DType::F64), 0);
         assert_eq!(over(DType::F8E4M3Fn), 4); // 65504, 65520, -1e10, 3.4e38
-        // float16's smallest subnormal is 2^-24: 2^-24 survives, 2^-25 rounds to even (0),
-        // just above 2^-25 rounds up to 2^-24; zeros were zero already.
-        let small: Vec<u8> = [1e-19f32, -1e-19, 2f32.powi(-24), 2f32.powi(-25), 2f32.powi(-25) * 1.0001, 0.0, -0.0]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        assert_eq!(losses(DType::F32, DType::F16, &small), Losses { overflow: 0, underflow: 3 });
+                                              // float16's smallest subnormal is 2^-24: 2^-24 survives, 2^-25 rounds to even (0),
+                                              // just above 2^-25 rounds up to 2^-24; zeros were zero already.
+        let small: Vec<u8> = [
+            1e-19f32,
+            -1e-19,
+            2f32.powi(-24),
+            2f32.powi(-25),
+            2f32.powi(-25) * 1.0001,
+            0.0,
+            -0.0,
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+        assert_eq!(
+            losses(DType::F32, DType::F16, &small),
+            Losses {
+                overflow: 0,
+                underflow: 3
+            }
+        );
         assert_eq!(losses(DType::F32, DType::BF16, &small).underflow, 0);
         assert_eq!(losses(DType::F32, DType::F64, &small).underflow, 0);
     }

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value as Json};
 
-use super::params::{can_require_grad, file_has_flags, is_known_buffer, is_training_state, role, view_key, Role, ViewKey};
+use super::params::{
+    can_require_grad, file_has_flags, is_known_buffer, is_training_state, role, view_key, Role, ViewKey,
+};
 use super::pattern::{module_hint, Pattern};
 use super::{Result, TransformError};
 use crate::model::{Checkpoint, Tensor};
@@ -124,9 +126,7 @@ pub fn freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> FreezeRe
         .tensors
         .iter()
         .enumerate()
-        .map(|(i, t)| {
-            groups.get(&view_key(t)).cloned().unwrap_or_else(|| vec![i])
-        })
+        .map(|(i, t)| groups.get(&view_key(t)).cloned().unwrap_or_else(|| vec![i]))
         .collect();
     let mut report = FreezeReport {
         file_has_flags: flags,
@@ -252,7 +252,11 @@ impl FreezeReport {
             return "no parameters".into();
         }
         let all = self.all_params();
-        let pct = if all == 0 { 0.0 } else { 100.0 * self.trainable_params as f64 / all as f64 };
+        let pct = if all == 0 {
+            0.0
+        } else {
+            100.0 * self.trainable_params as f64 / all as f64
+        };
         format!(
             "trainable params: {} || all params: {} || trainable%: {pct:.4}",
             crate::units::grouped(self.trainable_params),

@@ -27,9 +27,9 @@ pub mod select;
 pub(crate) mod tree;
 
 pub use cast::{cast, loss_report, try_loss_report, CastEntry, CastReport, Keep, KeepReason, KeptEntry};
-pub use elem::Losses;
 pub use device::{set_device, DeviceReport, DeviceRule};
 pub use drop_layers::{drop_layers, DropReport};
+pub use elem::Losses;
 pub use freeze::{freeze, try_freeze, FlagSource, FreezeEntry, FreezeReport, FreezeRule};
 pub use params::{census, is_known_buffer, Census, Role};
 pub use pattern::Pattern;

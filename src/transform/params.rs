@@ -34,7 +34,12 @@ pub fn is_known_buffer(name: &str) -> bool {
     let last = name.rsplit('.').next().unwrap_or(name);
     matches!(
         last,
-        "running_mean" | "running_var" | "num_batches_tracked" | "inv_freq" | "position_ids" | "relative_position_index"
+        "running_mean"
+            | "running_var"
+            | "num_batches_tracked"
+            | "inv_freq"
+            | "position_ids"
+            | "relative_position_index"
     )
 }
 

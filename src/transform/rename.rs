@@ -82,7 +82,12 @@ pub fn rename(ckpt: &mut Checkpoint, strip: &[String], add: Option<&str>) -> Res
     if !strip.is_empty() {
         strip_node(&mut root, &strip, &mut counts);
     }
-    let missing: Vec<String> = strip.iter().zip(&counts).filter(|(_, &n)| n == 0).map(|(p, _)| p.clone()).collect();
+    let missing: Vec<String> = strip
+        .iter()
+        .zip(&counts)
+        .filter(|(_, &n)| n == 0)
+        .map(|(p, _)| p.clone())
+        .collect();
     if !missing.is_empty() {
         return Err(TransformError::NoMatch {
             patterns: missing,

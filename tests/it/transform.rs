@@ -321,7 +321,10 @@ fn overflow_report_counts_what_float16_cannot_hold() {
     let c = m.t(&[0.5]);
     let mut built = m.finish(dict(vec![("a", a), ("b", b), ("c", c)]));
     transform::cast(&mut built.ckpt, DType::F16, &Keep::default());
-    assert_eq!(transform::loss_report(&built.ckpt), vec![("a".to_string(), overflow(3))]);
+    assert_eq!(
+        transform::loss_report(&built.ckpt),
+        vec![("a".to_string(), overflow(3))]
+    );
     assert_eq!(
         transform::try_loss_report(&built.ckpt).unwrap(),
         vec![("a".to_string(), overflow(3))]
@@ -331,7 +334,10 @@ fn overflow_report_counts_what_float16_cannot_hold() {
     let a = m.t(&[65520.0, 3.0e38, 3.4e38]);
     let mut built = m.finish(dict(vec![("a", a)]));
     transform::cast(&mut built.ckpt, DType::BF16, &Keep::default());
-    assert_eq!(transform::loss_report(&built.ckpt), vec![("a".to_string(), overflow(1))]);
+    assert_eq!(
+        transform::loss_report(&built.ckpt),
+        vec![("a".to_string(), overflow(1))]
+    );
 }
 
 fn overflow(n: u64) -> Losses {
@@ -448,7 +454,10 @@ fn rename_strips_only_where_present_and_adds() {
     // A prefix no tensor has is refused, naming it, and nothing changes.
     let before: Vec<String> = names(ck).iter().map(|n| n.to_string()).collect();
     let e = transform::rename(ck, &["model.".into(), "foo".into()], None).unwrap_err();
-    assert!(matches!(e, TransformError::NoMatch { ref patterns, .. } if patterns == &["foo."]), "{e}");
+    assert!(
+        matches!(e, TransformError::NoMatch { ref patterns, .. } if patterns == &["foo."]),
+        "{e}"
+    );
     assert!(e.to_string().contains("top-level names: model"), "{e}");
     assert_eq!(names(ck), before);
 }
@@ -851,7 +860,10 @@ fn freeze_without_flags_defaults_to_trainable_and_uses_the_buffer_heuristic() {
         .iter()
         .all(|e| e.source == FlagSource::Default && e.requires_grad));
     assert_eq!((r.trainable_params, r.frozen_params, r.defaulted_tensors), (3, 0, 2));
-    assert_eq!(r.summary(), "trainable params: 3 || all params: 3 || trainable%: 100.0000");
+    assert_eq!(
+        r.summary(),
+        "trainable params: 3 || all params: 3 || trainable%: 100.0000"
+    );
     assert!(r.note().unwrap().contains("load_state_dict"));
     assert_eq!(r.to_json()["tensors"][0]["source"], "default");
     let r = transform::freeze(ck, &[(FreezeRule::Freeze, "bn".into())]);
@@ -863,7 +875,10 @@ fn freeze_without_flags_defaults_to_trainable_and_uses_the_buffer_heuristic() {
         ["bn.running_mean", "bn.num_batches_tracked"]
     );
     assert!(ck.tensors[0].parameter && !ck.tensors[1].parameter);
-    assert_eq!(r.summary(), "trainable params: 1 || all params: 3 || trainable%: 33.3333");
+    assert_eq!(
+        r.summary(),
+        "trainable params: 1 || all params: 3 || trainable%: 33.3333"
+    );
 }
 
 /// PyTorch's trainable / frozen parameter counts of a fixture; a parameter pickled twice (tied
@@ -919,7 +934,12 @@ fn freeze_report_of_fixtures_with_flags_matches_pytorch() {
         for e in &r.entries {
             let w = expected_tensor(rel, &e.name);
             assert_eq!(w["parameter"], Json::Bool(true), "{rel} {}", e.name);
-            assert_eq!(w["requires_grad"].as_bool().unwrap(), e.requires_grad, "{rel} {}", e.name);
+            assert_eq!(
+                w["requires_grad"].as_bool().unwrap(),
+                e.requires_grad,
+                "{rel} {}",
+                e.name
+            );
             assert_eq!(e.source, FlagSource::File);
         }
     }
