@@ -29,7 +29,8 @@ pub struct Args {
     #[arg(long, value_name = "P", requires = "dtype")]
     keep_dtype: Vec<String>,
     /// Leave every tensor of normalization modules (BatchNorm, LayerNorm, GroupNorm, RMSNorm...)
-    /// in its dtype: modules with running statistics or a norm-like name (norm, ln_f, bn1).
+    /// in its dtype: by module class where the file has them (whole models, TorchScript), else
+    /// modules with running statistics or a norm-like name (norm, ln_f, bn1).
     #[arg(long, requires = "dtype")]
     keep_norms: bool,
     /// Write a cast even if finite values overflow to inf.
@@ -102,7 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(to) = dtype {
         let names = ckpt.tensors.iter().map(|t| t.name.as_str());
         transform::pattern::require_matches(&keep.patterns, names.clone())?;
-        if keep.norms && !transform::norms::norm_members(names.clone()).contains(&true) {
+        if keep.norms && !transform::norms::norm_members(&ckpt).contains(&true) {
             bail!(
                 "--keep-norms: no normalization module found (no running_mean/running_var, no norm-like module name); {}",
                 transform::pattern::module_hint(names)

@@ -8,7 +8,7 @@
 //! OrderedDict `model.state_dict()` would return; any other object stays opaque unless tensors
 //! live inside it. Nothing is executed: this only reads.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::dtype::DType;
@@ -83,6 +83,8 @@ pub struct Decoded {
     /// What a tensor was saved as when ckpt reads only part of it: a DTensor's placements and
     /// mesh, for the local shard that `tensors` holds.
     pub notes: Vec<(TensorIdx, String)>,
+    /// The class of every nn.Module object decoded, by its path as tensor names spell it.
+    pub module_classes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +116,7 @@ pub struct Decoder<'a> {
     bytes: usize,
     modules: usize,
     saw_module: bool,
+    module_classes: BTreeMap<String, String>,
 }
 
 const REBUILD_FUNCS: [&str; 6] = [
@@ -197,6 +200,7 @@ impl<'a> Decoder<'a> {
             bytes: 0,
             modules: 0,
             saw_module: false,
+            module_classes: BTreeMap::new(),
         }
     }
 
@@ -241,6 +245,7 @@ impl<'a> Decoder<'a> {
             tensors: self.tensors,
             saw_module: self.saw_module,
             notes: self.notes,
+            module_classes: self.module_classes,
         })
     }
 
@@ -527,6 +532,9 @@ impl<'a> Decoder<'a> {
                 "the model expands to more than {} modules (submodules shared too often)",
                 self.limits.max_modules
             )));
+        }
+        if let Some(class) = self.callee(inst) {
+            self.module_classes.insert(self.place.join("."), class.dotted());
         }
         let heap = self.heap;
         let state = inst

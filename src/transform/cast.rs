@@ -134,7 +134,7 @@ pub struct Keep {
 pub fn cast(ckpt: &mut Checkpoint, to: DType, keep: &Keep) -> CastReport {
     let bytes_before = ckpt.storages.iter().map(|s| s.out_nbytes()).sum();
     let norm = if keep.norms {
-        norm_members(ckpt.tensors.iter().map(|t| t.name.as_str()))
+        norm_members(ckpt)
     } else {
         vec![false; ckpt.tensors.len()]
     };
@@ -272,6 +272,7 @@ fn loss_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, Loss
         globals: Default::default(),
         origin: ckpt.origin,
         files: ckpt.files.clone(),
+        module_classes: Default::default(),
     };
     let mut out = Vec::new();
     for t in &ckpt.tensors {

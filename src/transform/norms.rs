@@ -1,14 +1,45 @@
 //! `--keep-norms`: which tensors belong to normalization modules (BatchNorm, LayerNorm,
 //! GroupNorm, RMSNorm...), so a cast can leave them in their dtype.
 //!
-//! The file rarely says which module a tensor belongs to, so this reads the structure: a
-//! module with a `running_mean` or `running_var` (BatchNorm and InstanceNorm with tracked
-//! statistics) is a norm, and so is a module whose own name reads like one (`norm`, `LayerNorm`,
-//! `input_layernorm`, `ln_f`, `ln_1`, `bn1`, `gn`). Every tensor directly in such a module is
-//! kept (`weight`, `bias`, the running statistics and their counter), never its submodules'.
+//! Where the file holds the modules (a whole model, TorchScript), their classes decide: a class
+//! named `...Norm` or `...Norm1d/2d/3d` (`BatchNorm2d`, `SyncBatchNorm`, `LayerNorm`, `RMSNorm`,
+//! `LlamaRMSNorm`). Elsewhere, a plain state dict says nothing about modules, so the structure
+//! does: a module with a `running_mean` or `running_var` (BatchNorm and InstanceNorm with
+//! tracked statistics) is a norm, and so is a module whose own name reads like one (`norm`,
+//! `LayerNorm`, `input_layernorm`, `ln_f`, `ln_1`, `bn1`, `gn`). Every tensor directly in such
+//! a module is kept (`weight`, `bias`, the running statistics and their counter), never its
+//! submodules'.
 
-/// For every tensor of `names` (in order), whether it belongs to a normalization module.
-pub fn norm_members<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Vec<bool> {
+use crate::model::Checkpoint;
+
+/// For every tensor of `ckpt` (in order), whether it belongs to a normalization module.
+pub fn norm_members(ckpt: &Checkpoint) -> Vec<bool> {
+    let by_structure = structural_members(ckpt.tensors.iter().map(|t| t.name.as_str()));
+    ckpt.tensors
+        .iter()
+        .zip(by_structure)
+        .map(|(t, structural)| {
+            let module = t.name.rsplit_once('.').map_or("", |(m, _)| m);
+            match ckpt.module_classes.get(module) {
+                Some(class) => norm_class(class),
+                None => structural,
+            }
+        })
+        .collect()
+}
+
+/// Whether a module class (by its dotted name) is a normalization layer.
+fn norm_class(dotted: &str) -> bool {
+    let name = dotted.rsplit('.').next().unwrap_or(dotted);
+    let name = ["1d", "2d", "3d"]
+        .iter()
+        .find_map(|d| name.strip_suffix(d))
+        .unwrap_or(name);
+    name.ends_with("Norm") && !name.ends_with("LocalResponseNorm")
+}
+
+/// The structural guess for tensor `names` (see the module docs).
+fn structural_members<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Vec<bool> {
     let with_stats: Vec<&str> = names
         .clone()
         .filter_map(|n| {
@@ -64,10 +95,32 @@ mod tests {
             "bnorm_free.weight",
             "norm",
         ];
-        let got = norm_members(names.iter().copied());
+        let got = structural_members(names.iter().copied());
         let want = [
             true, true, true, true, false, true, true, true, true, true, false, true, false,
         ];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn classes_ending_in_norm_are_norms() {
+        for class in [
+            "torch.nn.modules.batchnorm.BatchNorm2d",
+            "torch.nn.modules.batchnorm.SyncBatchNorm",
+            "__torch__.torch.nn.modules.normalization.LayerNorm",
+            "torch.nn.modules.normalization.RMSNorm",
+            "torch.nn.modules.instancenorm.InstanceNorm1d",
+            "transformers.models.llama.modeling_llama.LlamaRMSNorm",
+        ] {
+            assert!(norm_class(class), "{class}");
+        }
+        for class in [
+            "torch.nn.modules.linear.Linear",
+            "torch.nn.modules.normalization.LocalResponseNorm",
+            "x.Normal",
+            "x.Nd",
+        ] {
+            assert!(!norm_class(class), "{class}");
+        }
     }
 }

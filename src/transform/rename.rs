@@ -20,14 +20,14 @@
 //! A rename that gives two tensors one name (or puts one key twice into a dict) is an error,
 //! naming both; the checkpoint is then unchanged.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde_json::{json, Value as Json};
 
 use super::pattern::module_hint;
 use super::tree::{metadata_from_tree, rebuild};
 use super::{Result, TransformError};
-use crate::model::{Checkpoint, Key, Node};
+use crate::model::{Checkpoint, Key, Node, Tensor};
 
 /// What [`rename`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -119,6 +119,7 @@ pub fn rename(ckpt: &mut Checkpoint, strip: &[String], add: Option<&str>) -> Res
     let from_tree = metadata_from_tree(ckpt);
     ckpt.root = root;
     rebuild(ckpt, from_tree);
+    ckpt.module_classes = renamed_modules(&ckpt.module_classes, &old_names, &ckpt.tensors);
     let mut report = RenameReport {
         stripped: strip.into_iter().zip(counts).collect(),
         added: add,
@@ -132,6 +133,26 @@ pub fn rename(ckpt: &mut Checkpoint, strip: &[String], add: Option<&str>) -> Res
         }
     }
     Ok(report)
+}
+
+/// The module classes under the modules' new paths: a module's new path is what its first
+/// tensor's new name has in place of the old path (tensors keep their order through a rename).
+/// Modules without tensors have nothing to rename by and are left out.
+fn renamed_modules(classes: &BTreeMap<String, String>, old: &[String], new: &[Tensor]) -> BTreeMap<String, String> {
+    classes
+        .iter()
+        .filter_map(|(module, class)| {
+            old.iter().zip(new).find_map(|(o, n)| {
+                let suffix = if module.is_empty() {
+                    Some(o.as_str())
+                } else {
+                    o.strip_prefix(module.as_str())?.strip_prefix('.')
+                }?;
+                let path = n.name.strip_suffix(suffix)?.trim_end_matches('.');
+                Some((path.to_string(), class.clone()))
+            })
+        })
+        .collect()
 }
 
 fn count_tensors(node: &Node) -> usize {

@@ -133,30 +133,62 @@ class NormZoo(torch.nn.Module):
         self.head = torch.nn.Linear(8, 2)
 
 
-def test_keep_norms_keeps_every_normalization_module_in_float32(ckpt_bin, tmp_path):
-    torch.manual_seed(0)
-    model = NormZoo()
-    norm_types = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)
-    norm_names = {
+NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)
+
+
+def norm_tensor_names(model):
+    """The state_dict names of every tensor of a normalization module, by torch's classes."""
+    return {
         f"{m}.{n}"
         for m, mod in model.named_modules()
-        if isinstance(mod, norm_types)
+        if isinstance(mod, NORM_TYPES)
         for n, _ in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
     }
-    src = tmp_path / "zoo.pth"
-    torch.save(model.state_dict(), src)
-    out = tmp_path / "zoo_bf16.pth"
-    ckpt(ckpt_bin, "convert", src, out, "--dtype", "bf16", "--keep-norms")
+
+
+def check_kept_norms(ckpt_bin, tmp_path, model, src):
+    out = tmp_path / "bf16.pth"
+    ckpt(ckpt_bin, "convert", src, out, "--dtype", "bf16", "--keep-norms", "--force")
     got = torch.load(out, weights_only=True)
+    norms = norm_tensor_names(model)
     for name, t in model.state_dict().items():
-        if name in norm_names or not t.is_floating_point():
+        if name in norms or not t.is_floating_point():
             assert got[name].dtype == t.dtype and torch.equal(got[name], t), name
         else:
             assert got[name].dtype == torch.bfloat16, name
             assert torch.equal(got[name].view(torch.int16), t.to(torch.bfloat16).view(torch.int16)), name
-    # The BatchNorm buffers stayed float32, and the file loads into a bf16 model with f32 norms.
+    return got
+
+
+def test_keep_norms_keeps_every_normalization_module_in_float32(ckpt_bin, tmp_path):
+    torch.manual_seed(0)
+    model = NormZoo()
+    src = tmp_path / "zoo.pth"
+    torch.save(model.state_dict(), src)
+    got = check_kept_norms(ckpt_bin, tmp_path, model, src)
+    # The BatchNorm buffers stayed float32, and the file loads strictly.
     assert got["bn.running_var"].dtype == torch.float32
     NormZoo().load_state_dict(got, strict=True)
+
+
+class NormSeq(NormZoo):
+    """A LayerNorm whose name says nothing (`seq.1`): only its class tells."""
+
+    def __init__(self):
+        super().__init__()
+        self.seq = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+
+
+def test_keep_norms_reads_module_classes_of_whole_models_and_torchscript(ckpt_bin, tmp_path):
+    torch.manual_seed(0)
+    model = NormSeq()
+    assert "seq.1.weight" in norm_tensor_names(model)
+    whole = tmp_path / "whole.pth"
+    torch.save(model, whole)
+    check_kept_norms(ckpt_bin, tmp_path, model, whole)
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.script(model).save(scripted)
+    check_kept_norms(ckpt_bin, tmp_path, model, scripted)
 
 
 def test_device_tags_are_the_ones_torch_restores(ckpt_bin, tmp_path):

@@ -159,6 +159,37 @@ fn keep_norms_keeps_batchnorm_and_lists_it() {
         };
         assert_eq!(dtype, want, "{name}");
     }
+    // Whole models and TorchScript say which modules are norms by their classes, which follow
+    // a rename.
+    for (i, rel) in ["cnn_model.pth", "torchscript_cnn.pt"].iter().enumerate() {
+        let out = format!("m{i}.pth");
+        let err = stderr(
+            dir.path(),
+            &[
+                "convert",
+                &fixture(rel),
+                &out,
+                "--dtype",
+                "f16",
+                "--keep-norms",
+                "--add-prefix",
+                "net",
+            ],
+        );
+        assert!(
+            err.contains("kept 4 normalization tensors") && err.contains("  net.bn.running_mean"),
+            "{rel}: {err}"
+        );
+        for (name, dtype) in dtypes_of(&dir.path().join(&out)) {
+            let was = torch_dtype(rel, name.strip_prefix("net.").unwrap());
+            let want = if name.starts_with("net.bn.") || was != "float32" {
+                was
+            } else {
+                "float16".into()
+            };
+            assert_eq!(dtype, want, "{rel}: {name}");
+        }
+    }
     // A file without normalization modules: --keep-norms would do nothing, so it is refused.
     let err = refused(
         dir.path(),

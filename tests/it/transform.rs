@@ -118,6 +118,7 @@ impl Mk {
             globals: Default::default(),
             origin,
             files: Vec::new(),
+            module_classes: Default::default(),
         };
         check_consistent(&ckpt);
         Built { ckpt, _file: file }
