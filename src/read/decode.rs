@@ -83,7 +83,8 @@ pub struct Decoded {
     /// What a tensor was saved as when ckpt reads only part of it: a DTensor's placements and
     /// mesh, for the local shard that `tensors` holds.
     pub notes: Vec<(TensorIdx, String)>,
-    /// The class of every nn.Module object decoded, by its path as tensor names spell it.
+    /// The class of every nn.Module object with tensors of its own, by its path as tensor names
+    /// spell it.
     pub module_classes: BTreeMap<String, String>,
 }
 
@@ -533,9 +534,7 @@ impl<'a> Decoder<'a> {
                 self.limits.max_modules
             )));
         }
-        if let Some(class) = self.callee(inst) {
-            self.module_classes.insert(self.place.join("."), class.dotted());
-        }
+        let own_tensors = out.len();
         let heap = self.heap;
         let state = inst
             .state
@@ -561,6 +560,7 @@ impl<'a> Decoder<'a> {
                     }
                 }
             }
+            self.note_class(inst, out.len() > own_tensors);
             for (k, v) in &state {
                 let Some(name) = str_of(k) else { continue };
                 if let Some(child) = heap.instance(v) {
@@ -594,6 +594,7 @@ impl<'a> Decoder<'a> {
                 }
             }
         }
+        self.note_class(inst, out.len() > own_tensors);
         if let Some(modules) = field("_modules").and_then(|m| dict_pairs(heap, m)) {
             for (k, v) in &modules {
                 let Some(name) = str_of(k) else { continue };
@@ -605,6 +606,16 @@ impl<'a> Decoder<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Records the class of a module that holds tensors of its own (what `--keep-norms` needs;
+    /// modules without tensors are skipped, which keeps a hostile graph of empty modules cheap).
+    fn note_class(&mut self, inst: &'a Instance, has_tensors: bool) {
+        if has_tensors {
+            if let Some(class) = self.callee(inst) {
+                self.module_classes.insert(self.place.join("."), class.dotted());
+            }
+        }
     }
 
     fn module_child(
