@@ -115,6 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         list_norms_kept(&report);
     }
     if let Some(rule) = &device {
+        transform::require_device_match(&ckpt, rule)?;
         let report = transform::set_device(&mut ckpt, rule);
         eprintln!("device tags: {} storages changed", report.storages_changed);
     }

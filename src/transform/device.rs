@@ -96,6 +96,26 @@ fn check_device(s: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// Refuses a `FROM=TO` rule when no storage is on FROM: it would change nothing.
+pub fn require_match(ckpt: &Checkpoint, rule: &DeviceRule) -> Result<()> {
+    let DeviceRule::Map { from, .. } = rule else {
+        return Ok(());
+    };
+    if ckpt.storages.iter().any(|s| rule.apply(&s.location).is_some()) {
+        return Ok(());
+    }
+    let mut on: Vec<&str> = ckpt.storages.iter().map(|s| s.location.as_str()).collect();
+    on.sort_unstable();
+    on.dedup();
+    Err(TransformError::BadDevice {
+        rule: rule.to_string(),
+        why: format!(
+            "no storage is on {from} (the file's storages are on: {})",
+            on.join(", ")
+        ),
+    })
+}
+
 /// What [`set_device`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceReport {

@@ -27,7 +27,7 @@ pub mod select;
 pub(crate) mod tree;
 
 pub use cast::{cast, loss_report, try_loss_report, CastEntry, CastReport, Keep, KeepReason, KeptEntry};
-pub use device::{set_device, DeviceReport, DeviceRule};
+pub use device::{require_match as require_device_match, set_device, DeviceReport, DeviceRule};
 pub use drop_layers::{drop_layers, DropReport};
 pub use elem::Losses;
 pub use freeze::{freeze, try_freeze, FlagSource, FreezeEntry, FreezeReport, FreezeRule};

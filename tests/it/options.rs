@@ -341,9 +341,16 @@ fn device_accepts_only_tags_torch_restores_and_never_safetensors() {
         let err = refused(dir.path(), &["convert", &src, "d.pth", "--device", bad], "d.pth");
         assert!(err.contains("invalid device rule"), "{bad}: {err}");
     }
-    for good in ["meta", "mps", "xpu:1", "cuda", "cuda:1=cuda:0"] {
+    for good in ["meta", "mps", "xpu:1", "cuda", "cuda:0=cuda:1", "cuda=cpu"] {
         run_in(dir.path(), &["convert", &src, "d.pth", "--device", good, "--force"]).success();
     }
+    // A FROM=TO rule no storage is on would change nothing.
+    let err = refused(
+        dir.path(),
+        &["convert", &src, "d2.pth", "--device", "mps=cpu"],
+        "d2.pth",
+    );
+    assert!(err.contains("no storage is on mps") && err.contains("cuda:0"), "{err}");
     let err = refused(
         dir.path(),
         &["convert", &src, "d.safetensors", "--device", "cpu"],
