@@ -8,7 +8,7 @@ use serde_json::{json, Value as Json};
 
 use crate::model::{Checkpoint, Format, Origin, Tensor};
 use crate::tensor_data::sha256_hex;
-use crate::transform::params::{census, Census, Count};
+use crate::transform::params::{census, counted_parameters, Census, Count};
 pub use crate::units::{grouped, human_bytes};
 
 /// What to show.
@@ -55,7 +55,11 @@ fn count_lines(c: &Census) -> String {
         "recognised by dtype and name: the file saves no parameter flags".to_string()
     }];
     if c.tied > 0 {
-        how.push(format!("{} tied names counted once", c.tied));
+        how.push(format!(
+            "{} tied name{} counted once",
+            c.tied,
+            if c.tied == 1 { "" } else { "s" }
+        ));
     }
     let _ = writeln!(out, "params    {} ({})", grouped(c.parameters.elements), how.join("; "));
     for (label, count, what) in [
@@ -264,7 +268,8 @@ fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hash: bool) -> String {
 
 const MAX_TREE_DEPTH: usize = 64;
 
-/// Tensors grouped by module prefix, with the parameter count of every module.
+/// Tensors grouped by module prefix, with the parameter count of every module (as the `params`
+/// line counts: parameters only, tied ones once).
 fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
     #[derive(Default)]
     struct Module<'a> {
@@ -275,11 +280,13 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
     }
     let mut modules: Vec<Module> = vec![Module::default()];
     let mut names: Vec<String> = vec!["(all)".into()];
-    for t in tensors {
+    let counted = counted_parameters(ckpt, tensors.iter().copied());
+    for (t, counted) in tensors.iter().zip(counted) {
+        let numel = if counted { t.numel() } else { 0 };
         // Bounded depth: a hostile name with a million dots must not recurse a million deep.
         let parts: Vec<&str> = t.name.splitn(MAX_TREE_DEPTH + 1, '.').collect();
         let mut cur = 0;
-        modules[0].params += t.numel();
+        modules[0].params += numel;
         for part in &parts[..parts.len().saturating_sub(1)] {
             let next = match modules[cur].index.get(*part) {
                 Some(&i) => i,
@@ -293,7 +300,7 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
                 }
             };
             cur = next;
-            modules[cur].params += t.numel();
+            modules[cur].params += numel;
         }
         modules[cur].tensors.push(t);
     }

@@ -117,21 +117,40 @@ pub struct Census {
     pub other: Count,
 }
 
+/// For each of `tensors` (all of `ckpt`'s, or a filtered subset), its role, with `None` for a
+/// parameter tied to an earlier one (counted there).
+fn roles<'a>(ckpt: &Checkpoint, tensors: impl Iterator<Item = &'a Tensor>) -> Vec<(&'a Tensor, Option<Role>)> {
+    let flags = file_has_flags(ckpt);
+    let mut seen: HashSet<ViewKey> = HashSet::new();
+    tensors
+        .map(|t| match role(t, flags) {
+            Role::Parameter if !seen.insert(view_key(t)) => (t, None),
+            r => (t, Some(r)),
+        })
+        .collect()
+}
+
+/// For each of `tensors`, whether its elements count as parameters (tied ones once).
+pub fn counted_parameters<'a>(ckpt: &Checkpoint, tensors: impl Iterator<Item = &'a Tensor>) -> Vec<bool> {
+    roles(ckpt, tensors)
+        .into_iter()
+        .map(|(_, r)| r == Some(Role::Parameter))
+        .collect()
+}
+
 /// Counts `tensors` (all of `ckpt`'s, or a filtered subset) by role.
 pub fn census<'a>(ckpt: &Checkpoint, tensors: impl Iterator<Item = &'a Tensor>) -> Census {
-    let flags = file_has_flags(ckpt);
     let mut c = Census {
-        flags,
+        flags: file_has_flags(ckpt),
         ..Default::default()
     };
-    let mut seen: HashSet<ViewKey> = HashSet::new();
-    for t in tensors {
-        match role(t, flags) {
-            Role::Parameter if !seen.insert(view_key(t)) => c.tied += 1,
-            Role::Parameter => c.parameters.add(t),
-            Role::Buffer => c.buffers.add(t),
-            Role::TrainingState => c.training_state.add(t),
-            Role::Other => c.other.add(t),
+    for (t, r) in roles(ckpt, tensors) {
+        match r {
+            None => c.tied += 1,
+            Some(Role::Parameter) => c.parameters.add(t),
+            Some(Role::Buffer) => c.buffers.add(t),
+            Some(Role::TrainingState) => c.training_state.add(t),
+            Some(Role::Other) => c.other.add(t),
         }
     }
     c

@@ -392,6 +392,9 @@ fn params_count_as_pytorch_counts_them_in_inspect_and_freeze() {
     }
     let training = stdout(dir.path(), &["inspect", &fixture("training_checkpoint.pth")]);
     assert!(training.contains("optim     "), "{training}");
+    // The module tree counts the same way.
+    let tree = stdout(dir.path(), &["inspect", "--tree", &fixture("cnn_state_dict.pth")]);
+    assert!(tree.contains(&format!("(all)  {} params", grouped(want))), "{tree}");
     // Tied weights count once.
     let tied = stdout(dir.path(), &["inspect", &fixture("tied_model.pth")]);
     let want = torch_parameter_count("tied_model.pth");
