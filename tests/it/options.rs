@@ -402,6 +402,8 @@ fn params_count_as_pytorch_counts_them_in_inspect_and_freeze() {
         tied.contains(&format!("params    {} (", grouped(want))) && tied.contains("1 tied"),
         "{tied}"
     );
+    let tree = stdout(dir.path(), &["inspect", "--tree", &fixture("tied_model.pth")]);
+    assert!(tree.contains(&format!("(all)  {} params", grouped(want))), "{tree}");
 }
 
 #[test]
