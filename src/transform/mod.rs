@@ -9,10 +9,9 @@
 //! storages. Transforms that remove tensors ([`drop_layers()`], [`select()`]) also remove the
 //! storages no remaining tensor views, so a writer never meets an orphan storage.
 //!
-//! Names and patterns: a *pattern* ([`Pattern`], used by [`drop_layers()`] and [`freeze()`])
-//! matches a tensor name if it is a glob matching the whole name (`layer4.*`,
-//! `*.num_batches_tracked`; `*` crosses dots) or if it names a module prefix (`fc` matches
-//! `fc.weight`, `fc.0.bias`, but not `fc1.weight`), or equals the name.
+//! Names and patterns: every option that picks tensors by name takes a [`Pattern`] (a module
+//! prefix or a glob over the whole name; [`pattern`] describes it once), and refuses one that
+//! matches nothing ([`pattern::require_matches`]).
 
 pub mod cast;
 pub mod device;
