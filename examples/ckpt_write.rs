@@ -64,7 +64,7 @@ fn run() -> Result<(), String> {
     };
     let mut ckpt = ckpt::read::open(input).map_err(|e| e.to_string())?;
     if let Some(to) = dtype {
-        ckpt::transform::cast::cast(&mut ckpt, to, &globset::GlobSet::empty());
+        ckpt::transform::cast::cast(&mut ckpt, to, &ckpt::transform::Keep::default());
     }
     ckpt::write::check_output(&[input.as_path()], out, force).map_err(|e| e.to_string())?;
     let opts = WriteOptions {

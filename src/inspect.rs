@@ -8,6 +8,7 @@ use serde_json::{json, Value as Json};
 
 use crate::model::{Checkpoint, Format, Origin, Tensor};
 use crate::tensor_data::sha256_hex;
+use crate::transform::params::{census, counted_parameters, Census, Count};
 pub use crate::units::{grouped, human_bytes};
 use crate::write::progress::Progress;
 
@@ -16,7 +17,7 @@ use crate::write::progress::Progress;
 pub struct InspectOptions {
     pub hash: bool,
     /// Only tensors and metadata whose names match; None shows all.
-    pub filter: Option<globset::GlobMatcher>,
+    pub filter: Option<crate::transform::Pattern>,
     /// A progress bar on stderr while `hash` reads the data (only if stderr is a terminal).
     pub progress: bool,
 }
@@ -47,13 +48,13 @@ fn selected_metadata<'a>(
 ) -> impl Iterator<Item = (&'a String, &'a Json)> {
     ckpt.metadata
         .iter()
-        .filter(move |(k, _)| opts.filter.as_ref().is_none_or(|m| m.is_match(k)))
+        .filter(move |(k, _)| opts.filter.as_ref().is_none_or(|m| m.matches(k)))
 }
 
 fn selected<'a>(ckpt: &'a Checkpoint, opts: &'a InspectOptions) -> impl Iterator<Item = &'a Tensor> {
     ckpt.tensors
         .iter()
-        .filter(move |t| opts.filter.as_ref().is_none_or(|m| m.is_match(&t.name)))
+        .filter(move |t| opts.filter.as_ref().is_none_or(|p| p.matches(&t.name)))
 }
 
 /// The storage id `--json` shows: shared by tensors that share a storage; null where the
@@ -65,8 +66,54 @@ fn storage_id(ckpt: &Checkpoint, t: &Tensor) -> Json {
     }
 }
 
+fn counts_json(c: &Census) -> Json {
+    let count = |c: &Count| json!({"tensors": c.tensors, "elements": c.elements});
+    json!({
+        "flags": if c.flags { "file" } else { "none" },
+        "parameters": count(&c.parameters),
+        "tied": c.tied,
+        "buffers": count(&c.buffers),
+        "training_state": count(&c.training_state),
+        "other": count(&c.other),
+    })
+}
+
+/// The `params` line and the lines of the other kinds of tensors (those that hold any).
+fn count_lines(c: &Census) -> String {
+    let mut out = String::new();
+    let mut how = vec![if c.flags {
+        "as model.parameters() counts them".to_string()
+    } else {
+        "recognised by dtype and name: the file saves no parameter flags".to_string()
+    }];
+    if c.tied > 0 {
+        how.push(format!(
+            "{} tied name{} counted once",
+            c.tied,
+            if c.tied == 1 { "" } else { "s" }
+        ));
+    }
+    let _ = writeln!(out, "params    {} ({})", grouped(c.parameters.elements), how.join("; "));
+    for (label, count, what) in [
+        ("buffers", &c.buffers, "module buffers"),
+        ("optim", &c.training_state, "optimizer, scheduler and scaler state"),
+        ("other", &c.other, "other tensors"),
+    ] {
+        if count.tensors > 0 {
+            let _ = writeln!(
+                out,
+                "{label:<10}{} in {} tensors ({what})",
+                grouped(count.elements),
+                count.tensors
+            );
+        }
+    }
+    out
+}
+
 pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
     let chosen: Vec<&Tensor> = selected(ckpt, opts).collect();
+    let counts = census(ckpt, chosen.iter().copied());
     let tensors: Vec<Json> = chosen
         .iter()
         .zip(hashes(ckpt, &chosen, opts))
@@ -95,7 +142,9 @@ pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<serde_json::Map<_, _>>(),
         "globals": ckpt.globals,
-        "total_params": selected(ckpt, opts).map(Tensor::numel).sum::<u64>(),
+        "total_params": counts.parameters.elements,
+        "total_elements": selected(ckpt, opts).map(Tensor::numel).sum::<u64>(),
+        "counts": counts_json(&counts),
         "total_bytes": selected(ckpt, opts).map(Tensor::nbytes).sum::<u64>(),
     })
 }
@@ -155,7 +204,7 @@ pub fn notes(ckpt: &Checkpoint) -> Vec<String> {
 pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &InspectOptions, tree: bool) -> String {
     let mut out = String::new();
     let tensors: Vec<&Tensor> = selected(ckpt, opts).collect();
-    let params: u64 = tensors.iter().map(|t| t.numel()).sum();
+    let counts = census(ckpt, tensors.iter().copied());
     let bytes: u64 = tensors.iter().map(|t| t.nbytes()).sum();
     let _ = writeln!(
         out,
@@ -174,7 +223,7 @@ pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &Ins
         format!(" of {} match the filter", ckpt.tensors.len())
     };
     let _ = writeln!(out, "tensors   {}{shown}", tensors.len());
-    let _ = writeln!(out, "params    {}", grouped(params));
+    out.push_str(&count_lines(&counts));
     let _ = writeln!(out, "bytes     {} ({})", grouped(bytes), human_bytes(bytes));
     let mut dtypes: BTreeMap<&str, usize> = BTreeMap::new();
     let mut devices: BTreeMap<&str, usize> = BTreeMap::new();
@@ -268,7 +317,8 @@ fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hashes: &[Option<String>]) -> S
 
 const MAX_TREE_DEPTH: usize = 64;
 
-/// Tensors grouped by module prefix, with the parameter count of every module.
+/// Tensors grouped by module prefix, with the parameter count of every module (as the `params`
+/// line counts: parameters only, tied ones once).
 fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
     #[derive(Default)]
     struct Module<'a> {
@@ -279,11 +329,13 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
     }
     let mut modules: Vec<Module> = vec![Module::default()];
     let mut names: Vec<String> = vec!["(all)".into()];
-    for t in tensors {
+    let counted = counted_parameters(ckpt, tensors.iter().copied());
+    for (t, counted) in tensors.iter().zip(counted) {
+        let numel = if counted { t.numel() } else { 0 };
         // Bounded depth: a hostile name with a million dots must not recurse a million deep.
         let parts: Vec<&str> = t.name.splitn(MAX_TREE_DEPTH + 1, '.').collect();
         let mut cur = 0;
-        modules[0].params += t.numel();
+        modules[0].params += numel;
         for part in &parts[..parts.len().saturating_sub(1)] {
             let next = match modules[cur].index.get(*part) {
                 Some(&i) => i,
@@ -297,7 +349,7 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
                 }
             };
             cur = next;
-            modules[cur].params += t.numel();
+            modules[cur].params += numel;
         }
         modules[cur].tensors.push(t);
     }

@@ -211,6 +211,10 @@ pub struct Checkpoint {
     /// Every file the checkpoint was read from: the file itself, or a sharded checkpoint's index
     /// and shards. Writers never write over any of them.
     pub files: Vec<PathBuf>,
+    /// The class (`torch.nn.modules.batchnorm.BatchNorm2d`) of every nn.Module with tensors of
+    /// its own (whole models, TorchScript), by its path as tensor names spell it ("" for a root
+    /// module); empty for files of plain tensors.
+    pub module_classes: BTreeMap<String, String>,
 }
 
 /// Every global a checkpoint's pickles name, with how the pickles use each one (referenced,

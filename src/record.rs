@@ -195,7 +195,7 @@ pub fn freeze_actions(r: &FreezeReport) -> [Action; 2] {
         names(
             r.entries
                 .iter()
-                .filter(|e| e.requires_grad == Some(flag) && e.shared_with.is_none())
+                .filter(|e| e.requires_grad == flag && e.shared_with.is_none())
                 .map(|e| &e.name),
         )
     };

@@ -1,6 +1,6 @@
 //! Transform sequences: a fixture (embedded at build time) is read, up to six fuzzed
-//! transforms (cast with a keep glob, device rules, renames, drop_layers, freeze, select) are
-//! applied to it (a transform's error is fine: it must then change nothing we rely on), and
+//! transforms (cast with keep patterns and --keep-norms, device rules, renames, drop_layers,
+//! freeze, select) are applied to it (a transform's error is fine: it must then change nothing we rely on), and
 //! the result is written as .pth and as safetensors and read back. Nothing may panic; what a
 //! writer wrote must read back as the transformed checkpoint's tensors: the same names (in
 //! order for .pth, as a set for safetensors), dtypes, shapes and contents.
@@ -182,15 +182,11 @@ fn apply_step(c: &mut Checkpoint, step: &Step) -> bool {
     match step {
         Step::Cast { to, keep } => {
             let to = [DType::BF16, DType::F16, DType::F32, DType::F64][*to as usize % 4];
-            let mut b = globset::GlobSetBuilder::new();
-            for p in keep.iter().take(3) {
-                if let Ok(g) = globset::Glob::new(&p.text(c)) {
-                    b.add(g);
-                }
-            }
-            match b.build() {
-                Ok(set) => {
-                    let _ = transform::cast(c, to, &set);
+            let texts: Vec<String> = keep.iter().take(3).map(|p| p.text(c)).collect();
+            match transform::pattern::compile(&texts) {
+                Ok(patterns) => {
+                    let norms = texts.len() % 2 == 1;
+                    let _ = transform::cast(c, to, &transform::Keep { patterns, norms });
                     true
                 }
                 Err(_) => false,

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use ckpt::dtype::DType;
+use ckpt::model::Checkpoint;
 use ckpt::transform::{self, DeviceRule};
-use globset::GlobSetBuilder;
+use ckpt::transform::{CastReport, Keep, Losses};
+use ckpt::write::OutFormat;
 
 use ckpt::record::{cast_actions, Action, Record};
 
@@ -24,16 +26,27 @@ pub struct Args {
     /// Cast floating-point tensors: bf16, f16, f32, f64 (or PyTorch names: bfloat16, float16...).
     #[arg(long, value_name = "T")]
     dtype: Option<String>,
-    /// Leave tensors matching GLOB in their dtype (e.g. '*.running_var'); repeatable.
-    #[arg(long, value_name = "GLOB", requires = "dtype")]
+    /// Leave tensors matching P (a module name or a glob, e.g. 'bn1' or '*.running_var') in
+    /// their dtype; repeatable. A pattern that matches nothing is an error.
+    #[arg(long, value_name = "P", requires = "dtype")]
     keep_dtype: Vec<String>,
+    /// Leave every tensor of normalization modules (BatchNorm, LayerNorm, GroupNorm, RMSNorm...)
+    /// in its dtype: by module class where the file has them (whole models, TorchScript), else
+    /// modules with running statistics or a norm-like name (norm, ln_f, bn1).
+    #[arg(long, requires = "dtype")]
+    keep_norms: bool,
     /// Write a cast even if finite values overflow to inf.
     #[arg(long, requires = "dtype")]
     allow_overflow: bool,
-    /// Rewrite storage device tags: cpu, cuda:N, or FROM=TO (e.g. cuda:1=cuda:0).
+    /// Write a cast even if non-zero values flush to zero.
+    #[arg(long, requires = "dtype")]
+    allow_underflow: bool,
+    /// Rewrite storage device tags (.pth output only): cpu, cuda[:N], mps, xpu[:N], meta... or
+    /// FROM=TO (e.g. cuda:1=cuda:0). Only tags torch.load restores are accepted.
     #[arg(long, value_name = "D")]
     device: Option<String>,
-    /// Remove this prefix from tensor names where present (e.g. module.); repeatable.
+    /// Remove this prefix from tensor names (e.g. module.); repeatable. A prefix no name has is
+    /// an error.
     #[arg(long, value_name = "P")]
     strip_prefix: Vec<String>,
     /// Add this prefix to every tensor name.
@@ -65,12 +78,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Resolve everything the user typed before reading a byte.
     let output = args.out.resolve(&args.output)?;
     let dtype = args.dtype.as_deref().map(parse_target).transpose()?;
-    let mut keep = GlobSetBuilder::new();
-    for g in &args.keep_dtype {
-        keep.add(super::glob("--keep-dtype", g)?);
-    }
-    let keep = keep.build()?;
+    let keep = Keep {
+        patterns: transform::pattern::compile(&args.keep_dtype)?,
+        norms: args.keep_norms,
+    };
     let device = args.device.as_deref().map(DeviceRule::parse).transpose()?;
+    if device.is_some() && output.options.format == OutFormat::Safetensors {
+        bail!("--device: safetensors files hold no device tags (tensors load where load_file's device= says); write a .pth to retag devices");
+    }
     #[cfg(feature = "tch")]
     let verify_device = args
         .verify
@@ -93,27 +108,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         did(&mut record, &report, json);
     }
     if let Some(to) = dtype {
-        let report = transform::cast(&mut ckpt, to, &keep);
-        if !args.allow_overflow {
-            let overflow = transform::try_overflow_report(&ckpt)?;
-            if !overflow.is_empty() {
-                let total: u64 = overflow.iter().map(|(_, n)| n).sum();
-                let list: Vec<String> = overflow
-                    .iter()
-                    .map(|(name, n)| format!("  {name}: {n} values"))
-                    .collect();
-                bail!(
-                    "casting to {to} would turn {total} finite values into inf in {} tensors:\n{}\nkeep them with --keep-dtype GLOB, or pass --allow-overflow",
-                    overflow.len(),
-                    list.join("\n")
-                );
-            }
+        let names = ckpt.tensors.iter().map(|t| t.name.as_str());
+        transform::pattern::require_matches(&keep.patterns, names.clone())?;
+        if keep.norms && !transform::norms::norm_members(&ckpt).contains(&true) {
+            bail!(
+                "--keep-norms: no normalization module found (no running_mean/running_var, no norm-like module name); {}",
+                transform::pattern::module_hint(names)
+            );
         }
+        let report = transform::cast(&mut ckpt, to, &keep);
+        check_losses(&ckpt, to, args.allow_overflow, args.allow_underflow)?;
         for action in cast_actions(&report) {
             did(&mut record, action, json);
         }
+        list_norms_kept(&report);
     }
     if let Some(rule) = &device {
+        transform::require_device_match(&ckpt, rule)?;
         let report = transform::set_device(&mut ckpt, rule);
         did(&mut record, &report, json);
     }
@@ -128,4 +139,61 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a cast that turns finite values into inf or non-zero values into zero, unless
+/// allowed: the file would be written without a word about the damage.
+fn check_losses(ckpt: &Checkpoint, to: DType, allow_overflow: bool, allow_underflow: bool) -> anyhow::Result<()> {
+    if allow_overflow && allow_underflow {
+        return Ok(());
+    }
+    let losses = transform::try_loss_report(ckpt)?;
+    let refuse = |what: &str, count: fn(&Losses) -> u64, advice: &str| -> anyhow::Result<()> {
+        let hit: Vec<(&str, u64)> = losses
+            .iter()
+            .map(|(name, l)| (name.as_str(), count(l)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if hit.is_empty() {
+            return Ok(());
+        }
+        let total: u64 = hit.iter().map(|(_, n)| n).sum();
+        let list: Vec<String> = hit.iter().map(|(name, n)| format!("  {name}: {n} values")).collect();
+        bail!(
+            "casting to {to} would turn {total} {what} in {} tensors:\n{}\n{advice}",
+            hit.len(),
+            list.join("\n")
+        )
+    };
+    if !allow_overflow {
+        refuse(
+            "finite values into inf",
+            |l| l.overflow,
+            "keep them with --keep-dtype P, or pass --allow-overflow",
+        )?;
+    }
+    if !allow_underflow {
+        refuse(
+            "non-zero values into zero",
+            |l| l.underflow,
+            "keep them with --keep-dtype P; for a training checkpoint, write only the weights with --select model_state_dict (optimizer state such as exp_avg_sq holds values this small); or pass --allow-underflow",
+        )?;
+    }
+    Ok(())
+}
+
+/// Says which tensors `--keep-norms` kept, so the user can check the structural guess.
+fn list_norms_kept(report: &CastReport) {
+    let names: Vec<&str> = report
+        .kept
+        .iter()
+        .filter(|k| k.reason == transform::KeepReason::NormModule)
+        .map(|k| k.name.as_str())
+        .collect();
+    if !names.is_empty() {
+        eprintln!("kept {} normalization tensors in their dtype:", names.len());
+        for name in names {
+            eprintln!("  {name}");
+        }
+    }
 }

@@ -21,14 +21,24 @@ pub struct Args {
     /// Set requires_grad=True on parameters matching P; repeatable. Later rules win.
     #[arg(long, value_name = "P")]
     unfreeze: Vec<String>,
-    /// Write the flags as JSON to this file ('-' for stdout).
+    /// Write the flags as JSON to this file ('-' for stdout); apply them with
+    /// `p.requires_grad_(flags[name])` over `model.named_parameters()` (see the README).
     #[arg(short = 'o', long = "output", value_name = "FLAGS.json")]
     flags: Option<PathBuf>,
-    /// Write a pth whose parameters carry the flags as nn.Parameter.
+    /// Write a .pth whose parameters are saved as nn.Parameter with these flags. torch.load
+    /// gives them back, but `model.load_state_dict` copies values only and ignores the flags:
+    /// to apply flags to a model, use the JSON of -o.
     #[arg(long, value_name = "OUT")]
     write: Option<PathBuf>,
-    #[command(flatten)]
-    out: OutArgs,
+    /// Replace an existing OUT or FLAGS.json.
+    #[arg(long)]
+    force: bool,
+    /// Flush the outputs to disk before renaming them into place even when they are new files.
+    #[arg(long)]
+    sync: bool,
+    /// Print one JSON object saying what was frozen, unfrozen and written.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The freeze/unfreeze rules in the order they were typed: later ones win.
@@ -49,12 +59,20 @@ fn rules_in_order(matches: &clap::ArgMatches) -> Vec<(FreezeRule, String)> {
 
 pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let rules = rules_in_order(matches);
-    if args.out.json && args.flags.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+    if args.json && args.flags.as_deref().is_some_and(|p| p.as_os_str() == "-") {
         anyhow::bail!("--json and -o - would both print JSON on stdout; write the flags to a file, or drop one");
     }
-    let output = args.write.as_deref().map(|o| args.out.resolve(o)).transpose()?;
-    if let Some(output) = &output {
-        if output.options.format != ckpt::write::OutFormat::Pth {
+    let out = OutArgs {
+        to: Some("pth".into()),
+        force: args.force,
+        max_shard_size: None,
+        dedupe: false,
+        sync: args.sync,
+        json: args.json,
+    };
+    let output = args.write.as_deref().map(|o| out.resolve(o)).transpose()?;
+    if let Some(o) = &args.write {
+        if ckpt::write::OutFormat::from_path(o) == Some(ckpt::write::OutFormat::Safetensors) {
             anyhow::bail!(
                 "--write: flags live in .pth files (safetensors has no requires_grad); name a .pth/.pt/.bin output"
             );
@@ -67,16 +85,16 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let inputs = ckpt::write::input_paths(&ckpt);
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     if let Some(p) = args.flags.as_deref().filter(|p| p.as_os_str() != "-") {
-        ckpt::write::check_output(&inputs, p, args.out.force)?;
+        ckpt::write::check_output(&inputs, p, args.force)?;
     }
     warn_globals(&args.input, &ckpt);
     let report = transform::try_freeze(&mut ckpt, &rules)?;
-    let json = args.out.json;
+    let json = args.json;
     match args.flags.as_deref() {
         Some(p) if p.as_os_str() == "-" => out::json(&report.to_json())?,
         Some(p) => {
             let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
-            ckpt::write::write_text(&inputs, p, &text, args.out.force, args.out.sync)?;
+            ckpt::write::write_text(&inputs, p, &text, args.force, args.sync)?;
         }
         None => {}
     }
@@ -84,6 +102,9 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let stdout_is_flags = args.flags.as_deref().is_some_and(|p| p.as_os_str() == "-");
     if !json && !stdout_is_flags {
         out::line(&report.summary())?;
+        if let Some(note) = report.note() {
+            out::line(&format!("note: {note}"))?;
+        }
     }
     let mut record = Record::default();
     for action in freeze_actions(&report) {

@@ -18,16 +18,14 @@ pub struct Args {
     /// Group tensors by module, with parameter counts per module.
     #[arg(long, conflicts_with = "json")]
     tree: bool,
-    /// Only tensors and metadata whose names match this glob (e.g. 'layer4.*', '*.weight').
-    #[arg(long, value_name = "GLOB")]
+    /// Only tensors and metadata matching P: a module name ('layers.0') or a glob ('layer4.*',
+    /// '*.weight').
+    #[arg(long, value_name = "P")]
     filter: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let filter = args
-        .filter
-        .map(|g| super::glob("--filter", &g).map(|g| g.compile_matcher()))
-        .transpose()?;
+    let filter = args.filter.map(|p| ckpt::transform::Pattern::new(&p)).transpose()?;
     let opts = InspectOptions {
         hash: args.hash,
         filter,

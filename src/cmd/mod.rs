@@ -85,8 +85,3 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         ),
     }
 }
-
-/// Compiles a glob given on the command line, naming the option in the error.
-pub fn glob(option: &str, pattern: &str) -> anyhow::Result<globset::Glob> {
-    globset::Glob::new(pattern).map_err(|e| anyhow::anyhow!("bad {option} pattern '{pattern}': {e}"))
-}

@@ -8,7 +8,7 @@
 //! OrderedDict `model.state_dict()` would return; any other object stays opaque unless tensors
 //! live inside it. Nothing is executed: this only reads.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::dtype::DType;
@@ -83,6 +83,9 @@ pub struct Decoded {
     /// What a tensor was saved as when ckpt reads only part of it: a DTensor's placements and
     /// mesh, for the local shard that `tensors` holds.
     pub notes: Vec<(TensorIdx, String)>,
+    /// The class of every nn.Module object with tensors of its own, by its path as tensor names
+    /// spell it.
+    pub module_classes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +117,7 @@ pub struct Decoder<'a> {
     bytes: usize,
     modules: usize,
     saw_module: bool,
+    module_classes: BTreeMap<String, String>,
 }
 
 const REBUILD_FUNCS: [&str; 6] = [
@@ -197,6 +201,7 @@ impl<'a> Decoder<'a> {
             bytes: 0,
             modules: 0,
             saw_module: false,
+            module_classes: BTreeMap::new(),
         }
     }
 
@@ -241,6 +246,7 @@ impl<'a> Decoder<'a> {
             tensors: self.tensors,
             saw_module: self.saw_module,
             notes: self.notes,
+            module_classes: self.module_classes,
         })
     }
 
@@ -528,6 +534,7 @@ impl<'a> Decoder<'a> {
                 self.limits.max_modules
             )));
         }
+        let own_tensors = out.len();
         let heap = self.heap;
         let state = inst
             .state
@@ -553,6 +560,7 @@ impl<'a> Decoder<'a> {
                     }
                 }
             }
+            self.note_class(inst, out.len() > own_tensors);
             for (k, v) in &state {
                 let Some(name) = str_of(k) else { continue };
                 if let Some(child) = heap.instance(v) {
@@ -586,6 +594,7 @@ impl<'a> Decoder<'a> {
                 }
             }
         }
+        self.note_class(inst, out.len() > own_tensors);
         if let Some(modules) = field("_modules").and_then(|m| dict_pairs(heap, m)) {
             for (k, v) in &modules {
                 let Some(name) = str_of(k) else { continue };
@@ -597,6 +606,16 @@ impl<'a> Decoder<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Records the class of a module that holds tensors of its own (what `--keep-norms` needs;
+    /// modules without tensors are skipped, which keeps a hostile graph of empty modules cheap).
+    fn note_class(&mut self, inst: &'a Instance, has_tensors: bool) {
+        if has_tensors {
+            if let Some(class) = self.callee(inst) {
+                self.module_classes.insert(self.place.join("."), class.dotted());
+            }
+        }
     }
 
     fn module_child(

@@ -189,5 +189,6 @@ pub(crate) fn finish(
         globals: crate::model::Globals::from_uses(globals),
         origin,
         files: vec![path.to_path_buf()],
+        module_classes: decoded.module_classes,
     }
 }

@@ -162,6 +162,7 @@ pub fn read(source: Arc<Source>, limits: &HeaderLimits) -> Result<Checkpoint> {
         globals: Default::default(),
         origin: Origin::Data,
         files: vec![path.to_path_buf()],
+        module_classes: Default::default(),
     })
 }
 

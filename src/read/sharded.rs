@@ -141,6 +141,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         globals,
         origin: Origin::Data,
         files,
+        module_classes: Default::default(),
     })
 }
 

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use globset::GlobSet;
 use serde_json::{json, Value as Json};
 
-use super::elem;
+use super::elem::{self, Losses};
+use super::norms::norm_members;
+use super::pattern::Pattern;
 use crate::dtype::DType;
 use crate::model::{Cast, Checkpoint, Node, StorageId};
 use crate::tensor_data;
@@ -51,6 +52,8 @@ pub enum KeepReason {
     AlreadyTarget,
     /// Matched a keep pattern.
     KeepPattern,
+    /// Belongs to a normalization module (`--keep-norms`).
+    NormModule,
     /// Shares its storage with a tensor that is not cast (kept by pattern, not floating...).
     SharesStorageWithKept { other: String },
     /// Shares its storage with a tensor of another dtype (a reinterpreting view).
@@ -68,6 +71,7 @@ impl fmt::Display for KeepReason {
             KeepReason::TargetNotFloating => f.write_str("casts go to floating-point dtypes only"),
             KeepReason::AlreadyTarget => f.write_str("already the target dtype"),
             KeepReason::KeepPattern => f.write_str("matches a keep pattern"),
+            KeepReason::NormModule => f.write_str("belongs to a normalization module"),
             KeepReason::SharesStorageWithKept { other } => {
                 write!(f, "shares its storage with '{other}', which is not cast")
             }
@@ -88,6 +92,7 @@ impl KeepReason {
             KeepReason::TargetNotFloating => "target_not_floating",
             KeepReason::AlreadyTarget => "already_target",
             KeepReason::KeepPattern => "keep_pattern",
+            KeepReason::NormModule => "norm_module",
             KeepReason::SharesStorageWithKept { .. } => "shares_storage_with_kept",
             KeepReason::SharesStorageWithOtherDtype { .. } => "shares_storage_with_other_dtype",
             KeepReason::PendingCast { .. } => "pending_cast",
@@ -109,8 +114,16 @@ impl CastReport {
     }
 }
 
+/// Which tensors a cast leaves alone: those matching a pattern, and with `norms` every tensor
+/// of a normalization module ([`super::norms`]).
+#[derive(Debug, Clone, Default)]
+pub struct Keep {
+    pub patterns: Vec<Pattern>,
+    pub norms: bool,
+}
+
 /// Casts every floating-point tensor (float64/32/16, bfloat16, float8) to `to`, except those
-/// whose name matches `keep` and those already `to`. Integer, bool and complex tensors are
+/// `keep` names and those already `to`. Integer, bool and complex tensors are
 /// never cast. The cast is recorded, not done: each cast storage gets `cast = {from, to}` and
 /// its tensors say `to` (offsets and strides are in elements, so they stay valid).
 ///
@@ -118,18 +131,26 @@ impl CastReport {
 /// cast and share one dtype; otherwise all of them are kept, with the reason. A storage that
 /// already has a pending cast is not cast again. A `to` that is not floating casts nothing
 /// (every floating tensor is kept with [`KeepReason::TargetNotFloating`]).
-pub fn cast(ckpt: &mut Checkpoint, to: DType, keep: &GlobSet) -> CastReport {
+pub fn cast(ckpt: &mut Checkpoint, to: DType, keep: &Keep) -> CastReport {
     let bytes_before = ckpt.storages.iter().map(|s| s.out_nbytes()).sum();
+    let norm = if keep.norms {
+        norm_members(ckpt)
+    } else {
+        vec![false; ckpt.tensors.len()]
+    };
     let mut reason: Vec<Option<KeepReason>> = ckpt
         .tensors
         .iter()
-        .map(|t| {
+        .zip(norm)
+        .map(|(t, norm)| {
             if !t.dtype.is_floating() {
                 Some(KeepReason::NotFloating)
             } else if !to.is_floating() {
                 Some(KeepReason::TargetNotFloating)
-            } else if keep.is_match(&t.name) {
+            } else if keep.patterns.iter().any(|p| p.matches(&t.name)) {
                 Some(KeepReason::KeepPattern)
+            } else if norm {
+                Some(KeepReason::NormModule)
             } else if t.dtype == to {
                 Some(KeepReason::AlreadyTarget)
             } else {
@@ -218,22 +239,21 @@ pub fn cast(ckpt: &mut Checkpoint, to: DType, keep: &GlobSet) -> CastReport {
     }
 }
 
-/// For every tensor on a storage with a pending cast, how many of its finite values the cast
-/// turns into inf (NaN for float8 kinds without inf): float16's largest finite value is 65504,
-/// so |x| >= 65520 overflows. Only tensors with a nonzero count are listed, in tensor order.
-/// Counts are over the tensor's elements (a tensor that repeats an element, as an expanded
-/// view does, counts it each time). Tensors whose bytes cannot be read are skipped here (the
-/// writer reports them); [`try_overflow_report`] fails on them instead.
-pub fn overflow_report(ckpt: &Checkpoint) -> Vec<(String, u64)> {
-    overflow_impl(ckpt, false).unwrap_or_default()
+/// For every tensor on a storage with a pending cast, what the cast loses ([`Losses`]: finite
+/// values that become inf, non-zero values that become ±0). Only tensors that lose something
+/// are listed, in tensor order. Counts are over the tensor's elements (a tensor that repeats an
+/// element, as an expanded view does, counts it each time). Tensors whose bytes cannot be read
+/// are skipped here (the writer reports them); [`try_loss_report`] fails on them instead.
+pub fn loss_report(ckpt: &Checkpoint) -> Vec<(String, Losses)> {
+    loss_impl(ckpt, false).unwrap_or_default()
 }
 
-/// [`overflow_report`], failing on the first tensor whose bytes cannot be read.
-pub fn try_overflow_report(ckpt: &Checkpoint) -> crate::Result<Vec<(String, u64)>> {
-    overflow_impl(ckpt, true)
+/// [`loss_report`], failing on the first tensor whose bytes cannot be read.
+pub fn try_loss_report(ckpt: &Checkpoint) -> crate::Result<Vec<(String, Losses)>> {
+    loss_impl(ckpt, true)
 }
 
-fn overflow_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, u64)>> {
+fn loss_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, Losses)>> {
     // A copy of the checkpoint's storages without their casts, and each tensor as a view of
     // the source elements: streaming it gives the bytes the cast will convert.
     let mut source = Checkpoint {
@@ -252,6 +272,7 @@ fn overflow_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, 
         globals: Default::default(),
         origin: ckpt.origin,
         files: ckpt.files.clone(),
+        module_classes: Default::default(),
     };
     let mut out = Vec::new();
     for t in &ckpt.tensors {
@@ -265,13 +286,15 @@ fn overflow_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, 
         view.dtype = c.from;
         source.tensors.clear();
         source.tensors.push(view);
-        let mut count = 0u64;
+        let mut lost = Losses::default();
         let r = tensor_data::for_each_chunk::<crate::Error>(&source, &source.tensors[0], |bytes| {
-            count += elem::overflow_count(c.from, c.to, bytes);
+            let l = elem::losses(c.from, c.to, bytes);
+            lost.overflow += l.overflow;
+            lost.underflow += l.underflow;
             Ok(())
         });
         match r {
-            Ok(()) if count > 0 => out.push((t.name.clone(), count)),
+            Ok(()) if lost != Losses::default() => out.push((t.name.clone(), lost)),
             Ok(()) => {}
             Err(e) if strict => return Err(e),
             Err(_) => {}

@@ -61,33 +61,59 @@ impl fmt::Display for DeviceRule {
     }
 }
 
-/// A device string as torch's location tags spell them: a lowercase type (`cpu`, `cuda`,
-/// `mps`, `xpu`, `meta`, `privateuseone`...) and an optional `:index`.
+/// Location tags torch 2.11's `default_restore_location` restores without a plugin, by device
+/// type: exact tags (`cpu`, `meta`) and types that take an optional `:N` (`cuda`, `mps`, `xpu`,
+/// `hpu`, `mtia`, and `privateuseone`, the out-of-tree backend before a plugin renames it). Any
+/// other tag makes `torch.load` fail with "don't know how to restore data location".
+const EXACT: [&str; 2] = ["cpu", "meta"];
+const INDEXED: [&str; 6] = ["cuda", "mps", "xpu", "hpu", "mtia", "privateuseone"];
+
+/// A device as a location tag torch restores: one of [`EXACT`], or one of [`INDEXED`] with an
+/// optional `:N`.
 fn check_device(s: &str) -> std::result::Result<(), String> {
     let (kind, index) = match s.split_once(':') {
         Some((k, i)) => (k, Some(i)),
         None => (s, None),
     };
-    if kind.is_empty() {
-        return Err("empty device".into());
+    let known = || format!("torch restores {}, {}[:N]", EXACT.join(", "), INDEXED.join("[:N], "));
+    if EXACT.contains(&kind) {
+        return match index {
+            None => Ok(()),
+            Some(_) => Err(format!("{kind} takes no index ({})", known())),
+        };
     }
-    if !kind.starts_with(|c: char| c.is_ascii_lowercase())
-        || !kind
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        return Err(format!("'{kind}' is not a device type (expected e.g. cpu, cuda, mps)"));
+    if !INDEXED.contains(&kind) {
+        return Err(format!(
+            "torch.load cannot restore a storage tagged '{s}' ({})",
+            known()
+        ));
     }
-    if let Some(i) = index {
-        if i.is_empty() || !i.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!("'{i}' is not a device index"));
+    match index {
+        Some(i) if i.is_empty() || !i.chars().all(|c| c.is_ascii_digit()) => {
+            Err(format!("'{i}' is not a device index"))
         }
-        if kind == "cpu" {
-            // torch writes plain "cpu"; "cpu:0" would load but is not what files hold.
-            return Err("cpu takes no index".into());
-        }
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// Refuses a `FROM=TO` rule when no storage is on FROM: it would change nothing.
+pub fn require_match(ckpt: &Checkpoint, rule: &DeviceRule) -> Result<()> {
+    let DeviceRule::Map { from, .. } = rule else {
+        return Ok(());
+    };
+    if ckpt.storages.iter().any(|s| rule.apply(&s.location).is_some()) {
+        return Ok(());
+    }
+    let mut on: Vec<&str> = ckpt.storages.iter().map(|s| s.location.as_str()).collect();
+    on.sort_unstable();
+    on.dedup();
+    Err(TransformError::BadDevice {
+        rule: rule.to_string(),
+        why: format!(
+            "no storage is on {from} (the file's storages are on: {})",
+            on.join(", ")
+        ),
+    })
 }
 
 /// What [`set_device`] did.
@@ -138,7 +164,12 @@ mod tests {
                 to: "cuda:0".into()
             }
         );
-        for bad in ["", "CUDA", "cuda:", "cuda:x", "cpu:0", "=cpu", "cuda:1=", "a b"] {
+        for good in ["meta", "mps", "mps:0", "xpu:1", "hpu", "mtia:0", "privateuseone:2"] {
+            assert!(DeviceRule::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "CUDA", "cuda:", "cuda:x", "cpu:0", "=cpu", "cuda:1=", "a b", "gpu", "banana", "cuda0", "meta:0",
+        ] {
             assert!(DeviceRule::parse(bad).is_err(), "{bad}");
         }
     }

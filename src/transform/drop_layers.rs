@@ -4,9 +4,9 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value as Json};
 
-use super::pattern::{compile, module_hint};
+use super::pattern::{compile, require_matches};
 use super::tree::remove_tensors;
-use super::{Result, TransformError};
+use super::Result;
 use crate::model::Checkpoint;
 
 /// What [`drop_layers`] removed.
@@ -47,6 +47,7 @@ impl DropReport {
 /// names. Storages no remaining tensor views are removed (the rest are renumbered).
 pub fn drop_layers(ckpt: &mut Checkpoint, patterns: &[String]) -> Result<DropReport> {
     let pats = compile(patterns)?;
+    require_matches(&pats, ckpt.tensors.iter().map(|t| t.name.as_str()))?;
     let mut per_pattern: Vec<(String, usize)> = patterns.iter().map(|p| (p.clone(), 0)).collect();
     let mut remove = HashSet::new();
     for (i, t) in ckpt.tensors.iter().enumerate() {
@@ -56,17 +57,6 @@ pub fn drop_layers(ckpt: &mut Checkpoint, patterns: &[String]) -> Result<DropRep
                 remove.insert(i);
             }
         }
-    }
-    let unmatched: Vec<String> = per_pattern
-        .iter()
-        .filter(|(_, n)| *n == 0)
-        .map(|(p, _)| p.clone())
-        .collect();
-    if !unmatched.is_empty() {
-        return Err(TransformError::NoMatch {
-            patterns: unmatched,
-            hint: module_hint(ckpt.tensors.iter().map(|t| t.name.as_str())),
-        });
     }
     let mut report = DropReport {
         per_pattern,

@@ -6,7 +6,7 @@
 //!
 //! * Narrowing rounds to nearest, ties to even, with gradual underflow (no flush to zero).
 //!   Finite values beyond the target's range become ±inf (float16, bfloat16, float32,
-//!   float8_e5m2) or NaN (float8 kinds without an infinity); see [`overflow_count`].
+//!   float8_e5m2) or NaN (float8 kinds without an infinity); see [`losses`].
 //! * float64 goes through float32 first (c10's Half/BFloat16 constructors take a float), so
 //!   float64 -> float16/bfloat16/float8 rounds twice, as PyTorch does.
 //! * float16, bfloat16 and float8 sources are decoded exactly to float32 first; conversions
@@ -82,27 +82,56 @@ pub fn convert(from: DType, to: DType, src: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// How many finite `from` elements of `src` become infinite (or NaN, for float8 kinds without
-/// an infinity) as `to` elements: the values a cast would destroy (e.g. |x| >= 65520 to
-/// float16). 0 for conversions that cannot overflow and for unsupported pairs.
-pub fn overflow_count(from: DType, to: DType, src: &[u8]) -> u64 {
-    if !supported(from, to) || from == to || !can_overflow(from, to) {
-        return 0;
+/// What a cast loses, counted over elements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Finite values that become inf (NaN for float8 kinds without inf).
+    pub overflow: u64,
+    /// Non-zero finite values that become ±0 (values that stay subnormal are not lost).
+    pub underflow: u64,
+}
+
+/// Counts what converting the little-endian `from` elements of `src` to `to` loses: finite
+/// values that overflow (float16's largest finite value is 65504, so |x| >= 65520 becomes inf)
+/// and non-zero values that flush to zero (|x| below half float16's smallest subnormal,
+/// 2^-25, becomes ±0; AdamW's `exp_avg_sq` holds such values).
+pub fn losses(from: DType, to: DType, src: &[u8]) -> Losses {
+    let mut l = Losses::default();
+    if !supported(from, to) || !can_lose(from, to) {
+        return l;
     }
     let (src_finite, dst_finite) = (finite_test(from), finite_test(to));
+    let (src_zero, dst_zero) = (zero_test(from), zero_test(to));
     let mut converted = Vec::with_capacity(65536 * to.size());
-    let mut count = 0u64;
     // Bounded pieces, so a 4 MiB chunk never needs more than a small buffer.
     for piece in src.chunks(from.size() * 65536) {
         converted.clear();
         convert(from, to, piece, &mut converted);
         for (a, b) in piece.chunks_exact(from.size()).zip(converted.chunks_exact(to.size())) {
-            if src_finite(a) && !dst_finite(b) {
-                count += 1;
+            if !src_finite(a) {
+                continue;
+            }
+            if !dst_finite(b) {
+                l.overflow += 1;
+            } else if dst_zero(b) && !src_zero(a) {
+                l.underflow += 1;
             }
         }
     }
-    count
+    l
+}
+
+/// Whether one little-endian element of a floating dtype is ±0 (float8_e8m0fnu has no zero;
+/// the fnuz kinds' 0x80 is their NaN, not -0).
+fn zero_test(d: DType) -> fn(&[u8]) -> bool {
+    match d {
+        DType::F64 => |b| u64::from_le_bytes(b[..8].try_into().unwrap()) << 1 == 0,
+        DType::F32 => |b| u32::from_le_bytes(b[..4].try_into().unwrap()) << 1 == 0,
+        DType::F16 | DType::BF16 => |b| u16::from_le_bytes([b[0], b[1]]) << 1 == 0,
+        DType::F8E4M3Fn | DType::F8E5M2 => |b| b[0] & 0x7F == 0,
+        DType::F8E4M3Fnuz | DType::F8E5M2Fnuz => |b| b[0] == 0,
+        _ => |_| false,
+    }
 }
 
 /// Whether one little-endian element of a floating dtype is finite.
@@ -122,9 +151,27 @@ fn finite_test(d: DType) -> fn(&[u8]) -> bool {
     }
 }
 
-/// Whether some finite `from` value has no finite `to` value (by the largest finite values).
-fn can_overflow(from: DType, to: DType) -> bool {
-    max_finite(from) > max_finite(to)
+/// Whether some finite `from` value has no finite `to` value, or some non-zero one rounds to
+/// zero (by the largest finite and the smallest positive values).
+fn can_lose(from: DType, to: DType) -> bool {
+    max_finite(from) > max_finite(to) || min_positive(from) < min_positive(to)
+}
+
+/// The smallest positive value of a floating dtype (its smallest subnormal, where it has any).
+fn min_positive(d: DType) -> f64 {
+    let exp = match d {
+        DType::F64 => -1074,
+        DType::F32 => -149,
+        DType::F16 => -24,
+        DType::BF16 => -133,
+        DType::F8E4M3Fn => -9,
+        DType::F8E5M2 => -16,
+        DType::F8E4M3Fnuz => -10,
+        DType::F8E5M2Fnuz => -17,
+        DType::F8E8M0Fnu => -127,
+        _ => return 0.0,
+    };
+    2f64.powi(exp)
 }
 
 /// The largest finite value of a floating dtype.
@@ -674,14 +721,38 @@ mod tests {
     }
 
     #[test]
-    fn overflow_counts_finite_values_that_become_infinite() {
+    fn losses_count_overflow_and_flush_to_zero() {
         let vals: Vec<u8> = [1.0f32, 65504.0, 65520.0, -1e10, f32::INFINITY, f32::NAN, 3.4e38]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        assert_eq!(overflow_count(DType::F32, DType::F16, &vals), 3);
-        assert_eq!(overflow_count(DType::F32, DType::BF16, &vals), 1); // 3.4e38 rounds up to inf
-        assert_eq!(overflow_count(DType::F32, DType::F64, &vals), 0);
-        assert_eq!(overflow_count(DType::F32, DType::F8E4M3Fn, &vals), 4); // 65504, 65520, -1e10, 3.4e38
+        let over = |to| losses(DType::F32, to, &vals).overflow;
+        assert_eq!(over(DType::F16), 3);
+        assert_eq!(over(DType::BF16), 1); // 3.4e38 rounds up to inf
+        assert_eq!(over(DType::F64), 0);
+        assert_eq!(over(DType::F8E4M3Fn), 4); // 65504, 65520, -1e10, 3.4e38
+                                              // float16's smallest subnormal is 2^-24: 2^-24 survives, 2^-25 rounds to even (0),
+                                              // just above 2^-25 rounds up to 2^-24; zeros were zero already.
+        let small: Vec<u8> = [
+            1e-19f32,
+            -1e-19,
+            2f32.powi(-24),
+            2f32.powi(-25),
+            2f32.powi(-25) * 1.0001,
+            0.0,
+            -0.0,
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+        assert_eq!(
+            losses(DType::F32, DType::F16, &small),
+            Losses {
+                overflow: 0,
+                underflow: 3
+            }
+        );
+        assert_eq!(losses(DType::F32, DType::BF16, &small).underflow, 0);
+        assert_eq!(losses(DType::F32, DType::F64, &small).underflow, 0);
     }
 }

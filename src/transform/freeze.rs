@@ -1,24 +1,21 @@
 //! `--freeze` / `--unfreeze` and the trainable-parameter report.
 //!
-//! Which tensors are parameters: a file saved with real flags — a whole model
-//! (`torch.save(model)`), a TorchScript archive, or `state_dict(keep_vars=True)` and other
-//! files holding `nn.Parameter`s — says so for every tensor (`Tensor::parameter`), and its
-//! `requires_grad` is real. A plain `state_dict()` holds detached tensors: no flags at all,
-//! and no module information to tell parameters from buffers. There the parameter-like
-//! tensors are guessed: floating-point (or complex) tensors, except the well-known buffers
-//! ([`is_known_buffer`]: BatchNorm's `running_mean` / `running_var` / `num_batches_tracked`,
-//! rotary `inv_freq`, `position_ids`, `relative_position_index`) and anything under a
-//! top-level key naming optimizer, scheduler or grad-scaler state. Their `requires_grad` is
-//! reported as unknown until a rule sets it.
+//! Which tensors are parameters is [`super::params`]' rule, shared with `inspect`. A file with
+//! real flags (a whole model, TorchScript, `keep_vars=True`) gives every parameter's
+//! `requires_grad`. A plain `state_dict()` saves none: its parameters are reported as what
+//! `model.load_state_dict(sd)` into a freshly built model leaves them, trainable, and the report
+//! says that this is a default, not something the file holds.
 
 use std::collections::HashMap;
 
 use serde_json::{json, Value as Json};
 
+use super::params::{
+    can_require_grad, file_has_flags, is_known_buffer, is_training_state, role, view_key, Role, ViewKey,
+};
 use super::pattern::{module_hint, Pattern};
 use super::{Result, TransformError};
-use crate::dtype::DType;
-use crate::model::{Checkpoint, Origin, Tensor};
+use crate::model::{Checkpoint, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FreezeRule {
@@ -35,8 +32,9 @@ pub enum FlagSource {
     File,
     /// A rule set it.
     Pattern,
-    /// The file holds no flag (a detached state_dict) and no rule set it.
-    Unknown,
+    /// The file holds no flag (a detached state_dict) and no rule set it: trainable, as
+    /// `load_state_dict` into a fresh model leaves it.
+    Default,
 }
 
 impl FlagSource {
@@ -44,7 +42,7 @@ impl FlagSource {
         match self {
             FlagSource::File => "file",
             FlagSource::Pattern => "pattern",
-            FlagSource::Unknown => "unknown",
+            FlagSource::Default => "default",
         }
     }
 }
@@ -53,8 +51,7 @@ impl FlagSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FreezeEntry {
     pub name: String,
-    /// None when unknown.
-    pub requires_grad: Option<bool>,
+    pub requires_grad: bool,
     pub numel: u64,
     pub source: FlagSource,
     /// For a tensor tied to an earlier one (the same view of one storage: one Parameter in
@@ -69,14 +66,14 @@ pub struct FreezeReport {
     pub file_has_flags: bool,
     /// Every parameter-like tensor, in checkpoint order.
     pub entries: Vec<FreezeEntry>,
-    /// Elements of trainable / frozen / unknown parameters (tied tensors counted once).
+    /// Elements of trainable / frozen parameters (tied tensors counted once).
     pub trainable_params: u64,
     pub frozen_params: u64,
-    pub unknown_params: u64,
     /// Parameters (tied tensors counted once) by state.
     pub trainable_tensors: usize,
     pub frozen_tensors: usize,
-    pub unknown_tensors: usize,
+    /// Parameters (tied tensors counted once) whose flag is [`FlagSource::Default`].
+    pub defaulted_tensors: usize,
     /// Tensors a rule matched that are not parameters (buffers, integer tensors), with why;
     /// rules leave them alone.
     pub skipped: Vec<(String, String)>,
@@ -89,42 +86,9 @@ pub struct FreezeReport {
     pub invalid_patterns: Vec<(String, String)>,
 }
 
-/// Whether a tensor name ends in a well-known buffer name (BatchNorm running statistics and
-/// counter, rotary `inv_freq`, `position_ids`, `relative_position_index`): the heuristic used
-/// when a file has no Parameter flags.
-pub fn is_known_buffer(name: &str) -> bool {
-    let last = name.rsplit('.').next().unwrap_or(name);
-    matches!(
-        last,
-        "running_mean"
-            | "running_var"
-            | "num_batches_tracked"
-            | "inv_freq"
-            | "position_ids"
-            | "relative_position_index"
-    )
-}
-
-/// Optimizer, scheduler and grad-scaler state of a training checkpoint (by its top-level key).
-fn is_training_state(name: &str) -> bool {
-    let first = name.split('.').next().unwrap_or(name).to_ascii_lowercase();
-    first.contains("optim") || first.contains("sched") || first.contains("scaler")
-}
-
-fn can_require_grad(d: DType) -> bool {
-    d.is_floating() || d.is_complex()
-}
-
-fn file_has_flags(ckpt: &Checkpoint) -> bool {
-    ckpt.origin != Origin::Data || ckpt.tensors.iter().any(|t| t.parameter)
-}
-
-/// Whether tensor `t` counts as a parameter (see the module docs).
+/// Whether tensor `t` counts as a parameter (see [`super::params`]).
 fn parameter_like(t: &Tensor, flags: bool) -> bool {
-    if t.parameter {
-        return true;
-    }
-    !flags && can_require_grad(t.dtype) && !is_known_buffer(&t.name) && !is_training_state(&t.name)
+    role(t, flags) == Role::Parameter
 }
 
 fn not_parameter_reason(t: &Tensor, flags: bool) -> String {
@@ -134,8 +98,10 @@ fn not_parameter_reason(t: &Tensor, flags: bool) -> String {
         "not a parameter in the file (a buffer or plain tensor)".into()
     } else if is_known_buffer(&t.name) {
         "a well-known buffer".into()
-    } else {
+    } else if is_training_state(&t.name) {
         "optimizer/scheduler state".into()
+    } else {
+        "not model state".into()
     }
 }
 
@@ -153,22 +119,14 @@ pub fn freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> FreezeRe
     let mut groups: HashMap<ViewKey, Vec<usize>> = HashMap::new();
     for (i, t) in ckpt.tensors.iter().enumerate() {
         if param[i] {
-            groups
-                .entry((t.storage.0, t.offset, t.dtype, t.shape.clone(), t.stride.clone()))
-                .or_default()
-                .push(i);
+            groups.entry(view_key(t)).or_default().push(i);
         }
     }
     let group: Vec<Vec<usize>> = ckpt
         .tensors
         .iter()
         .enumerate()
-        .map(|(i, t)| {
-            groups
-                .get(&(t.storage.0, t.offset, t.dtype, t.shape.clone(), t.stride.clone()))
-                .cloned()
-                .unwrap_or_else(|| vec![i])
-        })
+        .map(|(i, t)| groups.get(&view_key(t)).cloned().unwrap_or_else(|| vec![i]))
         .collect();
     let mut report = FreezeReport {
         file_has_flags: flags,
@@ -229,29 +187,21 @@ pub fn freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> FreezeRe
         } else if was_parameter[i] {
             FlagSource::File
         } else {
-            FlagSource::Unknown
+            FlagSource::Default
         };
-        let requires_grad = (source != FlagSource::Unknown).then_some(t.requires_grad);
+        let requires_grad = source == FlagSource::Default || t.requires_grad;
         let numel = t.numel();
-        let counted = if shared_with.is_some() {
-            None
-        } else {
-            Some(requires_grad)
-        };
-        match counted.flatten() {
-            Some(true) => {
+        if shared_with.is_none() {
+            if requires_grad {
                 report.trainable_params += numel;
                 report.trainable_tensors += 1;
-            }
-            Some(false) => {
+            } else {
                 report.frozen_params += numel;
                 report.frozen_tensors += 1;
             }
-            None if counted.is_some() => {
-                report.unknown_params += numel;
-                report.unknown_tensors += 1;
+            if source == FlagSource::Default {
+                report.defaulted_tensors += 1;
             }
-            None => {}
         }
         report.entries.push(FreezeEntry {
             name: t.name.clone(),
@@ -290,64 +240,54 @@ pub fn try_freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> Resu
     Ok(freeze(ckpt, rules))
 }
 
-/// A view's identity: storage, offset, dtype, shape, strides.
-type ViewKey = (usize, u64, DType, Vec<u64>, Vec<u64>);
-
 impl FreezeReport {
     pub fn all_params(&self) -> u64 {
-        self.trainable_params + self.frozen_params + self.unknown_params
+        self.trainable_params + self.frozen_params
     }
 
     /// One line, like PEFT's `print_trainable_parameters()`:
-    /// `trainable params: 1,234 || all params: 5,678 || trainable%: 21.7330`. When some or
-    /// all flags are unknown it says so instead of counting them as frozen.
+    /// `trainable params: 1,234 || all params: 5,678 || trainable%: 21.7330`.
     pub fn summary(&self) -> String {
-        let known = self.trainable_params + self.frozen_params;
-        let pct = |t: u64, all: u64| if all == 0 { 0.0 } else { 100.0 * t as f64 / all as f64 };
         if self.entries.is_empty() {
             return "no parameters".into();
         }
-        if self.unknown_tensors == 0 {
-            return format!(
-                "trainable params: {} || all params: {} || trainable%: {:.4}",
-                crate::units::grouped(self.trainable_params),
-                crate::units::grouped(known),
-                pct(self.trainable_params, known)
-            );
-        }
-        let unknown = format!(
-            "requires_grad unknown for {} tensor{} ({} params): the file saves no requires_grad flags (a plain state_dict)",
-            self.unknown_tensors,
-            if self.unknown_tensors == 1 { "" } else { "s" },
-            crate::units::grouped(self.unknown_params)
-        );
-        if known == 0 {
-            return format!(
-                "all params: {} || {unknown}",
-                crate::units::grouped(self.unknown_params)
-            );
-        }
+        let all = self.all_params();
+        let pct = if all == 0 {
+            0.0
+        } else {
+            100.0 * self.trainable_params as f64 / all as f64
+        };
         format!(
-            "trainable params: {} || all params: {} || trainable%: {:.4} of the {} with known flags || {unknown}",
+            "trainable params: {} || all params: {} || trainable%: {pct:.4}",
             crate::units::grouped(self.trainable_params),
-            crate::units::grouped(self.all_params()),
-            pct(self.trainable_params, known),
-            crate::units::grouped(known)
+            crate::units::grouped(all),
         )
     }
 
+    /// What the counts assume when the file saves no flags.
+    pub fn note(&self) -> Option<String> {
+        let n = self.defaulted_tensors;
+        (n > 0).then(|| {
+            format!(
+                "the file saves no requires_grad flags (a plain state_dict): {n} parameter{} no rule matched count{} as trainable, as load_state_dict into a freshly built model leaves {}",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" },
+                if n == 1 { "it" } else { "them" },
+            )
+        })
+    }
+
     pub fn to_json(&self) -> Json {
-        let known = self.trainable_params + self.frozen_params;
+        let all = self.all_params();
         json!({
             "flags": if self.file_has_flags { "file" } else { "none" },
             "trainable_params": self.trainable_params,
             "frozen_params": self.frozen_params,
-            "unknown_params": self.unknown_params,
-            "all_params": self.all_params(),
-            "trainable_percent": if known == 0 { Json::Null } else { json!(100.0 * self.trainable_params as f64 / known as f64) },
+            "all_params": all,
+            "trainable_percent": if all == 0 { Json::Null } else { json!(100.0 * self.trainable_params as f64 / all as f64) },
             "trainable_tensors": self.trainable_tensors,
             "frozen_tensors": self.frozen_tensors,
-            "unknown_tensors": self.unknown_tensors,
+            "defaulted_tensors": self.defaulted_tensors,
             "tensors": self.entries.iter().map(|e| json!({
                 "name": e.name,
                 "requires_grad": e.requires_grad,
@@ -360,29 +300,18 @@ impl FreezeReport {
             "unmatched_patterns": self.unmatched_patterns,
             "invalid_patterns": self.invalid_patterns.iter().map(|(p, w)| json!({"pattern": p, "why": w})).collect::<Vec<_>>(),
             "summary": self.summary(),
+            "note": self.note(),
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn thousands_separators() {
         assert_eq!(crate::units::grouped(0), "0");
         assert_eq!(crate::units::grouped(999), "999");
         assert_eq!(crate::units::grouped(1000), "1,000");
         assert_eq!(crate::units::grouped(1234567), "1,234,567");
-    }
-
-    #[test]
-    fn known_buffers() {
-        assert!(is_known_buffer("bn.running_mean"));
-        assert!(is_known_buffer("num_batches_tracked"));
-        assert!(!is_known_buffer("bn.weight"));
-        assert!(is_training_state("optimizer_state_dict.state.2.exp_avg"));
-        assert!(is_training_state("lr_scheduler.x"));
-        assert!(!is_training_state("model_state_dict.fc.weight"));
     }
 }

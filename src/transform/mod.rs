@@ -1,6 +1,6 @@
 //! Transforms of a [`Checkpoint`]: element-type casts, device tags, renames, selecting a
 //! subtree, dropping layers, freezing parameters. Every transform is a pure function on the
-//! in-memory model: no file is read or written (except that [`overflow_report()`] reads the
+//! in-memory model: no file is read or written (except that [`loss_report()`] reads the
 //! tensor bytes a pending cast would convert).
 //!
 //! Every transform leaves the checkpoint consistent: `root`'s `Node::Tensor` leaves index
@@ -9,25 +9,28 @@
 //! storages. Transforms that remove tensors ([`drop_layers()`], [`select()`]) also remove the
 //! storages no remaining tensor views, so a writer never meets an orphan storage.
 //!
-//! Names and patterns: a *pattern* ([`Pattern`], used by [`drop_layers()`] and [`freeze()`])
-//! matches a tensor name if it is a glob matching the whole name (`layer4.*`,
-//! `*.num_batches_tracked`; `*` crosses dots) or if it names a module prefix (`fc` matches
-//! `fc.weight`, `fc.0.bias`, but not `fc1.weight`), or equals the name.
+//! Names and patterns: every option that picks tensors by name takes a [`Pattern`] (a module
+//! prefix or a glob over the whole name; [`pattern`] describes it once), and refuses one that
+//! matches nothing ([`pattern::require_matches`]).
 
 pub mod cast;
 pub mod device;
 pub mod drop_layers;
 pub mod elem;
 pub mod freeze;
+pub mod norms;
+pub mod params;
 pub mod pattern;
 pub mod rename;
 pub mod select;
 pub(crate) mod tree;
 
-pub use cast::{cast, overflow_report, try_overflow_report, CastEntry, CastReport, KeepReason, KeptEntry};
-pub use device::{set_device, DeviceReport, DeviceRule};
+pub use cast::{cast, loss_report, try_loss_report, CastEntry, CastReport, Keep, KeepReason, KeptEntry};
+pub use device::{require_match as require_device_match, set_device, DeviceReport, DeviceRule};
 pub use drop_layers::{drop_layers, DropReport};
-pub use freeze::{freeze, is_known_buffer, try_freeze, FlagSource, FreezeEntry, FreezeReport, FreezeRule};
+pub use elem::Losses;
+pub use freeze::{freeze, try_freeze, FlagSource, FreezeEntry, FreezeReport, FreezeRule};
+pub use params::{census, is_known_buffer, Census, Role};
 pub use pattern::Pattern;
 pub use rename::{rename, RenameReport};
 pub use select::select;

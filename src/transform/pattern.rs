@@ -1,4 +1,6 @@
-//! Tensor-name patterns for `drop` and `freeze`: a glob over the whole name, or a module prefix.
+//! The one pattern language of every option that picks tensors by name (`inspect --filter`,
+//! `convert --keep-dtype`, `drop-layers --pattern`, `freeze --freeze/--unfreeze`): a module
+//! prefix or a glob over the whole name.
 
 use globset::{GlobBuilder, GlobMatcher};
 
@@ -65,12 +67,34 @@ impl Pattern {
 }
 
 /// Compiles every pattern, failing on the first invalid one.
-pub(crate) fn compile(patterns: &[String]) -> Result<Vec<Pattern>> {
+pub fn compile(patterns: &[String]) -> Result<Vec<Pattern>> {
     patterns.iter().map(|p| Pattern::new(p)).collect()
 }
 
+/// The patterns among `patterns` that match none of `names`, as typed.
+pub(crate) fn unmatched<'a>(patterns: &[Pattern], names: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
+    patterns
+        .iter()
+        .filter(|p| !names.clone().any(|n| p.matches(n)))
+        .map(|p| p.as_str().to_string())
+        .collect()
+}
+
+/// Refuses patterns that match none of `names` (naming them, with the top-level names as a
+/// hint): a typo in an option that writes a file must never pass silently.
+pub fn require_matches<'a>(patterns: &[Pattern], names: impl Iterator<Item = &'a str> + Clone) -> Result<()> {
+    let missing = unmatched(patterns, names.clone());
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(TransformError::NoMatch {
+        patterns: missing,
+        hint: module_hint(names),
+    })
+}
+
 /// A hint for patterns that matched nothing: the first-level module names the checkpoint has.
-pub(crate) fn module_hint<'a>(names: impl Iterator<Item = &'a str>) -> String {
+pub fn module_hint<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let mut firsts: Vec<&str> = Vec::new();
     for n in names {
         let first = n.split('.').next().unwrap_or(n);

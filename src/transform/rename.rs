@@ -9,7 +9,8 @@
 //!   it, so `model.module.conv1.weight` -> `model.conv1.weight`). A key that *is* the prefix
 //!   without its dot, holding a dict (`{"module": {"conv1.weight": ...}}`), is replaced by that
 //!   dict's entries. Prefixes are stripped repeatedly while one applies, so
-//!   `_orig_mod.module.x` loses both. A prefix that is nowhere present changes nothing.
+//!   `_orig_mod.module.x` loses both. A prefix that strips no tensor is an error (a typo
+//!   must not write an unchanged file).
 //!   Keys of entries without tensors (metadata) are never touched.
 //! * **add** prepends to the full names: every top-level entry holding tensors gets the
 //!   prefix on its key (a flat state dict's keys; a training checkpoint's `model_state_dict`
@@ -19,13 +20,14 @@
 //! A rename that gives two tensors one name (or puts one key twice into a dict) is an error,
 //! naming both; the checkpoint is then unchanged.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde_json::{json, Value as Json};
 
+use super::pattern::module_hint;
 use super::tree::{metadata_from_tree, rebuild};
 use super::{Result, TransformError};
-use crate::model::{Checkpoint, Key, Node};
+use crate::model::{Checkpoint, Key, Node, Tensor};
 
 /// What [`rename`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -67,8 +69,8 @@ fn normalise(prefix: &str) -> Result<String> {
 }
 
 /// Strips each of `strip` where present and adds `add` (see the module docs for how that maps
-/// onto nested checkpoints). Errors (nothing changed): an empty prefix, or two tensors (or
-/// dict keys) that would get one name.
+/// onto nested checkpoints). Errors (nothing changed): an empty prefix, a strip prefix that no
+/// tensor has, or two tensors (or dict keys) that would get one name.
 pub fn rename(ckpt: &mut Checkpoint, strip: &[String], add: Option<&str>) -> Result<RenameReport> {
     let strip: Vec<String> = strip.iter().map(|p| normalise(p)).collect::<Result<_>>()?;
     let add = match add {
@@ -79,6 +81,21 @@ pub fn rename(ckpt: &mut Checkpoint, strip: &[String], add: Option<&str>) -> Res
     let mut counts = vec![0usize; strip.len()];
     if !strip.is_empty() {
         strip_node(&mut root, &strip, &mut counts);
+    }
+    let missing: Vec<String> = strip
+        .iter()
+        .zip(&counts)
+        .filter(|(_, &n)| n == 0)
+        .map(|(p, _)| p.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(TransformError::NoMatch {
+            patterns: missing,
+            hint: format!(
+                "no tensor name has this prefix; {}",
+                module_hint(ckpt.tensors.iter().map(|t| t.name.as_str()))
+            ),
+        });
     }
     if let Some(a) = &add {
         root = add_prefix(root, a);
@@ -102,6 +119,7 @@ pub fn rename(ckpt: &mut Checkpoint, strip: &[String], add: Option<&str>) -> Res
     let from_tree = metadata_from_tree(ckpt);
     ckpt.root = root;
     rebuild(ckpt, from_tree);
+    ckpt.module_classes = renamed_modules(&ckpt.module_classes, &old_names, &ckpt.tensors);
     let mut report = RenameReport {
         stripped: strip.into_iter().zip(counts).collect(),
         added: add,
@@ -115,6 +133,26 @@ pub fn rename(ckpt: &mut Checkpoint, strip: &[String], add: Option<&str>) -> Res
         }
     }
     Ok(report)
+}
+
+/// The module classes under the modules' new paths: a module's new path is what its first
+/// tensor's new name has in place of the old path (tensors keep their order through a rename).
+/// Modules without tensors have nothing to rename by and are left out.
+fn renamed_modules(classes: &BTreeMap<String, String>, old: &[String], new: &[Tensor]) -> BTreeMap<String, String> {
+    classes
+        .iter()
+        .filter_map(|(module, class)| {
+            old.iter().zip(new).find_map(|(o, n)| {
+                let suffix = if module.is_empty() {
+                    Some(o.as_str())
+                } else {
+                    o.strip_prefix(module.as_str())?.strip_prefix('.')
+                }?;
+                let path = n.name.strip_suffix(suffix)?.trim_end_matches('.');
+                Some((path.to_string(), class.clone()))
+            })
+        })
+        .collect()
 }
 
 fn count_tensors(node: &Node) -> usize {

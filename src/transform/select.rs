@@ -1,6 +1,8 @@
 //! `--select`: keeps one subtree of a checkpoint (`model_state_dict` of a training
 //! checkpoint), with names relative to it.
 
+use std::collections::BTreeMap;
+
 use super::tree::{metadata_from_tree, rebuild};
 use super::{Result, TransformError};
 use crate::model::{Checkpoint, Key, Node};
@@ -42,9 +44,28 @@ pub fn select(ckpt: &Checkpoint, path: &str) -> Result<Checkpoint> {
         globals: ckpt.globals.clone(),
         origin: ckpt.origin,
         files: ckpt.files.clone(),
+        module_classes: modules_under(&ckpt.module_classes, path),
     };
     rebuild(&mut out, from_tree);
     Ok(out)
+}
+
+/// The module classes at or under `path`, by their paths relative to it.
+fn modules_under(classes: &BTreeMap<String, String>, path: &str) -> BTreeMap<String, String> {
+    if path.is_empty() {
+        return classes.clone();
+    }
+    classes
+        .iter()
+        .filter_map(|(m, class)| {
+            let rel = if m == path {
+                Some("")
+            } else {
+                m.strip_prefix(path).and_then(|r| r.strip_prefix('.'))
+            };
+            rel.map(|r| (r.to_string(), class.clone()))
+        })
+        .collect()
 }
 
 fn resolve(node: &Node, rest: &str) -> Option<Node> {

@@ -8,7 +8,8 @@ Environment:
 For every fixture in expected.json this runs `$CKPT_BIN inspect --json --hash PATH` and compares
 its report with what PyTorch computed: names and their order, dtype, shape, device,
 requires_grad, parameter, nbytes, sha256 per tensor; that `storage` ids group tensors exactly
-as `storage_group` does; metadata (floats to 1e-12 relative); total_params. Sharded
+as `storage_group` does; metadata (floats to 1e-12 relative); total_elements, and total_params
+(as model.parameters() counts them) where the file holds nn.Parameters. Sharded
 checkpoints are read both through their index file and through their folder.
 """
 
@@ -183,9 +184,17 @@ def compare(report, exp, label):
     if "metadata" in exp:
         metadata_diffs(exp["metadata"], report.get("metadata"), "", problems)
 
-    want_params = sum(math.prod(t["shape"]) for t in exp["tensors"])
-    if report.get("total_params") != want_params:
-        problems.append(f"total_params: expected {want_params}, got {report.get('total_params')!r}")
+    want_elements = sum(math.prod(t["shape"]) for t in exp["tensors"])
+    if report.get("total_elements") != want_elements:
+        problems.append(f"total_elements: expected {want_elements}, got {report.get('total_elements')!r}")
+    # Each nn.Parameter once: tied names share a storage group, offset and shape.
+    params = {
+        (t["storage_group"], t["storage_offset"], tuple(t["shape"])): math.prod(t["shape"])
+        for t in exp["tensors"]
+        if t["parameter"]
+    }
+    if params and report.get("total_params") != sum(params.values()):
+        problems.append(f"total_params: expected {sum(params.values())}, got {report.get('total_params')!r}")
 
     if problems:
         shown = problems[:60]

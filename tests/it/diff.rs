@@ -4,7 +4,6 @@
 use ckpt::diff::diff;
 use ckpt::dtype::DType;
 use ckpt::model::Checkpoint;
-use globset::GlobSet;
 
 use crate::common::{expected, fixtures_dir};
 use crate::transform::{dict, Mk};
@@ -181,7 +180,7 @@ fn streams_align_across_chunks_and_layouts() {
 fn a_pending_cast_is_a_dtype_change() {
     let a = open("cnn_state_dict.pth");
     let mut b = a.clone();
-    ckpt::transform::cast(&mut b, DType::BF16, &GlobSet::empty());
+    ckpt::transform::cast(&mut b, DType::BF16, &ckpt::transform::Keep::default());
     let d = diff(&a, &b, 0.0);
     assert_eq!(d.dtype_or_shape_changed.len(), 14, "{}", d.to_text());
     assert_eq!(d.identical, ["bn.num_batches_tracked"]);

@@ -11,6 +11,7 @@ mod diff;
 mod fixtures;
 mod never_lose;
 mod no_panic;
+mod options;
 mod pickle_vectors;
 mod scan;
 mod scan_battery;

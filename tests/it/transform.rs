@@ -8,8 +8,7 @@ use std::sync::Arc;
 use ckpt::dtype::DType;
 use ckpt::model::{ByteOrder, Checkpoint, DataRef, Format, Key, Node, Origin, Storage, StorageId, Tensor};
 use ckpt::source::Source;
-use ckpt::transform::{self, DeviceRule, FlagSource, FreezeRule, KeepReason, TransformError};
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use ckpt::transform::{self, DeviceRule, FlagSource, FreezeRule, Keep, KeepReason, Losses, Pattern, TransformError};
 use serde_json::Value as Json;
 
 use crate::common::{expected, fixtures_dir};
@@ -119,6 +118,7 @@ impl Mk {
             globals: Default::default(),
             origin,
             files: Vec::new(),
+            module_classes: Default::default(),
         };
         check_consistent(&ckpt);
         Built { ckpt, _file: file }
@@ -183,12 +183,11 @@ fn values_f32(c: &Checkpoint, name: &str) -> Vec<f32> {
     out
 }
 
-fn globs(patterns: &[&str]) -> GlobSet {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).unwrap());
+fn keep(patterns: &[&str]) -> Keep {
+    Keep {
+        patterns: patterns.iter().map(|p| Pattern::new(p).unwrap()).collect(),
+        norms: false,
     }
-    b.build().unwrap()
 }
 
 fn open(rel: &str) -> Checkpoint {
@@ -241,7 +240,7 @@ fn cast_floats_only_and_keeps_what_it_must() {
         ("keep.g", g),
     ]));
     let ck = &mut built.ckpt;
-    let r = transform::cast(ck, DType::F16, &globs(&["keep.*"]));
+    let r = transform::cast(ck, DType::F16, &keep(&["keep.*"]));
     let cast: Vec<&str> = r.cast.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(cast, ["a", "b"]);
     let kept: Vec<(&str, &KeepReason)> = r.kept.iter().map(|k| (k.name.as_str(), &k.reason)).collect();
@@ -273,7 +272,7 @@ fn cast_floats_only_and_keeps_what_it_must() {
     assert_eq!(ck.tensors[4].dtype, DType::F32);
     assert_eq!(r.bytes_before - r.bytes_after, 8);
     // Casting again: the pending cast is not composed.
-    let r2 = transform::cast(ck, DType::BF16, &GlobSet::empty());
+    let r2 = transform::cast(ck, DType::BF16, &Keep::default());
     assert!(r2.kept.iter().any(|k| k.name == "a"
         && k.reason
             == KeepReason::PendingCast {
@@ -291,7 +290,7 @@ fn cast_refuses_storages_viewed_as_two_dtypes() {
     let a = m.view(s, DType::F32, &[2], 0);
     let b = m.view(s, DType::F16, &[4], 0);
     let mut built = m.finish(dict(vec![("a", a), ("b", b)]));
-    let r = transform::cast(&mut built.ckpt, DType::BF16, &GlobSet::empty());
+    let r = transform::cast(&mut built.ckpt, DType::BF16, &Keep::default());
     assert!(r.cast.is_empty());
     assert_eq!(
         r.kept[0].reason,
@@ -308,7 +307,7 @@ fn cast_refuses_storages_viewed_as_two_dtypes() {
         }
     );
     // Casts go to floating dtypes only.
-    let r = transform::cast(&mut built.ckpt, DType::I32, &GlobSet::empty());
+    let r = transform::cast(&mut built.ckpt, DType::I32, &Keep::default());
     assert!(r.cast.is_empty() && r.kept.iter().all(|k| k.reason == KeepReason::TargetNotFloating));
     assert!(built.ckpt.storages.iter().all(|s| s.cast.is_none()));
 }
@@ -322,18 +321,31 @@ fn overflow_report_counts_what_float16_cannot_hold() {
     let b = m.view(s, DType::F32, &[2], 1);
     let c = m.t(&[0.5]);
     let mut built = m.finish(dict(vec![("a", a), ("b", b), ("c", c)]));
-    transform::cast(&mut built.ckpt, DType::F16, &GlobSet::empty());
-    assert_eq!(transform::overflow_report(&built.ckpt), vec![("a".to_string(), 3)]);
+    transform::cast(&mut built.ckpt, DType::F16, &Keep::default());
     assert_eq!(
-        transform::try_overflow_report(&built.ckpt).unwrap(),
-        vec![("a".to_string(), 3)]
+        transform::loss_report(&built.ckpt),
+        vec![("a".to_string(), overflow(3))]
+    );
+    assert_eq!(
+        transform::try_loss_report(&built.ckpt).unwrap(),
+        vec![("a".to_string(), overflow(3))]
     );
     // bfloat16 holds all but 3e38, which rounds up past its largest value.
     let mut m = Mk::new();
     let a = m.t(&[65520.0, 3.0e38, 3.4e38]);
     let mut built = m.finish(dict(vec![("a", a)]));
-    transform::cast(&mut built.ckpt, DType::BF16, &GlobSet::empty());
-    assert_eq!(transform::overflow_report(&built.ckpt), vec![("a".to_string(), 1)]);
+    transform::cast(&mut built.ckpt, DType::BF16, &Keep::default());
+    assert_eq!(
+        transform::loss_report(&built.ckpt),
+        vec![("a".to_string(), overflow(1))]
+    );
+}
+
+fn overflow(n: u64) -> Losses {
+    Losses {
+        overflow: n,
+        underflow: 0,
+    }
 }
 
 #[test]
@@ -341,11 +353,11 @@ fn cast_fixture_to_half_then_values_are_pytorchs() {
     // Every float tensor of the CNN to float16; num_batches_tracked (int64) stays.
     let mut c = open("cnn_state_dict.pth");
     let before = c.clone();
-    let r = transform::cast(&mut c, DType::F16, &GlobSet::empty());
+    let r = transform::cast(&mut c, DType::F16, &Keep::default());
     assert_eq!(r.cast.len(), 14);
     assert_eq!(r.kept.len(), 1);
     assert_eq!(r.kept[0].name, "bn.num_batches_tracked");
-    assert!(transform::overflow_report(&c).is_empty());
+    assert!(transform::loss_report(&c).is_empty());
     // The cast values are elem::convert's; compare with half's conversion of the source.
     let t = before.tensors.iter().find(|t| t.name == "fc1.weight").unwrap();
     let mut src = Vec::new();
@@ -440,6 +452,15 @@ fn rename_strips_only_where_present_and_adds() {
     );
     assert_eq!(values_f32(ck, "model.fc.bias"), [2.0]);
     check_consistent(ck);
+    // A prefix no tensor has is refused, naming it, and nothing changes.
+    let before: Vec<String> = names(ck).iter().map(|n| n.to_string()).collect();
+    let e = transform::rename(ck, &["model.".into(), "foo".into()], None).unwrap_err();
+    assert!(
+        matches!(e, TransformError::NoMatch { ref patterns, .. } if patterns == &["foo."]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("top-level names: model"), "{e}");
+    assert_eq!(names(ck), before);
 }
 
 #[test]
@@ -514,7 +535,7 @@ fn rename_dataparallel_and_compiled_give_the_plain_names() {
     let want = expected_names("cnn_state_dict.pth");
     for (rel, prefix) in [("dataparallel.pth", "module."), ("compiled.pth", "_orig_mod.")] {
         let mut c = open(rel);
-        let r = transform::rename(&mut c, &["module.".into(), "_orig_mod.".into()], None).unwrap();
+        let r = transform::rename(&mut c, &[prefix.into()], None).unwrap();
         assert_eq!(names(&c), want, "{rel}");
         assert_eq!(r.renamed.len(), 15);
         assert_eq!(
@@ -772,7 +793,7 @@ fn freeze_rules_later_win_and_tied_follow() {
     ];
     let r = transform::freeze(ck, &rules);
     assert!(r.file_has_flags);
-    let flags: Vec<(&str, Option<bool>, FlagSource)> = r
+    let flags: Vec<(&str, bool, FlagSource)> = r
         .entries
         .iter()
         .map(|e| (e.name.as_str(), e.requires_grad, e.source))
@@ -780,17 +801,17 @@ fn freeze_rules_later_win_and_tied_follow() {
     assert_eq!(
         flags,
         [
-            ("emb.weight", Some(false), FlagSource::Pattern),
-            ("enc.0.weight", Some(false), FlagSource::Pattern),
-            ("enc.1.weight", Some(true), FlagSource::Pattern),
-            ("head.weight", Some(false), FlagSource::Pattern),
+            ("emb.weight", false, FlagSource::Pattern),
+            ("enc.0.weight", false, FlagSource::Pattern),
+            ("enc.1.weight", true, FlagSource::Pattern),
+            ("head.weight", false, FlagSource::Pattern),
         ]
     );
     assert_eq!(r.tied, [("head.weight".to_string(), "emb.weight".to_string())]);
     assert_eq!(r.skipped.len(), 1);
     assert_eq!(r.skipped[0].0, "mask");
     assert_eq!(r.unmatched_patterns, ["mask"]);
-    assert_eq!((r.trainable_params, r.frozen_params, r.unknown_params), (1, 5, 0));
+    assert_eq!((r.trainable_params, r.frozen_params, r.defaulted_tensors), (1, 5, 0));
     assert_eq!(
         r.summary(),
         "trainable params: 1 || all params: 6 || trainable%: 16.6667"
@@ -813,7 +834,7 @@ fn freeze_rules_later_win_and_tied_follow() {
 }
 
 #[test]
-fn freeze_without_flags_reports_unknown_and_uses_the_buffer_heuristic() {
+fn freeze_without_flags_defaults_to_trainable_and_uses_the_buffer_heuristic() {
     let mut m = Mk::new();
     let w = m.t(&[1.0, 2.0]);
     let rm = m.t(&[0.0, 0.0]);
@@ -838,24 +859,26 @@ fn freeze_without_flags_reports_unknown_and_uses_the_buffer_heuristic() {
     assert!(r
         .entries
         .iter()
-        .all(|e| e.source == FlagSource::Unknown && e.requires_grad.is_none()));
-    assert_eq!((r.trainable_params, r.frozen_params, r.unknown_params), (0, 0, 3));
-    let s = r.summary();
-    assert!(s.contains("unknown") && !s.contains("trainable params: 0"), "{s}");
-    assert!(r.to_json()["tensors"][0]["requires_grad"].is_null());
+        .all(|e| e.source == FlagSource::Default && e.requires_grad));
+    assert_eq!((r.trainable_params, r.frozen_params, r.defaulted_tensors), (3, 0, 2));
+    assert_eq!(
+        r.summary(),
+        "trainable params: 3 || all params: 3 || trainable%: 100.0000"
+    );
+    assert!(r.note().unwrap().contains("load_state_dict"));
+    assert_eq!(r.to_json()["tensors"][0]["source"], "default");
     let r = transform::freeze(ck, &[(FreezeRule::Freeze, "bn".into())]);
     assert_eq!(r.entries[0].source, FlagSource::Pattern);
-    assert_eq!(r.entries[0].requires_grad, Some(false));
-    assert_eq!(r.entries[1].source, FlagSource::Unknown);
+    assert!(!r.entries[0].requires_grad);
+    assert_eq!(r.entries[1].source, FlagSource::Default);
     assert_eq!(
         r.skipped.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         ["bn.running_mean", "bn.num_batches_tracked"]
     );
     assert!(ck.tensors[0].parameter && !ck.tensors[1].parameter);
-    let s = r.summary();
-    assert!(
-        s.starts_with("trainable params: 0 || all params: 3 || trainable%: 0.0000 of the 2 with known flags"),
-        "{s}"
+    assert_eq!(
+        r.summary(),
+        "trainable params: 1 || all params: 3 || trainable%: 33.3333"
     );
 }
 
@@ -907,12 +930,13 @@ fn freeze_report_of_fixtures_with_flags_matches_pytorch() {
             trainable_from_expected(rel),
             "{rel}"
         );
-        assert_eq!(r.unknown_tensors, 0);
+        assert_eq!(r.defaulted_tensors, 0);
+        assert_eq!(r.note(), None);
         for e in &r.entries {
             let w = expected_tensor(rel, &e.name);
             assert_eq!(w["parameter"], Json::Bool(true), "{rel} {}", e.name);
             assert_eq!(
-                Some(w["requires_grad"].as_bool().unwrap()),
+                w["requires_grad"].as_bool().unwrap(),
                 e.requires_grad,
                 "{rel} {}",
                 e.name
@@ -925,7 +949,7 @@ fn freeze_report_of_fixtures_with_flags_matches_pytorch() {
     let frozen: Vec<&str> = r
         .entries
         .iter()
-        .filter(|e| e.requires_grad == Some(false))
+        .filter(|e| !e.requires_grad)
         .map(|e| e.name.as_str())
         .collect();
     assert_eq!(frozen, ["conv1.weight", "conv1.bias"]);
@@ -955,7 +979,7 @@ fn freeze_report_of_fixtures_with_flags_matches_pytorch() {
 }
 
 #[test]
-fn freeze_report_of_plain_state_dict_is_unknown() {
+fn freeze_report_of_plain_state_dict_defaults_to_trainable() {
     let mut c = open("cnn_state_dict.pth");
     let r = transform::freeze(&mut c, &[]);
     assert!(!r.file_has_flags);
@@ -971,12 +995,9 @@ fn freeze_report_of_plain_state_dict_is_unknown() {
         params,
         "the heuristic finds exactly the model's parameters"
     );
-    assert_eq!(r.unknown_tensors, 12);
-    assert_eq!((r.trainable_params, r.frozen_params), (0, 0));
+    assert_eq!(r.defaulted_tensors, 12);
     let (t, f) = trainable_from_expected("cnn_model.pth");
-    assert_eq!(r.unknown_params, t + f);
-    let s = r.summary();
-    assert!(s.contains("unknown") && s.contains(&sep(t + f)), "{s}");
+    assert_eq!((r.trainable_params, r.frozen_params), (t + f, 0));
     assert_eq!(r.to_json()["flags"], "none");
     // The training checkpoint: optimizer state is not counted as parameters.
     let mut c = open("training_checkpoint.pth");
@@ -990,7 +1011,7 @@ fn freeze_report_of_plain_state_dict_is_unknown() {
         &[(FreezeRule::Unfreeze, "*".into()), (FreezeRule::Freeze, "conv1".into())],
     )
     .unwrap();
-    assert_eq!((r.trainable_params, r.frozen_params, r.unknown_params), (t, f, 0));
+    assert_eq!((r.trainable_params, r.frozen_params, r.defaulted_tensors), (t, f, 0));
     assert!(c.tensors.iter().filter(|t| t.parameter).count() == 12);
 }
 
@@ -1012,9 +1033,15 @@ fn transforms_keep_every_fixture_consistent() {
     for rel in fixtures["fixtures"].as_object().unwrap().keys() {
         let c = open(rel);
         check_consistent(&c);
-        // Strip + add + drop-all-but-first on every fixture: still consistent, names as asked.
+        // Strip (where the prefix is there) + add + drop-all-but-first on every fixture: still
+        // consistent, names as asked.
         let mut r = c.clone();
-        transform::rename(&mut r, &["module.".into()], Some("p")).unwrap();
+        let strip: Vec<String> = if c.tensors.iter().any(|t| t.name.starts_with("module.")) {
+            vec!["module.".into()]
+        } else {
+            vec![]
+        };
+        transform::rename(&mut r, &strip, Some("p")).unwrap();
         check_consistent(&r);
         assert!(
             r.tensors.iter().all(|t| t.name.starts_with("p.") || t.name == "p"),

@@ -889,6 +889,7 @@ fn build(path: &Path, storages: &[StorageP], leaves: &[(String, LeafP)], ordered
         globals: Default::default(),
         origin: Origin::Data,
         files: vec![path.to_path_buf()],
+        module_classes: Default::default(),
     }
 }
 
