@@ -10,7 +10,8 @@ use ckpt::write::{self, OutFormat, WriteOptions, WriteReport};
 /// Output options every writing command takes.
 #[derive(clap::Args, Debug)]
 pub struct OutArgs {
-    /// Output format; by default from OUT's extension (.safetensors, or .pth/.pt/.bin).
+    /// Output format; by default from OUT's extension (.safetensors, or .pth/.pt/.bin/.ckpt);
+    /// safetensors for a directory OUT.
     #[arg(long, value_name = "pth|safetensors")]
     pub to: Option<String>,
     /// Replace OUT if it exists.
@@ -40,9 +41,11 @@ impl OutArgs {
             Some("pth" | "pt" | "bin" | "torch") => OutFormat::Pth,
             Some("safetensors" | "st") => OutFormat::Safetensors,
             Some(other) => bail!("--to {other}: expected pth or safetensors"),
+            // A directory gets what save_pretrained writes by default, whatever the input.
+            None if write::shard::is_dir_name(out) => OutFormat::Safetensors,
             None => OutFormat::from_path(out).ok_or_else(|| {
                 anyhow!(
-                    "{}: cannot tell the output format from the name; use --to pth|safetensors",
+                    "{}: cannot tell the output format from the name; use --to pth|safetensors (or end a directory with /)",
                     out.display()
                 )
             })?,

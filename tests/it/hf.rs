@@ -1,0 +1,223 @@
+//! Hugging Face layouts through the CLI: directory outputs, shards beside a named file, HF
+//! snapshot directories as inputs, `.ckpt`, `--metadata`, `--rename` and `--rename-map`.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use serde_json::Value as Json;
+
+use crate::common::fixtures_dir;
+
+// What transformers 5.24.0 `save_pretrained` writes (huggingface_hub 2.4.0 splits the shards),
+// checked by saving a small GPT-2 with max_shard_size "5GB" and "4KB": one `model.safetensors`
+// and no index when everything fits; else `model-00001-of-00009.safetensors`... and
+// `model.safetensors.index.json`, written as `json.dumps(index, indent=2, sort_keys=True) + "\n"`
+// with `{"metadata": {"total_parameters": N, "total_size": N}, "weight_map": {name: shard}}`;
+// every file's safetensors metadata is exactly {"format": "pt"}. The .bin names are the
+// constants transformers still loads (`WEIGHTS_NAME`, `WEIGHTS_INDEX_NAME`); 5.x saves only
+// safetensors.
+const SAFE_WEIGHTS_NAME: &str = "model.safetensors";
+const SAFE_WEIGHTS_INDEX_NAME: &str = "model.safetensors.index.json";
+const WEIGHTS_NAME: &str = "pytorch_model.bin";
+const WEIGHTS_INDEX_NAME: &str = "pytorch_model.bin.index.json";
+
+fn shard_name(stem: &str, i: usize, n: usize, ext: &str) -> String {
+    format!("{stem}-{i:05}-of-{n:05}.{ext}")
+}
+
+fn ckpt_in(dir: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("ckpt").unwrap().current_dir(dir).args(args).assert()
+}
+
+fn fixture(name: &str) -> String {
+    fixtures_dir().join(name).display().to_string()
+}
+
+fn stderr_of(a: assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stderr).into_owned()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A safetensors file's `__metadata__` (null when it has none).
+fn st_metadata(path: &Path) -> Json {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Json = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header.get("__metadata__").cloned().unwrap_or(Json::Null)
+}
+
+fn sorted_names(path: &Path) -> Vec<String> {
+    let mut v: Vec<String> = ckpt::read::open(path)
+        .unwrap()
+        .tensors
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The index text as Python's `json.dumps(index, indent=2, sort_keys=True) + "\n"` prints it
+/// (serde_json's pretty printer uses the same separators and indent; its keys come out sorted
+/// once parsed into a sorting map).
+fn as_python_dumps_it(text: &str) -> String {
+    let sorted: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Json>> =
+        serde_json::from_str(text).unwrap();
+    serde_json::to_string_pretty(&sorted).unwrap() + "\n"
+}
+
+#[test]
+fn a_directory_output_is_one_model_safetensors_when_it_fits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = fixture("cnn_state_dict.pth");
+    // A new directory, written with a trailing slash; no --to: safetensors, as save_pretrained.
+    ckpt_in(tmp.path(), &["convert", &input, "out/"]).success();
+    let out = tmp.path().join("out");
+    assert_eq!(entries(&out), [SAFE_WEIGHTS_NAME]);
+    assert_eq!(
+        st_metadata(&out.join(SAFE_WEIGHTS_NAME)),
+        serde_json::json!({"format": "pt"})
+    );
+    assert_eq!(
+        sorted_names(&out.join(SAFE_WEIGHTS_NAME)),
+        sorted_names(Path::new(&input))
+    );
+    // An existing directory, named without the slash; --to pth gives transformers' .bin name.
+    std::fs::create_dir(tmp.path().join("bin")).unwrap();
+    ckpt_in(tmp.path(), &["convert", &input, "bin", "--to", "pth"]).success();
+    assert_eq!(entries(&tmp.path().join("bin")), [WEIGHTS_NAME]);
+    // Again without --force: refused, the file kept.
+    let before = std::fs::read(out.join(SAFE_WEIGHTS_NAME)).unwrap();
+    let err = stderr_of(ckpt_in(tmp.path(), &["convert", &input, "out/"]).code(2));
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(out.join(SAFE_WEIGHTS_NAME)).unwrap(), before);
+}
+
+#[test]
+fn a_directory_output_with_a_shard_size_is_shards_and_a_sorted_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = fixture("cnn_state_dict.pth");
+    for (to, stem, ext, index) in [
+        ("safetensors", "model", "safetensors", SAFE_WEIGHTS_INDEX_NAME),
+        ("pth", "pytorch_model", "bin", WEIGHTS_INDEX_NAME),
+    ] {
+        let out = tmp.path().join(to);
+        let out_arg = format!("{to}/");
+        ckpt_in(
+            tmp.path(),
+            &["convert", &input, &out_arg, "--to", to, "--max-shard-size", "2KB"],
+        )
+        .success();
+        let text = std::fs::read_to_string(out.join(index)).unwrap();
+        assert_eq!(text, as_python_dumps_it(&text), "{to}: not as transformers writes it");
+        let json: Json = serde_json::from_str(&text).unwrap();
+        let shards: std::collections::BTreeSet<&str> = json["weight_map"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let n = shards.len();
+        assert!(n > 1, "{to}: {n} shard");
+        let want: Vec<String> = (1..=n).map(|i| shard_name(stem, i, n, ext)).collect();
+        assert_eq!(shards.iter().map(|s| s.to_string()).collect::<Vec<_>>(), want);
+        let mut files = want.clone();
+        files.push(index.to_string());
+        files.sort();
+        assert_eq!(entries(&out), files);
+        assert_eq!(
+            sorted_names(&out),
+            sorted_names(Path::new(&input)),
+            "{to}: read back through the index"
+        );
+        if to == "safetensors" {
+            for shard in &want {
+                assert_eq!(
+                    st_metadata(&out.join(shard)),
+                    serde_json::json!({"format": "pt"}),
+                    "{shard}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_file_output_with_a_shard_size_shards_beside_it_never_into_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = fixture("cnn_state_dict.pth");
+    ckpt_in(
+        tmp.path(),
+        &["convert", &input, "x.safetensors", "--max-shard-size", "2KB"],
+    )
+    .success();
+    let names = entries(tmp.path());
+    assert!(names.contains(&"x.safetensors.index.json".to_string()), "{names:?}");
+    assert!(!tmp.path().join("x.safetensors").exists(), "{names:?}");
+    let n = names.len() - 1;
+    for i in 1..=n {
+        assert!(names.contains(&shard_name("x", i, n, "safetensors")), "{names:?}");
+    }
+    let index = tmp.path().join("x.safetensors.index.json");
+    assert_eq!(sorted_names(&index), sorted_names(Path::new(&input)));
+    // Everything fits: the one file, no index (what save_pretrained does).
+    ckpt_in(tmp.path(), &["convert", &input, "y.ckpt", "--max-shard-size", "1GB"]).success();
+    assert!(tmp.path().join("y.ckpt").is_file());
+    assert!(!tmp.path().join("y.ckpt.index.json").exists());
+}
+
+#[test]
+fn ckpt_files_are_pth_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    ckpt_in(tmp.path(), &["convert", &fixture("model.safetensors"), "last.ckpt"]).success();
+    let c = ckpt::read::open(&tmp.path().join("last.ckpt")).unwrap();
+    assert_eq!(c.format, ckpt::model::Format::PthZip);
+    assert_eq!(
+        sorted_names(&tmp.path().join("last.ckpt")),
+        sorted_names(&fixtures_dir().join("model.safetensors"))
+    );
+}
+
+#[test]
+fn a_layout_readers_would_take_two_ways_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = fixture("cnn_state_dict.pth");
+    ckpt_in(tmp.path(), &["convert", &input, "out/", "--max-shard-size", "2KB"]).success();
+    let before = entries(&tmp.path().join("out"));
+    // One model.safetensors beside the old index: a loader could take either.
+    let err = stderr_of(ckpt_in(tmp.path(), &["convert", &input, "out/", "--force"]).code(2));
+    assert!(err.contains(SAFE_WEIGHTS_INDEX_NAME), "{err}");
+    assert_eq!(entries(&tmp.path().join("out")), before);
+}
+
+#[test]
+fn hf_snapshot_directories_are_read_through_their_single_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    std::fs::copy(fixtures_dir().join("model.safetensors"), snap.join(SAFE_WEIGHTS_NAME)).unwrap();
+    std::fs::write(snap.join("config.json"), b"{}").unwrap();
+    let out = ckpt_in(tmp.path(), &["inspect", "snap"]).success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("format    safetensors"), "{text}");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::copy(fixtures_dir().join("cnn_state_dict.pth"), bin.join(WEIGHTS_NAME)).unwrap();
+    ckpt_in(tmp.path(), &["convert", "bin", "bin.safetensors"]).success();
+    assert_eq!(
+        sorted_names(&tmp.path().join("bin.safetensors")),
+        sorted_names(&fixtures_dir().join("cnn_state_dict.pth"))
+    );
+    // Both files: which one a loader takes depends on the loader; the user names it.
+    std::fs::copy(fixtures_dir().join("cnn_state_dict.pth"), snap.join(WEIGHTS_NAME)).unwrap();
+    let err = stderr_of(ckpt_in(tmp.path(), &["inspect", "snap"]).code(2));
+    assert!(err.contains(SAFE_WEIGHTS_NAME) && err.contains(WEIGHTS_NAME), "{err}");
+}
