@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use ckpt::dtype::DType;
 use ckpt::transform::{self, DeviceRule};
+use ckpt::write::OutFormat;
 use globset::GlobSetBuilder;
 
 use super::output::{warn_globals, written, OutArgs};
@@ -40,6 +41,10 @@ pub struct Args {
     /// Write only this subtree (e.g. model_state_dict of a training checkpoint).
     #[arg(long, value_name = "PATH")]
     select: Option<String>,
+    /// safetensors output: add KEY=VALUE to the file's __metadata__ (to every shard's), over the
+    /// input's entries; repeatable. A .pth cannot hold it.
+    #[arg(long, value_name = "KEY=VALUE")]
+    metadata: Vec<String>,
     /// After writing, load the output with libtorch and compare every tensor (feature `tch`).
     #[cfg(feature = "tch")]
     #[arg(long)]
@@ -59,9 +64,31 @@ fn parse_target(s: &str) -> anyhow::Result<DType> {
     }
 }
 
+/// `--metadata KEY=VALUE` entries, in order; a key given twice is refused (which would win is
+/// a guess), as is metadata for a .pth output, which has no place for it.
+fn parse_metadata(entries: &[String], format: OutFormat) -> anyhow::Result<Vec<(String, String)>> {
+    if let Some(first) = entries.first() {
+        if format == OutFormat::Pth {
+            bail!("--metadata {first}: a .pth output cannot hold metadata entries (only safetensors has a place for them)");
+        }
+    }
+    let mut parsed: Vec<(String, String)> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Some((key, value)) = entry.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!("--metadata {entry}: expected KEY=VALUE");
+        };
+        if parsed.iter().any(|(k, _)| k == key) {
+            bail!("--metadata {entry}: the key '{key}' is given twice");
+        }
+        parsed.push((key.to_string(), value.to_string()));
+    }
+    Ok(parsed)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Resolve everything the user typed before reading a byte.
-    let output = args.out.resolve(&args.output)?;
+    let mut output = args.out.resolve(&args.output)?;
+    output.options.metadata = parse_metadata(&args.metadata, output.options.format)?;
     let dtype = args.dtype.as_deref().map(parse_target).transpose()?;
     let mut keep = GlobSetBuilder::new();
     for g in &args.keep_dtype {

@@ -221,3 +221,45 @@ fn hf_snapshot_directories_are_read_through_their_single_file() {
     let err = stderr_of(ckpt_in(tmp.path(), &["inspect", "snap"]).code(2));
     assert!(err.contains(SAFE_WEIGHTS_NAME) && err.contains(WEIGHTS_NAME), "{err}");
 }
+
+#[test]
+fn metadata_entries_go_into_safetensors_and_are_refused_for_pth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = fixture("model.safetensors");
+    let args = ["--metadata", "license=mit", "--metadata", "note=a=b"];
+    ckpt_in(tmp.path(), &[&["convert", &input, "m.safetensors"][..], &args].concat()).success();
+    let meta = st_metadata(&tmp.path().join("m.safetensors"));
+    assert_eq!(meta["license"], "mit");
+    assert_eq!(meta["note"], "a=b", "the value is everything after the first '='");
+    // Sharded: every shard carries them beside {"format": "pt"}.
+    ckpt_in(
+        tmp.path(),
+        &[&["convert", &input, "out/", "--max-shard-size", "100B"][..], &args].concat(),
+    )
+    .success();
+    let shards: Vec<String> = entries(&tmp.path().join("out"))
+        .into_iter()
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    assert!(shards.len() > 1, "{shards:?}");
+    for s in &shards {
+        let meta = st_metadata(&tmp.path().join("out").join(s));
+        assert_eq!(
+            (&meta["format"], &meta["license"]),
+            (&Json::from("pt"), &Json::from("mit")),
+            "{s}"
+        );
+    }
+    // A .pth cannot hold it; bad forms and repeated keys are refused; nothing is written.
+    let err = stderr_of(ckpt_in(tmp.path(), &["convert", &input, "m.pth", "--metadata", "a=b"]).code(2));
+    assert!(err.contains("--metadata a=b") && err.contains(".pth"), "{err}");
+    for bad in [
+        &["--metadata", "novalue"][..],
+        &["--metadata", "=x"],
+        &["--metadata", "a=1", "--metadata", "a=2"],
+    ] {
+        let err = stderr_of(ckpt_in(tmp.path(), &[&["convert", &input, "n.safetensors"][..], bad].concat()).code(2));
+        assert!(err.contains("--metadata"), "{err}");
+    }
+    assert!(!tmp.path().join("m.pth").exists() && !tmp.path().join("n.safetensors").exists());
+}
