@@ -1,12 +1,12 @@
 //! `ckpt convert`: any checkpoint to safetensors or PyTorch zip, with selection, renaming,
 //! dtype casts and device-tag rewriting on the way.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{anyhow, bail, Context};
 use ckpt::dtype::DType;
-use ckpt::transform::{self, DeviceRule};
+use ckpt::transform::{self, DeviceRule, RenameRule};
 use ckpt::write::OutFormat;
 use globset::GlobSetBuilder;
 
@@ -38,6 +38,14 @@ pub struct Args {
     /// Add this prefix to every tensor name.
     #[arg(long, value_name = "P")]
     add_prefix: Option<String>,
+    /// Rename tensors by a JSON object {"old name": "new name"} (names as after the prefix
+    /// options); an entry naming no tensor is an error.
+    #[arg(long, value_name = "FILE.json")]
+    rename_map: Option<PathBuf>,
+    /// Rename tensors by a sed rule s/REGEX/REPLACEMENT/[g] ($1, ${name} or \1 for groups);
+    /// repeatable, applied in order, after --rename-map. A rule that renames nothing is an error.
+    #[arg(long, value_name = "s/PAT/REP/")]
+    rename: Vec<String>,
     /// Write only this subtree (e.g. model_state_dict of a training checkpoint).
     #[arg(long, value_name = "PATH")]
     select: Option<String>,
@@ -85,6 +93,28 @@ fn parse_metadata(entries: &[String], format: OutFormat) -> anyhow::Result<Vec<(
     Ok(parsed)
 }
 
+/// The `--rename-map` file: one JSON object whose values are strings, in the file's order.
+fn read_rename_map(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--rename-map {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("--rename-map {}: not JSON", path.display()))?;
+    let Some(map) = json.as_object() else {
+        bail!(
+            "--rename-map {}: expected an object {{\"old name\": \"new name\"}}",
+            path.display()
+        );
+    };
+    map.iter()
+        .map(|(old, new)| match new.as_str() {
+            Some(new) => Ok((old.clone(), new.to_string())),
+            None => bail!(
+                "--rename-map {}: the new name of '{old}' is not a string",
+                path.display()
+            ),
+        })
+        .collect()
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Resolve everything the user typed before reading a byte.
     let mut output = args.out.resolve(&args.output)?;
@@ -96,6 +126,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let keep = keep.build()?;
     let device = args.device.as_deref().map(DeviceRule::parse).transpose()?;
+    let rename_map = args.rename_map.as_deref().map(read_rename_map).transpose()?;
+    let rename_rules = args
+        .rename
+        .iter()
+        .map(|r| RenameRule::parse(r).map_err(|e| anyhow!("--rename: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     #[cfg(feature = "tch")]
     let verify_device = args
         .verify
@@ -111,6 +147,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.strip_prefix.is_empty() || args.add_prefix.is_some() {
         let report = transform::rename(&mut ckpt, &args.strip_prefix, args.add_prefix.as_deref())?;
         eprintln!("renamed {} tensors", report.renamed.len());
+    }
+    if let (Some(map), Some(path)) = (&rename_map, &args.rename_map) {
+        let report =
+            transform::rename_map(&mut ckpt, map).map_err(|e| anyhow!("--rename-map {}: {e}", path.display()))?;
+        eprintln!("--rename-map: renamed {} tensors", report.renamed.len());
+    }
+    if !rename_rules.is_empty() {
+        let report = transform::rename_regex(&mut ckpt, &rename_rules).map_err(|e| anyhow!("--rename: {e}"))?;
+        eprintln!("--rename: renamed {} tensors", report.renamed.len());
     }
     if let Some(to) = dtype {
         let report = transform::cast(&mut ckpt, to, &keep);

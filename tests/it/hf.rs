@@ -263,3 +263,171 @@ fn metadata_entries_go_into_safetensors_and_are_refused_for_pth() {
     }
     assert!(!tmp.path().join("m.pth").exists() && !tmp.path().join("n.safetensors").exists());
 }
+
+/// The tensor names of the cnn fixtures, as PyTorch's state_dict() lists them (expected.json).
+fn cnn_names() -> Vec<String> {
+    crate::common::expected()["fixtures"]["cnn_state_dict.pth"]["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn renamed(names: &[String], f: impl Fn(&str) -> String) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|n| f(n)).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn rename_rules_apply_in_order_with_sed_and_dollar_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = [
+        "--rename",
+        r"s/^fc(\d)\./classifier.$1./",
+        "--rename",
+        r"s|^classifier\.3\.|head.|",
+        "--rename",
+        r"s/^conv(?P<n>\d)/c${n}/",
+        "--rename",
+        r"s/^bn\.running_(\w+)/bn.\1_stat/",
+    ];
+    for out in ["r.safetensors", "r.pth"] {
+        let input = fixture("cnn_state_dict.pth");
+        ckpt_in(tmp.path(), &[&["convert", &input, out][..], &rules].concat()).success();
+        let want = renamed(&cnn_names(), |n| {
+            let n = n.replacen("fc", "classifier.", 1);
+            let n = n.replace("classifier.3.", "head.");
+            let n = n.replacen("conv", "c", 1);
+            n.replace("bn.running_mean", "bn.mean_stat")
+                .replace("bn.running_var", "bn.var_stat")
+        });
+        assert_eq!(sorted_names(&tmp.path().join(out)), want, "{out}");
+    }
+    // After --strip-prefix: the rules see the stripped names.
+    ckpt_in(
+        tmp.path(),
+        &[
+            "convert",
+            &fixture("dataparallel.pth"),
+            "dp.safetensors",
+            "--strip-prefix",
+            "module.",
+            "--rename",
+            "s/^fc/dense/",
+        ],
+    )
+    .success();
+    assert_eq!(
+        sorted_names(&tmp.path().join("dp.safetensors")),
+        renamed(&cnn_names(), |n| n.replacen("fc", "dense", 1).to_string())
+    );
+}
+
+#[test]
+fn a_rename_rule_that_renames_nothing_or_collides_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = fixture("cnn_state_dict.pth");
+    let refused = |args: &[&str]| {
+        let err = stderr_of(
+            ckpt_in(
+                tmp.path(),
+                &[&["convert", &input, "out.safetensors"][..], args].concat(),
+            )
+            .code(2),
+        );
+        assert!(!tmp.path().join("out.safetensors").exists(), "{args:?} wrote output");
+        err
+    };
+    let err = refused(&[
+        "--rename",
+        r"s/^fc1\./dense./",
+        "--rename",
+        r"s/^transformer\.h\./layers./",
+    ]);
+    assert!(
+        err.contains(r"s/^transformer\.h\./layers./") && !err.contains("s/^fc1"),
+        "{err}"
+    );
+    // Matching without changing a name is renaming nothing too.
+    let err = refused(&["--rename", "s/^(fc1)/$1/"]);
+    assert!(err.contains("s/^(fc1)/$1/"), "{err}");
+    let err = refused(&["--rename", r"s/^fc\d\./fc./"]);
+    assert!(
+        err.contains("fc1.weight") && err.contains("fc2.weight") && err.contains("fc.weight"),
+        "{err}"
+    );
+    for bad in [r"s/^fc(\d)/$1a/", "s/(/x/", "s/a/b", "s/a/b/x", "y/a/b/", "s/.*//"] {
+        let err = refused(&["--rename", bad]);
+        assert!(err.contains("--rename"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn rename_maps_rename_at_once_and_refuse_unknown_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = fixture("cnn_state_dict.pth");
+    let map = tmp.path().join("map.json");
+    // A swap: applied at once, so no collision.
+    std::fs::write(
+        &map,
+        r#"{"fc1.weight": "fc2.weight", "fc2.weight": "fc1.weight", "fc3.bias": "head.bias"}"#,
+    )
+    .unwrap();
+    ckpt_in(tmp.path(), &["convert", &input, "m.pth", "--rename-map", "map.json"]).success();
+    let back = ckpt::read::open(&tmp.path().join("m.pth")).unwrap();
+    let shape = |n: &str| back.tensors.iter().find(|t| t.name == n).map(|t| t.shape.clone());
+    let want = crate::common::expected()["fixtures"]["cnn_state_dict.pth"]["tensors"].clone();
+    let want_shape = |n: &str| -> Vec<u64> {
+        let t = want.as_array().unwrap().iter().find(|t| t["name"] == n).unwrap();
+        serde_json::from_value(t["shape"].clone()).unwrap()
+    };
+    assert_eq!(shape("fc2.weight"), Some(want_shape("fc1.weight")));
+    assert_eq!(shape("fc1.weight"), Some(want_shape("fc2.weight")));
+    assert_eq!(shape("head.bias"), Some(want_shape("fc3.bias")));
+    // Entries naming no tensor: all named, nothing written.
+    std::fs::write(&map, r#"{"fc1.weight": "a", "nope": "b", "fc9.bias": "c"}"#).unwrap();
+    let err = stderr_of(ckpt_in(tmp.path(), &["convert", &input, "n.pth", "--rename-map", "map.json"]).code(2));
+    assert!(
+        err.contains("'nope'") && err.contains("'fc9.bias'") && !err.contains("'fc1.weight'"),
+        "{err}"
+    );
+    std::fs::write(&map, r#"{"fc1.weight": "x", "fc2.weight": "x"}"#).unwrap();
+    let err = stderr_of(ckpt_in(tmp.path(), &["convert", &input, "n.pth", "--rename-map", "map.json"]).code(2));
+    assert!(err.contains("fc1.weight") && err.contains("fc2.weight"), "{err}");
+    for text in ["[1]", r#"{"fc1.weight": 3}"#, "not json"] {
+        std::fs::write(&map, text).unwrap();
+        let err = stderr_of(ckpt_in(tmp.path(), &["convert", &input, "n.pth", "--rename-map", "map.json"]).code(2));
+        assert!(err.contains("--rename-map"), "{text}: {err}");
+    }
+    assert!(!tmp.path().join("n.pth").exists());
+}
+
+#[test]
+fn renames_in_a_training_checkpoint_stay_inside_its_nesting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = fixture("training_checkpoint.pth");
+    ckpt_in(
+        tmp.path(),
+        &[
+            "convert",
+            &input,
+            "t.pth",
+            "--rename",
+            r"s/^model_state_dict\.fc/model_state_dict.dense/",
+        ],
+    )
+    .success();
+    let back = ckpt::read::open(&tmp.path().join("t.pth")).unwrap();
+    assert!(back.tensors.iter().any(|t| t.name == "model_state_dict.dense1.weight"));
+    assert_eq!(back.metadata.get("epoch"), Some(&serde_json::json!(5)), "metadata kept");
+    let err = stderr_of(
+        ckpt_in(
+            tmp.path(),
+            &["convert", &input, "u.pth", "--rename", r"s/^model_state_dict\./m./"],
+        )
+        .code(2),
+    );
+    assert!(err.contains("model_state_dict"), "{err}");
+}
