@@ -18,6 +18,10 @@
 //! A prefix given without a trailing `.` gets one: prefixes name modules.
 //! A rename that gives two tensors one name (or puts one key twice into a dict) is an error,
 //! naming both; the checkpoint is then unchanged.
+//!
+//! `--rename` rules ([`RenameRule`], [`rename_regex()`]) and `--rename-map` ([`rename_map()`])
+//! rewrite whole tensor names; the tensor's key changes in the dict that holds it, so a new name
+//! must keep the path of the dicts above it. The CLI applies them after the prefixes.
 
 use std::collections::{HashMap, VecDeque};
 
