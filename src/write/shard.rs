@@ -399,25 +399,48 @@ fn write_files(ckpt: &Checkpoint, opts: &WriteOptions, planned: &Planned) -> Res
     Ok(WriteReport { files, tensors, bytes })
 }
 
-/// The index as transformers writes it (`json.dumps(index, indent=2, sort_keys=True) + "\n"`):
+/// The index as transformers writes it, `json.dumps(index, indent=2, sort_keys=True) + "\n"`:
 /// `metadata` (`total_size` and the checkpoint's own metadata, JSON values as read) and
-/// `weight_map`, each with its keys sorted.
-fn index_text(ckpt: &Checkpoint, data_total: u64, mut weight_map: Vec<(String, String)>) -> String {
-    let mut meta: Vec<(String, Json)> = ckpt
+/// `weight_map`, keys sorted at every level, non-ASCII characters escaped as Python's
+/// `ensure_ascii` does.
+fn index_text(ckpt: &Checkpoint, data_total: u64, weight_map: Vec<(String, String)>) -> String {
+    let mut meta: Map<String, Json> = ckpt
         .metadata
         .iter()
         .filter(|(k, _)| *k != "total_size")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    meta.push(("total_size".into(), json!(data_total)));
-    meta.sort_by(|a, b| a.0.cmp(&b.0));
-    weight_map.sort();
-    let meta: Map<String, Json> = meta.into_iter().collect();
+    meta.insert("total_size".into(), json!(data_total));
     let weight_map: Map<String, Json> = weight_map.into_iter().map(|(k, v)| (k, Json::String(v))).collect();
-    let index = json!({ "metadata": meta, "weight_map": weight_map });
-    let mut text = serde_json::to_string_pretty(&index).unwrap_or_default();
-    text.push('\n');
-    text
+    let index = sort_keys(json!({ "metadata": meta, "weight_map": weight_map }));
+    let text = serde_json::to_string_pretty(&index).unwrap_or_default();
+    let mut out = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            // Only inside strings (JSON syntax is ASCII), so an escape means the same text.
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// The value with every object's keys in sorted order (by code point, as Python sorts str).
+fn sort_keys(value: Json) -> Json {
+    match value {
+        Json::Object(map) => {
+            let mut entries: Vec<(String, Json)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Json::Object(entries.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
+        }
+        Json::Array(items) => Json::Array(items.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
 }
 
 #[cfg(test)]

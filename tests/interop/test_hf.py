@@ -194,3 +194,13 @@ def test_refusals_leave_nothing(ckpt_bin, tmp_path):
         proc = ckpt(ckpt_bin, "convert", src, tmp_path / "o.pth", *args, ok=False)
         assert proc.returncode == 2 and args[1] in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_index_with_non_ascii_names_is_what_json_dumps_prints(ckpt_bin, tmp_path):
+    want = torch.load(FIXTURES / "cnn_state_dict.pth", weights_only=True)
+    ckpt(ckpt_bin, "convert", FIXTURES / "cnn_state_dict.pth", f"{tmp_path}/out/", "--max-shard-size", "2KB",
+         "--rename", r"s/^fc1\./fc_é𝔁./")
+    # load_through_index compares the text with json.dumps(..., sort_keys=True), which escapes
+    # non-ASCII (ensure_ascii) and sorts by code point.
+    state, _ = load_through_index(tmp_path / "out" / "model.safetensors.index.json")
+    assert_equal_state(state, {k.replace("fc1.", "fc_é𝔁."): v for k, v in want.items()})
