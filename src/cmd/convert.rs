@@ -16,7 +16,8 @@ use super::output::{warn_globals, written, OutArgs};
 pub struct Args {
     /// Input: any checkpoint ckpt reads (a file, a *.index.json, or a directory of shards).
     input: PathBuf,
-    /// Output file (or index file / directory with --max-shard-size).
+    /// Output file, *.index.json, or a directory (existing, or ending in /) for the Hugging Face
+    /// layout: model.safetensors, or shards and an index with --max-shard-size.
     output: PathBuf,
     #[command(flatten)]
     out: OutArgs,
@@ -184,7 +185,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("{}", written(&report, output.options.format));
     #[cfg(feature = "tch")]
     if let Some(device) = verify_device {
-        let check = ckpt::verify::verify_output(&output.path, device)?;
+        // The file a loader opens: the one written, or the index of a sharded output (last).
+        let written_path = report.files.last().unwrap_or(&output.path);
+        let check = ckpt::verify::verify_output(written_path, device)?;
         eprint!("{}", check.to_text());
         if !check.ok() {
             return Ok(ExitCode::from(1));

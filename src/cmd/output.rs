@@ -17,7 +17,9 @@ pub struct OutArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Split into huggingface-style shards of at most SIZE (e.g. 5GB, 500MB, 2GiB) plus an index.
+    /// Split into Hugging Face shards of at most SIZE (e.g. 5GB, 500MB, 2GiB) plus an index, beside
+    /// OUT (x-00001-of-0000N.safetensors, x.safetensors.index.json) or in a directory OUT; one
+    /// file and no index when everything fits.
     #[arg(long, value_name = "SIZE")]
     pub max_shard_size: Option<String>,
     /// safetensors: keep one name per set of tied tensors, recording the others in __metadata__.
@@ -72,11 +74,20 @@ impl OutArgs {
 }
 
 impl Output {
-    /// Refuses before any work is done: OUT is one of the inputs, or exists without --force.
+    /// Refuses before any work is done: OUT (or the one file a directory OUT gets) is one of the
+    /// inputs, or exists without --force.
     pub fn check(&self, ckpt: &Checkpoint) -> anyhow::Result<()> {
         let inputs = write::input_paths(ckpt);
         let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
         write::check_output(&inputs, &self.path, self.options.force)?;
+        // A directory without a shard size gets one known file: checked now, not after the work.
+        let layout = write::shard::Layout::for_output(&self.path, &self.options);
+        if let Some(single) = layout
+            .and_then(|l| l.single)
+            .filter(|_| self.options.max_shard_size.is_none())
+        {
+            write::check_output(&inputs, &single, self.options.force)?;
+        }
         Ok(())
     }
 

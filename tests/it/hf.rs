@@ -99,6 +99,15 @@ fn a_directory_output_is_one_model_safetensors_when_it_fits() {
     let err = stderr_of(ckpt_in(tmp.path(), &["convert", &input, "out/"]).code(2));
     assert!(err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(out.join(SAFE_WEIGHTS_NAME)).unwrap(), before);
+    // Refused before any work: the overflowing cast of dtypes.pth is never looked at.
+    let err = stderr_of(
+        ckpt_in(
+            tmp.path(),
+            &["convert", &fixture("dtypes.pth"), "out/", "--dtype", "f16"],
+        )
+        .code(2),
+    );
+    assert!(err.contains("--force") && !err.contains("inf"), "{err}");
 }
 
 #[test]
