@@ -74,6 +74,7 @@ fn run() -> Result<(), String> {
         max_shard_size,
         progress: true,
         durable: true,
+        metadata: Vec::new(),
     };
     let report = write_with_layout(&ckpt, out, &opts, &layout).map_err(|e| e.to_string())?;
     for f in &report.files {

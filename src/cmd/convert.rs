@@ -1,13 +1,13 @@
 //! `ckpt convert`: any checkpoint to safetensors or PyTorch zip, with selection, renaming,
 //! dtype casts and device-tag rewriting on the way.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{anyhow, bail, Context};
 use ckpt::dtype::DType;
 use ckpt::model::Checkpoint;
-use ckpt::transform::{self, DeviceRule};
+use ckpt::transform::{self, DeviceRule, RenameRule};
 use ckpt::transform::{CastReport, Keep, Losses};
 use ckpt::write::OutFormat;
 
@@ -19,7 +19,8 @@ use super::output::{did, finish, warn_globals, OutArgs};
 pub struct Args {
     /// Input: any checkpoint ckpt reads (a file, a *.index.json, or a directory of shards).
     input: PathBuf,
-    /// Output file (or index file / directory with --max-shard-size).
+    /// Output file, *.index.json, or a directory (existing, or ending in /) for the Hugging Face
+    /// layout: model.safetensors, or shards and an index with --max-shard-size.
     output: PathBuf,
     #[command(flatten)]
     out: OutArgs,
@@ -52,9 +53,21 @@ pub struct Args {
     /// Add this prefix to every tensor name.
     #[arg(long, value_name = "P")]
     add_prefix: Option<String>,
+    /// Rename tensors by a JSON object {"old name": "new name"} (names as after the prefix
+    /// options); an entry naming no tensor is an error.
+    #[arg(long, value_name = "FILE.json")]
+    rename_map: Option<PathBuf>,
+    /// Rename tensors by a sed rule s/REGEX/REPLACEMENT/[g] ($1, ${name} or \1 for groups);
+    /// repeatable, applied in order, after --rename-map. A rule that renames nothing is an error.
+    #[arg(long, value_name = "s/PAT/REP/")]
+    rename: Vec<String>,
     /// Write only this subtree (e.g. model_state_dict of a training checkpoint).
     #[arg(long, value_name = "PATH")]
     select: Option<String>,
+    /// safetensors output: add KEY=VALUE to the file's __metadata__ (to every shard's), over the
+    /// input's entries; repeatable. A .pth cannot hold it.
+    #[arg(long, value_name = "KEY=VALUE")]
+    metadata: Vec<String>,
     /// After writing, load the output with libtorch and compare every tensor (feature `tch`).
     #[cfg(feature = "tch")]
     #[arg(long)]
@@ -74,9 +87,53 @@ fn parse_target(s: &str) -> anyhow::Result<DType> {
     }
 }
 
+/// `--metadata KEY=VALUE` entries, in order; a key given twice is refused (which would win is
+/// a guess), as is metadata for a .pth output, which has no place for it.
+fn parse_metadata(entries: &[String], format: OutFormat) -> anyhow::Result<Vec<(String, String)>> {
+    if let Some(first) = entries.first() {
+        if format == OutFormat::Pth {
+            bail!("--metadata {first}: a .pth output cannot hold metadata entries (only safetensors has a place for them)");
+        }
+    }
+    let mut parsed: Vec<(String, String)> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Some((key, value)) = entry.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!("--metadata {entry}: expected KEY=VALUE");
+        };
+        if parsed.iter().any(|(k, _)| k == key) {
+            bail!("--metadata {entry}: the key '{key}' is given twice");
+        }
+        parsed.push((key.to_string(), value.to_string()));
+    }
+    Ok(parsed)
+}
+
+/// The `--rename-map` file: one JSON object whose values are strings, in the file's order.
+fn read_rename_map(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--rename-map {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("--rename-map {}: not JSON", path.display()))?;
+    let Some(map) = json.as_object() else {
+        bail!(
+            "--rename-map {}: expected an object {{\"old name\": \"new name\"}}",
+            path.display()
+        );
+    };
+    map.iter()
+        .map(|(old, new)| match new.as_str() {
+            Some(new) => Ok((old.clone(), new.to_string())),
+            None => bail!(
+                "--rename-map {}: the new name of '{old}' is not a string",
+                path.display()
+            ),
+        })
+        .collect()
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Resolve everything the user typed before reading a byte.
-    let output = args.out.resolve(&args.output)?;
+    let mut output = args.out.resolve(&args.output)?;
+    output.options.metadata = parse_metadata(&args.metadata, output.options.format)?;
     let dtype = args.dtype.as_deref().map(parse_target).transpose()?;
     let keep = Keep {
         patterns: transform::pattern::compile(&args.keep_dtype)?,
@@ -86,6 +143,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if device.is_some() && output.options.format == OutFormat::Safetensors {
         bail!("--device: safetensors files hold no device tags (tensors load where load_file's device= says); write a .pth to retag devices");
     }
+    let rename_map = args.rename_map.as_deref().map(read_rename_map).transpose()?;
+    let rename_rules = args
+        .rename
+        .iter()
+        .map(|r| RenameRule::parse(r).map_err(|e| anyhow!("--rename: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     #[cfg(feature = "tch")]
     let verify_device = args
         .verify
@@ -105,6 +168,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if !args.strip_prefix.is_empty() || args.add_prefix.is_some() {
         let report = transform::rename(&mut ckpt, &args.strip_prefix, args.add_prefix.as_deref())?;
+        did(&mut record, &report, json);
+    }
+    if let (Some(map), Some(path)) = (&rename_map, &args.rename_map) {
+        let report =
+            transform::rename_map(&mut ckpt, map).map_err(|e| anyhow!("--rename-map {}: {e}", path.display()))?;
+        did(&mut record, &report, json);
+    }
+    if !rename_rules.is_empty() {
+        let report = transform::rename_regex(&mut ckpt, &rename_rules).map_err(|e| anyhow!("--rename: {e}"))?;
         did(&mut record, &report, json);
     }
     if let Some(to) = dtype {
@@ -132,7 +204,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     finish(&record, json, "convert", &args.input)?;
     #[cfg(feature = "tch")]
     if let Some(device) = verify_device {
-        let check = ckpt::verify::verify_output(&output.path, device)?;
+        // The file a loader opens: the one written, or the index of a sharded output (last).
+        let written_path = record
+            .written
+            .as_ref()
+            .and_then(|w| w.report.files.last())
+            .unwrap_or(&output.path);
+        let check = ckpt::verify::verify_output(written_path, device)?;
         super::out::note(check.to_text().trim_end());
         if !check.ok() {
             return Ok(ExitCode::from(1));

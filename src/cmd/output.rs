@@ -11,13 +11,16 @@ use ckpt::write::{self, OutFormat, WriteOptions};
 /// Output options every writing command takes.
 #[derive(clap::Args, Debug)]
 pub struct OutArgs {
-    /// Output format; by default from OUT's extension (.safetensors, or .pth/.pt/.bin).
+    /// Output format; by default from OUT's extension (.safetensors, or .pth/.pt/.bin/.ckpt);
+    /// safetensors for a directory OUT.
     #[arg(long, value_name = "pth|safetensors")]
     pub to: Option<String>,
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Split into huggingface-style shards of at most SIZE (e.g. 5GB, 500MB, 2GiB) plus an index.
+    /// Split into Hugging Face shards of at most SIZE (e.g. 5GB, 500MB, 2GiB) plus an index, beside
+    /// OUT (x-00001-of-0000N.safetensors, x.safetensors.index.json) or in a directory OUT; one
+    /// file and no index when everything fits.
     #[arg(long, value_name = "SIZE")]
     pub max_shard_size: Option<String>,
     /// safetensors: keep one name per set of tied tensors, recording the others in __metadata__.
@@ -44,9 +47,11 @@ impl OutArgs {
             Some("pth" | "pt" | "bin" | "torch") => OutFormat::Pth,
             Some("safetensors" | "st") => OutFormat::Safetensors,
             Some(other) => bail!("--to {other}: expected pth or safetensors"),
+            // A directory gets what save_pretrained writes by default, whatever the input.
+            None if write::shard::is_dir_name(out) => OutFormat::Safetensors,
             None => OutFormat::from_path(out).ok_or_else(|| {
                 anyhow!(
-                    "{}: cannot tell the output format from the name; use --to pth|safetensors",
+                    "{}: cannot tell the output format from the name; use --to pth|safetensors (or end a directory with /)",
                     out.display()
                 )
             })?,
@@ -73,11 +78,20 @@ impl OutArgs {
 }
 
 impl Output {
-    /// Refuses before any work is done: OUT is one of the inputs, or exists without --force.
+    /// Refuses before any work is done: OUT (or the one file a directory OUT gets) is one of the
+    /// inputs, or exists without --force.
     pub fn check(&self, ckpt: &Checkpoint) -> anyhow::Result<()> {
         let inputs = write::input_paths(ckpt);
         let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
         write::check_output(&inputs, &self.path, self.options.force)?;
+        // A directory without a shard size gets one known file: checked now, not after the work.
+        let layout = write::shard::Layout::for_output(&self.path, &self.options);
+        if let Some(single) = layout
+            .and_then(|l| l.single)
+            .filter(|_| self.options.max_shard_size.is_none())
+        {
+            write::check_output(&inputs, &single, self.options.force)?;
+        }
         Ok(())
     }
 

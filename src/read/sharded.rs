@@ -1,5 +1,6 @@
 //! Sharded checkpoints: a `*.index.json` whose `weight_map` names the shard file of every
-//! tensor (huggingface's layout, over safetensors or .bin shards).
+//! tensor (huggingface's layout, over safetensors or .bin shards), and directories holding one
+//! or a snapshot's single file.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,28 +10,35 @@ use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Format, Key, Node, Origin, StorageId, Tensor};
 use crate::read::{open_with, ReadLimits};
 
-/// A directory: reads the one `*.index.json` in it.
+/// The single-file names of a Hugging Face snapshot (transformers' `SAFE_WEIGHTS_NAME` and
+/// `WEIGHTS_NAME`), read when a directory holds no index.
+const SINGLE_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+
+/// A directory: reads the one checkpoint in it, a `*.index.json` or a Hugging Face snapshot's
+/// `model.safetensors` / `pytorch_model.bin`. Two of these is an error naming them: which one
+/// a loader takes depends on the loader, so the user names it.
 pub fn read_dir(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let mut indexes = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".index.json") {
-            indexes.push(entry.path());
+        if name.ends_with(".index.json") || (SINGLE_FILES.contains(&name.as_str()) && entry.path().is_file()) {
+            found.push(entry.path());
         }
     }
-    indexes.sort();
-    match indexes.as_slice() {
-        [one] => read_index(one, limits),
+    found.sort();
+    match found.as_slice() {
+        [one] if one.to_string_lossy().ends_with(".index.json") => read_index(one, limits),
+        [one] => open_with(one, limits),
         [] => Err(Error::UnknownFormat {
             path: dir.into(),
-            why: "directory without a *.index.json of a sharded checkpoint".into(),
+            why: "directory without a *.index.json, model.safetensors or pytorch_model.bin".into(),
         }),
         many => Err(Error::UnknownFormat {
             path: dir.into(),
             why: format!(
-                "directory holds {} index files ({}); name the one to read",
+                "directory holds {} checkpoints ({}); name the one to read",
                 many.len(),
                 many.iter()
                     .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())

@@ -32,7 +32,7 @@ pub use elem::Losses;
 pub use freeze::{freeze, try_freeze, FlagSource, FreezeEntry, FreezeReport, FreezeRule};
 pub use params::{census, is_known_buffer, Census, Role};
 pub use pattern::Pattern;
-pub use rename::{rename, RenameReport};
+pub use rename::{rename, rename_map, rename_regex, RenameReport, RenameRule};
 pub use select::select;
 pub use tree::prune_storages;
 
@@ -53,6 +53,18 @@ pub enum TransformError {
     /// A rename would put one key twice into a dict (a tensor's new key equals another entry's).
     #[error("renaming puts the key '{key}' twice into {place}")]
     KeyCollision { key: String, place: String },
+    /// `--rename` rules that change no tensor name: a typo never passes silently.
+    #[error("{} no tensor name: {}", if .rules.len() == 1 { "rename rule changes" } else { "rename rules change" }, quote_list(.rules))]
+    RenamesNothing { rules: Vec<String> },
+    /// Rename map entries that name no tensor.
+    #[error("rename map: no tensor named {}", quote_list(.names))]
+    MapNamesNoTensor { names: Vec<String> },
+    /// A rename that would take a tensor out of the nested dict holding it (a .pth keeps the
+    /// nesting, so the new name must keep the path of the dicts above it).
+    #[error("renaming '{from}' to '{to}' would move it out of '{parent}', a nested dict of the checkpoint (rename within it, or --select it first)")]
+    LeavesParent { from: String, to: String, parent: String },
+    #[error("renaming '{from}' leaves it no name")]
+    EmptyName { from: String },
     #[error("no '{path}' in the checkpoint; its top-level keys are: {}", .keys.join(", "))]
     UnknownPath { path: String, keys: Vec<String> },
     #[error("'{path}' holds no tensors")]

@@ -19,6 +19,10 @@
 //! A prefix given without a trailing `.` gets one: prefixes name modules.
 //! A rename that gives two tensors one name (or puts one key twice into a dict) is an error,
 //! naming both; the checkpoint is then unchanged.
+//!
+//! `--rename` rules ([`RenameRule`], [`rename_regex()`]) and `--rename-map` ([`rename_map()`])
+//! rewrite whole tensor names; the tensor's key changes in the dict that holds it, so a new name
+//! must keep the path of the dicts above it. The CLI applies them after the prefixes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -265,4 +269,345 @@ fn check_keys(node: &Node, path: &mut String) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// One `--rename` rule, sed's substitution: `s/PAT/REP/` or `s/PAT/REP/g`.
+///
+/// - The delimiter is the character after `s`: any but a letter, digit, whitespace, `\` or `$`
+///   (`s|^h\.|layers.|` needs no escaped dots in names). Inside PAT and REP, `\` before it
+///   stands for it literally.
+/// - PAT is a regex ([`regex`] syntax: no backreferences or lookaround; matching is linear).
+///   Without `g` the first match in a name is replaced, with `g` every match, as in sed.
+/// - REP refers to groups as `$1`, `${1}`, `${name}` (for `(?P<name>...)`), or sed's `\1`..`\9`;
+///   `$0`, `&` and `${0}` are the whole match; `\&`, `$$` and `\\` are a literal `&`, `$`, `\`.
+///   A reference to a group PAT does not have is an error (`$1a` means a group named `1a`;
+///   write `${1}a`).
+#[derive(Debug, Clone)]
+pub struct RenameRule {
+    text: String,
+    regex: regex::Regex,
+    /// REP in the regex crate's replacement syntax.
+    replacement: String,
+    global: bool,
+}
+
+impl RenameRule {
+    pub fn parse(text: &str) -> Result<RenameRule> {
+        let bad = |why: &str| TransformError::BadPattern {
+            pattern: text.into(),
+            why: why.into(),
+        };
+        let mut chars = text.chars();
+        if chars.next() != Some('s') {
+            return Err(bad("expected s/PATTERN/REPLACEMENT/ (sed's form)"));
+        }
+        let delim = chars.next().ok_or_else(|| bad("expected s/PATTERN/REPLACEMENT/"))?;
+        if delim.is_alphanumeric() || delim.is_whitespace() || delim == '\\' || delim == '$' {
+            return Err(bad(
+                "the delimiter after 's' must not be a letter, digit, space, '\\' or '$'",
+            ));
+        }
+        let fields = split_fields(chars.as_str(), delim);
+        let [pattern, replacement, flags] = fields.as_slice() else {
+            return Err(bad("expected s/PATTERN/REPLACEMENT/ with three delimiters"));
+        };
+        let global = match flags.as_str() {
+            "" => false,
+            "g" => true,
+            other => return Err(bad(&format!("unknown flags '{other}' (only g is supported)"))),
+        };
+        let pattern = pattern.replace(&format!("\\{delim}"), &regex::escape(&delim.to_string()));
+        let regex = regex::Regex::new(&pattern).map_err(|e| bad(&e.to_string()))?;
+        let replacement = sed_replacement(replacement, delim).map_err(|why| bad(&why))?;
+        check_groups(&regex, &replacement).map_err(|why| bad(&why))?;
+        Ok(RenameRule {
+            text: text.into(),
+            regex,
+            replacement,
+            global,
+        })
+    }
+
+    /// The rule as typed.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn apply(&self, name: &str) -> String {
+        let rep = self.replacement.as_str();
+        if self.global {
+            self.regex.replace_all(name, rep).into_owned()
+        } else {
+            self.regex.replace(name, rep).into_owned()
+        }
+    }
+}
+
+/// Splits at every delimiter not escaped by a backslash; escapes stay in the fields.
+fn split_fields(s: &str, delim: char) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        let field = fields.last_mut().expect("never empty");
+        if c == '\\' {
+            field.push(c);
+            if let Some(next) = chars.next() {
+                field.push(next);
+            }
+        } else if c == delim {
+            fields.push(String::new());
+        } else {
+            field.push(c);
+        }
+    }
+    fields
+}
+
+/// REP in the regex crate's syntax: sed's `\1`..`\9` and `&` become `${1}` and `${0}`; `\&`,
+/// `\\` and `\DELIM` are literal; `$` references pass through (`$$` is a literal `$`).
+fn sed_replacement(rep: &str, delim: char) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(rep.len());
+    let mut chars = rep.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '&' => out.push_str("${0}"),
+            '\\' => match chars.next() {
+                Some(d @ '0'..='9') => out.push_str(&format!("${{{d}}}")),
+                Some('$') => out.push_str("$$"),
+                Some(lit) if lit == '&' || lit == '\\' || lit == delim => out.push(lit),
+                Some(other) => return Err(format!("unknown escape '\\{other}' in the replacement")),
+                None => return Err("the replacement ends with a lone '\\'".into()),
+            },
+            _ => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Every group the replacement names exists in the regex, as the regex crate reads names:
+/// `${name}`, or `$` followed by the longest run of letters, digits and `_`.
+fn check_groups(regex: &regex::Regex, rep: &str) -> std::result::Result<(), String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut rest = rep;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let name = if let Some(braced) = rest.strip_prefix('{') {
+            let end = braced.find('}').ok_or("an unclosed '${' in the replacement")?;
+            &braced[..end]
+        } else if let Some(after) = rest.strip_prefix('$') {
+            rest = after;
+            continue;
+        } else {
+            &rest[..rest.find(|c| !is_name(c)).unwrap_or(rest.len())]
+        };
+        let exists = match name.parse::<usize>() {
+            Ok(i) => i < regex.captures_len(),
+            Err(_) => name.is_empty() || regex.capture_names().flatten().any(|n| n == name),
+        };
+        if !exists {
+            return Err(format!(
+                "the replacement refers to group '{name}', which the pattern does not have (for group 1 followed by text write ${{1}}text)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Applies `rules` in order to every tensor name (each rule to the names the previous ones left).
+/// Errors, with the checkpoint unchanged: a rule that changes no name (all such rules named),
+/// two tensors ending with one name (both named), a new name outside the nested dict holding
+/// the tensor.
+pub fn rename_regex(ckpt: &mut Checkpoint, rules: &[RenameRule]) -> Result<RenameReport> {
+    let mut names: Vec<String> = ckpt.tensors.iter().map(|t| t.name.clone()).collect();
+    let mut unused = Vec::new();
+    for rule in rules {
+        let mut changed = false;
+        for name in names.iter_mut() {
+            let new = rule.apply(name);
+            if new != *name {
+                *name = new;
+                changed = true;
+            }
+        }
+        if !changed {
+            unused.push(rule.as_str().to_string());
+        }
+    }
+    if !unused.is_empty() {
+        return Err(TransformError::RenamesNothing { rules: unused });
+    }
+    set_names(ckpt, names)
+}
+
+/// Renames by a table of {old name: new name}, all at once (so `a` -> `b` with `b` -> `a`
+/// swaps them). Errors, with the checkpoint unchanged: entries naming no tensor (all named),
+/// two tensors ending with one name, a new name outside the nested dict holding the tensor.
+pub fn rename_map(ckpt: &mut Checkpoint, map: &[(String, String)]) -> Result<RenameReport> {
+    let index: HashMap<&str, usize> = ckpt
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut names: Vec<String> = ckpt.tensors.iter().map(|t| t.name.clone()).collect();
+    let mut unknown = Vec::new();
+    for (old, new) in map {
+        match index.get(old.as_str()) {
+            Some(&i) => names[i] = new.clone(),
+            None => unknown.push(old.clone()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(TransformError::MapNamesNoTensor { names: unknown });
+    }
+    set_names(ckpt, names)
+}
+
+/// Gives every tensor its new name (`names[i]` for tensor i) by changing its key in the dict
+/// that holds it; checks first that no two tensors, and no two keys of a dict, end up the same.
+fn set_names(ckpt: &mut Checkpoint, names: Vec<String>) -> Result<RenameReport> {
+    if let Some(i) = names.iter().position(String::is_empty) {
+        return Err(TransformError::EmptyName {
+            from: ckpt.tensors[i].name.clone(),
+        });
+    }
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        if let Some(&j) = by_name.get(name.as_str()) {
+            return Err(TransformError::Collision {
+                a: ckpt.tensors[j].name.clone(),
+                b: ckpt.tensors[i].name.clone(),
+                name: name.clone(),
+            });
+        }
+        by_name.insert(name, i);
+    }
+    let mut root = ckpt.root.clone();
+    rekey(&mut root, "", &ckpt.tensors, &names)?;
+    check_keys(&root, &mut String::new())?;
+    let old_names: Vec<String> = ckpt.tensors.iter().map(|t| t.name.clone()).collect();
+    let from_tree = metadata_from_tree(ckpt);
+    ckpt.root = root;
+    rebuild(ckpt, from_tree);
+    let mut report = RenameReport::default();
+    for (old, t) in old_names.into_iter().zip(&ckpt.tensors) {
+        if old == t.name {
+            report.unchanged += 1;
+        } else {
+            report.renamed.push((old, t.name.clone()));
+        }
+    }
+    Ok(report)
+}
+
+/// Sets the key of every tensor leaf whose name changes: the new name minus the path of the
+/// dicts above it (`path`, as [`crate::read::flatten`] joins it).
+fn rekey(node: &mut Node, path: &str, tensors: &[crate::model::Tensor], names: &[String]) -> Result<()> {
+    let child_path = |path: &str, key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match node {
+        Node::Dict { items, .. } => {
+            for (key, value) in items.iter_mut() {
+                if let Node::Tensor(i) = value {
+                    let (old, new) = (&tensors[*i].name, &names[*i]);
+                    if old != new {
+                        *key = Key::Str(leaf_key(path, old, new)?);
+                    }
+                    continue;
+                }
+                rekey(value, &child_path(path, &key.to_string()), tensors, names)?;
+            }
+        }
+        Node::List(items) | Node::Tuple(items) => {
+            for (k, value) in items.iter_mut().enumerate() {
+                if let Node::Tensor(i) = value {
+                    let (old, new) = (&tensors[*i].name, &names[*i]);
+                    if old != new {
+                        // A list position cannot take a name.
+                        return Err(TransformError::LeavesParent {
+                            from: old.clone(),
+                            to: new.clone(),
+                            parent: child_path(path, &k.to_string()),
+                        });
+                    }
+                    continue;
+                }
+                rekey(value, &child_path(path, &k.to_string()), tensors, names)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The key a tensor under `path` takes to be named `new`.
+fn leaf_key(path: &str, old: &str, new: &str) -> Result<String> {
+    if path.is_empty() {
+        return Ok(new.to_string());
+    }
+    match new.strip_prefix(path).and_then(|rest| rest.strip_prefix('.')) {
+        Some(key) if !key.is_empty() => Ok(key.to_string()),
+        _ => Err(TransformError::LeavesParent {
+            from: old.into(),
+            to: new.into(),
+            parent: path.into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(rule: &str, name: &str) -> String {
+        RenameRule::parse(rule).unwrap().apply(name)
+    }
+
+    #[test]
+    fn rules_read_as_sed_reads_them() {
+        assert_eq!(apply(r"s/^h\.(\d+)\./layers.$1./", "h.12.mlp.w"), "layers.12.mlp.w");
+        assert_eq!(apply(r"s/^h\.(\d+)\./layers.\1./", "h.3.w"), "layers.3.w");
+        assert_eq!(apply(r"s/(?P<i>\d+)/[${i}]/", "a.7.b"), "a.[7].b");
+        // First match only, unless g.
+        assert_eq!(apply("s/o/0/", "foo.boo"), "f0o.boo");
+        assert_eq!(apply("s/o/0/g", "foo.boo"), "f00.b00");
+        // Other delimiters, and the delimiter escaped inside a field.
+        assert_eq!(apply(r"s|a\|b|c|", "a|b.x"), "c.x");
+        assert_eq!(apply(r"s#\##/#", "a#b"), "a/b");
+        // & and $0 are the whole match; \&, $$ and \\ are literal.
+        assert_eq!(apply("s/w/&&/", "w"), "ww");
+        assert_eq!(apply(r"s/w/$0\&$$\\/", "w"), "w&$\\");
+    }
+
+    #[test]
+    fn malformed_rules_are_refused() {
+        for bad in [
+            "",
+            "s",
+            "s/a/b",
+            "s/a/b/c/",
+            "s/a/b/i",
+            "sab",
+            "s a b ",
+            r"s\a\b\",
+            "s$a$b$",
+            "x/a/b/",
+            "s/(/b/",
+            r"s/a/\q/",
+            "s/(a)/$2/",
+            "s/(a)/$1b/",
+            "s/a/${x}/",
+            "s/a/${1/",
+        ] {
+            assert!(
+                matches!(RenameRule::parse(bad), Err(TransformError::BadPattern { .. })),
+                "{bad:?} was accepted"
+            );
+        }
+    }
 }

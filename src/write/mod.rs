@@ -40,15 +40,15 @@ pub enum OutFormat {
 
 impl OutFormat {
     /// The format an output path asks for by its name: `.safetensors` (and
-    /// `.safetensors.index.json`) -> Safetensors; `.pth`, `.pt`, `.bin` (and their
-    /// `.index.json` forms) -> Pth; anything else None.
+    /// `.safetensors.index.json`) -> Safetensors; `.pth`, `.pt`, `.bin`, `.ckpt` (Lightning's
+    /// name for a torch.save file; and their `.index.json` forms) -> Pth; anything else None.
     pub fn from_path(p: &Path) -> Option<OutFormat> {
         let name = p.file_name()?.to_string_lossy().to_ascii_lowercase();
         let name = name.strip_suffix(".index.json").unwrap_or(&name);
         let ext = name.rsplit_once('.')?.1;
         match ext {
             "safetensors" => Some(OutFormat::Safetensors),
-            "pth" | "pt" | "bin" => Some(OutFormat::Pth),
+            "pth" | "pt" | "bin" | "ckpt" => Some(OutFormat::Pth),
             _ => None,
         }
     }
@@ -78,6 +78,9 @@ pub struct WriteOptions {
     /// survives a crash or power cut right after. Outputs that replace a file are always
     /// flushed (see [`atomic`]).
     pub durable: bool,
+    /// Entries added to safetensors `__metadata__` (of every file of a sharded output), over
+    /// the checkpoint's own. A .pth has no place for them: writing one with entries here fails.
+    pub metadata: Vec<(String, String)>,
 }
 
 impl WriteOptions {
@@ -89,6 +92,7 @@ impl WriteOptions {
             max_shard_size: None,
             progress: false,
             durable: false,
+            metadata: Vec::new(),
         }
     }
 }
@@ -119,8 +123,8 @@ pub fn write_text(inputs: &[&Path], out: &Path, text: &str, force: bool, always_
 
 /// Writes `ckpt` to `out` (see the module docs for what is guaranteed).
 ///
-/// With `max_shard_size`, or when `out` ends in `.index.json`, the output is sharded
-/// ([`shard`]): `out` names the index file or a directory to write the index and shards into.
+/// A directory, an index name, or a shard size asks for a Hugging Face layout ([`shard`]):
+/// `save_pretrained`'s names in a directory, or shards and an index beside `out`.
 pub fn write(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions) -> Result<WriteReport> {
     write_with_layout(ckpt, out, opts, &pth::PthLayout::default())
 }
@@ -134,23 +138,24 @@ pub fn write_with_layout(
 ) -> Result<WriteReport> {
     let inputs = input_paths(ckpt);
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-    if opts.max_shard_size.is_some() || shard::is_index_name(out) {
-        return shard::write_sharded(ckpt, out, opts, &inputs);
-    }
-    check_output(&inputs, out, opts.force)?;
-    if out.is_dir() {
-        let why = "is a directory; name the output file (or pass a shard size to write shards into it)";
+    if opts.format == OutFormat::Pth && !opts.metadata.is_empty() {
+        let why = "a .pth file has no place for metadata entries; write safetensors to keep them";
         return Err(Error::Write {
             path: out.into(),
             source: std::io::Error::other(why),
         });
     }
+    if let Some(layout) = shard::Layout::for_output(out, opts) {
+        return shard::write_sharded(ckpt, &layout, opts, &inputs);
+    }
+    check_output(&inputs, out, opts.force)?;
     let mut reader = DataReader::new();
     match opts.format {
         OutFormat::Safetensors => {
             let sel = safetensors::select(ckpt, opts.dedupe)?;
             let mut meta = safetensors::metadata(ckpt);
             safetensors::record_dropped(&mut meta, &sel.dropped);
+            safetensors::add_user_metadata(&mut meta, &opts.metadata);
             let mut progress = Progress::new(safetensors::data_bytes(ckpt, &sel.tensors), opts.progress);
             let mut f = AtomicFile::create(out, opts.durable)?;
             let mut behind = f.write_behind();
@@ -216,9 +221,8 @@ pub fn input_paths(ckpt: &Checkpoint) -> Vec<PathBuf> {
 
 /// Whether writing `out` is allowed: an output that is one of `inputs` (the same file, by
 /// device and inode, or by canonical path) is always refused; an existing file needs `force`.
-/// An existing directory passes: it is where sharded output goes (and [`write()`] refuses it
-/// as the output of a single file, before writing anything; it checks every shard and index
-/// file it will write the same way).
+/// An existing directory passes: it is where a Hugging Face layout goes ([`write()`] checks every
+/// file it will write in it the same way, before writing anything).
 pub fn check_output(inputs: &[&Path], out: &Path, force: bool) -> Result<()> {
     let meta = match std::fs::metadata(out) {
         Ok(m) => m,
@@ -247,7 +251,7 @@ pub fn check_output(inputs: &[&Path], out: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-fn same_file(input: &Path, out: &Path, out_meta: &std::fs::Metadata) -> bool {
+pub(crate) fn same_file(input: &Path, out: &Path, out_meta: &std::fs::Metadata) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -338,6 +342,7 @@ mod tests {
         assert_eq!(f("x.pth"), Some(OutFormat::Pth));
         assert_eq!(f("x.pt"), Some(OutFormat::Pth));
         assert_eq!(f("pytorch_model.bin"), Some(OutFormat::Pth));
+        assert_eq!(f("epoch=3-step=100.ckpt"), Some(OutFormat::Pth));
         assert_eq!(f("model.safetensors.index.json"), Some(OutFormat::Safetensors));
         assert_eq!(f("pytorch_model.bin.index.json"), Some(OutFormat::Pth));
         assert_eq!(f("x.json"), None);

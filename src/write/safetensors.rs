@@ -139,6 +139,13 @@ pub(crate) fn record_dropped(meta: &mut BTreeMap<String, String>, dropped: &[(St
     meta.entry("format".into()).or_insert_with(|| "pt".into());
 }
 
+/// Adds `--metadata KEY=VALUE` entries, over any the checkpoint has: the user's word wins.
+pub(crate) fn add_user_metadata(meta: &mut BTreeMap<String, String>, extra: &[(String, String)]) {
+    for (k, v) in extra {
+        meta.insert(k.clone(), v.clone());
+    }
+}
+
 /// The header, its 8-byte length in front, and the tensors in the order their data follows.
 pub(crate) fn header(
     ckpt: &Checkpoint,

@@ -9,6 +9,7 @@ mod containers_tar;
 mod containers_zip;
 mod diff;
 mod fixtures;
+mod hf;
 mod never_lose;
 mod no_panic;
 mod options;

@@ -106,3 +106,25 @@ fn a_file_without_tensors_is_never_its_own_output() {
         &["convert", "empty.safetensors", "empty.safetensors", "--force"],
     );
 }
+
+#[test]
+fn a_directory_output_never_replaces_an_input_inside_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("snap");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::copy(fixtures_dir().join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    // save_pretrained's name inside the directory is the input itself.
+    refuses(&d, &["convert", "model.safetensors", ".", "--force"]);
+    refuses(&d, &["convert", ".", "./", "--force"]);
+    refuses(
+        &d,
+        &[
+            "convert",
+            "model.safetensors",
+            "model.safetensors",
+            "--max-shard-size",
+            "1GB",
+            "--force",
+        ],
+    );
+}

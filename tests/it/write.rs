@@ -560,12 +560,13 @@ fn existing_outputs_need_force_and_inputs_are_never_overwritten() {
         Err(Error::SameFile { .. })
     ));
     assert_eq!(std::fs::read(&src).unwrap(), before);
-    // A directory is no output file (but is where shards go).
+    // A directory is where a Hugging Face layout goes: here its model.safetensors is the input.
     assert!(check_output(&[], tmp.path(), false).is_ok());
     assert!(matches!(
         write::write(&c, tmp.path(), &forced),
-        Err(Error::Write { .. })
+        Err(Error::SameFile { .. })
     ));
+    assert_eq!(std::fs::read(&src).unwrap(), before);
     assert!(check_output(&[src.as_path()], &tmp.path().join("new.pth"), false).is_ok());
 }
 
