@@ -139,7 +139,17 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
             ..t.clone()
         });
     }
-    let metadata = parsed.metadata;
+    // The index's metadata, then each shard's entries it lacks (in shard order): a shard's
+    // safetensors metadata holds what its writer recorded, such as the tied aliases
+    // `convert --dedupe` left out, which belong to the checkpoint as a whole.
+    let mut metadata = parsed.metadata;
+    for shard in &parsed.shards {
+        if let Some((ckpt, _)) = shards.get(shard) {
+            for (k, v) in &ckpt.metadata {
+                metadata.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
     Ok(Checkpoint {
         format: Format::Sharded,
         root: Node::Dict { ordered: true, items },

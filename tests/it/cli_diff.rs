@@ -170,6 +170,30 @@ fn diff_a_dedupe_alias_equals_its_source() {
 }
 
 #[test]
+fn diff_a_dedupe_alias_in_sharded_output_equals_its_source() {
+    // Each shard records the aliases it left out; the sharded reader gathers them.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let tied = fixture("tied_state_dict.pth");
+    ckpt()
+        .args(["convert", "--dedupe", "--max-shard-size", "2KB", &tied])
+        .arg(format!("{}/", out.display()))
+        .assert()
+        .success();
+    assert!(out.join("model.safetensors.index.json").is_file());
+    let report = diff_json(&[&tied, out.to_str().unwrap()], 0);
+    assert!(
+        report["identical"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "head.weight"),
+        "{report}"
+    );
+    assert_eq!(report["only_in_a"], Json::Array(vec![]), "{report}");
+}
+
+#[test]
 fn diff_a_training_checkpoint_equals_its_safetensors_conversion() {
     // safetensors metadata is text ("5", "[0.5,0.25]"): compared as the values it encodes.
     let dir = tempfile::tempdir().unwrap();
