@@ -118,17 +118,22 @@ pub fn rename(ckpt: &mut Checkpoint, strip: &[String], add: Option<&str>) -> Res
         }
         by_name.insert(&t.name, i);
     }
+    let mut report = install_root(ckpt, root)?;
+    report.stripped = strip.into_iter().zip(counts).collect();
+    report.added = add;
+    Ok(report)
+}
+
+/// Puts a renamed structure tree in place (its keys checked first): names, metadata and module
+/// classes follow it, and the report says what changed.
+fn install_root(ckpt: &mut Checkpoint, root: Node) -> Result<RenameReport> {
     check_keys(&root, &mut String::new())?;
     let old_names: Vec<String> = ckpt.tensors.iter().map(|t| t.name.clone()).collect();
     let from_tree = metadata_from_tree(ckpt);
     ckpt.root = root;
     rebuild(ckpt, from_tree);
     ckpt.module_classes = renamed_modules(&ckpt.module_classes, &old_names, &ckpt.tensors);
-    let mut report = RenameReport {
-        stripped: strip.into_iter().zip(counts).collect(),
-        added: add,
-        ..Default::default()
-    };
+    let mut report = RenameReport::default();
     for (old, t) in old_names.into_iter().zip(&ckpt.tensors) {
         if old == t.name {
             report.unchanged += 1;
@@ -484,20 +489,7 @@ fn set_names(ckpt: &mut Checkpoint, names: Vec<String>) -> Result<RenameReport> 
     }
     let mut root = ckpt.root.clone();
     rekey(&mut root, "", &ckpt.tensors, &names)?;
-    check_keys(&root, &mut String::new())?;
-    let old_names: Vec<String> = ckpt.tensors.iter().map(|t| t.name.clone()).collect();
-    let from_tree = metadata_from_tree(ckpt);
-    ckpt.root = root;
-    rebuild(ckpt, from_tree);
-    let mut report = RenameReport::default();
-    for (old, t) in old_names.into_iter().zip(&ckpt.tensors) {
-        if old == t.name {
-            report.unchanged += 1;
-        } else {
-            report.renamed.push((old, t.name.clone()));
-        }
-    }
-    Ok(report)
+    install_root(ckpt, root)
 }
 
 /// Sets the key of every tensor leaf whose name changes: the new name minus the path of the
