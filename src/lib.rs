@@ -8,6 +8,7 @@
 pub mod container;
 pub mod diff;
 pub mod dtype;
+mod element;
 pub mod error;
 pub mod inspect;
 pub mod model;
@@ -17,11 +18,54 @@ pub mod record;
 pub mod scan;
 pub mod source;
 pub mod tensor_data;
+mod tensor_ref;
 pub mod transform;
 pub mod units;
 #[cfg(feature = "tch")]
 pub mod verify;
 pub mod write;
 
+pub use element::Element;
 pub use error::{Error, Result};
 pub use model::Checkpoint;
+pub use read::ReadLimits;
+pub use tensor_ref::TensorRef;
+
+/// Reads a checkpoint of any kind ckpt knows, with the default [`ReadLimits`]: a PyTorch file
+/// (zip, legacy or tar format, whole-model pickle, TorchScript), a safetensors file, a sharded
+/// checkpoint's `*.index.json` or the directory holding it. The kind is decided by the content,
+/// never the extension; no pickle is executed.
+///
+/// ```
+/// # fn main() -> ckpt::Result<()> {
+/// # let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/model.safetensors");
+/// let ckpt = ckpt::open(&path)?;
+/// for t in ckpt.tensors() {
+///     println!("{} {} {:?}", t.name(), t.dtype(), t.shape());
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`Error::Io`] when the path cannot be read; [`Error::UnknownFormat`] for content ckpt does
+/// not read (or that two formats both accept); [`Error::Pickle`], [`Error::Malformed`],
+/// [`Error::Safetensors`] and [`Error::Unsupported`] for files it cannot make sense of.
+pub fn open(path: impl AsRef<std::path::Path>) -> Result<Checkpoint> {
+    read::open(path.as_ref())
+}
+
+/// [`open()`] within the bounds of `limits`: for files from untrusted sources.
+///
+/// ```
+/// # let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cnn_state_dict.pth");
+/// let mut limits = ckpt::ReadLimits::default();
+/// limits.max_pickle_bytes = 16;
+/// assert!(ckpt::open_with(&path, &limits).is_err());
+/// ```
+///
+/// # Errors
+/// Those of [`open()`], and [`Error::Malformed`] or [`Error::Pickle`] when the file exceeds a
+/// limit.
+pub fn open_with(path: impl AsRef<std::path::Path>, limits: &ReadLimits) -> Result<Checkpoint> {
+    read::open_with(path.as_ref(), limits)
+}
