@@ -5,6 +5,7 @@
 //! The pipeline: a reader ([`read::open`]) produces a [`model::Checkpoint`]; commands work on it;
 //! tensor data stays a byte range of the input file until something needs the bytes.
 
+mod builder;
 pub mod container;
 pub mod diff;
 pub mod dtype;
@@ -25,6 +26,7 @@ pub mod units;
 pub mod verify;
 pub mod write;
 
+pub use builder::CheckpointBuilder;
 pub use element::Element;
 pub use error::{Error, Result};
 pub use model::Checkpoint;

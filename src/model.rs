@@ -22,9 +22,12 @@ pub enum Format {
     TorchScript,
     Safetensors,
     Sharded,
+    /// Made in a program with [`crate::CheckpointBuilder`], not read from a file.
+    Built,
 }
 
 impl Format {
+    /// The name `ckpt inspect` shows.
     pub fn name(self) -> &'static str {
         match self {
             Format::PthZip => "pth-zip",
@@ -32,6 +35,7 @@ impl Format {
             Format::TorchScript => "torchscript",
             Format::Safetensors => "safetensors",
             Format::Sharded => "sharded",
+            Format::Built => "built",
         }
     }
 }

@@ -347,3 +347,109 @@ mod arrays {
         assert!(matches!(e, ckpt::Error::DTypeMismatch { .. }), "{e:?}");
     }
 }
+
+mod built {
+    use half::bf16;
+
+    use ckpt::dtype::DType;
+    use ckpt::write::{write, OutFormat, WriteOptions};
+    use ckpt::{CheckpointBuilder, Error};
+
+    fn sample() -> ckpt::Checkpoint {
+        CheckpointBuilder::new()
+            .tensor("w", &[1.5f32, -2.0, 0.25, 8.0, -0.0, 3.0], &[2, 3])
+            .unwrap()
+            .tensor("steps", &[7i64], &[])
+            .unwrap()
+            .tensor("mask", &[true, false], &[2])
+            .unwrap()
+            .tensor("h", &[bf16::from_f32(0.5), bf16::from_f32(-3.0)], &[2, 1])
+            .unwrap()
+            .tensor("none", &[] as &[u8], &[0, 4])
+            .unwrap()
+            .build()
+    }
+
+    #[test]
+    fn built_tensors_read_back_as_given() {
+        let ckpt = sample();
+        let names: Vec<&str> = ckpt.tensors().map(|t| t.name()).collect();
+        assert_eq!(names, ["w", "steps", "mask", "h", "none"]);
+        let w = ckpt.tensor("w").unwrap();
+        assert_eq!(
+            (w.dtype(), w.shape(), w.strides()),
+            (DType::F32, &[2, 3][..], &[3, 1][..])
+        );
+        assert_eq!(w.to_vec::<f32>().unwrap(), [1.5, -2.0, 0.25, 8.0, -0.0, 3.0]);
+        assert_eq!(ckpt.tensor("steps").unwrap().to_vec::<i64>().unwrap(), [7]);
+        assert_eq!(ckpt.tensor("mask").unwrap().to_vec::<bool>().unwrap(), [true, false]);
+        assert_eq!(ckpt.tensor("none").unwrap().strides(), [4, 1]);
+        assert_eq!(ckpt.tensor("w").unwrap().device(), "cpu");
+    }
+
+    #[test]
+    fn written_files_read_back_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = sample();
+        for (file, format) in [("b.pth", OutFormat::Pth), ("b.safetensors", OutFormat::Safetensors)] {
+            let out = dir.path().join(file);
+            write(&ckpt, &out, &WriteOptions::new(format)).unwrap();
+            let back = ckpt::open(&out).unwrap();
+            let got: Vec<(String, Vec<u8>)> = back
+                .tensors()
+                .map(|t| (t.name().into(), t.read_bytes().unwrap()))
+                .collect();
+            let want: Vec<(String, Vec<u8>)> = ckpt
+                .tensors()
+                .map(|t| (t.name().into(), t.read_bytes().unwrap()))
+                .collect();
+            if format == OutFormat::Pth {
+                assert_eq!(got, want, "{file}");
+            } else {
+                // safetensors lays tensors out in an order of its own: compare them by name.
+                assert_eq!(got.len(), want.len());
+                for (name, bytes) in &want {
+                    assert_eq!(
+                        back.tensor(name).unwrap().read_bytes().unwrap(),
+                        *bytes,
+                        "{file}: {name}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_second_tensor_of_a_name_is_refused() {
+        let e = CheckpointBuilder::new()
+            .tensor("a", &[1u8], &[1])
+            .unwrap()
+            .tensor("a", &[2u8], &[1])
+            .unwrap_err();
+        assert!(matches!(&e, Error::DuplicateName { tensor } if tensor == "a"), "{e:?}");
+    }
+
+    #[test]
+    fn data_that_does_not_fill_the_shape_is_refused() {
+        let e = CheckpointBuilder::new().tensor("a", &[1.0f64; 5], &[2, 3]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tensor 'a': shape [2, 3] holds 6 elements but 5 were given"
+        );
+        let huge = CheckpointBuilder::new()
+            .tensor("b", &[0i8], &[u64::MAX, 2])
+            .unwrap_err();
+        assert!(matches!(huge, Error::ShapeMismatch { .. }), "{huge:?}");
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn arrays_are_added_in_logical_order() {
+        let a = ndarray::Array::from_shape_vec((2, 3), vec![1i32, 2, 3, 4, 5, 6]).unwrap();
+        let ckpt = CheckpointBuilder::new().array("t", &a.t()).unwrap().build();
+        let t = ckpt.tensor("t").unwrap();
+        assert_eq!(t.shape(), [3, 2]);
+        assert_eq!(t.to_vec::<i32>().unwrap(), [1, 4, 2, 5, 3, 6]);
+        assert_eq!(t.to_ndarray::<i32>().unwrap(), a.t().into_dyn());
+    }
+}
