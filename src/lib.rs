@@ -4,6 +4,47 @@
 //!
 //! The pipeline: a reader ([`read::open`]) produces a [`model::Checkpoint`]; commands work on it;
 //! tensor data stays a byte range of the input file until something needs the bytes.
+//!
+//! # Library
+//!
+//! [`open()`] reads a checkpoint of any kind; [`Checkpoint::tensor`] finds a tensor by name and
+//! [`Checkpoint::tensors`] lists them in file order, each a [`TensorRef`] with its dtype, shape,
+//! strides, device and flags; its elements come as bytes ([`TensorRef::read_bytes`]), as a
+//! `Vec` of the Rust type of its dtype ([`TensorRef::to_vec`], see [`Element`]) or, with the
+//! `ndarray` feature, as an array (`TensorRef::to_ndarray`, zero-copy `view_ndarray`). The
+//! other way, [`CheckpointBuilder`] makes a checkpoint of named slices (or ndarray arrays) that
+//! [`write::write`] saves as a .pth or safetensors file. Every failure is an [`Error`]. This is
+//! the README's example:
+//!
+//! ```
+//! use ckpt::write::{write, OutFormat, WriteOptions};
+//!
+//! fn main() -> ckpt::Result<()> {
+//!     // Read any PyTorch or safetensors checkpoint; no pickle is executed.
+//!     let ckpt = ckpt::open("fixtures/cnn_state_dict.pth")?;
+//!     let w = ckpt.tensor("fc3.weight").expect("a tensor of that name");
+//!     println!("{} {} {:?} {}", w.name(), w.dtype(), w.shape(), w.device()); // fc3.weight float32 [10, 12] cpu
+//!     let weight: Vec<f32> = w.to_vec()?; // checked: a float16 tensor here is Error::DTypeMismatch
+//!     let bias: Vec<f32> = ckpt.tensor("fc3.bias").expect("a tensor of that name").to_vec()?;
+//!
+//!     // torch.nn.functional.linear(x, weight, bias) for one input x
+//!     let x = [0.5f32; 12];
+//!     let y: Vec<f32> = (0..10)
+//!         .map(|o| bias[o] + (0..12).map(|i| weight[o * 12 + i] * x[i]).sum::<f32>())
+//!         .collect();
+//!     println!("{y:?}");
+//!
+//!     // Write named tensors as a file torch.load (or safetensors) reads.
+//!     let head = ckpt::CheckpointBuilder::new()
+//!         .tensor("head.weight", &weight, &[10, 12])?
+//!         .tensor("head.bias", &bias, &[10])?
+//!         .build();
+//!     let mut options = WriteOptions::new(OutFormat::Pth);
+//!     options.force = true; // replace the file of an earlier run
+//!     write(&head, &std::env::temp_dir().join("head.pth"), &options)?;
+//!     Ok(())
+//! }
+//! ```
 
 mod builder;
 pub mod container;

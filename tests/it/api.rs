@@ -453,3 +453,20 @@ mod built {
         assert_eq!(t.to_ndarray::<i32>().unwrap(), a.t().into_dyn());
     }
 }
+
+/// The README's library example is the crate documentation's, which runs as a doctest.
+#[test]
+fn readme_library_example_is_the_doctest() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme.split("## Library").nth(1).expect("a Library section");
+    let in_readme = section.split("```rust\n").nth(1).unwrap().split("```").next().unwrap();
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let docs: String = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
+        .collect();
+    let in_docs = docs.split("# Library").nth(1).unwrap().split("```\n").nth(1).unwrap();
+    assert_eq!(in_readme, in_docs);
+}
