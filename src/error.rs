@@ -3,20 +3,28 @@
 
 use std::path::PathBuf;
 
+use crate::dtype::DType;
 use crate::pickle::PickleError;
 
+/// `Result` with ckpt's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything that can go wrong in ckpt, one variant per kind. New kinds may be added, so a
+/// `match` needs a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
+    /// Reading an input failed.
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// The file is none of the kinds ckpt reads (or an ambiguous mix of them).
     #[error("{path}: not a checkpoint ckpt can read: {why}")]
     UnknownFormat { path: PathBuf, why: String },
+    /// A pickle record of the file could not be parsed (or hit a [`crate::pickle::Limits`]).
     #[error("{path}: pickle {record}: {source}")]
     Pickle {
         path: PathBuf,
@@ -24,6 +32,8 @@ pub enum Error {
         #[source]
         source: PickleError,
     },
+    /// The file is of a known kind but its content is inconsistent (a view past its storage,
+    /// a truncated record...).
     #[error("{path}: {place}: {what}")]
     Malformed {
         path: PathBuf,
@@ -31,12 +41,15 @@ pub enum Error {
         place: String,
         what: String,
     },
+    /// The safetensors crate rejected the header; the cause is boxed so that no other crate's
+    /// error type is part of ckpt's API.
     #[error("{path}: invalid safetensors file: {source}")]
     Safetensors {
         path: PathBuf,
         #[source]
-        source: safetensors::SafeTensorError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The file is valid but uses something ckpt does not handle.
     #[error("{path}: {what}")]
     Unsupported { path: PathBuf, what: String },
     /// The output exists and overwriting was not asked for.
@@ -55,15 +68,42 @@ pub enum Error {
     /// A tensor the chosen output format cannot hold as it is.
     #[error("tensor '{tensor}': {why}")]
     Unwritable { tensor: String, why: String },
+    /// A tensor's elements were asked for as another element type than the tensor has.
+    #[error("tensor '{tensor}' is {found}, not {expected}")]
+    DTypeMismatch {
+        tensor: String,
+        expected: DType,
+        found: DType,
+    },
+    /// Data given for a tensor does not hold as many elements as its shape says.
+    #[error("tensor '{tensor}': shape {shape:?} holds {expected} elements but {found} were given")]
+    ShapeMismatch {
+        tensor: String,
+        shape: Vec<u64>,
+        expected: u64,
+        found: u64,
+    },
+    /// A name given to a second tensor of the same checkpoint.
+    #[error("tensor '{tensor}': the name is already taken")]
+    DuplicateName { tensor: String },
+    /// Writing a tensor's bytes to a caller's writer failed.
+    #[error("tensor '{tensor}': cannot write its bytes: {source}")]
+    Output {
+        tensor: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
+    /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,
         }
     }
+    /// An [`Error::Malformed`] for `path`.
     pub fn malformed(path: impl Into<PathBuf>, place: impl Into<String>, what: impl Into<String>) -> Self {
         Error::Malformed {
             path: path.into(),

@@ -5,10 +5,10 @@
 //! storage is a byte range of an input file ([`DataRef`]) that is only read when a command asks.
 //! Views, shared storages, device tags and requires_grad flags are kept as the file has them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::dtype::DType;
 use crate::pickle::{Global, GlobalUse, Usage};
@@ -22,9 +22,12 @@ pub enum Format {
     TorchScript,
     Safetensors,
     Sharded,
+    /// Made in a program with [`crate::CheckpointBuilder`], not read from a file.
+    Built,
 }
 
 impl Format {
+    /// The name `ckpt inspect` shows.
     pub fn name(self) -> &'static str {
         match self {
             Format::PthZip => "pth-zip",
@@ -32,6 +35,7 @@ impl Format {
             Format::TorchScript => "torchscript",
             Format::Safetensors => "safetensors",
             Format::Sharded => "sharded",
+            Format::Built => "built",
         }
     }
 }
@@ -215,6 +219,35 @@ pub struct Checkpoint {
     /// its own (whole models, TorchScript), by its path as tensor names spell it ("" for a root
     /// module); empty for files of plain tensors.
     pub module_classes: BTreeMap<String, String>,
+    /// Positions in `tensors` by name, for [`Checkpoint::tensor`]; start with
+    /// `NameIndex::default()`.
+    pub names: NameIndex,
+}
+
+/// Where each tensor name lies in [`Checkpoint::tensors`], built on the first lookup. A cache:
+/// `tensors` is a public field a program may change after a lookup, so every answer is checked
+/// against it (see [`Checkpoint::tensor`]).
+#[derive(Debug, Clone, Default)]
+pub struct NameIndex(OnceLock<HashMap<String, TensorIdx>>);
+
+impl NameIndex {
+    /// The position of `name`, if the first tensor of that name when the index was built lay
+    /// there and still has that name; otherwise the tensors are searched in order.
+    pub(crate) fn find(&self, tensors: &[Tensor], name: &str) -> Option<TensorIdx> {
+        let index = self.0.get_or_init(|| {
+            let mut map = HashMap::with_capacity(tensors.len());
+            for (i, t) in tensors.iter().enumerate() {
+                map.entry(t.name.clone()).or_insert(i);
+            }
+            map
+        });
+        match index.get(name) {
+            Some(&i) if tensors.get(i).is_some_and(|t| t.name == name) => Some(i),
+            // A miss, or a hit that `tensors` no longer agrees with: renamed, dropped or added
+            // since the index was built. Only then is the list searched.
+            _ => tensors.iter().position(|t| t.name == name),
+        }
+    }
 }
 
 /// Every global a checkpoint's pickles name, with how the pickles use each one (referenced,

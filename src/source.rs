@@ -1,5 +1,7 @@
 //! An input file, opened once and shared by every tensor that lives in it. Tensor data is read
-//! from here only when a command needs it (positioned reads, or the read-only map).
+//! from here only when a command needs it (positioned reads, or the read-only map). A source
+//! can also be a buffer in memory: the tensors of a checkpoint built in a program
+//! ([`crate::CheckpointBuilder`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -45,45 +47,76 @@ fn not_regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     })
 }
 
+/// Where tensor bytes come from: a file (mapped read-only) or a buffer in memory.
 #[derive(Debug)]
 pub struct Source {
+    /// The file's path, or for a buffer the name errors give it.
     path: PathBuf,
-    map: Option<Mmap>,
+    bytes: Backing,
+}
+
+#[derive(Debug)]
+enum Backing {
+    /// An empty file, which cannot be mapped.
+    Empty,
+    File(Mmap),
+    Memory(Vec<u8>),
 }
 
 impl Source {
+    /// Opens and maps a regular file ([`open_regular`]).
     pub fn open(path: &Path) -> Result<Arc<Source>> {
         let (file, meta) = open_regular(path)?;
         // An empty file cannot be mapped; it is simply a source of no bytes.
-        let map = if meta.len() == 0 {
-            None
+        let bytes = if meta.len() == 0 {
+            Backing::Empty
         } else {
             // SAFETY: the map is read-only and private to this process. Another process that
             // truncates or rewrites the file while we read it could change the bytes under us;
             // that is the accepted caveat of every mmap-based checkpoint reader (safetensors,
             // torch.load(mmap=True)), and every offset we derive is bounds-checked against the
             // map's length, never assumed.
-            Some(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?)
+            Backing::File(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?)
         };
         Ok(Arc::new(Source {
             path: path.to_path_buf(),
-            map,
+            bytes,
         }))
     }
 
+    /// A source of bytes held in memory; `name` stands for a path in error messages.
+    pub fn from_memory(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Arc<Source> {
+        Arc::new(Source {
+            path: name.into(),
+            bytes: Backing::Memory(bytes),
+        })
+    }
+
+    /// The file's path, or a buffer's name.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The whole file's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+    /// Whether the bytes come from the file at [`Self::path`] (not from memory).
+    pub fn is_file(&self) -> bool {
+        !matches!(self.bytes, Backing::Memory(_))
     }
 
+    /// The whole file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            Backing::Empty => &[],
+            Backing::File(map) => map,
+            Backing::Memory(bytes) => bytes,
+        }
+    }
+
+    /// Length in bytes.
     pub fn len(&self) -> u64 {
         self.bytes().len() as u64
     }
 
+    /// Whether there are no bytes.
     pub fn is_empty(&self) -> bool {
         self.bytes().is_empty()
     }

@@ -49,9 +49,13 @@ impl DataReader {
         Self::default()
     }
 
-    /// The input opened for positioned reads; None when it cannot be (then the map serves).
+    /// The input opened for positioned reads; None when it cannot be (then the map serves) or
+    /// the bytes are in memory.
     #[cfg_attr(not(unix), allow(dead_code))]
     fn file(&mut self, source: &Arc<Source>) -> Option<&File> {
+        if !source.is_file() {
+            return None;
+        }
         let key = Arc::as_ptr(source) as usize;
         let entry = self
             .files
@@ -649,6 +653,7 @@ mod tests {
             metadata: Default::default(),
             globals: Default::default(),
             module_classes: Default::default(),
+            names: Default::default(),
             origin: Origin::Data,
             files: vec![path.to_path_buf()],
         }

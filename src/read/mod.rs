@@ -190,5 +190,6 @@ pub(crate) fn finish(
         origin,
         files: vec![path.to_path_buf()],
         module_classes: decoded.module_classes,
+        names: Default::default(),
     }
 }

@@ -100,7 +100,7 @@ pub fn read(source: Arc<Source>, limits: &HeaderLimits) -> Result<Checkpoint> {
         HeaderError::TooLarge(why) => Error::malformed(&path, "safetensors header", why),
         HeaderError::Invalid(source) => Error::Safetensors {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         },
     })?;
     let data_start = 8 + header_len as u64;
@@ -163,6 +163,7 @@ pub fn read(source: Arc<Source>, limits: &HeaderLimits) -> Result<Checkpoint> {
         origin: Origin::Data,
         files: vec![path.to_path_buf()],
         module_classes: Default::default(),
+        names: Default::default(),
     })
 }
 

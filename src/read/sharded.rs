@@ -160,6 +160,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         origin: Origin::Data,
         files,
         module_classes: Default::default(),
+        names: Default::default(),
     })
 }
 

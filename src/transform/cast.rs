@@ -273,6 +273,7 @@ fn loss_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, Loss
         origin: ckpt.origin,
         files: ckpt.files.clone(),
         module_classes: Default::default(),
+        names: Default::default(),
     };
     let mut out = Vec::new();
     for t in &ckpt.tensors {

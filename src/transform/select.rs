@@ -45,6 +45,7 @@ pub fn select(ckpt: &Checkpoint, path: &str) -> Result<Checkpoint> {
         origin: ckpt.origin,
         files: ckpt.files.clone(),
         module_classes: modules_under(&ckpt.module_classes, path),
+        names: Default::default(),
     };
     rebuild(&mut out, from_tree);
     Ok(out)

@@ -192,6 +192,7 @@ pub(super) fn load_native(
     match own.format {
         Format::PthLegacy => bytes("legacy format (torch < 1.6); libtorch's C++ loader reads only zip archives".into()),
         Format::Sharded => bytes("a sharded index".into()),
+        Format::Built => bytes("built in memory, not read from a file".into()),
         Format::TorchScript => match TchTensor::load_multi_with_device(path, device) {
             Ok(v) => Ok((
                 Loader::TchScript,

@@ -210,7 +210,11 @@ pub fn write_with_layout(
 /// tensor data is read from: no output may be one of them.
 pub fn input_paths(ckpt: &Checkpoint) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = Vec::new();
-    let sources = ckpt.storages.iter().map(|s| s.data.source.path());
+    let sources = ckpt
+        .storages
+        .iter()
+        .filter(|s| s.data.source.is_file())
+        .map(|s| s.data.source.path());
     for p in ckpt.files.iter().map(PathBuf::as_path).chain(sources) {
         if !paths.iter().any(|q| q == p) {
             paths.push(p.to_path_buf());

@@ -2,8 +2,6 @@
 
 Environment:
   CKPT_BIN        the ckpt binary; conversions run `$CKPT_BIN convert IN OUT [options]`
-  CKPT_WRITE_BIN  examples/ckpt_write (`cargo build --release --example ckpt_write`), only for
-                  the forced-zip64 test: it can write zip64 records for a small file
   CKPT_FIXTURES   folder with expected.json and the fixtures (default: <repo>/fixtures)
 
 Every fixture is converted to .safetensors and to .pth:
@@ -19,7 +17,7 @@ Every fixture is converted to .safetensors and to .pth:
   unpickler (`torch._C._pickle_load_obj`, what tch uses) loads it too where the content is
   something libtorch reads (no float8/uint16+ dtypes, no bytes, CPU).
 * sharded outputs load through their index; --dedupe drops exact duplicates as huggingface's
-  convert does; forced zip64 archives load.
+  convert does. (Forced zip64 archives: test_examples.py.)
 """
 
 import hashlib
@@ -78,12 +76,6 @@ def _executable(var, hint):
 def write_bin():
     """The converter as users run it: `ckpt convert`."""
     return [_executable("CKPT_BIN", "export CKPT_BIN=target/release/ckpt"), "convert"]
-
-
-@pytest.fixture(scope="session")
-def zip64_bin():
-    return [_executable("CKPT_WRITE_BIN", "`cargo build --release --example ckpt_write` and export "
-                        "CKPT_WRITE_BIN=target/release/examples/ckpt_write")]
 
 
 def convert(write_bin, src, out, *args, expect_ok=True):
@@ -334,15 +326,6 @@ def test_to_pth(write_bin, tmp_path, case):
         assert [n for n, _ in named] == [w["name"] for w in want["tensors"]]
         for (name, t), w in zip(named, want["tensors"]):
             assert sha256(t) == w["sha256"], name
-
-
-def test_pth_forced_zip64_loads(zip64_bin, tmp_path):
-    out = tmp_path / "z64.pth"
-    convert(zip64_bin, FIXTURES / "views.pth", out, "--force-zip64")
-    raw = out.read_bytes()
-    assert b"PK\x06\x06" in raw and b"PK\x06\x07" in raw, "no zip64 end records"
-    check_pth(out, _expected("views.pth"))
-    torch._C._pickle_load_obj(raw)
 
 
 def test_training_checkpoint_structure_round_trips(write_bin, tmp_path):

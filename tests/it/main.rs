@@ -1,5 +1,6 @@
 //! Integration tests, one binary. Each module covers one area; helpers live in `common`.
 
+mod api;
 mod casts;
 mod cli;
 mod cli_diff;

@@ -119,6 +119,7 @@ impl Mk {
             origin,
             files: Vec::new(),
             module_classes: Default::default(),
+            names: Default::default(),
         };
         check_consistent(&ckpt);
         Built { ckpt, _file: file }
