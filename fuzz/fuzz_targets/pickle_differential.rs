@@ -66,8 +66,8 @@ fn serde_pickle_is_lenient(e: &PickleError) -> bool {
         // CPython reads a whole frame ahead and fails when fewer bytes remain than FRAME
         // announces; serde-pickle ignores the length.
         PickleError::Truncated { opcode: "FRAME", .. } => true,
-        // serde-pickle's integer parser (num-bigint's) takes underscores anywhere after the
-        // first digit; CPython's int() only single ones between digits.
+        // serde-pickle's LONG parser (num-bigint's) takes underscores anywhere after the first
+        // digit; CPython's int() only single ones between digits.
         PickleError::Invalid { opcode: "INT" | "LONG", what, .. } => what.contains('_'),
         _ => false,
     }
@@ -129,6 +129,9 @@ fn plain_data(data: &[u8]) -> bool {
             if stack.last() != Some(&false) || !memo.insert(key) {
                 return false;
             }
+        }
+        if matches!(op, b'I' | b'L') && base_zero_literal(op, bytes) {
+            return false;
         }
         // UNICODE: serde-pickle drops a '\r' before the newline, CPython keeps it in the text.
         if op == b'V' && bytes.ends_with(b"\r\n") {
@@ -214,6 +217,20 @@ impl Arg {
         };
         (end <= data.len()).then_some(end)
     }
+}
+
+/// Whether an INT or LONG argument (with its newline) reads differently in base 0, as CPython
+/// reads it, than in base 10, as serde-pickle does: a leading zero followed by more (octal for
+/// INT, refused by LONG; INT's `00` and `01` are False and True in both), or, for INT, a signed
+/// two-character argument (`+1` and `-0` are True and False to CPython).
+fn base_zero_literal(op: u8, line: &[u8]) -> bool {
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    if op == b'I' && (text == b"00" || text == b"01") {
+        return false;
+    }
+    let unsigned = text.trim_ascii_start().strip_prefix(b"+").or_else(|| text.trim_ascii_start().strip_prefix(b"-"));
+    let digits = unsigned.unwrap_or(text.trim_ascii_start());
+    (digits.len() > 1 && digits[0] == b'0') || (op == b'I' && text.len() == 2 && unsigned.is_some())
 }
 
 /// A PUT key as serde-pickle reads it: the line without its newline, a u32 in decimal.
