@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fixtures=../fixtures
-mkdir -p corpus/pickle corpus/pth corpus/safetensors corpus/scan corpus/roundtrip corpus/transforms corpus/zip_differential
+mkdir -p corpus/pickle corpus/pth corpus/safetensors corpus/scan corpus/roundtrip corpus/transforms corpus/zip_differential corpus/pickle_differential
 # The pth, safetensors and scan targets take an `Input` enum (arbitrary's derive): four zero
 # bytes select its first variant, `Raw`, whose bytes are then the whole file.
 raw() { { printf '\0\0\0\0'; cat "$1"; } > "$2"; }
@@ -72,4 +72,22 @@ for which in range(15):
         body = bytes(rng.randrange(256) for _ in range(n - 1))
         open(os.path.join(tr, f"seed_{which:02}_{j}"), "wb").write(bytes([which]) + body)
 PY
-for t in pickle pth safetensors scan roundtrip transforms; do echo "corpus/$t: $(ls corpus/$t | wc -l) files"; done
+# pickle_differential compares plain data only, which torch's pickles are not (they call
+# globals): seed it with Python's own pickles of plain values, every protocol.
+python3 - corpus/pickle_differential <<'PY'
+import os, pickle, sys
+out = sys.argv[1]
+shared = [1, "x"]
+values = [
+    None, True, False, 0, 1, -1, 255, 256, 65535, 2**31, -2**31 - 1, 2**63, -2**63 - 1, 2**200,
+    0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), 1e300,
+    "", "text", "\u00e9\u4e2d\U0001f600", "a\nb\\c", b"", b"\x00\xff", bytearray(b"ab"),
+    [], (), {}, (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), [1, [2, [3]]], {"a": 1, 2: [3], (4,): None},
+    {1, 2, "s"}, frozenset({3, (4,)}), [shared, shared, (shared,)], {"k": shared, "l": [shared]},
+]
+for proto in range(6):
+    for i, v in enumerate(values):
+        open(os.path.join(out, f"p{proto}_{i:02}"), "wb").write(pickle.dumps(v, protocol=proto))
+    open(os.path.join(out, f"p{proto}_all"), "wb").write(pickle.dumps(values, protocol=proto))
+PY
+for t in pickle pth safetensors scan roundtrip transforms pickle_differential; do echo "corpus/$t: $(ls corpus/$t | wc -l) files"; done

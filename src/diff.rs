@@ -37,7 +37,7 @@ use crate::model::{Checkpoint, Format, Tensor};
 use crate::tensor_data;
 use crate::transform::elem::{decode_complex, decode_f64, decode_int};
 use crate::transform::Pattern;
-use crate::write::progress::Progress;
+use crate::write::progress::OnProgress;
 
 /// How to compare.
 #[derive(Debug, Clone, Default)]
@@ -50,8 +50,8 @@ pub struct DiffOptions {
     /// Prefixes removed from names on both sides before anything else (`module.` and `module`
     /// alike); each must occur on some side.
     pub strip_prefix: Vec<String>,
-    /// A progress bar on stderr while values are compared (only if stderr is a terminal).
-    pub progress: bool,
+    /// Where the progress of comparing values is reported (nowhere by default).
+    pub on_progress: OnProgress,
 }
 
 impl DiffOptions {
@@ -214,7 +214,7 @@ pub fn diff_with(a: &Checkpoint, b: &Checkpoint, opts: &DiffOptions) -> Result<D
         metadata: compare_metadata(&sa, &sb, tol),
         ..Default::default()
     };
-    compare_tensors(&sa, &sb, tol, opts.progress, &mut report);
+    compare_tensors(&sa, &sb, tol, &opts.on_progress, &mut report);
     Ok(report)
 }
 
@@ -306,7 +306,7 @@ fn filtered<'a>(mut s: Side<'a>, filter: &[Pattern]) -> Side<'a> {
     s
 }
 
-fn compare_tensors(sa: &Side, sb: &Side, tol: Tol, progress: bool, report: &mut DiffReport) {
+fn compare_tensors(sa: &Side, sb: &Side, tol: Tol, on_progress: &OnProgress, report: &mut DiffReport) {
     let index_b: HashMap<&str, &Tensor> = sb.tensors.iter().map(|(n, t)| (n.as_str(), *t)).collect();
     let names_a: HashSet<&str> = sa.tensors.iter().map(|(n, _)| n.as_str()).collect();
     let pairs: Vec<(&String, &Tensor, &Tensor)> = sa
@@ -314,7 +314,7 @@ fn compare_tensors(sa: &Side, sb: &Side, tol: Tol, progress: bool, report: &mut 
         .iter()
         .filter_map(|(n, ta)| index_b.get(n.as_str()).map(|tb| (n, *ta, *tb)))
         .collect();
-    let mut bar = Progress::labelled("comparing", pairs.iter().map(|(_, t, _)| t.nbytes()).sum(), progress);
+    let mut progress = on_progress.start("comparing", pairs.iter().map(|(_, t, _)| t.nbytes()).sum());
     report.only_in_a = sa
         .tensors
         .iter()
@@ -323,9 +323,9 @@ fn compare_tensors(sa: &Side, sb: &Side, tol: Tol, progress: bool, report: &mut 
         .collect();
     for (name, ta, tb) in pairs {
         compare_pair(sa.ckpt, name, ta, sb.ckpt, tb, tol, report);
-        bar.add(ta.nbytes());
+        progress.add(ta.nbytes());
     }
-    bar.finish();
+    progress.finish();
     for (name, _) in &sb.tensors {
         if !names_a.contains(name.as_str()) {
             report.only_in_b.push(name.clone());

@@ -10,7 +10,7 @@ use crate::model::{Checkpoint, Format, Origin, Tensor};
 use crate::tensor_data::sha256_hex;
 use crate::transform::params::{census, counted_parameters, Census, Count};
 pub use crate::units::{grouped, human_bytes};
-use crate::write::progress::Progress;
+use crate::write::progress::OnProgress;
 
 /// What to show.
 #[derive(Debug, Clone, Default)]
@@ -18,27 +18,27 @@ pub struct InspectOptions {
     pub hash: bool,
     /// Only tensors and metadata whose names match; None shows all.
     pub filter: Option<crate::transform::Pattern>,
-    /// A progress bar on stderr while `hash` reads the data (only if stderr is a terminal).
-    pub progress: bool,
+    /// Where the progress of `hash` reading the data is reported (nowhere by default).
+    pub on_progress: OnProgress,
 }
 
-/// Each tensor's SHA-256 when `hash` is asked (None otherwise), with a progress bar: hashing
+/// Each tensor's SHA-256 when `hash` is asked (None otherwise), reporting progress: hashing
 /// reads every byte of the file.
 fn hashes(ckpt: &Checkpoint, tensors: &[&Tensor], opts: &InspectOptions) -> Vec<Option<String>> {
     if !opts.hash {
         return vec![None; tensors.len()];
     }
     let total = tensors.iter().map(|t| t.nbytes()).sum();
-    let mut bar = Progress::labelled("hashing", total, opts.progress);
+    let mut progress = opts.on_progress.start("hashing", total);
     let out = tensors
         .iter()
         .map(|t| {
             let h = sha256_hex(ckpt, t);
-            bar.add(t.nbytes());
+            progress.add(t.nbytes());
             Some(h)
         })
         .collect();
-    bar.finish();
+    progress.finish();
     out
 }
 

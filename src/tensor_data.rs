@@ -32,7 +32,7 @@ pub const CHUNK: usize = 1 << 20;
 
 /// A non-contiguous view (or piece of one) whose elements span at most this many bytes of its
 /// storage is read into memory with one positioned read and gathered there; wider ones are read
-/// run by run ([`read_compact`]).
+/// run by run ([`Gather::read_compact`]).
 const SPAN_LIMIT: u64 = 16 << 20;
 
 /// Reads storage bytes with positioned reads, keeping one open file per input.
@@ -234,78 +234,182 @@ fn stream_tensor<E: From<Error>>(
 ) -> Result<(), E> {
     let storage = ckpt.storage(tensor.storage);
     let path = storage.data.source.path();
-    let bad = |what: String| E::from(Error::malformed(path, format!("tensor '{}'", tensor.name), what));
-    if let Some(c) = storage.cast {
-        if c.to != tensor.dtype {
-            return Err(bad(format!(
-                "tensor is {} but its storage is being cast to {}",
-                tensor.dtype, c.to
-            )));
-        }
-    }
-    let plan = Plan::for_storage(storage, tensor.dtype);
-    let esize = plan.src.size() as u64;
-    if tensor.shape.len() != tensor.stride.len() {
-        return Err(bad(format!(
-            "size {:?} and stride {:?} differ in length",
-            tensor.shape, tensor.stride
-        )));
-    }
-    let Some((lo, hi)) = view_span(tensor, esize).map_err(&bad)? else {
+    let checked = check_view(storage, tensor)
+        .map_err(|what| E::from(Error::malformed(path, format!("tensor '{}'", tensor.name), what)))?;
+    let Some((plan, lo, hi)) = checked else {
         return Ok(());
     };
-    if hi > storage.data.len {
-        return Err(bad(format!(
-            "view reaches byte {hi} of a {}-byte storage",
-            storage.data.len
-        )));
-    }
     let mut conv = Vec::new();
+    let mut emit = |bytes: &mut [u8]| plan.emit(path, bytes, &mut conv, &mut sink);
     if tensor.is_contiguous() {
         // One run of bytes: read it block by block.
         let mut buf = reader.take_block(chunk.min((hi - lo) as usize));
-        let done = read_blocks(reader, &storage.data, lo, hi, chunk, &mut buf, |block| {
-            plan.emit(path, block, &mut conv, &mut sink)
-        });
+        let done = read_blocks(reader, &storage.data, lo, hi, chunk, &mut buf, emit);
         reader.put_block(buf);
         return done;
     }
-    // A strided view: produced tile by tile (pieces of the output of at most a chunk).
-    let window = if hi - lo <= span_limit {
-        // Small enough to read whole once.
-        let mut span = vec![0u8; (hi - lo) as usize];
-        reader.read(&storage.data, lo, &mut span)?;
-        Some(span)
-    } else {
-        None
+    let mut gather = Gather {
+        reader,
+        data: &storage.data,
+        esize: plan.src.size(),
+        span_limit,
+        tmp: Vec::new(),
+        compact: Vec::new(),
     };
-    let es = esize as usize;
-    let (mut out, mut tmp, mut compact) = (Vec::new(), Vec::new(), Vec::new());
-    for_each_tile(
-        &tensor.shape,
-        &tensor.stride,
-        tensor.offset,
-        esize,
-        chunk as u64,
-        &mut |shape, stride, offset| {
-            out.clear();
-            if let Some(span) = &window {
-                gather_into(shape, stride, offset - lo / esize, es, span, &mut out);
+    gather.stream(tensor, (lo, hi), chunk, &mut emit)
+}
+
+/// Whether the tensor's view fits its storage; if so, how its bytes become output bytes and the
+/// byte range `[lo, hi)` of the storage it covers (None for an empty tensor).
+fn check_view(storage: &Storage, tensor: &Tensor) -> std::result::Result<Option<(Plan, u64, u64)>, String> {
+    if let Some(c) = storage.cast {
+        if c.to != tensor.dtype {
+            return Err(format!(
+                "tensor is {} but its storage is being cast to {}",
+                tensor.dtype, c.to
+            ));
+        }
+    }
+    let plan = Plan::for_storage(storage, tensor.dtype);
+    if tensor.shape.len() != tensor.stride.len() {
+        return Err(format!(
+            "size {:?} and stride {:?} differ in length",
+            tensor.shape, tensor.stride
+        ));
+    }
+    let Some((lo, hi)) = view_span(tensor, plan.src.size() as u64)? else {
+        return Ok(None);
+    };
+    if hi > storage.data.len {
+        return Err(format!("view reaches byte {hi} of a {}-byte storage", storage.data.len));
+    }
+    Ok(Some((plan, lo, hi)))
+}
+
+/// Reads the elements of a strided view, tile by tile, with bounded buffers.
+struct Gather<'a> {
+    reader: &'a mut DataReader,
+    data: &'a DataRef,
+    esize: usize,
+    /// Spans up to this many bytes are read with one positioned read.
+    span_limit: u64,
+    /// Scratch buffers, reused from tile to tile.
+    tmp: Vec<u8>,
+    compact: Vec<u8>,
+}
+
+impl Gather<'_> {
+    /// Hands `emit` the view's elements in row-major order, in pieces of at most `chunk` bytes:
+    /// read from one window when the view's span `[lo, hi)` is small enough, else tile by tile.
+    fn stream<E: From<Error>>(
+        &mut self,
+        tensor: &Tensor,
+        (lo, hi): (u64, u64),
+        chunk: usize,
+        emit: &mut impl FnMut(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let (es, esize) = (self.esize, self.esize as u64);
+        let window = if hi - lo <= self.span_limit {
+            let mut span = vec![0u8; (hi - lo) as usize];
+            self.reader.read(self.data, lo, &mut span)?;
+            Some(span)
+        } else {
+            None
+        };
+        let mut out = Vec::new();
+        for_each_tile(
+            &tensor.shape,
+            &tensor.stride,
+            tensor.offset,
+            esize,
+            chunk as u64,
+            &mut |shape, stride, offset| {
+                out.clear();
+                match &window {
+                    Some(span) => gather_into(shape, stride, offset - lo / esize, es, span, &mut out),
+                    None => self.tile(shape, stride, offset, &mut out)?,
+                }
+                emit(&mut out)
+            },
+        )
+    }
+
+    /// Appends one tile's elements to `out`: its span read whole when small enough, else
+    /// compactly ([`Gather::read_compact`]).
+    fn tile(&mut self, shape: &[u64], stride: &[u64], offset: u64, out: &mut Vec<u8>) -> Result<()> {
+        let (es, esize) = (self.esize, self.esize as u64);
+        let (t_lo, t_hi) = tile_span(shape, stride, offset);
+        if (t_hi - t_lo) * esize <= self.span_limit {
+            self.tmp.resize(((t_hi - t_lo) * esize) as usize, 0);
+            self.reader.read(self.data, t_lo * esize, &mut self.tmp)?;
+            gather_into(shape, stride, offset - t_lo, es, &self.tmp, out);
+        } else {
+            let cstride = self.read_compact(shape, stride, offset)?;
+            gather_into(shape, &cstride, 0, es, &self.compact, out);
+        }
+        Ok(())
+    }
+
+    /// Reads the elements of a (chunk-sized) view whose span is too wide to read whole into
+    /// `self.compact`, compactly: its dimensions (those of size > 1 and stride > 0) ordered by
+    /// stride, largest first, so that the runs along the smallest stride are read with one
+    /// positioned read each (stride 1), one covering read each (small strides), or element by
+    /// element. Returns the strides of the view's dimensions within `self.compact`.
+    fn read_compact(&mut self, shape: &[u64], stride: &[u64], offset: u64) -> Result<Vec<u64>> {
+        let (reader, data, esize) = (&mut *self.reader, self.data, self.esize);
+        let (buf, tmp) = (&mut self.compact, &mut self.tmp);
+        let n = shape.len();
+        let mut dims: Vec<usize> = (0..n).filter(|&d| shape[d] > 1 && stride[d] > 0).collect();
+        dims.sort_by(|&a, &b| stride[b].cmp(&stride[a]).then(a.cmp(&b)));
+        let mut cstride = vec![0u64; n];
+        let mut total = 1u64;
+        for &d in dims.iter().rev() {
+            cstride[d] = total;
+            total *= shape[d];
+        }
+        buf.resize(total as usize * esize, 0);
+        let e = esize as u64;
+        let Some((&inner, outer)) = dims.split_last() else {
+            reader.read(data, offset * e, &mut buf[..esize])?;
+            return Ok(cstride);
+        };
+        let (len, step) = (shape[inner] as usize, stride[inner]);
+        let mut index = vec![0u64; outer.len()];
+        let mut pos = 0usize;
+        loop {
+            let src = offset + outer.iter().zip(&index).map(|(&d, &i)| i * stride[d]).sum::<u64>();
+            let dst = &mut buf[pos * esize..(pos + len) * esize];
+            if step == 1 {
+                reader.read(data, src * e, dst)?;
+            } else if step <= 16 {
+                let covering = ((len as u64 - 1) * step + 1) as usize * esize;
+                tmp.resize(covering, 0);
+                reader.read(data, src * e, tmp)?;
+                for k in 0..len {
+                    let from = k * step as usize * esize;
+                    dst[k * esize..(k + 1) * esize].copy_from_slice(&tmp[from..from + esize]);
+                }
             } else {
-                let (t_lo, t_hi) = tile_span(shape, stride, offset);
-                if (t_hi - t_lo) * esize <= span_limit {
-                    tmp.resize(((t_hi - t_lo) * esize) as usize, 0);
-                    reader.read(&storage.data, t_lo * esize, &mut tmp)?;
-                    gather_into(shape, stride, offset - t_lo, es, &tmp, &mut out);
-                } else {
-                    let cstride =
-                        read_compact(reader, &storage.data, shape, stride, offset, es, &mut compact, &mut tmp)?;
-                    gather_into(shape, &cstride, 0, es, &compact, &mut out);
+                for k in 0..len {
+                    reader.read(data, (src + k as u64 * step) * e, &mut dst[k * esize..(k + 1) * esize])?;
                 }
             }
-            plan.emit(path, &mut out, &mut conv, &mut sink)
-        },
-    )
+            pos += len;
+            // Next outer index, the last (smallest stride) fastest: `buf` fills in order.
+            let mut k = outer.len();
+            loop {
+                if k == 0 {
+                    return Ok(cstride);
+                }
+                k -= 1;
+                index[k] += 1;
+                if index[k] < shape[outer[k]] {
+                    break;
+                }
+                index[k] = 0;
+            }
+        }
+    }
 }
 
 /// The byte range `[lo, hi)` of the storage that the view's elements cover (element size
@@ -376,75 +480,6 @@ fn for_each_tile<E>(
 fn tile_span(shape: &[u64], stride: &[u64], offset: u64) -> (u64, u64) {
     let last: u64 = shape.iter().zip(stride).map(|(&d, &s)| (d - 1) * s).sum();
     (offset, offset + last + 1)
-}
-
-/// Reads the elements of a (chunk-sized) view whose span is too wide to read whole into
-/// `buf`, compactly: its dimensions (those of size > 1 and stride > 0) ordered by stride,
-/// largest first, so that the runs along the smallest stride are read with one positioned read
-/// each (stride 1), one covering read each (small strides), or element by element. Returns the
-/// strides of the view's dimensions within `buf`.
-#[allow(clippy::too_many_arguments)]
-fn read_compact(
-    reader: &mut DataReader,
-    data: &DataRef,
-    shape: &[u64],
-    stride: &[u64],
-    offset: u64,
-    esize: usize,
-    buf: &mut Vec<u8>,
-    tmp: &mut Vec<u8>,
-) -> Result<Vec<u64>> {
-    let n = shape.len();
-    let mut dims: Vec<usize> = (0..n).filter(|&d| shape[d] > 1 && stride[d] > 0).collect();
-    dims.sort_by(|&a, &b| stride[b].cmp(&stride[a]).then(a.cmp(&b)));
-    let mut cstride = vec![0u64; n];
-    let mut total = 1u64;
-    for &d in dims.iter().rev() {
-        cstride[d] = total;
-        total *= shape[d];
-    }
-    buf.resize(total as usize * esize, 0);
-    let e = esize as u64;
-    let Some((&inner, outer)) = dims.split_last() else {
-        reader.read(data, offset * e, &mut buf[..esize])?;
-        return Ok(cstride);
-    };
-    let (len, step) = (shape[inner] as usize, stride[inner]);
-    let mut index = vec![0u64; outer.len()];
-    let mut pos = 0usize;
-    loop {
-        let src = offset + outer.iter().zip(&index).map(|(&d, &i)| i * stride[d]).sum::<u64>();
-        let dst = &mut buf[pos * esize..(pos + len) * esize];
-        if step == 1 {
-            reader.read(data, src * e, dst)?;
-        } else if step <= 16 {
-            let covering = ((len as u64 - 1) * step + 1) as usize * esize;
-            tmp.resize(covering, 0);
-            reader.read(data, src * e, tmp)?;
-            for k in 0..len {
-                let from = k * step as usize * esize;
-                dst[k * esize..(k + 1) * esize].copy_from_slice(&tmp[from..from + esize]);
-            }
-        } else {
-            for k in 0..len {
-                reader.read(data, (src + k as u64 * step) * e, &mut dst[k * esize..(k + 1) * esize])?;
-            }
-        }
-        pos += len;
-        // Next outer index, the last (smallest stride) fastest: `buf` fills in order.
-        let mut k = outer.len();
-        loop {
-            if k == 0 {
-                return Ok(cstride);
-            }
-            k -= 1;
-            index[k] += 1;
-            if index[k] < shape[outer[k]] {
-                break;
-            }
-            index[k] = 0;
-        }
-    }
 }
 
 /// Appends the view's elements in row-major order to `out`, copying from `window`, in which

@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rtol: args.rtol,
         filter,
         strip_prefix: args.strip_prefix,
-        progress: true,
+        on_progress: super::progress_bar::on_stderr(),
     };
     // Refuse bad options before reading anything: a comparison of nothing checks nothing.
     opts.check()?;

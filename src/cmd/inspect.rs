@@ -29,7 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = InspectOptions {
         hash: args.hash,
         filter,
-        progress: true,
+        on_progress: super::progress_bar::on_stderr(),
     };
     let ckpt = ckpt::read::open(&args.path)?;
     super::output::warn_globals(&args.path, &ckpt);

@@ -7,6 +7,7 @@ mod freeze;
 mod inspect;
 pub mod out;
 mod output;
+mod progress_bar;
 mod scan;
 #[cfg(feature = "tch")]
 mod verify;

@@ -68,7 +68,7 @@ impl OutArgs {
         options.force = self.force;
         options.dedupe = self.dedupe;
         options.max_shard_size = max_shard_size;
-        options.progress = true;
+        options.on_progress = super::progress_bar::on_stderr();
         options.durable = self.sync;
         Ok(Output {
             path: out.to_path_buf(),

@@ -35,32 +35,116 @@ pub fn int_from_le(bytes: &[u8]) -> Value {
     Value::Int(i64::from_le_bytes(buf))
 }
 
-/// A decimal integer literal (INT, LONG): optional sign, digits, surrounding whitespace.
-pub fn decimal_int(text: &[u8]) -> Result<Value, String> {
-    let bad = || format!("{:?} is not a decimal integer", String::from_utf8_lossy(text));
-    let trimmed = text.trim_ascii();
-    let (negative, digits) = match trimmed.split_first() {
+/// INT's argument (without its newline), as CPython's unpickler reads it: C's `strtol` in
+/// base 0 (decimal, `0x` hex, a leading `0` for octal) when that reads the whole argument and
+/// fits in a C long, and then a two-character argument that reads as 0 or 1 (`00`, `01`, `+1`,
+/// ` 0`...) is protocol 0's False or True; otherwise `int(text, 0)` ([`python_int`]).
+pub fn int_arg(line: &[u8]) -> Result<Value, String> {
+    // CPython hands both parsers a C string: a NUL ends it.
+    let text = line.split(|&b| b == 0).next().unwrap_or_default();
+    match c_strtol(text) {
+        Some(v @ (0 | 1)) if line.len() == 2 => Ok(Value::Bool(v == 1)),
+        Some(v) => Ok(Value::Int(v)),
+        None => python_int(text),
+    }
+}
+
+/// LONG's argument (without its newline): one trailing `L` dropped, the rest read by
+/// `int(text, 0)` ([`python_int`]).
+pub fn long_arg(line: &[u8]) -> Result<Value, String> {
+    let text = line.strip_suffix(b"L").unwrap_or(line);
+    python_int(text.split(|&b| b == 0).next().unwrap_or_default())
+}
+
+/// C's `strtol(text, &end, 0)` for a 64-bit long, when it reads all of `text`: leading
+/// whitespace, a sign, then `0x` and hex digits, `0` and octal digits, or decimal digits.
+fn c_strtol(text: &[u8]) -> Option<i64> {
+    let start = text.iter().position(|&b| !is_c_space(b)).unwrap_or(text.len());
+    let text = &text[start..];
+    let (negative, text) = split_sign(text);
+    let (base, digits) = match text {
+        [b'0', b'x' | b'X', rest @ ..] if rest.first().is_some_and(u8::is_ascii_hexdigit) => (16, rest),
+        [b'0', ..] => (8, text),
+        _ => (10, text),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut magnitude: u64 = 0;
+    for &d in digits {
+        let d = char::from(d).to_digit(base)?;
+        magnitude = magnitude.checked_mul(u64::from(base))?.checked_add(u64::from(d))?;
+    }
+    if negative {
+        0i64.checked_sub_unsigned(magnitude)
+    } else {
+        i64::try_from(magnitude).ok()
+    }
+}
+
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+fn split_sign(text: &[u8]) -> (bool, &[u8]) {
+    match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         Some((b'+', rest)) => (false, rest),
-        _ => (false, trimmed),
+        _ => (false, text),
+    }
+}
+
+/// Python's `int(text, 0)` of bytes: surrounding whitespace (C's), a sign, then `0x`/`0o`/`0b` and digits of
+/// that base, or decimal digits without leading zeros (unless all are zeros); single
+/// underscores between digits, and one after a prefix.
+pub fn python_int(text: &[u8]) -> Result<Value, String> {
+    let bad = || format!("{:?} is not an integer literal", String::from_utf8_lossy(text));
+    let start = text.iter().position(|&b| !is_c_space(b)).unwrap_or(text.len());
+    let end = text.iter().rposition(|&b| !is_c_space(b)).map_or(start, |i| i + 1);
+    let (negative, body) = split_sign(&text[start..end.max(start)]);
+    let (base, digits) = match body {
+        [b'0', b'x' | b'X', rest @ ..] => (16, rest.strip_prefix(b"_").unwrap_or(rest)),
+        [b'0', b'o' | b'O', rest @ ..] => (8, rest.strip_prefix(b"_").unwrap_or(rest)),
+        [b'0', b'b' | b'B', rest @ ..] => (2, rest.strip_prefix(b"_").unwrap_or(rest)),
+        _ => (10, body),
     };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    let mut values = Vec::with_capacity(digits.len());
+    for (i, &d) in digits.iter().enumerate() {
+        match char::from(d).to_digit(base) {
+            Some(v) => values.push(v as u8),
+            // An underscore only between two digits.
+            None if d == b'_' && i > 0 && digits.get(i + 1).is_some_and(|&n| n != b'_') => {}
+            None => return Err(bad()),
+        }
+    }
+    if values.is_empty() || (base == 10 && values[0] == 0 && values.iter().any(|&v| v != 0)) {
         return Err(bad());
     }
-    if digits.len() > MAX_DIGITS {
-        return Err(format!(
-            "integer literal has {} digits, more than {MAX_DIGITS}",
-            digits.len()
-        ));
-    }
-    // Magnitude in base 2^32, least significant limb first, fed nine digits at a time.
+    let magnitude = match base {
+        10 => {
+            if values.len() > MAX_DIGITS {
+                return Err(format!(
+                    "integer literal has {} digits, more than {MAX_DIGITS}",
+                    values.len()
+                ));
+            }
+            decimal_magnitude(&values)
+        }
+        _ => binary_magnitude(&values, base.trailing_zeros()),
+    };
+    Ok(signed(magnitude, negative))
+}
+
+/// The little-endian bytes of a number given by its decimal digits, most significant first.
+fn decimal_magnitude(digits: &[u8]) -> Vec<u8> {
+    // Base 2^32 limbs, least significant first, fed nine digits at a time.
     let mut limbs: Vec<u32> = Vec::new();
     for chunk in digits.chunks(9) {
         let mut scale: u64 = 1;
         let mut carry: u64 = 0;
         for &d in chunk {
             scale *= 10;
-            carry = carry * 10 + u64::from(d - b'0');
+            carry = carry * 10 + u64::from(d);
         }
         for limb in &mut limbs {
             let x = u64::from(*limb) * scale + carry;
@@ -71,7 +155,26 @@ pub fn decimal_int(text: &[u8]) -> Result<Value, String> {
             limbs.push(carry as u32);
         }
     }
-    let mut bytes: Vec<u8> = limbs.iter().flat_map(|l| l.to_le_bytes()).collect();
+    limbs.iter().flat_map(|l| l.to_le_bytes()).collect()
+}
+
+/// The little-endian bytes of a number given by digits of `bits` bits each (hex, octal,
+/// binary), most significant first: linear in the digits, however many.
+fn binary_magnitude(digits: &[u8], bits: u32) -> Vec<u8> {
+    let mut bytes = vec![0u8; (digits.len() * bits as usize).div_ceil(8)];
+    for (i, &d) in digits.iter().rev().enumerate() {
+        for b in 0..bits as usize {
+            if d >> b & 1 == 1 {
+                let at = i * bits as usize + b;
+                bytes[at / 8] |= 1 << (at % 8);
+            }
+        }
+    }
+    bytes
+}
+
+/// The integer of a little-endian magnitude and a sign.
+fn signed(mut bytes: Vec<u8>, negative: bool) -> Value {
     bytes.push(0); // room for the sign bit
     if negative {
         // Two's complement: invert, add one.
@@ -82,7 +185,7 @@ pub fn decimal_int(text: &[u8]) -> Result<Value, String> {
             carry = overflow;
         }
     }
-    Ok(int_from_le(&bytes))
+    int_from_le(&bytes)
 }
 
 /// A memo key of PUT/GET: a non-negative decimal.

@@ -200,19 +200,11 @@ impl<'a> Machine<'a> {
             Op::NewTrue => self.push(Value::Bool(true)),
             Op::NewFalse => self.push(Value::Bool(false)),
             Op::Int => {
-                // pickletools: INT, "00"/"01" are protocol 0's False/True.
-                let v = match self.line()? {
-                    b"00" => Value::Bool(false),
-                    b"01" => Value::Bool(true),
-                    text => literal::decimal_int(text).map_err(|w| self.invalid(w))?,
-                };
+                let v = literal::int_arg(self.line()?).map_err(|w| self.invalid(w))?;
                 self.push(v)
             }
             Op::Long => {
-                // pickletools: LONG, decimal digits with an optional trailing 'L'.
-                let line = self.line()?;
-                let text = line.strip_suffix(b"L").unwrap_or(line);
-                let v = literal::decimal_int(text).map_err(|w| self.invalid(w))?;
+                let v = literal::long_arg(self.line()?).map_err(|w| self.invalid(w))?;
                 self.push(v)
             }
             Op::BinInt => {
@@ -958,28 +950,28 @@ mod tests {
 
     #[test]
     fn decimal_ints_of_all_sizes() {
-        assert_eq!(decimal_int(b"0"), Ok(Value::Int(0)));
-        assert_eq!(decimal_int(b"-0"), Ok(Value::Int(0)));
-        assert_eq!(decimal_int(b" +42 "), Ok(Value::Int(42)));
-        assert_eq!(decimal_int(b"9223372036854775807"), Ok(Value::Int(i64::MAX)));
-        assert_eq!(decimal_int(b"-9223372036854775808"), Ok(Value::Int(i64::MIN)));
+        assert_eq!(python_int(b"0"), Ok(Value::Int(0)));
+        assert_eq!(python_int(b"-0"), Ok(Value::Int(0)));
+        assert_eq!(python_int(b" +42 "), Ok(Value::Int(42)));
+        assert_eq!(python_int(b"9223372036854775807"), Ok(Value::Int(i64::MAX)));
+        assert_eq!(python_int(b"-9223372036854775808"), Ok(Value::Int(i64::MIN)));
         // 2**63 = 00 .. 80 00 (sign byte needed); -2**63-1 = ff .. 7f ff.
         assert_eq!(
-            big(&decimal_int(b"9223372036854775808").unwrap()),
+            big(&python_int(b"9223372036854775808").unwrap()),
             [0, 0, 0, 0, 0, 0, 0, 0x80, 0]
         );
         assert_eq!(
-            big(&decimal_int(b"-9223372036854775809").unwrap()),
+            big(&python_int(b"-9223372036854775809").unwrap()),
             [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0xff]
         );
         // 2**100 = 1267650600228229401496703205376
         let mut expected = vec![0u8; 12];
         expected.push(0x10);
-        assert_eq!(big(&decimal_int(b"1267650600228229401496703205376").unwrap()), expected);
-        assert!(decimal_int(b"12a").is_err());
-        assert!(decimal_int(b"").is_err());
-        assert!(decimal_int(b"-").is_err());
-        assert!(decimal_int(&[b'9'; 4301]).is_err());
+        assert_eq!(big(&python_int(b"1267650600228229401496703205376").unwrap()), expected);
+        assert!(python_int(b"12a").is_err());
+        assert!(python_int(b"").is_err());
+        assert!(python_int(b"-").is_err());
+        assert!(python_int(&[b'9'; 4301]).is_err());
     }
 
     #[test]

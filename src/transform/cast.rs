@@ -133,83 +133,8 @@ pub struct Keep {
 /// (every floating tensor is kept with [`KeepReason::TargetNotFloating`]).
 pub fn cast(ckpt: &mut Checkpoint, to: DType, keep: &Keep) -> CastReport {
     let bytes_before = ckpt.storages.iter().map(|s| s.out_nbytes()).sum();
-    let norm = if keep.norms {
-        norm_members(ckpt)
-    } else {
-        vec![false; ckpt.tensors.len()]
-    };
-    let mut reason: Vec<Option<KeepReason>> = ckpt
-        .tensors
-        .iter()
-        .zip(norm)
-        .map(|(t, norm)| {
-            if !t.dtype.is_floating() {
-                Some(KeepReason::NotFloating)
-            } else if !to.is_floating() {
-                Some(KeepReason::TargetNotFloating)
-            } else if keep.patterns.iter().any(|p| p.matches(&t.name)) {
-                Some(KeepReason::KeepPattern)
-            } else if norm {
-                Some(KeepReason::NormModule)
-            } else if t.dtype == to {
-                Some(KeepReason::AlreadyTarget)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let mut by_storage: BTreeMap<StorageId, Vec<usize>> = BTreeMap::new();
-    for (i, t) in ckpt.tensors.iter().enumerate() {
-        by_storage.entry(t.storage).or_default().push(i);
-    }
-    let mut storages_cast = 0;
-    for (sid, members) in &by_storage {
-        let selected: Vec<usize> = members.iter().copied().filter(|&i| reason[i].is_none()).collect();
-        if selected.is_empty() {
-            continue;
-        }
-        let storage = &ckpt.storages[sid.0];
-        let first = &ckpt.tensors[selected[0]];
-        let why = if let Some(c) = storage.cast.filter(|c| c.from != c.to) {
-            Some(KeepReason::PendingCast { from: c.from, to: c.to })
-        } else if let Some(&other) = members.iter().find(|&&i| reason[i].is_some()) {
-            Some(KeepReason::SharesStorageWithKept {
-                other: ckpt.tensors[other].name.clone(),
-            })
-        } else if let Some(&other) = selected.iter().find(|&&i| ckpt.tensors[i].dtype != first.dtype) {
-            let o = &ckpt.tensors[other];
-            Some(KeepReason::SharesStorageWithOtherDtype {
-                other: o.name.clone(),
-                dtype: o.dtype,
-            })
-        } else if storage.data.len % first.dtype.size() as u64 != 0 {
-            Some(KeepReason::PartialElements)
-        } else {
-            None
-        };
-        match why {
-            Some(why) => {
-                for &i in &selected {
-                    // Name the other tensor, not the tensor itself.
-                    let why = match &why {
-                        KeepReason::SharesStorageWithOtherDtype { other, .. } if *other == ckpt.tensors[i].name => {
-                            KeepReason::SharesStorageWithOtherDtype {
-                                other: first.name.clone(),
-                                dtype: first.dtype,
-                            }
-                        }
-                        w => w.clone(),
-                    };
-                    reason[i] = Some(why);
-                }
-            }
-            None => {
-                let from = first.dtype;
-                ckpt.storages[sid.0].cast = Some(Cast { from, to });
-                storages_cast += 1;
-            }
-        }
-    }
+    let mut reason = tensor_reasons(ckpt, to, keep);
+    let storages_cast = cast_storages(ckpt, to, &mut reason);
     let mut cast = Vec::new();
     let mut kept = Vec::new();
     for (i, t) in ckpt.tensors.iter_mut().enumerate() {
@@ -236,6 +161,104 @@ pub fn cast(ckpt: &mut Checkpoint, to: DType, keep: &Keep) -> CastReport {
         storages_cast,
         bytes_before,
         bytes_after,
+    }
+}
+
+/// Why each tensor, on its own, is not cast (None: it is, unless its storage says otherwise).
+fn tensor_reasons(ckpt: &Checkpoint, to: DType, keep: &Keep) -> Vec<Option<KeepReason>> {
+    let norm = if keep.norms {
+        norm_members(ckpt)
+    } else {
+        vec![false; ckpt.tensors.len()]
+    };
+    ckpt.tensors
+        .iter()
+        .zip(norm)
+        .map(|(t, norm)| {
+            if !t.dtype.is_floating() {
+                Some(KeepReason::NotFloating)
+            } else if !to.is_floating() {
+                Some(KeepReason::TargetNotFloating)
+            } else if keep.patterns.iter().any(|p| p.matches(&t.name)) {
+                Some(KeepReason::KeepPattern)
+            } else if norm {
+                Some(KeepReason::NormModule)
+            } else if t.dtype == to {
+                Some(KeepReason::AlreadyTarget)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Records a pending cast to `to` on every storage whose tensors are all to be cast; the
+/// tensors of the other storages get the storage's reason. Returns the storages cast.
+fn cast_storages(ckpt: &mut Checkpoint, to: DType, reason: &mut [Option<KeepReason>]) -> usize {
+    let mut by_storage: BTreeMap<StorageId, Vec<usize>> = BTreeMap::new();
+    for (i, t) in ckpt.tensors.iter().enumerate() {
+        by_storage.entry(t.storage).or_default().push(i);
+    }
+    let mut storages_cast = 0;
+    for (sid, members) in &by_storage {
+        let selected: Vec<usize> = members.iter().copied().filter(|&i| reason[i].is_none()).collect();
+        let Some(&first) = selected.first() else {
+            continue;
+        };
+        match storage_reason(ckpt, *sid, members, &selected, reason) {
+            Some(why) => {
+                let first = &ckpt.tensors[first];
+                for &i in &selected {
+                    // Name the other tensor, not the tensor itself.
+                    let why = match &why {
+                        KeepReason::SharesStorageWithOtherDtype { other, .. } if *other == ckpt.tensors[i].name => {
+                            KeepReason::SharesStorageWithOtherDtype {
+                                other: first.name.clone(),
+                                dtype: first.dtype,
+                            }
+                        }
+                        w => w.clone(),
+                    };
+                    reason[i] = Some(why);
+                }
+            }
+            None => {
+                let from = ckpt.tensors[first].dtype;
+                ckpt.storages[sid.0].cast = Some(Cast { from, to });
+                storages_cast += 1;
+            }
+        }
+    }
+    storages_cast
+}
+
+/// Why the `selected` tensors of a storage (of its `members`, all its tensors) cannot be cast
+/// together, if they cannot.
+fn storage_reason(
+    ckpt: &Checkpoint,
+    sid: StorageId,
+    members: &[usize],
+    selected: &[usize],
+    reason: &[Option<KeepReason>],
+) -> Option<KeepReason> {
+    let storage = &ckpt.storages[sid.0];
+    let first = &ckpt.tensors[selected[0]];
+    if let Some(c) = storage.cast.filter(|c| c.from != c.to) {
+        Some(KeepReason::PendingCast { from: c.from, to: c.to })
+    } else if let Some(&other) = members.iter().find(|&&i| reason[i].is_some()) {
+        Some(KeepReason::SharesStorageWithKept {
+            other: ckpt.tensors[other].name.clone(),
+        })
+    } else if let Some(&other) = selected.iter().find(|&&i| ckpt.tensors[i].dtype != first.dtype) {
+        let o = &ckpt.tensors[other];
+        Some(KeepReason::SharesStorageWithOtherDtype {
+            other: o.name.clone(),
+            dtype: o.dtype,
+        })
+    } else if storage.data.len % first.dtype.size() as u64 != 0 {
+        Some(KeepReason::PartialElements)
+    } else {
+        None
     }
 }
 

@@ -112,106 +112,137 @@ fn not_parameter_reason(t: &Tensor, flags: bool) -> String {
 /// that match no parameter in `unmatched_patterns`, invalid ones in `invalid_patterns` (use
 /// [`try_freeze`] to refuse those instead). With no rules, this is just the report.
 pub fn freeze(ckpt: &mut Checkpoint, rules: &[(FreezeRule, String)]) -> FreezeReport {
-    let flags = file_has_flags(ckpt);
-    let param: Vec<bool> = ckpt.tensors.iter().map(|t| parameter_like(t, flags)).collect();
+    let params = Params::of(ckpt);
     let was_parameter: Vec<bool> = ckpt.tensors.iter().map(|t| t.parameter).collect();
-    // Tie groups: identical views of one storage are one Parameter.
-    let mut groups: HashMap<ViewKey, Vec<usize>> = HashMap::new();
-    for (i, t) in ckpt.tensors.iter().enumerate() {
-        if param[i] {
-            groups.entry(view_key(t)).or_default().push(i);
-        }
-    }
-    let group: Vec<Vec<usize>> = ckpt
-        .tensors
-        .iter()
-        .enumerate()
-        .map(|(i, t)| groups.get(&view_key(t)).cloned().unwrap_or_else(|| vec![i]))
-        .collect();
     let mut report = FreezeReport {
-        file_has_flags: flags,
+        file_has_flags: params.flags,
         ..Default::default()
     };
-    let mut set: Vec<Option<bool>> = vec![None; ckpt.tensors.len()];
-    let mut skipped_seen = vec![false; ckpt.tensors.len()];
-    for (rule, text) in rules {
-        let pattern = match Pattern::new(text) {
-            Ok(p) => p,
-            Err(e) => {
-                report.invalid_patterns.push((text.clone(), e.to_string()));
-                continue;
-            }
-        };
-        let value = *rule == FreezeRule::Unfreeze;
-        let mut matched_param = false;
-        for (i, t) in ckpt.tensors.iter().enumerate() {
-            if !pattern.matches(&t.name) {
-                continue;
-            }
-            if !param[i] {
-                if !skipped_seen[i] {
-                    skipped_seen[i] = true;
-                    report.skipped.push((t.name.clone(), not_parameter_reason(t, flags)));
-                }
-                continue;
-            }
-            matched_param = true;
-            for &j in &group[i] {
-                if j != i && !pattern.matches(&ckpt.tensors[j].name) {
-                    let pair = (t.name.clone(), ckpt.tensors[j].name.clone());
-                    if !report.tied.contains(&pair) {
-                        report.tied.push(pair);
-                    }
-                }
-                set[j] = Some(value);
-            }
-        }
-        if !matched_param {
-            report.unmatched_patterns.push(text.clone());
-        }
-    }
-    for (i, t) in ckpt.tensors.iter_mut().enumerate() {
-        if let Some(v) = set[i] {
+    let set = params.apply(ckpt, rules, &mut report);
+    for (t, v) in ckpt.tensors.iter_mut().zip(&set) {
+        if let Some(v) = *v {
             t.requires_grad = v;
             t.parameter = true;
         }
     }
-    for (i, t) in ckpt.tensors.iter().enumerate() {
-        if !param[i] {
-            continue;
-        }
-        let first = group[i][0];
-        let shared_with = (first != i).then(|| ckpt.tensors[first].name.clone());
-        let source = if set[i].is_some() {
-            FlagSource::Pattern
-        } else if was_parameter[i] {
-            FlagSource::File
-        } else {
-            FlagSource::Default
-        };
-        let requires_grad = source == FlagSource::Default || t.requires_grad;
-        let numel = t.numel();
-        if shared_with.is_none() {
-            if requires_grad {
-                report.trainable_params += numel;
-                report.trainable_tensors += 1;
-            } else {
-                report.frozen_params += numel;
-                report.frozen_tensors += 1;
-            }
-            if source == FlagSource::Default {
-                report.defaulted_tensors += 1;
-            }
-        }
-        report.entries.push(FreezeEntry {
-            name: t.name.clone(),
-            requires_grad,
-            numel,
-            source,
-            shared_with,
-        });
-    }
+    params.tally(ckpt, &set, &was_parameter, &mut report);
     report
+}
+
+/// What freeze rules apply to: which tensors are parameter-like, and their tie groups.
+struct Params {
+    /// Whether the file records requires_grad flags ([`file_has_flags`]).
+    flags: bool,
+    param: Vec<bool>,
+    /// Each tensor's tie group (identical views of one storage are one Parameter), itself
+    /// alone if it has none.
+    group: Vec<Vec<usize>>,
+}
+
+impl Params {
+    fn of(ckpt: &Checkpoint) -> Params {
+        let flags = file_has_flags(ckpt);
+        let param: Vec<bool> = ckpt.tensors.iter().map(|t| parameter_like(t, flags)).collect();
+        let mut groups: HashMap<ViewKey, Vec<usize>> = HashMap::new();
+        for (i, t) in ckpt.tensors.iter().enumerate() {
+            if param[i] {
+                groups.entry(view_key(t)).or_default().push(i);
+            }
+        }
+        let group = ckpt
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| groups.get(&view_key(t)).cloned().unwrap_or_else(|| vec![i]))
+            .collect();
+        Params { flags, param, group }
+    }
+
+    /// The flag the rules give each tensor (None: no rule matched it); tensors tied to a
+    /// matched parameter get its flag. Invalid patterns, patterns that match no parameter,
+    /// matched tensors that are not parameters and ties go into `report`.
+    fn apply(&self, ckpt: &Checkpoint, rules: &[(FreezeRule, String)], report: &mut FreezeReport) -> Vec<Option<bool>> {
+        let mut set: Vec<Option<bool>> = vec![None; ckpt.tensors.len()];
+        let mut skipped_seen = vec![false; ckpt.tensors.len()];
+        for (rule, text) in rules {
+            let pattern = match Pattern::new(text) {
+                Ok(p) => p,
+                Err(e) => {
+                    report.invalid_patterns.push((text.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let value = *rule == FreezeRule::Unfreeze;
+            let mut matched_param = false;
+            for (i, t) in ckpt.tensors.iter().enumerate() {
+                if !pattern.matches(&t.name) {
+                    continue;
+                }
+                if !self.param[i] {
+                    if !skipped_seen[i] {
+                        skipped_seen[i] = true;
+                        report
+                            .skipped
+                            .push((t.name.clone(), not_parameter_reason(t, self.flags)));
+                    }
+                    continue;
+                }
+                matched_param = true;
+                for &j in &self.group[i] {
+                    if j != i && !pattern.matches(&ckpt.tensors[j].name) {
+                        let pair = (t.name.clone(), ckpt.tensors[j].name.clone());
+                        if !report.tied.contains(&pair) {
+                            report.tied.push(pair);
+                        }
+                    }
+                    set[j] = Some(value);
+                }
+            }
+            if !matched_param {
+                report.unmatched_patterns.push(text.clone());
+            }
+        }
+        set
+    }
+
+    /// Adds every parameter's entry, and the totals of each tie group once, to `report`.
+    fn tally(&self, ckpt: &Checkpoint, set: &[Option<bool>], was_parameter: &[bool], report: &mut FreezeReport) {
+        for (i, t) in ckpt.tensors.iter().enumerate() {
+            if !self.param[i] {
+                continue;
+            }
+            let first = self.group[i][0];
+            let shared_with = (first != i).then(|| ckpt.tensors[first].name.clone());
+            let source = if set[i].is_some() {
+                FlagSource::Pattern
+            } else if was_parameter[i] {
+                FlagSource::File
+            } else {
+                FlagSource::Default
+            };
+            let requires_grad = source == FlagSource::Default || t.requires_grad;
+            let numel = t.numel();
+            if shared_with.is_none() {
+                if requires_grad {
+                    report.trainable_params += numel;
+                    report.trainable_tensors += 1;
+                } else {
+                    report.frozen_params += numel;
+                    report.frozen_tensors += 1;
+                }
+                if source == FlagSource::Default {
+                    report.defaulted_tensors += 1;
+                }
+            }
+            report.entries.push(FreezeEntry {
+                name: t.name.clone(),
+                requires_grad,
+                numel,
+                source,
+                shared_with,
+            });
+        }
+    }
 }
 
 /// [`freeze`], but refusing (and changing nothing) when a pattern is invalid or matches no

@@ -80,6 +80,11 @@ impl AtomicFile {
         }
     }
 
+    /// The file to write to, and where it will end up.
+    pub(crate) fn file_and_target(&mut self) -> (&mut File, &Path) {
+        (self.tmp.as_file_mut(), &self.target)
+    }
+
     /// Where it will end up.
     pub fn target(&self) -> &Path {
         &self.target

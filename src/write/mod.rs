@@ -2,18 +2,21 @@
 //! file, or a sharded set of either with a huggingface index.
 //!
 //! Guarantees:
-//! - Never lose data: outputs are written to a temporary file in the target's directory,
-//!   synced, and renamed into place once complete ([`atomic`]); an error or a panic leaves no
-//!   partial file. An existing output is replaced only with `force`; an output that is one of
-//!   the inputs is always refused ([`check_output`]).
-//! - Streaming: tensor data goes from positioned reads of the inputs straight into a buffered
-//!   writer in chunks of a few MB; no tensor is ever held whole in memory.
+//! - Never lose data: outputs are written to a temporary file in the target's directory and
+//!   renamed into place once complete ([`atomic`]); an error or a panic leaves no partial file.
+//!   The file is flushed to disk before the rename when it replaces one, or always with
+//!   `durable`. An existing output is replaced only with `force`; an output that is one of the
+//!   inputs is always refused ([`check_output`]).
+//! - Streaming: tensor data goes from positioned reads of the inputs, at most
+//!   [`CHUNK`](crate::tensor_data::CHUNK) (1 MiB) at a time before any widening cast, through a
+//!   1 MiB write buffer into the output; no tensor is ever held whole in memory.
 //! - Exactness: safetensors output is byte-identical to `safetensors.torch.save_file` of the
 //!   same tensors and metadata ([`safetensors`]); .pth output is what `torch.save` writes, loads
 //!   with `torch.load(weights_only=True)` and with libtorch's C++ unpickler, and keeps the
 //!   structure, storage sharing, views, requires_grad, Parameter-ness and device tags ([`pth`]).
 
 pub mod atomic;
+mod context;
 pub mod pickler;
 pub mod progress;
 pub mod pth;
@@ -28,7 +31,8 @@ use crate::model::Checkpoint;
 use crate::tensor_data::DataReader;
 
 use self::atomic::AtomicFile;
-use self::progress::Progress;
+use self::context::WriteCtx;
+use self::progress::OnProgress;
 
 /// The container to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +76,8 @@ pub struct WriteOptions {
     pub dedupe: bool,
     /// Split into huggingface-style shards of at most this many bytes of tensor data.
     pub max_shard_size: Option<u64>,
-    /// A progress line on stderr, when stderr is a terminal.
-    pub progress: bool,
+    /// Where the progress of writing tensor data is reported (nowhere by default).
+    pub on_progress: OnProgress,
     /// Flush every output to disk before renaming it into place, new files too, so that it
     /// survives a crash or power cut right after. Outputs that replace a file are always
     /// flushed (see [`atomic`]).
@@ -90,7 +94,7 @@ impl WriteOptions {
             force: false,
             dedupe: false,
             max_shard_size: None,
-            progress: false,
+            on_progress: OnProgress::default(),
             durable: false,
             metadata: Vec::new(),
         }
@@ -156,19 +160,12 @@ pub fn write_with_layout(
             let mut meta = safetensors::metadata(ckpt);
             safetensors::record_dropped(&mut meta, &sel.dropped);
             safetensors::add_user_metadata(&mut meta, &opts.metadata);
-            let mut progress = Progress::new(safetensors::data_bytes(ckpt, &sel.tensors), opts.progress);
+            let mut progress = opts
+                .on_progress
+                .start("writing", safetensors::data_bytes(ckpt, &sel.tensors));
             let mut f = AtomicFile::create(out, opts.durable)?;
-            let mut behind = f.write_behind();
-            let bytes = safetensors::write_file(
-                ckpt,
-                &sel.tensors,
-                &meta,
-                f.file(),
-                out,
-                &mut reader,
-                &mut progress,
-                &mut behind,
-            )?;
+            let ctx = WriteCtx::new(&mut f, &mut reader, &mut progress);
+            let bytes = safetensors::write_file(ckpt, &sel.tensors, &meta, ctx)?;
             progress.finish();
             let path = f.commit(opts.force)?;
             Ok(WriteReport {
@@ -180,20 +177,10 @@ pub fn write_with_layout(
         }
         OutFormat::Pth => {
             let root = &ckpt.root;
-            let mut progress = Progress::new(pth::data_bytes(ckpt, root), opts.progress);
+            let mut progress = opts.on_progress.start("writing", pth::data_bytes(ckpt, root));
             let mut f = AtomicFile::create(out, opts.durable)?;
-            let mut behind = f.write_behind();
-            let bytes = pth::write_archive(
-                ckpt,
-                root,
-                &pth::prefix_for(out),
-                f.file(),
-                out,
-                layout,
-                &mut reader,
-                &mut progress,
-                &mut behind,
-            )?;
+            let ctx = WriteCtx::new(&mut f, &mut reader, &mut progress);
+            let bytes = pth::write_archive(ckpt, root, &pth::prefix_for(out), layout, ctx)?;
             progress.finish();
             let path = f.commit(opts.force)?;
             Ok(WriteReport {

@@ -7,7 +7,6 @@
 //! so tied weights stay tied and views stay views of one storage.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
@@ -15,10 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Node, StorageId, TensorIdx};
-use crate::tensor_data::{for_each_storage_chunk_with, DataReader};
-use crate::write::atomic::WriteBehind;
+use crate::tensor_data::for_each_storage_chunk_with;
+use crate::write::context::{write_error, WriteCtx};
 use crate::write::pickler::{self, StorageSpec};
-use crate::write::progress::Progress;
 use crate::write::zip::ZipWriter;
 
 /// Knobs of the archive layout, for tests.
@@ -108,23 +106,23 @@ pub(crate) fn plan_storages(
     Ok((order, specs))
 }
 
-/// Writes the archive of `root` into `file` (empty, positioned at 0). Returns its size.
-#[allow(clippy::too_many_arguments)]
+/// Writes the archive of `root`, its records named `prefix/...`, into the context's file.
+/// Returns its size.
 pub(crate) fn write_archive(
     ckpt: &Checkpoint,
     root: &Node,
     prefix: &str,
-    file: &mut File,
-    target: &Path,
     layout: &PthLayout,
-    reader: &mut DataReader,
-    progress: &mut Progress,
-    behind: &mut WriteBehind,
+    ctx: WriteCtx,
 ) -> Result<u64> {
-    let werr = |e: std::io::Error| Error::Write {
-        path: target.into(),
-        source: e,
-    };
+    let WriteCtx {
+        file,
+        target,
+        mut behind,
+        reader,
+        progress,
+    } = ctx;
+    let werr = write_error(target);
     let tensors = tensors_in(root);
     let (order, specs) = plan_storages(ckpt, &tensors)?;
     let pkl = pickler::pickle(ckpt, root, &specs)?;

@@ -8,16 +8,13 @@
 //! from run to run; ckpt writes it sorted by key.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Format, TensorIdx};
-use crate::tensor_data::{for_each_chunk_with, DataReader};
-use crate::write::atomic::WriteBehind;
-use crate::write::progress::Progress;
+use crate::tensor_data::for_each_chunk_with;
+use crate::write::context::{write_error, WriteCtx};
 
 /// The safetensors crate refuses headers larger than this.
 const MAX_HEADER: usize = 100_000_000;
@@ -225,22 +222,21 @@ pub(crate) fn data_bytes(ckpt: &Checkpoint, tensors: &[TensorIdx]) -> u64 {
     tensors.iter().map(|&i| ckpt.tensors[i].nbytes()).sum()
 }
 
-/// Writes one safetensors file into `file` (empty). Returns its size.
-#[allow(clippy::too_many_arguments)]
+/// Writes one safetensors file of `tensors` and `meta` into the context's file. Returns its size.
 pub(crate) fn write_file(
     ckpt: &Checkpoint,
     tensors: &[TensorIdx],
     meta: &BTreeMap<String, String>,
-    file: &mut File,
-    target: &Path,
-    reader: &mut DataReader,
-    progress: &mut Progress,
-    behind: &mut WriteBehind,
+    ctx: WriteCtx,
 ) -> Result<u64> {
-    let werr = |e: std::io::Error| Error::Write {
-        path: target.into(),
-        source: e,
-    };
+    let WriteCtx {
+        file,
+        target,
+        mut behind,
+        reader,
+        progress,
+    } = ctx;
+    let werr = write_error(target);
     let (head, order) = header(ckpt, tensors, meta)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(&head).map_err(werr)?;

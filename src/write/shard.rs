@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Key, Node, StorageId, TensorIdx};
 use crate::tensor_data::DataReader;
 use crate::write::atomic::{AtomicFile, AtomicSet};
-use crate::write::progress::Progress;
+use crate::write::context::WriteCtx;
 use crate::write::{check_output, pth, safetensors as st, same_file, OutFormat, WriteOptions, WriteReport};
 
 /// Whether OUT names an index file (`*.index.json`).
@@ -345,39 +345,22 @@ fn write_files(ckpt: &Checkpoint, opts: &WriteOptions, planned: &Planned) -> Res
         OutFormat::Safetensors => planned.shards.iter().map(|s| st::data_bytes(ckpt, s)).sum(),
         OutFormat::Pth => roots.iter().map(|r| pth::data_bytes(ckpt, r)).sum(),
     };
-    let mut progress = Progress::new(data_total, opts.progress);
+    let mut progress = opts.on_progress.start("writing", data_total);
     let mut set = AtomicSet::new();
     let mut bytes = 0u64;
     let mut weight_map: Vec<(String, String)> = Vec::new();
     for (k, tensors) in planned.shards.iter().enumerate() {
         let path = &planned.paths[k];
         let mut f = AtomicFile::create(path, opts.durable)?;
-        let mut behind = f.write_behind();
+        let ctx = WriteCtx::new(&mut f, &mut reader, &mut progress);
         bytes += match opts.format {
             OutFormat::Safetensors => {
                 let meta = shard_metadata(ckpt, opts, tensors, planned.selection);
-                st::write_file(
-                    ckpt,
-                    tensors,
-                    &meta,
-                    f.file(),
-                    path,
-                    &mut reader,
-                    &mut progress,
-                    &mut behind,
-                )?
+                st::write_file(ckpt, tensors, &meta, ctx)?
             }
-            OutFormat::Pth => pth::write_archive(
-                ckpt,
-                &roots[k],
-                &pth::prefix_for(path),
-                f.file(),
-                path,
-                &pth::PthLayout::default(),
-                &mut reader,
-                &mut progress,
-                &mut behind,
-            )?,
+            OutFormat::Pth => {
+                pth::write_archive(ckpt, &roots[k], &pth::prefix_for(path), &pth::PthLayout::default(), ctx)?
+            }
         };
         let shard = file_name(path);
         weight_map.extend(tensors.iter().map(|&i| (ckpt.tensors[i].name.clone(), shard.clone())));

@@ -210,81 +210,91 @@ impl<W: Write + Seek> ZipWriter<W> {
         if self.open.is_some() {
             return Err(io::Error::other("zip archive finished inside a record"));
         }
-        let force = self.force_zip64;
         let cd_start = self.pos;
         let entries = std::mem::take(&mut self.entries);
-        let mut buf = Vec::new();
         for e in &entries {
-            buf.clear();
-            let big_size = force || e.size >= U32_MAX;
-            let big_offset = force || e.offset >= U32_MAX;
-            let mut extra = Vec::new();
-            if big_size || big_offset {
-                put16(&mut extra, 0x0001);
-                let n = if big_size { 16 } else { 0 } + if big_offset { 8 } else { 0 };
-                put16(&mut extra, n);
-                if big_size {
-                    put64(&mut extra, e.size);
-                    put64(&mut extra, e.size);
-                }
-                if big_offset {
-                    put64(&mut extra, e.offset);
-                }
-            }
-            let version = if extra.is_empty() { 20 } else { 45 };
-            buf.extend_from_slice(CENTRAL_SIG);
-            put16(&mut buf, version); // made by: MS-DOS host, as torch's writer says
-            put16(&mut buf, version);
-            put16(&mut buf, flags(&e.name));
-            put16(&mut buf, 0);
-            put16(&mut buf, DOS_TIME);
-            put16(&mut buf, DOS_DATE);
-            put32(&mut buf, e.crc);
-            put32(&mut buf, sat32(e.size, big_size));
-            put32(&mut buf, sat32(e.size, big_size));
-            put16(&mut buf, e.name.len() as u16);
-            put16(&mut buf, extra.len() as u16);
-            put16(&mut buf, 0); // comment
-            put16(&mut buf, 0); // disk
-            put16(&mut buf, 0); // internal attributes
-            put32(&mut buf, 0); // external attributes
-            put32(&mut buf, sat32(e.offset, big_offset));
-            buf.extend_from_slice(&e.name);
-            buf.extend_from_slice(&extra);
-            self.out(&buf)?;
+            let header = central_header(e, self.force_zip64);
+            self.out(&header)?;
         }
-        let cd_end = self.pos;
-        let cd_size = cd_end - cd_start;
-        let count = entries.len() as u64;
-        let zip64 = force || count >= 0xffff || cd_size >= U32_MAX || cd_start >= U32_MAX;
-        buf.clear();
-        if zip64 {
-            buf.extend_from_slice(ZIP64_EOCD_SIG);
-            put64(&mut buf, 44);
-            put16(&mut buf, 45);
-            put16(&mut buf, 45);
-            put32(&mut buf, 0);
-            put32(&mut buf, 0);
-            put64(&mut buf, count);
-            put64(&mut buf, count);
-            put64(&mut buf, cd_size);
-            put64(&mut buf, cd_start);
-            buf.extend_from_slice(ZIP64_LOCATOR_SIG);
-            put32(&mut buf, 0);
-            put64(&mut buf, cd_end);
-            put32(&mut buf, 1);
-        }
-        let count16 = if zip64 { 0xffff } else { count as u16 };
-        buf.extend_from_slice(EOCD_SIG);
-        put16(&mut buf, 0);
-        put16(&mut buf, 0);
-        put16(&mut buf, count16);
-        put16(&mut buf, count16);
-        put32(&mut buf, sat32(cd_size, zip64));
-        put32(&mut buf, sat32(cd_start, zip64));
-        put16(&mut buf, 0);
-        self.out(&buf)?;
+        let end = end_records(cd_start, self.pos, entries.len() as u64, self.force_zip64);
+        self.out(&end)?;
         self.w.flush()?;
         Ok((self.w, self.pos))
     }
+}
+
+/// The central directory header of a record, with a zip64 extra field where its size or
+/// offset needs one (or `force`).
+fn central_header(e: &Entry, force: bool) -> Vec<u8> {
+    let big_size = force || e.size >= U32_MAX;
+    let big_offset = force || e.offset >= U32_MAX;
+    let mut extra = Vec::new();
+    if big_size || big_offset {
+        put16(&mut extra, 0x0001);
+        let n = if big_size { 16 } else { 0 } + if big_offset { 8 } else { 0 };
+        put16(&mut extra, n);
+        if big_size {
+            put64(&mut extra, e.size);
+            put64(&mut extra, e.size);
+        }
+        if big_offset {
+            put64(&mut extra, e.offset);
+        }
+    }
+    let version = if extra.is_empty() { 20 } else { 45 };
+    let mut buf = Vec::with_capacity(46 + e.name.len() + extra.len());
+    buf.extend_from_slice(CENTRAL_SIG);
+    put16(&mut buf, version); // made by: MS-DOS host, as torch's writer says
+    put16(&mut buf, version);
+    put16(&mut buf, flags(&e.name));
+    put16(&mut buf, 0);
+    put16(&mut buf, DOS_TIME);
+    put16(&mut buf, DOS_DATE);
+    put32(&mut buf, e.crc);
+    put32(&mut buf, sat32(e.size, big_size));
+    put32(&mut buf, sat32(e.size, big_size));
+    put16(&mut buf, e.name.len() as u16);
+    put16(&mut buf, extra.len() as u16);
+    put16(&mut buf, 0); // comment
+    put16(&mut buf, 0); // disk
+    put16(&mut buf, 0); // internal attributes
+    put32(&mut buf, 0); // external attributes
+    put32(&mut buf, sat32(e.offset, big_offset));
+    buf.extend_from_slice(&e.name);
+    buf.extend_from_slice(&extra);
+    buf
+}
+
+/// The end of central directory record, after the zip64 one and its locator when the count,
+/// size or start of the directory `[cd_start, cd_end)` needs them (or `force`).
+fn end_records(cd_start: u64, cd_end: u64, count: u64, force: bool) -> Vec<u8> {
+    let cd_size = cd_end - cd_start;
+    let zip64 = force || count >= 0xffff || cd_size >= U32_MAX || cd_start >= U32_MAX;
+    let mut buf = Vec::new();
+    if zip64 {
+        buf.extend_from_slice(ZIP64_EOCD_SIG);
+        put64(&mut buf, 44);
+        put16(&mut buf, 45);
+        put16(&mut buf, 45);
+        put32(&mut buf, 0);
+        put32(&mut buf, 0);
+        put64(&mut buf, count);
+        put64(&mut buf, count);
+        put64(&mut buf, cd_size);
+        put64(&mut buf, cd_start);
+        buf.extend_from_slice(ZIP64_LOCATOR_SIG);
+        put32(&mut buf, 0);
+        put64(&mut buf, cd_end);
+        put32(&mut buf, 1);
+    }
+    let count16 = if zip64 { 0xffff } else { count as u16 };
+    buf.extend_from_slice(EOCD_SIG);
+    put16(&mut buf, 0);
+    put16(&mut buf, 0);
+    put16(&mut buf, count16);
+    put16(&mut buf, count16);
+    put32(&mut buf, sat32(cd_size, zip64));
+    put32(&mut buf, sat32(cd_start, zip64));
+    put16(&mut buf, 0);
+    buf
 }

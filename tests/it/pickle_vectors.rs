@@ -321,6 +321,82 @@ fn ints_of_all_sizes_match_python_repr_in_every_protocol() {
     }
 }
 
+/// INT and LONG text as CPython 3.11's unpickler reads it (`pickle.loads(b"I" + text + b"\n.")`
+/// and the same with `L`): INT tries C's strtol in base 0 first (so `010` is octal, and a
+/// two-character 0 or 1 is a bool), then both fall back to `int(text, 0)`, which takes
+/// `0x`/`0o`/`0b` prefixes and single underscores between digits. Found by the
+/// pickle_differential fuzz target: ckpt read these as plain decimals only.
+#[test]
+fn int_and_long_literals_read_as_cpython_reads_them() {
+    // (text, INT's repr, LONG's repr); None: CPython refuses.
+    let cases: &[(&str, Option<&str>, Option<&str>)] = &[
+        ("010", Some("8"), None),
+        ("0o10", Some("8"), Some("8")),
+        ("0O10", Some("8"), Some("8")),
+        ("0b11", Some("3"), Some("3")),
+        ("0x1f", Some("31"), Some("31")),
+        ("0X1F", Some("31"), Some("31")),
+        ("0x_1f", Some("31"), Some("31")),
+        ("1_0", Some("10"), Some("10")),
+        ("1__0", None, None),
+        ("_1", None, None),
+        ("1_", None, None),
+        (" 1", Some("True"), Some("1")),
+        ("+1", Some("True"), Some("1")),
+        ("-0", Some("False"), Some("0")),
+        ("-1", Some("-1"), Some("-1")),
+        (" 0x10 ", Some("16"), Some("16")),
+        ("0x", None, None),
+        ("00", Some("False"), Some("0")),
+        ("01", Some("True"), None),
+        ("000", Some("0"), Some("0")),
+        ("0_0", Some("0"), Some("0")),
+        ("08", None, None),
+        ("0777", Some("511"), None),
+        (
+            "9223372036854775807",
+            Some("9223372036854775807"),
+            Some("9223372036854775807"),
+        ),
+        (
+            "9223372036854775808",
+            Some("9223372036854775808"),
+            Some("9223372036854775808"),
+        ),
+        (
+            "-9223372036854775809",
+            Some("-9223372036854775809"),
+            Some("-9223372036854775809"),
+        ),
+        ("0100000000000000000000000", None, None),
+        ("1 ", Some("1"), Some("1")),
+        ("\t7", Some("7"), Some("7")),
+        ("1\r", Some("1"), Some("1")),
+        ("1.0", None, None),
+        ("0b", None, None),
+        ("0o8", None, None),
+        ("0x1g", None, None),
+        ("+-1", None, None),
+        ("- 1", None, None),
+        ("0_7", None, None),
+        ("00_1", None, None),
+        ("1e3", None, None),
+        (
+            "0x10000000000000000",
+            Some("18446744073709551616"),
+            Some("18446744073709551616"),
+        ),
+        ("-0b1_0000_0000", Some("-256"), Some("-256")),
+    ];
+    for &(text, int, long) in cases {
+        for (op, expected) in [('I', int), ('L', long)] {
+            let data = format!("{op}{text}\n.");
+            let got = ckpt::pickle::parse(data.as_bytes(), &Limits::default()).map(|p| repr(&p.heap, &p.root));
+            assert_eq!(got.ok().as_deref(), expected, "{data:?}");
+        }
+    }
+}
+
 #[test]
 fn floats_are_bit_exact_in_every_protocol() {
     let expected = [
