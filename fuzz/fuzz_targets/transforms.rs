@@ -216,7 +216,7 @@ fn apply_step(c: &mut Checkpoint, step: &Step) -> bool {
             if *strict {
                 transform::try_freeze(c, &rules).is_ok()
             } else {
-                let _ = transform::freeze(c, &rules);
+                let _ = transform::freeze::freeze(c, &rules);
                 true
             }
         }

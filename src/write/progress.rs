@@ -1,14 +1,31 @@
 //! A progress bar on stderr while tensor bytes are written, compared or hashed (indicatif), shown only when stderr
 //! is a terminal: piped or redirected output gets nothing extra.
 
+#[cfg(feature = "cli")]
 use std::io::IsTerminal;
 
+#[cfg(feature = "cli")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Without the `cli` feature (no indicatif) the bar is never drawn.
+#[cfg(not(feature = "cli"))]
+pub struct Progress;
+
+#[cfg(not(feature = "cli"))]
+impl Progress {
+    pub fn new(_total: u64, _wanted: bool) -> Self {
+        Progress
+    }
+    pub fn add(&mut self, _n: u64) {}
+    pub fn finish(&mut self) {}
+}
+
+#[cfg(feature = "cli")]
 pub struct Progress {
     bar: ProgressBar,
 }
 
+#[cfg(feature = "cli")]
 impl Progress {
     /// A bar for `total` bytes written, drawn only if `wanted` and stderr is a terminal.
     pub fn new(total: u64, wanted: bool) -> Self {
@@ -42,6 +59,7 @@ impl Progress {
     }
 }
 
+#[cfg(feature = "cli")]
 impl Drop for Progress {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
