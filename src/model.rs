@@ -70,7 +70,7 @@ pub struct DataRef {
 
 impl DataRef {
     /// The bytes, straight from the map. The reader proved the range lies inside the file.
-#[cfg(feature = "internals")] // only the integration tests call it
+    #[cfg(any(feature = "ndarray", feature = "internals"))] // zero-copy views, and the tests
     pub fn bytes(&self) -> &[u8] {
         self.source.slice(self.offset, self.len).unwrap_or(&[])
     }
@@ -105,7 +105,7 @@ pub struct Cast {
 
 impl Storage {
     /// Bytes in the input file.
-#[cfg(feature = "internals")] // only the integration tests call it
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn nbytes(&self) -> u64 {
         self.data.len
     }
@@ -297,19 +297,24 @@ impl Globals {
         }
     }
     /// Each global with every way it is used.
-#[cfg(feature = "cli")] // only the commands use it
+    #[cfg(feature = "cli")] // only the commands use it
     pub fn uses(&self) -> impl Iterator<Item = (&Global, &BTreeSet<Usage>)> {
         self.by_name.values().map(|(g, u)| (g, u))
+    }
+}
+
+/// Queries only `ckpt verify` (libtorch) and the integration tests make.
+#[cfg(any(feature = "tch", feature = "internals"))]
+impl Globals {
+    /// The names, as "module.name", in order.
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.by_name.keys()
     }
 }
 
 /// Queries only the integration tests make.
 #[cfg(feature = "internals")]
 impl Globals {
-    /// The names, as "module.name", in order.
-    pub fn iter(&self) -> impl Iterator<Item = &String> {
-        self.by_name.keys()
-    }
     pub fn contains(&self, dotted: &str) -> bool {
         self.by_name.contains_key(dotted)
     }

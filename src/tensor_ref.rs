@@ -127,11 +127,6 @@ impl<'a> TensorRef<'a> {
         self.tensor.is_contiguous()
     }
 
-    /// The data model's record of the tensor, for the lower-level modules.
-    pub fn raw(&self) -> &'a Tensor {
-        self.tensor
-    }
-
     /// Its elements' bytes as `t.contiguous()` holds them on a little-endian machine: row-major,
     /// little-endian (big-endian files are swapped), in [`Self::dtype`].
     ///

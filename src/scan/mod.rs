@@ -357,7 +357,7 @@ impl ScanReport {
 /// # fn main() -> ckpt::Result<()> {
 /// # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
 /// let limits = ckpt::ReadLimits::default();
-/// let report = ckpt::scan_path(dir.join("fixtures/cnn_state_dict.pth"), &limits)?;
+/// let report = ckpt::scan_path(&dir.join("fixtures/cnn_state_dict.pth"), &limits)?;
 /// assert_eq!(report.verdict(), ckpt::Verdict::Safe);
 /// for finding in report.findings() {
 ///     println!("{}: {}", finding.verdict(), finding.message());
@@ -368,8 +368,7 @@ impl ScanReport {
 /// # Errors
 /// [`Error::Io`] when the file cannot be opened; [`Error::UnknownFormat`] when it is not a
 /// checkpoint; [`Error::Unsupported`] when it cannot be read far enough to clear it.
-pub fn scan_path(path: impl AsRef<Path>, limits: &ReadLimits) -> Result<ScanReport> {
-    let path = path.as_ref();
+pub fn scan_path(path: &Path, limits: &ReadLimits) -> Result<ScanReport> {
     let report = scan_file(path, limits, true);
     match report.verdict {
         Verdict::Unreadable => Err(report_error(path, &report)),

@@ -102,7 +102,6 @@ impl KeepReason {
     }
 }
 
-#[cfg(feature = "internals")] // only the integration tests call it
 impl CastReport {
     #[cfg(feature = "internals")] // only the integration tests call it
     pub fn to_json(&self) -> Json {
