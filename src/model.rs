@@ -240,8 +240,8 @@ pub struct Checkpoint {
 }
 
 /// Where each tensor name lies in [`Checkpoint::tensors`], built on the first lookup. A cache:
-/// `tensors` is a public field a program may change after a lookup, so every answer is checked
-/// against it (see [`Checkpoint::tensor`]).
+/// transforms rename, drop and add tensors after a lookup may have built it, so every answer is
+/// checked against the tensors (see [`Checkpoint::tensor`]).
 #[derive(Debug, Clone, Default)]
 pub struct NameIndex(OnceLock<HashMap<String, TensorIdx>>);
 

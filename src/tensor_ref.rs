@@ -16,8 +16,7 @@ impl Checkpoint {
     /// `optimizer_state_dict.state.0.exp_avg`), or None.
     ///
     /// Names are looked up in an index built on the first call, so a lookup does not search
-    /// the tensors; only a name the index does not hold (absent, or added to the public
-    /// `tensors` field since) is searched for in order.
+    /// the tensors; only a name the index does not hold is searched for in order.
     ///
     /// ```
     /// # fn main() -> ckpt::Result<()> {
