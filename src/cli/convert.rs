@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{anyhow, bail, Context};
+
 use crate::dtype::DType;
 use crate::model::Checkpoint;
+use crate::record::{cast_actions, Action, Record};
 use crate::transform::{self, DeviceRule, RenameRule};
 use crate::transform::{CastReport, Keep, Losses};
 use crate::write::OutFormat;
-use anyhow::{anyhow, bail, Context};
-
-use crate::record::{cast_actions, Action, Record};
 
 use super::output::{did, finish, warn_globals, OutArgs};
 

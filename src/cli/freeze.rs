@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::transform::{self, FreezeRule};
 use clap::parser::ValuesRef;
 
 use crate::record::{freeze_actions, Record};
+use crate::transform::{self, FreezeRule};
 
 use super::out;
 use super::output::{finish, warn_globals, OutArgs};

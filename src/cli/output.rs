@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::{anyhow, bail};
+
 use crate::model::Checkpoint;
 use crate::record::{Action, Record, Written};
 use crate::write::{self, OutFormat, WriteOptions};
-use anyhow::{anyhow, bail};
 
 /// Output options every writing command takes.
 #[derive(clap::Args, Debug)]
