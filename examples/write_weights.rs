@@ -17,8 +17,10 @@ use half::f16;
 use ndarray::{Array, Array1, Array2, Dimension};
 use serde_json::Value;
 
-use ckpt::write::{pth::PthLayout, write, write_with_layout, OutFormat, WriteOptions};
-use ckpt::{CheckpointBuilder, Element};
+// Forcing zip64 is no option of the library: the writer's layout is an internal module, which
+// the crate's own examples and tests see through the `internals` feature. The rest is the API.
+use ckpt::write::{pth::PthLayout, write_with_layout};
+use ckpt::{write, CheckpointBuilder, Element, OutFormat, WriteOptions};
 
 fn main() -> ExitCode {
     let mut out_dir = None;

@@ -148,6 +148,7 @@ pub struct ValueChange {
 
 /// Compares every tensor and metadata leaf of `a` and `b` by name within `atol`. See the
 /// module docs for what counts as equal; [`diff_with`] takes every option.
+#[cfg(feature = "internals")] // only the integration tests call it
 pub fn diff(a: &Checkpoint, b: &Checkpoint, atol: f64) -> DiffReport {
     let opts = DiffOptions {
         atol: if atol.is_nan() || atol < 0.0 { 0.0 } else { atol },

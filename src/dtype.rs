@@ -5,32 +5,53 @@ use std::fmt;
 /// A tensor element type. `name()` is PyTorch's name without the `torch.` prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
+    /// `torch.float64` (double).
     F64,
+    /// `torch.float32` (float).
     F32,
+    /// `torch.float16` (half).
     F16,
+    /// `torch.bfloat16`.
     BF16,
+    /// `torch.float8_e4m3fn`.
     F8E4M3Fn,
+    /// `torch.float8_e5m2`.
     F8E5M2,
+    /// `torch.float8_e4m3fnuz`.
     F8E4M3Fnuz,
+    /// `torch.float8_e5m2fnuz`.
     F8E5M2Fnuz,
+    /// `torch.float8_e8m0fnu`.
     F8E8M0Fnu,
+    /// `torch.int8`.
     I8,
+    /// `torch.int16` (short).
     I16,
+    /// `torch.int32` (int).
     I32,
+    /// `torch.int64` (long).
     I64,
+    /// `torch.uint8`.
     U8,
+    /// `torch.uint16`.
     U16,
+    /// `torch.uint32`.
     U32,
+    /// `torch.uint64`.
     U64,
+    /// `torch.bool`.
     Bool,
     /// `torch.complex32` (ComplexHalf): two float16. torch saves it with `_rebuild_tensor_v3`;
     /// safetensors has no such dtype.
     C32,
+    /// `torch.complex64` (cfloat): two float32.
     C64,
+    /// `torch.complex128` (cdouble): two float64.
     C128,
 }
 
 impl DType {
+    /// Every dtype ckpt knows.
     pub const ALL: [DType; 21] = [
         DType::F64,
         DType::F32,
@@ -102,10 +123,12 @@ impl DType {
         }
     }
 
+    /// Whether it is a complex type (two floats per element).
     pub fn is_complex(self) -> bool {
         matches!(self, DType::C32 | DType::C64 | DType::C128)
     }
 
+    /// Whether it is a real floating-point type (float8 kinds included).
     pub fn is_floating(self) -> bool {
         matches!(
             self,
@@ -145,7 +168,7 @@ impl DType {
     }
 
     /// The dtype of a legacy typed storage class (`torch.FloatStorage` ...), by class name.
-    pub fn from_storage_class(class: &str) -> Option<DType> {
+    pub(crate) fn from_storage_class(class: &str) -> Option<DType> {
         Some(match class {
             "DoubleStorage" => DType::F64,
             "FloatStorage" => DType::F32,
@@ -165,7 +188,7 @@ impl DType {
 
     /// The legacy typed storage class PyTorch pickles for this dtype, if it has one; dtypes
     /// without one are saved as `UntypedStorage` with `_rebuild_tensor_v3`.
-    pub fn storage_class(self) -> Option<&'static str> {
+    pub(crate) fn storage_class(self) -> Option<&'static str> {
         Some(match self {
             DType::F64 => "DoubleStorage",
             DType::F32 => "FloatStorage",
@@ -209,7 +232,7 @@ impl DType {
         })
     }
 
-    pub fn from_safetensors(dtype: safetensors::Dtype) -> Option<DType> {
+    pub(crate) fn from_safetensors(dtype: safetensors::Dtype) -> Option<DType> {
         use safetensors::Dtype as S;
         Some(match dtype {
             S::F64 => DType::F64,

@@ -2,8 +2,8 @@
 //! formats, whole-model pickles, TorchScript archives, safetensors, sharded checkpoints) without
 //! ever executing a pickle.
 //!
-//! The pipeline: a reader ([`read::open`]) produces a [`model::Checkpoint`]; commands work on it;
-//! tensor data stays a byte range of the input file until something needs the bytes.
+//! The pipeline: a reader ([`open()`]) produces a [`Checkpoint`]; commands work on it; tensor
+//! data stays a byte range of the input file until something needs the bytes.
 //!
 //! # Library
 //!
@@ -13,11 +13,12 @@
 //! `Vec` of the Rust type of its dtype ([`TensorRef::to_vec`], see [`Element`]) or, with the
 //! `ndarray` feature, as an array (`TensorRef::to_ndarray`, zero-copy `view_ndarray`). The
 //! other way, [`CheckpointBuilder`] makes a checkpoint of named slices (or ndarray arrays) that
-//! [`write::write`] saves as a .pth or safetensors file. Every failure is an [`Error`]. This is
-//! the README's example:
+//! [`write()`] saves as a .pth or safetensors file; [`scan_path`] judges what loading a file
+//! with Python would run, without loading it. Every failure is an [`Error`]. This is the
+//! README's example:
 //!
 //! ```
-//! use ckpt::write::{write, OutFormat, WriteOptions};
+//! use ckpt::{write, OutFormat, WriteOptions};
 //!
 //! fn main() -> ckpt::Result<()> {
 //!     // Read any PyTorch or safetensors checkpoint; no pickle is executed.
@@ -45,34 +46,95 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # Features
+//!
+//! - `cli` (default): the `ckpt` binary, `cli::main`, with clap, anyhow and indicatif. A
+//!   library user can leave it out (`default-features = false`).
+//! - `ndarray`: tensors read into and built from `ndarray` arrays.
+//! - `tch`: `ckpt verify`, which loads checkpoints with libtorch (implies `cli`).
+//! - `internals`: not an API. It makes the internal modules public (and hidden from these docs)
+//!   for the crate's own integration tests and fuzz targets; nothing in them is stable.
+
+#![deny(missing_docs)]
+
+/// Declares modules that are visible only inside the crate, or, with the `internals` feature,
+/// public but hidden from the docs: the integration tests and fuzz targets drive readers,
+/// transforms and writers directly, and no user should build on them.
+macro_rules! internal {
+    ($($(#[$attr:meta])* pub mod $name:ident;)*) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        $(#[$attr])*
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        $(#[$attr])*
+        pub(crate) mod $name;
+    )*};
+}
+
+/// Declares a public struct whose fields are private to the crate, or, with the `internals`
+/// feature, public but hidden from the docs (see `internal!`): the invariants between them are
+/// the crate's to keep.
+macro_rules! internal_fields {
+    ($(#[$attr:meta])* pub struct $name:ident { $($(#[$fattr:meta])* pub $field:ident: $ty:ty,)* }) => {
+        #[cfg(feature = "internals")]
+        $(#[$attr])*
+        pub struct $name { $($(#[$fattr])* #[doc(hidden)] pub $field: $ty,)* }
+        #[cfg(not(feature = "internals"))]
+        $(#[$attr])*
+        pub struct $name { $($(#[$fattr])* pub(crate) $field: $ty,)* }
+    };
+}
 
 mod builder;
-pub mod container;
-pub mod diff;
-pub mod dtype;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod element;
-pub mod error;
-pub mod inspect;
-pub mod model;
-pub mod pickle;
-pub mod read;
-pub mod record;
-pub mod scan;
-pub mod source;
-pub mod tensor_data;
+mod error;
 mod tensor_ref;
-pub mod transform;
-pub mod units;
-#[cfg(feature = "tch")]
-pub mod verify;
-pub mod write;
+
+internal! {
+    pub mod container;
+    #[cfg(feature = "cli")]
+    pub mod diff;
+    pub mod dtype;
+    #[cfg(feature = "cli")]
+    pub mod inspect;
+    pub mod model;
+    pub mod pickle;
+    pub mod read;
+    #[cfg(feature = "cli")]
+    pub mod record;
+    pub mod scan;
+    pub mod source;
+    pub mod tensor_data;
+    #[cfg(feature = "cli")]
+    pub mod transform;
+    #[cfg(feature = "cli")]
+    pub mod units;
+    #[cfg(feature = "tch")]
+    pub mod verify;
+    pub mod write;
+}
+
+// Without the CLI, of the transforms only the element conversions remain: tensor_data streams
+// pending casts through them.
+#[cfg(not(feature = "cli"))]
+mod transform {
+    pub(crate) mod elem;
+}
 
 pub use builder::CheckpointBuilder;
+pub use dtype::DType;
 pub use element::Element;
 pub use error::{Error, Result};
-pub use model::Checkpoint;
+pub use model::{Checkpoint, Format};
 pub use read::ReadLimits;
+pub use scan::{scan_path, scan_paths, Finding, ScanReport, Verdict};
 pub use tensor_ref::TensorRef;
+pub use write::progress::{OnProgress, ProgressReport};
+pub use write::{write, OutFormat, WriteOptions, WriteReport};
 
 /// Reads a checkpoint of any kind ckpt knows, with the default [`ReadLimits`]: a PyTorch file
 /// (zip, legacy or tar format, whole-model pickle, TorchScript), a safetensors file, a sharded

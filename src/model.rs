@@ -14,13 +14,20 @@ use crate::dtype::DType;
 use crate::pickle::{Global, GlobalUse, Usage};
 use crate::source::Source;
 
-/// The container a checkpoint came in.
+/// The container a checkpoint came in ([`Checkpoint::format`]). New kinds may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
+    /// `torch.save`'s zip format (its default since PyTorch 1.6).
     PthZip,
+    /// `torch.save`'s legacy formats: one pickle stream (`_use_new_zipfile_serialization=False`)
+    /// or the older tar archive.
     PthLegacy,
+    /// A TorchScript archive (`torch.jit.save`).
     TorchScript,
+    /// A safetensors file.
     Safetensors,
+    /// A Hugging Face sharded checkpoint: an `*.index.json` and its shards.
     Sharded,
     /// Made in a program with [`crate::CheckpointBuilder`], not read from a file.
     Built,
@@ -63,6 +70,7 @@ pub struct DataRef {
 
 impl DataRef {
     /// The bytes, straight from the map. The reader proved the range lies inside the file.
+    #[cfg(any(feature = "ndarray", feature = "internals"))] // zero-copy views, and the tests
     pub fn bytes(&self) -> &[u8] {
         self.source.slice(self.offset, self.len).unwrap_or(&[])
     }
@@ -97,6 +105,7 @@ pub struct Cast {
 
 impl Storage {
     /// Bytes in the input file.
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn nbytes(&self) -> u64 {
         self.data.len
     }
@@ -199,7 +208,10 @@ impl Node {
     }
 }
 
-/// Everything a reader found in a checkpoint.
+internal_fields! {
+/// Everything a reader found in a checkpoint: open one with [`crate::open()`], find its tensors
+/// with [`Checkpoint::tensor`] and [`Checkpoint::tensors`], make one with
+/// [`crate::CheckpointBuilder`], write one with [`crate::write::write()`].
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     pub format: Format,
@@ -211,6 +223,7 @@ pub struct Checkpoint {
     /// Every global the file's pickles reference, with how each is used.
     pub globals: Globals,
     /// What the reader understood about how the file was saved.
+    #[cfg_attr(not(any(feature = "cli", feature = "internals")), expect(dead_code, reason = "only the commands read it"))]
     pub origin: Origin,
     /// Every file the checkpoint was read from: the file itself, or a sharded checkpoint's index
     /// and shards. Writers never write over any of them.
@@ -218,15 +231,17 @@ pub struct Checkpoint {
     /// The class (`torch.nn.modules.batchnorm.BatchNorm2d`) of every nn.Module with tensors of
     /// its own (whole models, TorchScript), by its path as tensor names spell it ("" for a root
     /// module); empty for files of plain tensors.
+    #[cfg_attr(not(any(feature = "cli", feature = "internals")), expect(dead_code, reason = "only the commands read it"))]
     pub module_classes: BTreeMap<String, String>,
     /// Positions in `tensors` by name, for [`Checkpoint::tensor`]; start with
     /// `NameIndex::default()`.
     pub names: NameIndex,
 }
+}
 
 /// Where each tensor name lies in [`Checkpoint::tensors`], built on the first lookup. A cache:
-/// `tensors` is a public field a program may change after a lookup, so every answer is checked
-/// against it (see [`Checkpoint::tensor`]).
+/// transforms rename, drop and add tensors after a lookup may have built it, so every answer is
+/// checked against the tensors (see [`Checkpoint::tensor`]).
 #[derive(Debug, Clone, Default)]
 pub struct NameIndex(OnceLock<HashMap<String, TensorIdx>>);
 
@@ -281,14 +296,25 @@ impl Globals {
                 .extend(usages.iter().copied());
         }
     }
+    /// Each global with every way it is used.
+    #[cfg(feature = "cli")] // only the commands use it
+    pub fn uses(&self) -> impl Iterator<Item = (&Global, &BTreeSet<Usage>)> {
+        self.by_name.values().map(|(g, u)| (g, u))
+    }
+}
+
+/// Queries only `ckpt verify` (libtorch) and the integration tests make.
+#[cfg(any(feature = "tch", feature = "internals"))]
+impl Globals {
     /// The names, as "module.name", in order.
     pub fn iter(&self) -> impl Iterator<Item = &String> {
         self.by_name.keys()
     }
-    /// Each global with every way it is used.
-    pub fn uses(&self) -> impl Iterator<Item = (&Global, &BTreeSet<Usage>)> {
-        self.by_name.values().map(|(g, u)| (g, u))
-    }
+}
+
+/// Queries only the integration tests make.
+#[cfg(feature = "internals")]
+impl Globals {
     pub fn contains(&self, dotted: &str) -> bool {
         self.by_name.contains_key(dotted)
     }
@@ -318,12 +344,25 @@ pub enum Origin {
 }
 
 impl Checkpoint {
-    pub fn storage(&self, id: StorageId) -> &Storage {
+    /// The container it came in ([`Format::Built`] for a [`crate::CheckpointBuilder`]'s).
+    ///
+    /// ```
+    /// # let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/model.safetensors");
+    /// let ckpt = ckpt::open(&path)?;
+    /// assert_eq!(ckpt.format(), ckpt::Format::Safetensors);
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    pub(crate) fn storage(&self, id: StorageId) -> &Storage {
         &self.storages[id.0]
     }
+    /// The number of elements of all its tensors: a model's parameter count (buffers included).
     pub fn total_params(&self) -> u64 {
         self.tensors.iter().map(Tensor::numel).sum()
     }
+    /// The bytes of all its tensors' elements (views of one storage each counted whole).
     pub fn total_bytes(&self) -> u64 {
         self.tensors.iter().map(Tensor::nbytes).sum()
     }

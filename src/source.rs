@@ -117,6 +117,7 @@ impl Source {
     }
 
     /// Whether there are no bytes.
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn is_empty(&self) -> bool {
         self.bytes().is_empty()
     }

@@ -529,6 +529,7 @@ fn gather_into(shape: &[u64], stride: &[u64], offset: u64, esize: usize, window:
 /// Calls `sink` with consecutive pieces of a whole storage's bytes, little-endian and with its
 /// pending cast applied: what a writer stores for it. A big-endian storage is swapped using the
 /// element size of the tensors that view it (an error when they disagree or none does).
+#[cfg(feature = "internals")] // only the integration tests call it
 pub fn for_each_storage_chunk<E: From<Error>>(
     ckpt: &Checkpoint,
     id: StorageId,
@@ -627,11 +628,13 @@ pub fn storage_elem(ckpt: &Checkpoint, id: StorageId) -> std::result::Result<Opt
 
 /// SHA-256 of the tensor's contiguous little-endian bytes, hex; for an unreadable tensor the
 /// reason, in angle brackets (see [`try_sha256_hex`]).
+#[cfg(feature = "cli")] // only the commands use it
 pub fn sha256_hex(ckpt: &Checkpoint, tensor: &Tensor) -> String {
     try_sha256_hex(ckpt, tensor).unwrap_or_else(|e| format!("<unreadable: {e}>"))
 }
 
 /// SHA-256 of the tensor's contiguous little-endian bytes, hex.
+#[cfg(feature = "cli")] // only the commands use it
 pub fn try_sha256_hex(ckpt: &Checkpoint, tensor: &Tensor) -> Result<String> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();

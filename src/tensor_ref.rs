@@ -16,8 +16,7 @@ impl Checkpoint {
     /// `optimizer_state_dict.state.0.exp_avg`), or None.
     ///
     /// Names are looked up in an index built on the first call, so a lookup does not search
-    /// the tensors; only a name the index does not hold (absent, or added to the public
-    /// `tensors` field since) is searched for in order.
+    /// the tensors; only a name the index does not hold is searched for in order.
     ///
     /// ```
     /// # fn main() -> ckpt::Result<()> {
@@ -125,11 +124,6 @@ impl<'a> TensorRef<'a> {
     /// `t.is_contiguous()`.
     pub fn is_contiguous(&self) -> bool {
         self.tensor.is_contiguous()
-    }
-
-    /// The data model's record of the tensor, for the lower-level modules.
-    pub fn raw(&self) -> &'a Tensor {
-        self.tensor
     }
 
     /// Its elements' bytes as `t.contiguous()` holds them on a little-endian machine: row-major,

@@ -160,7 +160,7 @@ fn check_consistent(c: &Checkpoint, after: &str) {
     for t in &c.tensors {
         assert!(t.storage.0 < c.storages.len(), "after {after}: '{}' views a missing storage", t.name);
         used[t.storage.0] = true;
-        if let Some(cast) = c.storage(t.storage).cast {
+        if let Some(cast) = c.storages[t.storage.0].cast {
             assert_eq!(cast.to, t.dtype, "after {after}: '{}' disagrees with its storage's pending cast", t.name);
         }
     }
@@ -216,7 +216,7 @@ fn apply_step(c: &mut Checkpoint, step: &Step) -> bool {
             if *strict {
                 transform::try_freeze(c, &rules).is_ok()
             } else {
-                let _ = transform::freeze(c, &rules);
+                let _ = transform::freeze::freeze(c, &rules);
                 true
             }
         }

@@ -84,7 +84,9 @@ pub struct Directory {
     /// Where the EOCD record used sits.
     pub eocd: u64,
     /// Where the central directory starts, as the EOCD (or zip64 record) states.
+    #[cfg_attr(not(feature = "internals"), expect(dead_code, reason = "only the integration tests read it"))]
     pub cdir_offset: u64,
+    #[cfg_attr(not(feature = "internals"), expect(dead_code, reason = "only the integration tests read it"))]
     pub cdir_size: u64,
     /// Entry indices by lower-cased name, for lookups without a scan.
     by_name: HashMap<Vec<u8>, Vec<usize>>,

@@ -107,6 +107,7 @@ impl Heap {
     pub fn len(&self) -> usize {
         self.objs.len()
     }
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn is_empty(&self) -> bool {
         self.objs.is_empty()
     }

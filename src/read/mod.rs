@@ -19,18 +19,26 @@ use crate::pickle::{self, GlobalUse, Pickle};
 use crate::source::Source;
 
 /// Bounds on what reading a file may cost. The defaults fit the largest real checkpoints;
-/// a library user reading untrusted files can tighten them.
+/// a library user reading untrusted files can tighten them (start from `default()`; fields may
+/// be added).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ReadLimits {
+    /// The pickle machine's bounds (memo, stack, objects); internal, like its types.
+    #[doc(hidden)]
     pub pickle: pickle::Limits,
+    /// Bounds of turning a parsed pickle into a checkpoint; internal, like its types.
+    #[doc(hidden)]
     pub decode: decode::DecodeLimits,
     /// Largest pickle record read into memory (data.pkl of a huge model is tens of MB).
     pub max_pickle_bytes: u64,
+    /// Most members of a zip archive.
     pub max_zip_entries: usize,
     /// Largest `*.index.json` of a sharded checkpoint.
     pub max_index_bytes: u64,
     /// Largest safetensors header (JSON) parsed, and how large it may be beside the tensor data
-    /// it describes; see [`safetensors::HeaderLimits`].
+    /// it describes; internal, like its type.
+    #[doc(hidden)]
     pub safetensors_header: safetensors::HeaderLimits,
 }
 
@@ -164,7 +172,7 @@ pub(crate) fn parse_pickle(path: &Path, record: &str, bytes: &[u8], limits: &Rea
     pickle::parse(bytes, &limits.pickle).map_err(|e| Error::Pickle {
         path: path.into(),
         record: record.into(),
-        source: e,
+        source: Box::new(e),
     })
 }
 

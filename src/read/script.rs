@@ -21,10 +21,12 @@ impl ScriptClasses {
         self.classes.get(qualified)
     }
 
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn len(&self) -> usize {
         self.classes.len()
     }
 
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn is_empty(&self) -> bool {
         self.classes.is_empty()
     }

@@ -73,6 +73,7 @@ impl Kind {
 pub struct Member {
     pub name: Vec<u8>,
     /// The type flag as tarfile reports it (an AREGTYPE name ending in `/` reads `5`).
+    #[cfg_attr(not(feature = "internals"), expect(dead_code, reason = "only the integration tests read it"))]
     pub flag: u8,
     pub linkname: Vec<u8>,
     pub kind: Kind,
@@ -95,6 +96,7 @@ pub enum Open {
     /// tarfile reads the archive.
     Tar(Vec<Member>),
     /// tarfile raises a TarError: torch falls back to unpickling the file from byte 0.
+    #[cfg_attr(not(feature = "internals"), expect(dead_code, reason = "only the integration tests read it"))]
     NotTar(String),
 }
 

@@ -144,14 +144,20 @@ pub use policy::Category;
 pub enum Verdict {
     /// Not a checkpoint at all (a README next to the weights); ignored by the exit code.
     NotCheckpoint,
+    /// Only what `torch.load(weights_only=True)` allows; safetensors and index files.
     Safe,
+    /// Loading needs `weights_only=False` and the classes' code (a pickled whole model, a
+    /// TorchScript archive), but the pickles call nothing dangerous.
     NeedsCode,
     /// Could not be read, so could not be cleared.
     Unreadable,
+    /// A pickle calls a global outside torch's weights_only allowlist or uses a denylisted one
+    /// (`os.system`, `builtins.exec`...): loading it runs what the file chose.
     Dangerous,
 }
 
 impl Verdict {
+    /// The name `ckpt scan` prints: "safe", "needs-code", "dangerous"...
     pub fn name(self) -> &'static str {
         match self {
             Verdict::NotCheckpoint => "not-a-checkpoint",
@@ -169,9 +175,11 @@ impl std::fmt::Display for Verdict {
     }
 }
 
+internal_fields! {
 /// One reason for a verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
+    /// How severe it is.
     pub verdict: Verdict,
     /// The record (zip member, legacy pickle name, "pickle 2") it was found in.
     pub record: String,
@@ -181,12 +189,43 @@ pub struct Finding {
     /// The global concerned, as `module.name`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub global: Option<String>,
+    /// What was found, in a sentence.
     pub message: String,
     /// The arguments of the first call of `global`, as Python would write the tuple (strings,
     /// bytes, numbers; containers one level deep), control and invisible characters escaped,
     /// cut at 120 characters: what `os.system` would have run. Never evaluated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
+}
+}
+
+impl Finding {
+    /// How severe it is: the file's verdict is the most severe of its findings.
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+    /// The record (zip member, legacy pickle name, "pickle 2") it was found in.
+    pub fn record(&self) -> &str {
+        &self.record
+    }
+    /// The byte offset of the opcode inside the record's pickle, as `python -m pickletools`
+    /// counts, where there is one.
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
+    }
+    /// The global concerned, as `module.name`, where there is one.
+    pub fn global(&self) -> Option<&str> {
+        self.global.as_deref()
+    }
+    /// What was found, in a sentence.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// The arguments of the first call of [`Self::global`], as Python would write the tuple,
+    /// escaped and cut at 120 characters: what `os.system` would have run. Never evaluated.
+    pub fn arguments(&self) -> Option<&str> {
+        self.arguments.as_deref()
+    }
 }
 
 /// One global of one pickle, with everything the pickle does with it.
@@ -229,18 +268,24 @@ pub struct PickleReport {
     pub error: Option<String>,
 }
 
-/// The scan of one file.
+internal_fields! {
+/// The scan of one file ([`scan_path`]): its verdict and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScanReport {
+    /// The file, as given or found.
     pub path: String,
     /// pth-zip, torchscript, pth-legacy, pth-legacy-tar, pickle, zip, safetensors, index-json, unknown.
     pub format: String,
+    /// The most severe verdict of its findings (safe without any).
     pub verdict: Verdict,
+    /// Bytes of the file.
     pub size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why the file could not be read to its end, when it could not.
     pub error: Option<String>,
     /// Everything that is not safe, most severe first.
     pub findings: Vec<Finding>,
+    /// Every pickle of the file, with the globals it uses.
     pub pickles: Vec<PickleReport>,
     /// TorchScript source files (`code/**.py`) inside the archive.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -248,11 +293,52 @@ pub struct ScanReport {
     /// Shard files an index names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<String>,
+    /// Remarks that change no verdict.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
+}
 
 impl ScanReport {
+    /// The file, as given to [`scan_path`].
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// What the file is: pth-zip, torchscript, pth-legacy, pth-legacy-tar, pickle, zip,
+    /// safetensors, index-json or unknown.
+    pub fn format(&self) -> &str {
+        &self.format
+    }
+    /// The judgement of the whole file: the most severe of its findings.
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+    /// Bytes of the file.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// Why the file could not be read to its end, when it could not (something dangerous found
+    /// before the damage still makes it dangerous).
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+    /// Everything that is not safe, most severe first; empty for a safe file.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+    /// TorchScript source files (`code/**.py`) inside the archive.
+    pub fn code(&self) -> &[String] {
+        &self.code
+    }
+    /// The shard files a sharded checkpoint's index names.
+    pub fn shards(&self) -> &[String] {
+        &self.shards
+    }
+    /// Remarks that change no verdict.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+    /// The report as `ckpt scan --json` prints it for one file.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
@@ -262,9 +348,26 @@ impl ScanReport {
     }
 }
 
-/// Scans one file named by the user. Errors (exit 2): the file cannot be opened, is not a
-/// checkpoint, or cannot be read far enough to clear it; a file in which something dangerous was
-/// found before the damage is `Ok` with verdict dangerous and `error` set.
+/// Judges what loading the file at `path` with Python (`torch.load`, `torch.jit.load`) would
+/// run, without running anything: every pickle a loader could read is parsed by ckpt's own
+/// pickle machine and every global it uses is judged. A file in which something dangerous was
+/// found before damage is `Ok`, with verdict [`Verdict::Dangerous`] and [`ScanReport::error`] set.
+///
+/// ```
+/// # fn main() -> ckpt::Result<()> {
+/// # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+/// let limits = ckpt::ReadLimits::default();
+/// let report = ckpt::scan_path(&dir.join("fixtures/cnn_state_dict.pth"), &limits)?;
+/// assert_eq!(report.verdict(), ckpt::Verdict::Safe);
+/// for finding in report.findings() {
+///     println!("{}: {}", finding.verdict(), finding.message());
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be opened; [`Error::UnknownFormat`] when it is not a
+/// checkpoint; [`Error::Unsupported`] when it cannot be read far enough to clear it.
 pub fn scan_path(path: &Path, limits: &ReadLimits) -> Result<ScanReport> {
     let report = scan_file(path, limits, true);
     match report.verdict {
@@ -287,7 +390,13 @@ fn report_error(path: &Path, report: &ScanReport) -> Error {
 
 /// Scans files and directories (recursively, in name order, not following symlinked
 /// directories). An index json named explicitly brings its shards along. Never fails: a file
-/// that cannot be read is a report with verdict unreadable.
+/// that cannot be read is a report with verdict [`Verdict::Unreadable`].
+///
+/// ```
+/// # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+/// let reports = ckpt::scan_paths(&[dir.join("fixtures/hostile")], &ckpt::ReadLimits::default());
+/// assert!(reports.iter().any(|r| r.verdict() == ckpt::Verdict::Dangerous));
+/// ```
 pub fn scan_paths(paths: &[PathBuf], limits: &ReadLimits) -> Vec<ScanReport> {
     let mut files: Vec<(PathBuf, bool)> = Vec::new();
     for p in paths {
@@ -339,6 +448,7 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, bool)>) {
 
 /// The process exit status for a scan: 1 if anything is dangerous (or, with `strict`, needs
 /// code), else 2 if a checkpoint could not be read, else 0.
+#[cfg(feature = "cli")] // only the commands use it
 pub fn exit_code(reports: &[ScanReport], strict: bool) -> u8 {
     let worst = |v: Verdict| reports.iter().any(|r| r.verdict == v);
     if worst(Verdict::Dangerous) || (strict && worst(Verdict::NeedsCode)) {
@@ -351,6 +461,7 @@ pub fn exit_code(reports: &[ScanReport], strict: bool) -> u8 {
 }
 
 /// JSON of a whole scan: `{"files": [...], "summary": {verdict: count}, "exit_code": n}`.
+#[cfg(feature = "cli")] // only the commands use it
 pub fn to_json(reports: &[ScanReport], strict: bool) -> serde_json::Value {
     let mut summary = serde_json::Map::new();
     for v in [
@@ -373,12 +484,14 @@ pub fn to_json(reports: &[ScanReport], strict: bool) -> serde_json::Value {
 }
 
 /// The human summary of a whole scan.
+#[cfg(feature = "cli")] // only the commands use it
 pub fn to_text(reports: &[ScanReport], verbose: bool) -> String {
     text::summary(reports, verbose)
 }
 
 /// A warning about one global, for commands that have read a checkpoint
 /// ([`crate::Checkpoint::globals`]) and do not scan it.
+#[cfg(feature = "cli")] // only the commands use it
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GlobalWarning {
     /// "module.name" after Python 2 renames (`commands.Popen` is `subprocess.Popen`), as
@@ -398,6 +511,7 @@ pub struct GlobalWarning {
 /// it, a computed callable, embedded payloads, the arguments of a call. So a REDUCE of a
 /// class-like name outside the standard library, which is how Enum members are pickled (every
 /// `training_args.bin`), is needs-code here, where [`scan_path`] tells an Enum member from a call.
+#[cfg(feature = "cli")] // only the commands use it
 pub fn dangerous_globals(globals: &crate::model::Globals, torchscript: bool) -> Vec<GlobalWarning> {
     let mut out: Vec<GlobalWarning> = globals
         .uses()

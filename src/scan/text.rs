@@ -62,6 +62,7 @@ pub fn report(r: &ScanReport, verbose: bool) -> String {
 
 /// Every file, then a count per verdict. Files that are not checkpoints are only counted unless
 /// `verbose`.
+#[cfg(feature = "cli")] // only the commands use it
 pub fn summary(reports: &[ScanReport], verbose: bool) -> String {
     let mut out = String::new();
     for r in reports {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+#[cfg(feature = "internals")] // only the tests call to_json
 use serde_json::{json, Value as Json};
 
 use super::elem::{self, Losses};
@@ -102,6 +103,7 @@ impl KeepReason {
 }
 
 impl CastReport {
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn to_json(&self) -> Json {
         json!({
             "to": self.to.name(),
@@ -267,6 +269,7 @@ fn storage_reason(
 /// are listed, in tensor order. Counts are over the tensor's elements (a tensor that repeats an
 /// element, as an expanded view does, counts it each time). Tensors whose bytes cannot be read
 /// are skipped here (the writer reports them); [`try_loss_report`] fails on them instead.
+#[cfg(feature = "internals")] // only the integration tests call it
 pub fn loss_report(ckpt: &Checkpoint) -> Vec<(String, Losses)> {
     loss_impl(ckpt, false).unwrap_or_default()
 }

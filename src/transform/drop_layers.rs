@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+#[cfg(feature = "internals")] // only the tests call to_json
 use serde_json::{json, Value as Json};
 
 use super::pattern::{compile, require_matches};
@@ -26,6 +27,7 @@ pub struct DropReport {
 }
 
 impl DropReport {
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn to_json(&self) -> Json {
         json!({
             "removed": self.removed,

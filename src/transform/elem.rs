@@ -83,6 +83,7 @@ pub fn convert(from: DType, to: DType, src: &[u8], out: &mut Vec<u8>) {
 }
 
 /// What a cast loses, counted over elements.
+#[cfg(feature = "cli")] // casts report their losses in the commands only
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Losses {
     /// Finite values that become inf (NaN for float8 kinds without inf).
@@ -95,6 +96,7 @@ pub struct Losses {
 /// values that overflow (float16's largest finite value is 65504, so |x| >= 65520 becomes inf)
 /// and non-zero values that flush to zero (|x| below half float16's smallest subnormal,
 /// 2^-25, becomes ±0; AdamW's `exp_avg_sq` holds such values).
+#[cfg(feature = "cli")]
 pub fn losses(from: DType, to: DType, src: &[u8]) -> Losses {
     let mut l = Losses::default();
     if !supported(from, to) || !can_lose(from, to) {
@@ -123,6 +125,7 @@ pub fn losses(from: DType, to: DType, src: &[u8]) -> Losses {
 
 /// Whether one little-endian element of a floating dtype is ±0 (float8_e8m0fnu has no zero;
 /// the fnuz kinds' 0x80 is their NaN, not -0).
+#[cfg(feature = "cli")]
 fn zero_test(d: DType) -> fn(&[u8]) -> bool {
     match d {
         DType::F64 => |b| u64::from_le_bytes(b[..8].try_into().unwrap()) << 1 == 0,
@@ -135,6 +138,7 @@ fn zero_test(d: DType) -> fn(&[u8]) -> bool {
 }
 
 /// Whether one little-endian element of a floating dtype is finite.
+#[cfg(feature = "cli")]
 fn finite_test(d: DType) -> fn(&[u8]) -> bool {
     match d {
         DType::F64 => {
@@ -153,11 +157,13 @@ fn finite_test(d: DType) -> fn(&[u8]) -> bool {
 
 /// Whether some finite `from` value has no finite `to` value, or some non-zero one rounds to
 /// zero (by the largest finite and the smallest positive values).
+#[cfg(feature = "cli")]
 fn can_lose(from: DType, to: DType) -> bool {
     max_finite(from) > max_finite(to) || min_positive(from) < min_positive(to)
 }
 
 /// The smallest positive value of a floating dtype (its smallest subnormal, where it has any).
+#[cfg(feature = "cli")]
 fn min_positive(d: DType) -> f64 {
     let exp = match d {
         DType::F64 => -1074,
@@ -175,6 +181,7 @@ fn min_positive(d: DType) -> f64 {
 }
 
 /// The largest finite value of a floating dtype.
+#[cfg(feature = "cli")]
 pub fn max_finite(d: DType) -> f64 {
     match d {
         DType::F64 => f64::MAX,
@@ -193,6 +200,7 @@ pub fn max_finite(d: DType) -> f64 {
 /// Decodes one little-endian element of a floating or integer dtype to f64: exact for every
 /// floating kind (float8 included) and for integers up to 2^53; NaN for a NaN; bool as 0/1.
 /// Complex elements decode to their real part (see [`decode_complex`]).
+#[cfg(feature = "cli")]
 pub fn decode_f64(dtype: DType, b: &[u8]) -> f64 {
     match dtype {
         DType::F64 => f64::from_bits(u64::from_le_bytes(b[..8].try_into().unwrap())),
@@ -218,6 +226,7 @@ pub fn decode_f64(dtype: DType, b: &[u8]) -> f64 {
 }
 
 /// Decodes one little-endian complex element to (real, imaginary).
+#[cfg(feature = "cli")]
 pub fn decode_complex(dtype: DType, b: &[u8]) -> (f64, f64) {
     match dtype {
         DType::C32 => (decode_f64(DType::F16, &b[..2]), decode_f64(DType::F16, &b[2..4])),
@@ -228,6 +237,7 @@ pub fn decode_complex(dtype: DType, b: &[u8]) -> (f64, f64) {
 }
 
 /// Decodes one little-endian integer or bool element exactly; None for other dtypes.
+#[cfg(feature = "cli")]
 pub fn decode_int(dtype: DType, b: &[u8]) -> Option<i128> {
     Some(match dtype {
         DType::I8 => b[0] as i8 as i128,

@@ -25,16 +25,14 @@ pub mod rename;
 pub mod select;
 pub(crate) mod tree;
 
-pub use cast::{cast, loss_report, try_loss_report, CastEntry, CastReport, Keep, KeepReason, KeptEntry};
+pub use cast::{cast, try_loss_report, CastReport, Keep, KeepReason};
 pub use device::{require_match as require_device_match, set_device, DeviceReport, DeviceRule};
 pub use drop_layers::{drop_layers, DropReport};
 pub use elem::Losses;
-pub use freeze::{freeze, try_freeze, FlagSource, FreezeEntry, FreezeReport, FreezeRule};
-pub use params::{census, is_known_buffer, Census, Role};
+pub use freeze::{try_freeze, FreezeReport, FreezeRule};
 pub use pattern::Pattern;
 pub use rename::{rename, rename_map, rename_regex, RenameReport, RenameRule};
 pub use select::select;
-pub use tree::prune_storages;
 
 #[cfg(doc)]
 use crate::model::Checkpoint;

@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+#[cfg(feature = "internals")] // only the tests call to_json
 use serde_json::{json, Value as Json};
 
 use super::pattern::module_hint;
@@ -47,6 +48,7 @@ pub struct RenameReport {
 }
 
 impl RenameReport {
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn to_json(&self) -> Json {
         json!({
             "renamed": self.renamed.iter().map(|(a, b)| json!({"from": a, "to": b})).collect::<Vec<_>>(),

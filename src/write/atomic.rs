@@ -68,6 +68,7 @@ impl AtomicFile {
     }
 
     /// Whether it will be flushed to disk before the rename.
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn durable(&self) -> bool {
         self.durable
     }
@@ -86,11 +87,13 @@ impl AtomicFile {
     }
 
     /// Where it will end up.
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn target(&self) -> &Path {
         &self.target
     }
 
     /// Where it is being written now.
+    #[cfg(feature = "internals")] // only the integration tests call it
     pub fn temp_path(&self) -> &Path {
         self.tmp.path()
     }

@@ -34,11 +34,13 @@ use self::atomic::AtomicFile;
 use self::context::WriteCtx;
 use self::progress::OnProgress;
 
-/// The container to write.
+/// The container to write ([`WriteOptions::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OutFormat {
     /// PyTorch's zip format, as `torch.save` writes it.
     Pth,
+    /// A safetensors file, as `safetensors.torch.save_file` writes it.
     Safetensors,
 }
 
@@ -57,6 +59,7 @@ impl OutFormat {
         }
     }
 
+    /// "pth" or "safetensors".
     pub fn name(self) -> &'static str {
         match self {
             OutFormat::Pth => "pth",
@@ -65,8 +68,20 @@ impl OutFormat {
     }
 }
 
+/// How [`write()`] writes: [`WriteOptions::new`] gives the defaults for a format, and fields
+/// are set one by one (more may be added).
+///
+/// ```
+/// use ckpt::{OutFormat, WriteOptions};
+///
+/// let mut options = WriteOptions::new(OutFormat::Safetensors);
+/// options.force = true;
+/// options.metadata.push(("format".into(), "pt".into()));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WriteOptions {
+    /// The container.
     pub format: OutFormat,
     /// Replace an existing output.
     pub force: bool,
@@ -80,7 +95,7 @@ pub struct WriteOptions {
     pub on_progress: OnProgress,
     /// Flush every output to disk before renaming it into place, new files too, so that it
     /// survives a crash or power cut right after. Outputs that replace a file are always
-    /// flushed (see [`atomic`]).
+    /// flushed.
     pub durable: bool,
     /// Entries added to safetensors `__metadata__` (of every file of a sharded output), over
     /// the checkpoint's own. A .pth has no place for them: writing one with entries here fails.
@@ -88,6 +103,8 @@ pub struct WriteOptions {
 }
 
 impl WriteOptions {
+    /// Writes `format`, refusing to replace a file, without sharding, deduplication, progress
+    /// or extra metadata; new files are not flushed to disk before their rename.
     pub fn new(format: OutFormat) -> Self {
         WriteOptions {
             format,
@@ -101,7 +118,9 @@ impl WriteOptions {
     }
 }
 
+/// What [`write()`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WriteReport {
     /// The files written, in the order they were renamed into place (a shard index last).
     pub files: Vec<PathBuf>,
@@ -115,6 +134,7 @@ pub struct WriteReport {
 
 /// Writes a small text output (a JSON report) with the same guarantees as a checkpoint: temp
 /// file, rename into place, an existing file replaced only with `force`, never one of `inputs`.
+#[cfg(feature = "cli")] // only the commands use it
 pub fn write_text(inputs: &[&Path], out: &Path, text: &str, force: bool, always_flush: bool) -> Result<PathBuf> {
     check_output(inputs, out, force)?;
     let mut f = AtomicFile::create(out, always_flush)?;
@@ -125,10 +145,35 @@ pub fn write_text(inputs: &[&Path], out: &Path, text: &str, force: bool, always_
     f.commit(force)
 }
 
-/// Writes `ckpt` to `out` (see the module docs for what is guaranteed).
+/// Writes `ckpt` to `out` as `opts` say and reports what was written.
 ///
-/// A directory, an index name, or a shard size asks for a Hugging Face layout ([`shard`]):
-/// `save_pretrained`'s names in a directory, or shards and an index beside `out`.
+/// The output goes to a temporary file beside `out`, renamed into place once complete: an
+/// error or a panic leaves no partial file. An existing output is replaced only with
+/// [`WriteOptions::force`]; an output that is one of the checkpoint's inputs is always refused.
+/// Tensor data is streamed from the inputs, never held whole in memory. A .pth is what
+/// `torch.save` writes (structure, shared storages, views, requires_grad and devices kept); a
+/// safetensors file is what `safetensors.torch.save_file` writes for the same tensors.
+///
+/// A directory, an `*.index.json` name, or [`WriteOptions::max_shard_size`] asks for a Hugging
+/// Face layout: `save_pretrained`'s names in a directory, or shards and an index beside `out`.
+///
+/// ```
+/// # fn main() -> ckpt::Result<()> {
+/// let ckpt = ckpt::CheckpointBuilder::new().tensor("w", &[1.0f32, 2.0], &[2])?.build();
+/// let out = std::env::temp_dir().join("ckpt-doc-write.safetensors");
+/// let mut options = ckpt::WriteOptions::new(ckpt::OutFormat::Safetensors);
+/// options.force = true;
+/// let report = ckpt::write(&ckpt, &out, &options)?;
+/// assert_eq!(report.tensors, 1);
+/// assert_eq!(ckpt::open(&out)?.tensor("w").unwrap().to_vec::<f32>()?, [1.0, 2.0]);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`Error::Exists`] for an existing output without `force`; [`Error::SameFile`] for an output
+/// that is an input; [`Error::Write`] when the output cannot be written (nothing is left at
+/// `out`); [`Error::Io`] when an input cannot be read; [`Error::Unwritable`] for a tensor the
+/// format cannot hold (a .pth with extra metadata, a dtype safetensors lacks).
 pub fn write(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions) -> Result<WriteReport> {
     write_with_layout(ckpt, out, opts, &pth::PthLayout::default())
 }
@@ -260,6 +305,7 @@ pub(crate) fn same_file(input: &Path, out: &Path, out_meta: &std::fs::Metadata) 
 /// Parses a size: a number with an optional unit, case-insensitive: B, KB/MB/GB/TB (powers of
 /// 1000, as huggingface counts), KiB/MiB/GiB/TiB (powers of 1024), K/M/G/T (= KB...). "1.5GB"
 /// is allowed. None for anything else, zero, or overflow.
+#[cfg(feature = "cli")] // only the commands use it
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());

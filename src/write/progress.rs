@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 pub struct ProgressReport {
     /// What is being done: "writing", "comparing" or "hashing".
     pub task: &'static str,
+    /// Bytes done so far.
     pub done: u64,
+    /// Bytes the work comes to.
     pub total: u64,
     /// The last report of this piece of work: it completed (then `done == total`) or stopped
     /// early on an error.

@@ -7,8 +7,7 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use crate::common::{expected, fixtures_dir};
-use ckpt::dtype::DType;
-use ckpt::{Checkpoint, Element, Error, TensorRef};
+use ckpt::{Checkpoint, DType, Element, Error, TensorRef};
 
 fn open(rel: &str) -> Checkpoint {
     ckpt::open(fixtures_dir().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -299,12 +298,12 @@ mod arrays {
         for t in ckpt.tensors() {
             let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
             match t.dtype() {
-                ckpt::dtype::DType::F32 => {
+                ckpt::DType::F32 => {
                     let a = t.to_ndarray::<f32>().unwrap();
                     assert_eq!(a.shape(), shape, "{}", t.name());
                     assert_eq!(a.iter().copied().collect::<Vec<_>>(), t.to_vec::<f32>().unwrap());
                 }
-                ckpt::dtype::DType::I64 => assert_eq!(t.to_ndarray::<i64>().unwrap().shape(), shape),
+                ckpt::DType::I64 => assert_eq!(t.to_ndarray::<i64>().unwrap().shape(), shape),
                 other => panic!("views.pth has no {other} tensor"),
             }
         }
@@ -316,7 +315,7 @@ mod arrays {
     #[test]
     fn views_in_place_keep_torchs_strides() {
         let ckpt = open("views.pth");
-        for t in ckpt.tensors().filter(|t| t.dtype() == ckpt::dtype::DType::F32) {
+        for t in ckpt.tensors().filter(|t| t.dtype() == ckpt::DType::F32) {
             // A zip record of a .pth is 64-byte aligned, so every f32 view can be used in place.
             let view = t.view_ndarray::<f32>().unwrap().expect("aligned little-endian f32");
             let strides: Vec<isize> = t.strides().iter().map(|&s| s as isize).collect();
@@ -351,9 +350,7 @@ mod arrays {
 mod built {
     use half::bf16;
 
-    use ckpt::dtype::DType;
-    use ckpt::write::{write, OutFormat, WriteOptions};
-    use ckpt::{CheckpointBuilder, Error};
+    use ckpt::{write, CheckpointBuilder, DType, Error, OutFormat, WriteOptions};
 
     fn sample() -> ckpt::Checkpoint {
         CheckpointBuilder::new()

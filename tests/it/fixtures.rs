@@ -46,7 +46,7 @@ fn check_file(path: &std::path::Path, rel: &str, want: &Json) -> Vec<String> {
     let mut storage_of_group: HashMap<String, usize> = HashMap::new();
     for (t, w) in ckpt.tensors.iter().zip(want_tensors) {
         let name = &t.name;
-        let storage = ckpt.storage(t.storage);
+        let storage = &ckpt.storages[t.storage.0];
         let checks: [(&str, Json, Json); 7] = [
             ("dtype", Json::from(t.dtype.name()), w["dtype"].clone()),
             ("shape", Json::from(t.shape.clone()), w["shape"].clone()),

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use ckpt::dtype::DType;
 use ckpt::model::{ByteOrder, Checkpoint, DataRef, Format, Key, Node, Origin, Storage, StorageId, Tensor};
 use ckpt::source::Source;
-use ckpt::transform::{self, DeviceRule, FlagSource, FreezeRule, Keep, KeepReason, Losses, Pattern, TransformError};
+use ckpt::transform::freeze::FlagSource;
+use ckpt::transform::{self, DeviceRule, FreezeRule, Keep, KeepReason, Losses, Pattern, TransformError};
 use serde_json::Value as Json;
 
 use crate::common::{expected, fixtures_dir};
@@ -324,7 +325,7 @@ fn overflow_report_counts_what_float16_cannot_hold() {
     let mut built = m.finish(dict(vec![("a", a), ("b", b), ("c", c)]));
     transform::cast(&mut built.ckpt, DType::F16, &Keep::default());
     assert_eq!(
-        transform::loss_report(&built.ckpt),
+        transform::cast::loss_report(&built.ckpt),
         vec![("a".to_string(), overflow(3))]
     );
     assert_eq!(
@@ -337,7 +338,7 @@ fn overflow_report_counts_what_float16_cannot_hold() {
     let mut built = m.finish(dict(vec![("a", a)]));
     transform::cast(&mut built.ckpt, DType::BF16, &Keep::default());
     assert_eq!(
-        transform::loss_report(&built.ckpt),
+        transform::cast::loss_report(&built.ckpt),
         vec![("a".to_string(), overflow(1))]
     );
 }
@@ -358,7 +359,7 @@ fn cast_fixture_to_half_then_values_are_pytorchs() {
     assert_eq!(r.cast.len(), 14);
     assert_eq!(r.kept.len(), 1);
     assert_eq!(r.kept[0].name, "bn.num_batches_tracked");
-    assert!(transform::loss_report(&c).is_empty());
+    assert!(transform::cast::loss_report(&c).is_empty());
     // The cast values are elem::convert's; compare with half's conversion of the source.
     let t = before.tensors.iter().find(|t| t.name == "fc1.weight").unwrap();
     let mut src = Vec::new();
@@ -792,7 +793,7 @@ fn freeze_rules_later_win_and_tied_follow() {
         (FreezeRule::Freeze, "head".to_string()),
         (FreezeRule::Freeze, "mask".to_string()),
     ];
-    let r = transform::freeze(ck, &rules);
+    let r = transform::freeze::freeze(ck, &rules);
     assert!(r.file_has_flags);
     let flags: Vec<(&str, bool, FlagSource)> = r
         .entries
@@ -851,7 +852,7 @@ fn freeze_without_flags_defaults_to_trainable_and_uses_the_buffer_heuristic() {
         ("optimizer", dict(vec![("exp_avg", exp)])),
     ]));
     let ck = &mut built.ckpt;
-    let r = transform::freeze(ck, &[]);
+    let r = transform::freeze::freeze(ck, &[]);
     assert!(!r.file_has_flags);
     assert_eq!(
         r.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
@@ -868,7 +869,7 @@ fn freeze_without_flags_defaults_to_trainable_and_uses_the_buffer_heuristic() {
     );
     assert!(r.note().unwrap().contains("load_state_dict"));
     assert_eq!(r.to_json()["tensors"][0]["source"], "default");
-    let r = transform::freeze(ck, &[(FreezeRule::Freeze, "bn".into())]);
+    let r = transform::freeze::freeze(ck, &[(FreezeRule::Freeze, "bn".into())]);
     assert_eq!(r.entries[0].source, FlagSource::Pattern);
     assert!(!r.entries[0].requires_grad);
     assert_eq!(r.entries[1].source, FlagSource::Default);
@@ -924,7 +925,7 @@ fn freeze_report_of_fixtures_with_flags_matches_pytorch() {
         "nested_containers.pth",
     ] {
         let mut c = open(rel);
-        let r = transform::freeze(&mut c, &[]);
+        let r = transform::freeze::freeze(&mut c, &[]);
         assert!(r.file_has_flags, "{rel}");
         assert_eq!(
             (r.trainable_params, r.frozen_params),
@@ -946,7 +947,7 @@ fn freeze_report_of_fixtures_with_flags_matches_pytorch() {
         }
     }
     let mut c = open("cnn_model.pth");
-    let r = transform::freeze(&mut c, &[]);
+    let r = transform::freeze::freeze(&mut c, &[]);
     let frozen: Vec<&str> = r
         .entries
         .iter()
@@ -969,12 +970,12 @@ fn freeze_report_of_fixtures_with_flags_matches_pytorch() {
     assert_eq!(j["flags"], "file");
     assert_eq!(j["frozen_params"], f);
     // Unfreezing conv1 makes everything trainable.
-    let r = transform::freeze(&mut c, &[(FreezeRule::Unfreeze, "conv1".into())]);
+    let r = transform::freeze::freeze(&mut c, &[(FreezeRule::Unfreeze, "conv1".into())]);
     assert_eq!(r.frozen_params, 0);
     assert_eq!(r.entries.iter().filter(|e| e.source == FlagSource::Pattern).count(), 2);
     // Tied weights: freezing the head freezes the embedding (one Parameter in PyTorch).
     let mut c = open("tied_model.pth");
-    let r = transform::freeze(&mut c, &[(FreezeRule::Freeze, "head".into())]);
+    let r = transform::freeze::freeze(&mut c, &[(FreezeRule::Freeze, "head".into())]);
     assert_eq!(r.tied, [("head.weight".to_string(), "emb.weight".to_string())]);
     assert!(!c.tensors.iter().find(|t| t.name == "emb.weight").unwrap().requires_grad);
 }
@@ -982,7 +983,7 @@ fn freeze_report_of_fixtures_with_flags_matches_pytorch() {
 #[test]
 fn freeze_report_of_plain_state_dict_defaults_to_trainable() {
     let mut c = open("cnn_state_dict.pth");
-    let r = transform::freeze(&mut c, &[]);
+    let r = transform::freeze::freeze(&mut c, &[]);
     assert!(!r.file_has_flags);
     let model = open("cnn_model.pth");
     let params: Vec<&str> = model
@@ -1002,7 +1003,7 @@ fn freeze_report_of_plain_state_dict_defaults_to_trainable() {
     assert_eq!(r.to_json()["flags"], "none");
     // The training checkpoint: optimizer state is not counted as parameters.
     let mut c = open("training_checkpoint.pth");
-    let r = transform::freeze(&mut c, &[]);
+    let r = transform::freeze::freeze(&mut c, &[]);
     assert_eq!(r.entries.len(), 12);
     assert!(r.entries.iter().all(|e| e.name.starts_with("model_state_dict.")));
     // Setting flags on a plain state dict by pattern.

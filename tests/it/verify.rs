@@ -185,7 +185,7 @@ fn corrupt_copy(src: &Path, dst: &Path) -> String {
             t.numel() >= 4 && t.is_contiguous() && ck.tensors.iter().filter(|o| o.storage == t.storage).count() == 1
         })
         .expect("a tensor to corrupt");
-    let s = ck.storage(t.storage);
+    let s = &ck.storages[t.storage.0];
     let at = s.data.offset + (t.offset + 3) * t.dtype.size() as u64;
     let mut bytes = std::fs::read(src).unwrap();
     bytes[at as usize] ^= 0x01;

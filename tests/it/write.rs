@@ -108,15 +108,13 @@ fn pth_diffs(orig: &Checkpoint, back: &Checkpoint) -> Vec<String> {
                 (&b.stride, b.offset, b.requires_grad, b.parameter)
             ));
         }
-        if orig.storage(a.storage).location != back.storage(b.storage).location {
+        if orig.storages[a.storage.0].location != back.storages[b.storage.0].location {
             d.push(format!(
                 "{}: device {} != {}",
-                a.name,
-                orig.storage(a.storage).location,
-                back.storage(b.storage).location
+                a.name, orig.storages[a.storage.0].location, back.storages[b.storage.0].location
             ));
         }
-        if back.storage(b.storage).byte_order != ByteOrder::Little {
+        if back.storages[b.storage.0].byte_order != ByteOrder::Little {
             d.push(format!("{}: written big-endian", a.name));
         }
     }
@@ -607,7 +605,7 @@ fn pending_casts_are_applied_while_writing() {
                         Ok(())
                     })
                     .unwrap();
-                    if t.dtype == DType::F32 && cast.storage(t.storage).cast.is_some() {
+                    if t.dtype == DType::F32 && cast.storages[t.storage.0].cast.is_some() {
                         let mut out = Vec::new();
                         ckpt::transform::elem::convert(DType::F32, to, &bytes, &mut out);
                         bytes = out;

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt::diff::DiffOptions;
-use ckpt::transform::Pattern;
+use crate::diff::DiffOptions;
+use crate::transform::Pattern;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,9 +44,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     // Refuse bad options before reading anything: a comparison of nothing checks nothing.
     opts.check()?;
-    let a = ckpt::read::open(&args.a)?;
-    let b = ckpt::read::open(&args.b)?;
-    let report = ckpt::diff::diff_with(&a, &b, &opts)?;
+    let a = crate::read::open(&args.a)?;
+    let b = crate::read::open(&args.b)?;
+    let report = crate::diff::diff_with(&a, &b, &opts)?;
     if args.json {
         super::out::json(&report.to_json())?;
     } else {

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
-use ckpt::dtype::DType;
-use ckpt::model::Checkpoint;
-use ckpt::transform::{self, DeviceRule, RenameRule};
-use ckpt::transform::{CastReport, Keep, Losses};
-use ckpt::write::OutFormat;
 
-use ckpt::record::{cast_actions, Action, Record};
+use crate::dtype::DType;
+use crate::model::Checkpoint;
+use crate::record::{cast_actions, Action, Record};
+use crate::transform::{self, DeviceRule, RenameRule};
+use crate::transform::{CastReport, Keep, Losses};
+use crate::write::OutFormat;
 
 use super::output::{did, finish, warn_globals, OutArgs};
 
@@ -152,10 +152,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     #[cfg(feature = "tch")]
     let verify_device = args
         .verify
-        .then(|| ckpt::verify::parse_device(&args.verify_device))
+        .then(|| crate::verify::parse_device(&args.verify_device))
         .transpose()?;
 
-    let mut ckpt = ckpt::read::open(&args.input)?;
+    let mut ckpt = crate::read::open(&args.input)?;
     output.check(&ckpt)?;
     warn_globals(&args.input, &ckpt);
     let json = args.out.json;
@@ -210,7 +210,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_ref()
             .and_then(|w| w.report.files.last())
             .unwrap_or(&output.path);
-        let check = ckpt::verify::verify_output(written_path, device)?;
+        let check = crate::verify::verify_output(written_path, device)?;
         super::out::note(check.to_text().trim_end());
         if !check.ok() {
             return Ok(ExitCode::from(1));

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt::inspect::{self, InspectOptions};
+use crate::inspect::{self, InspectOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,13 +25,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let filter = args.filter.map(|p| ckpt::transform::Pattern::new(&p)).transpose()?;
+    let filter = args.filter.map(|p| crate::transform::Pattern::new(&p)).transpose()?;
     let opts = InspectOptions {
         hash: args.hash,
         filter,
         on_progress: super::progress_bar::on_stderr(),
     };
-    let ckpt = ckpt::read::open(&args.path)?;
+    let ckpt = crate::read::open(&args.path)?;
     super::output::warn_globals(&args.path, &ckpt);
     let shown = args.path.display().to_string();
     if args.json {

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ckpt::transform::{self, FreezeRule};
 use clap::parser::ValuesRef;
 
-use ckpt::record::{freeze_actions, Record};
+use crate::record::{freeze_actions, Record};
+use crate::transform::{self, FreezeRule};
 
 use super::out;
 use super::output::{finish, warn_globals, OutArgs};
@@ -72,20 +72,20 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     };
     let output = args.write.as_deref().map(|o| out.resolve(o)).transpose()?;
     if let Some(o) = &args.write {
-        if ckpt::write::OutFormat::from_path(o) == Some(ckpt::write::OutFormat::Safetensors) {
+        if crate::write::OutFormat::from_path(o) == Some(crate::write::OutFormat::Safetensors) {
             anyhow::bail!(
                 "--write: flags live in .pth files (safetensors has no requires_grad); name a .pth/.pt/.bin output"
             );
         }
     }
-    let mut ckpt = ckpt::read::open(&args.input)?;
+    let mut ckpt = crate::read::open(&args.input)?;
     if let Some(output) = &output {
         output.check(&ckpt)?;
     }
-    let inputs = ckpt::write::input_paths(&ckpt);
+    let inputs = crate::write::input_paths(&ckpt);
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     if let Some(p) = args.flags.as_deref().filter(|p| p.as_os_str() != "-") {
-        ckpt::write::check_output(&inputs, p, args.force)?;
+        crate::write::check_output(&inputs, p, args.force)?;
     }
     warn_globals(&args.input, &ckpt);
     let report = transform::try_freeze(&mut ckpt, &rules)?;
@@ -94,7 +94,7 @@ pub fn run(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         Some(p) if p.as_os_str() == "-" => out::json(&report.to_json())?,
         Some(p) => {
             let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
-            ckpt::write::write_text(&inputs, p, &text, args.force, args.sync)?;
+            crate::write::write_text(&inputs, p, &text, args.force, args.sync)?;
         }
         None => {}
     }

@@ -1,11 +1,14 @@
-//! Subcommands of the `ckpt` binary, one module each.
+//! The `ckpt` command line (feature `cli`, on by default): [`main`] is the whole binary. Each
+//! subcommand, one module here, turns its raw arguments into a resolved configuration (globs
+//! compiled, dtypes and sizes parsed) before anything is read; errors print as
+//! `ckpt: <file>: <what is wrong>` and exit with status 2.
 
 mod convert;
 mod diff;
 mod drop_layers;
 mod freeze;
 mod inspect;
-pub mod out;
+mod out;
 mod output;
 mod progress_bar;
 mod scan;
@@ -22,7 +25,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
     version,
     about = "Inspect and convert PyTorch and safetensors checkpoints without executing pickles"
 )]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -58,14 +61,52 @@ struct NoVerify {
     _args: Vec<std::ffi::OsString>,
 }
 
+/// Runs the `ckpt` command on this process's arguments and says how it should exit: 0 on
+/// success, 1 for a finding (`diff` saw differences, `scan` a dangerous file), 2 for an error,
+/// which is printed to stderr. A closed stdout (`ckpt inspect x.pth | head`) ends it quietly.
+///
+/// `src/main.rs` is just this:
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     ckpt::cli::main()
+/// }
+/// ```
+pub fn main() -> ExitCode {
+    let (cli, matches) = parse();
+    match run(cli, &matches) {
+        Ok(code) => code,
+        Err(e) if e.is::<out::StdoutClosed>() => ExitCode::from(out::CLOSED_STATUS),
+        Err(e) => {
+            out::note(&format!("ckpt: {}", message(&e)));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The error and its causes, each said once. The library's errors already end with their cause
+/// ("x.pth: No such file or directory (os error 2)"), so a cause whose text the message already
+/// ends with is not repeated; a cause that adds something is appended.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 /// Parses the command line; the raw matches are kept for options whose order matters.
-pub fn parse() -> (Cli, ArgMatches) {
+fn parse() -> (Cli, ArgMatches) {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     (cli, matches)
 }
 
-pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Convert(args) => convert::run(args),

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
-use ckpt::model::Checkpoint;
-use ckpt::record::{Action, Record, Written};
-use ckpt::write::{self, OutFormat, WriteOptions};
+
+use crate::model::Checkpoint;
+use crate::record::{Action, Record, Written};
+use crate::write::{self, OutFormat, WriteOptions};
 
 /// Output options every writing command takes.
 #[derive(clap::Args, Debug)]
@@ -132,10 +133,10 @@ pub fn finish(record: &Record, json: bool, command: &str, input: &Path) -> anyho
 /// and writers never write it. The globals and their uses were recorded when the checkpoint was
 /// read, so nothing is read again; `ckpt scan` also sees calls hidden in arguments and payloads.
 pub fn warn_globals(path: &Path, ckpt: &Checkpoint) {
-    let torchscript = ckpt.format == ckpt::model::Format::TorchScript;
-    let names: Vec<String> = ckpt::scan::dangerous_globals(&ckpt.globals, torchscript)
+    let torchscript = ckpt.format == crate::model::Format::TorchScript;
+    let names: Vec<String> = crate::scan::dangerous_globals(&ckpt.globals, torchscript)
         .into_iter()
-        .filter(|w| w.verdict == ckpt::scan::Verdict::Dangerous)
+        .filter(|w| w.verdict == crate::scan::Verdict::Dangerous)
         .map(|w| w.name)
         .collect();
     if !names.is_empty() {

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt::record::{Action, Record};
-use ckpt::transform;
+use crate::record::{Action, Record};
+use crate::transform;
 
 use super::out;
 use super::output::{finish, warn_globals, OutArgs};
@@ -28,7 +28,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let output = args.output.as_deref().map(|o| args.out.resolve(o)).transpose()?;
-    let mut ckpt = ckpt::read::open(&args.input)?;
+    let mut ckpt = crate::read::open(&args.input)?;
     if let Some(output) = &output {
         if !args.dry_run {
             output.check(&ckpt)?;

@@ -17,8 +17,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let device = ckpt::verify::parse_device(&args.device)?;
-    let report = ckpt::verify::verify(&args.file, device)?;
+    let device = crate::verify::parse_device(&args.device)?;
+    let report = crate::verify::verify(&args.file, device)?;
     if args.json {
         super::out::json(&report.to_json())?;
     } else {

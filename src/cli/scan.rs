@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ckpt::read::ReadLimits;
+use crate::read::ReadLimits;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -22,11 +22,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let reports = ckpt::scan::scan_paths(&args.paths, &ReadLimits::default());
+    let reports = crate::scan::scan_paths(&args.paths, &ReadLimits::default());
     if args.json {
-        super::out::json(&ckpt::scan::to_json(&reports, args.strict))?;
+        super::out::json(&crate::scan::to_json(&reports, args.strict))?;
     } else {
-        super::out::print(&ckpt::scan::to_text(&reports, args.verbose))?;
+        super::out::print(&crate::scan::to_text(&reports, args.verbose))?;
     }
-    Ok(ExitCode::from(ckpt::scan::exit_code(&reports, args.strict)))
+    Ok(ExitCode::from(crate::scan::exit_code(&reports, args.strict)))
 }

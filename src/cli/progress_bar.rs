@@ -4,7 +4,7 @@
 
 use std::io::IsTerminal;
 
-use ckpt::write::progress::{OnProgress, ProgressReport};
+use crate::write::progress::{OnProgress, ProgressReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Reports drawn as a bar on stderr when it is a terminal; otherwise reports go nowhere.
