@@ -568,7 +568,7 @@ pub fn for_each_storage_chunk_with<E: From<Error>>(
     };
     let esize = plan.src.size() as u64;
     let len = storage.data.len;
-    if len % esize != 0 && (plan.swap_unit > 1 || plan.cast.is_some()) {
+    if !len.is_multiple_of(esize) && (plan.swap_unit > 1 || plan.cast.is_some()) {
         return Err(bad(format!(
             "{len} bytes is not a whole number of {}-byte elements",
             esize

@@ -664,7 +664,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.invalid(format!("odd number of values ({}) for key/value pairs", items.len())));
         }
         let mut pairs = Vec::with_capacity(items.len() / 2);

@@ -257,7 +257,7 @@ fn storage_reason(
             other: o.name.clone(),
             dtype: o.dtype,
         })
-    } else if storage.data.len % first.dtype.size() as u64 != 0 {
+    } else if !storage.data.len.is_multiple_of(first.dtype.size() as u64) {
         Some(KeepReason::PartialElements)
     } else {
         None

@@ -95,7 +95,7 @@ pub(crate) fn plan_storages(
         // torch writes it; else UntypedStorage and _rebuild_tensor_v3 (torch itself refuses
         // to save one storage under two dtypes; its loader handles it through v3).
         spec.typed = match dtypes[id].as_slice() {
-            [d] if d.storage_class().is_some() && nbytes % d.size() as u64 == 0 => Some(*d),
+            [d] if d.storage_class().is_some() && nbytes.is_multiple_of(d.size() as u64) => Some(*d),
             _ => None,
         };
         spec.numel = match spec.typed {
