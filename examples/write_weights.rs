@@ -17,17 +17,14 @@ use half::f16;
 use ndarray::{Array, Array1, Array2, Dimension};
 use serde_json::Value;
 
-// Forcing zip64 is no option of the library: the writer's layout is an internal module, which
-// the crate's own examples and tests see through the `internals` feature. The rest is the API.
-use ckpt::write::{pth::PthLayout, write_with_layout};
 use ckpt::{write, CheckpointBuilder, Element, OutFormat, WriteOptions};
 
 fn main() -> ExitCode {
     let mut out_dir = None;
-    let mut layout = PthLayout::default();
+    let mut force_zip64 = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
-            "--force-zip64" => layout.force_zip64 = true,
+            "--force-zip64" => force_zip64 = true,
             _ if out_dir.is_none() && !arg.starts_with("--") => out_dir = Some(PathBuf::from(arg)),
             _ => return fail(&format!("usage: write_weights OUT_DIR [--force-zip64] (got {arg})")),
         }
@@ -35,7 +32,7 @@ fn main() -> ExitCode {
     let Some(out_dir) = out_dir else {
         return fail("usage: write_weights OUT_DIR [--force-zip64]");
     };
-    match run(&out_dir, &layout) {
+    match run(&out_dir, force_zip64) {
         Ok(json) => {
             println!("{json}");
             ExitCode::SUCCESS
@@ -49,7 +46,7 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run(out_dir: &Path, layout: &PthLayout) -> ckpt::Result<serde_json::Value> {
+fn run(out_dir: &Path, force_zip64: bool) -> ckpt::Result<serde_json::Value> {
     let weight: Array2<f32> = Array::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32 * 0.25 - 1.0);
     let bias: Array1<f32> = Array::from_vec(vec![0.5, -0.125, 3.0e-5]);
     let embedding: Array2<f16> = Array::from_shape_fn((2, 3), |(i, j)| f16::from_f32(i as f32 - j as f32 / 3.0));
@@ -62,12 +59,9 @@ fn run(out_dir: &Path, layout: &PthLayout) -> ckpt::Result<serde_json::Value> {
         .array("positions", &positions)?
         .array("step", &step)?
         .build();
-    write_with_layout(
-        &ckpt,
-        &out_dir.join("weights.pth"),
-        &WriteOptions::new(OutFormat::Pth),
-        layout,
-    )?;
+    let mut pth = WriteOptions::new(OutFormat::Pth);
+    pth.force_zip64 = force_zip64;
+    write(&ckpt, &out_dir.join("weights.pth"), &pth)?;
     let safetensors = WriteOptions::new(OutFormat::Safetensors);
     write(&ckpt, &out_dir.join("weights.safetensors"), &safetensors)?;
     let tensors = [

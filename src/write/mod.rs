@@ -100,6 +100,11 @@ pub struct WriteOptions {
     /// Entries added to safetensors `__metadata__` (of every file of a sharded output), over
     /// the checkpoint's own. A .pth has no place for them: writing one with entries here fails.
     pub metadata: Vec<(String, String)>,
+    /// PyTorch zip output: zip64 fields on every record and zip64 end records even for a small
+    /// archive, as torch.save writes archives past 4 GiB (Python's zipfile calls this
+    /// `force_zip64`): to try a reader's zip64 path without writing gigabytes. safetensors has
+    /// no zip records: writing one with this set fails.
+    pub force_zip64: bool,
 }
 
 impl WriteOptions {
@@ -114,6 +119,7 @@ impl WriteOptions {
             on_progress: OnProgress::default(),
             durable: false,
             metadata: Vec::new(),
+            force_zip64: false,
         }
     }
 }
@@ -175,16 +181,6 @@ pub fn write_text(inputs: &[&Path], out: &Path, text: &str, force: bool, always_
 /// `out`); [`Error::Io`] when an input cannot be read; [`Error::Unwritable`] for a tensor the
 /// format cannot hold (a .pth with extra metadata, a dtype safetensors lacks).
 pub fn write(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions) -> Result<WriteReport> {
-    write_with_layout(ckpt, out, opts, &pth::PthLayout::default())
-}
-
-/// [`write()`] with a chosen zip layout for .pth output (tests force zip64 with it).
-pub fn write_with_layout(
-    ckpt: &Checkpoint,
-    out: &Path,
-    opts: &WriteOptions,
-    layout: &pth::PthLayout,
-) -> Result<WriteReport> {
     let inputs = input_paths(ckpt);
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     if opts.format == OutFormat::Pth && !opts.metadata.is_empty() {
@@ -194,6 +190,14 @@ pub fn write_with_layout(
             source: std::io::Error::other(why),
         });
     }
+    if opts.format == OutFormat::Safetensors && opts.force_zip64 {
+        let why = "force_zip64 applies to PyTorch zip output: a safetensors file has no zip records";
+        return Err(Error::Write {
+            path: out.into(),
+            source: std::io::Error::other(why),
+        });
+    }
+    let layout = &pth::PthLayout { force_zip64: opts.force_zip64 };
     if let Some(layout) = shard::Layout::for_output(out, opts) {
         return shard::write_sharded(ckpt, &layout, opts, &inputs);
     }

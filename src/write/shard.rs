@@ -359,7 +359,7 @@ fn write_files(ckpt: &Checkpoint, opts: &WriteOptions, planned: &Planned) -> Res
                 st::write_file(ckpt, tensors, &meta, ctx)?
             }
             OutFormat::Pth => {
-                pth::write_archive(ckpt, &roots[k], &pth::prefix_for(path), &pth::PthLayout::default(), ctx)?
+                pth::write_archive(ckpt, &roots[k], &pth::prefix_for(path), &pth::PthLayout { force_zip64: opts.force_zip64 }, ctx)?
             }
         };
         let shard = file_name(path);

@@ -186,9 +186,11 @@ fn zip64_archives_written_for_every_folder_length_read() {
         let path = tmp.path().join(format!("{}.pth", "z".repeat(n)));
         let mut o = ckpt::write::WriteOptions::new(ckpt::write::OutFormat::Pth);
         o.force = true;
-        ckpt::write::write_with_layout(&orig, &path, &o, &ckpt::write::pth::PthLayout { force_zip64: true }).unwrap();
+        o.force_zip64 = true;
+        ckpt::write::write(&orig, &path, &o).unwrap();
         assert_reads_like_cnn(&path);
         let plain = tmp.path().join(format!("{}.bin", "p".repeat(n)));
+        o.force_zip64 = false;
         ckpt::write::write(&orig, &plain, &o).unwrap();
         assert_reads_like_cnn(&plain);
     }

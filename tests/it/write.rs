@@ -226,13 +226,14 @@ fn pth_writes_are_deterministic_and_zip64_reads_back() {
         std::fs::read(&a).unwrap() == first,
         "writing twice gave different bytes"
     );
-    write::write_with_layout(
-        &orig,
-        &z,
-        &opts(OutFormat::Pth),
-        &write::pth::PthLayout { force_zip64: true },
-    )
-    .unwrap();
+    let mut zip64 = opts(OutFormat::Pth);
+    zip64.force_zip64 = true;
+    write::write(&orig, &z, &zip64).unwrap();
+    zip64.format = OutFormat::Safetensors;
+    let refused = write::write(&orig, &tmp.path().join("z.safetensors"), &zip64)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("force_zip64"), "{refused}");
     let raw = std::fs::read(&z).unwrap();
     assert!(raw.windows(4).any(|w| w == b"PK\x06\x06"), "no zip64 end record");
     let back = ckpt::read::open(&z).unwrap();
