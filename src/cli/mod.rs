@@ -31,6 +31,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// One value, parsed once per run: the size of its largest variant costs nothing worth boxing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Show what a checkpoint holds: tensors, dtypes, shapes, devices, parameters, metadata.
     Inspect(inspect::Args),
