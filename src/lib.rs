@@ -50,6 +50,7 @@ mod builder;
 pub mod container;
 pub mod diff;
 pub mod dtype;
+pub mod elem;
 mod element;
 pub mod error;
 pub mod inspect;
