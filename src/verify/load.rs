@@ -1,7 +1,19 @@
 //! Loading a file with libtorch by the best path it offers, and comparing tensors bit for bit.
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor as TchTensor};
+
+use crate::dtype::DType;
+use crate::model::{ByteOrder, Checkpoint, Format, Tensor};
+use crate::tensor_data::for_each_chunk;
+
+use super::device::device_name;
+use super::plain_dict::{
+    copy_zip_with_pickle, plain_dict_pickle, read_data_pkl, top_level, zip_crc_failures, TempCopy, TopLevel,
+};
+use super::report::{FileLoad, Loader, Outcome, TensorCheck, VerifyError, VerifyReport};
 
 /// The tch kind for a dtype, where tch has one.
 pub fn kind_of(dtype: DType) -> Option<Kind> {
@@ -48,41 +60,6 @@ pub(super) fn safetensors_loader_dtype(d: DType) -> bool {
             | DType::F32
             | DType::F64
     )
-}
-
-/// What the top level of a zip checkpoint is, as far as libtorch's loader cares.
-pub(super) enum TopLevel {
-    /// `{str: tensor}`.
-    Dict,
-    /// `OrderedDict{str: tensor}`.
-    OrderedDict,
-    Other(&'static str),
-}
-
-pub(super) fn top_level(ckpt: &Checkpoint) -> TopLevel {
-    if ckpt.origin == Origin::WholeModel {
-        return TopLevel::Other(
-            "a pickled nn.Module (torch.save(model)); libtorch's loader reads only a dict of tensors",
-        );
-    }
-    match &ckpt.root {
-        Node::Dict { ordered, items } => {
-            if !items
-                .iter()
-                .all(|(k, v)| matches!(k, Key::Str(_)) && matches!(v, Node::Tensor(_)))
-            {
-                return TopLevel::Other(
-                    "not a flat dict of tensors (nested containers or non-tensor values); libtorch's loader reads only {str: tensor}",
-                );
-            }
-            if *ordered {
-                TopLevel::OrderedDict
-            } else {
-                TopLevel::Dict
-            }
-        }
-        _ => TopLevel::Other("the top level is not a dict; libtorch's loader reads only {str: tensor}"),
-    }
 }
 
 /// The first line of a libtorch error (they carry long C++ backtraces).

@@ -1,8 +1,48 @@
 //! A copy of a state-dict .pth whose data.pkl starts with a plain dict (libtorch's unpickler
 //! reads OrderedDict as None), and the zip CRC check.
 
-#[allow(unused_imports)]
-use super::*;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::model::{Checkpoint, Format, Key, Node, Origin};
+
+use super::report::VerifyError;
+
+/// What the top level of a zip checkpoint is, as far as libtorch's loader cares.
+pub(super) enum TopLevel {
+    /// `{str: tensor}`.
+    Dict,
+    /// `OrderedDict{str: tensor}`.
+    OrderedDict,
+    Other(&'static str),
+}
+
+pub(super) fn top_level(ckpt: &Checkpoint) -> TopLevel {
+    if ckpt.origin == Origin::WholeModel {
+        return TopLevel::Other(
+            "a pickled nn.Module (torch.save(model)); libtorch's loader reads only a dict of tensors",
+        );
+    }
+    match &ckpt.root {
+        Node::Dict { ordered, items } => {
+            if !items
+                .iter()
+                .all(|(k, v)| matches!(k, Key::Str(_)) && matches!(v, Node::Tensor(_)))
+            {
+                return TopLevel::Other(
+                    "not a flat dict of tensors (nested containers or non-tensor values); libtorch's loader reads only {str: tensor}",
+                );
+            }
+            if *ordered {
+                TopLevel::OrderedDict
+            } else {
+                TopLevel::Dict
+            }
+        }
+        _ => TopLevel::Other("the top level is not a dict; libtorch's loader reads only {str: tensor}"),
+    }
+}
 
 /// `PREFIX/data.pkl` of a zip checkpoint, read through the zip crate (a CRC mismatch is no error).
 pub(super) fn read_data_pkl(path: &Path) -> Result<Vec<u8>, VerifyError> {
