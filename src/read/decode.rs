@@ -16,7 +16,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Key, Node, StorageId, Tensor, TensorIdx};
 use crate::pickle::{Global, Heap, Instance, Obj, ObjId, Value};
-use crate::read::script::ScriptClasses;
+use crate::read::script::{ScriptClass, ScriptClasses};
 
 /// Bounds on what decoding may build, against object graphs that share one object many times
 /// (a DAG that expands exponentially into a tree) or nest without end.
@@ -270,16 +270,28 @@ impl<'a> Decoder<'a> {
     /// Begins decoding a part: a leaf is made at once; anything else pushes its frame and asks
     /// for its first part.
     fn start(&mut self, want: Want<'a>, stack: &mut Vec<Frame<'a>>) -> Result<Step<'a>> {
-        let (Want::Value(_, _, place) | Want::Module { place, .. }) = &want;
-        if let Some(place) = place {
-            self.place.push(place.clone());
-            stack.push(Frame::Unplace);
-        }
         match want {
-            Want::Value(v, depth, _) => self.node(&v, depth, stack),
+            Want::Value(v, depth, place) => {
+                self.enter(place, stack);
+                self.node(&v, depth, stack)
+            }
             Want::Module {
-                inst, prefix, depth, ..
-            } => self.module(inst, prefix, depth, stack),
+                inst,
+                prefix,
+                depth,
+                place,
+            } => {
+                self.enter(place, stack);
+                self.module(inst, prefix, depth, stack)
+            }
+        }
+    }
+
+    /// Pushes a part's place, to be popped ([`Frame::Unplace`]) once its node is made.
+    fn enter(&mut self, place: Option<String>, stack: &mut Vec<Frame<'a>>) {
+        if let Some(place) = place {
+            self.place.push(place);
+            stack.push(Frame::Unplace);
         }
     }
 
@@ -369,7 +381,7 @@ impl<'a> Decoder<'a> {
     /// A tuple, list or set (`tuple`: made a tuple) whose items are decoded one level deeper.
     fn seq(items: &'a [Value], tuple: bool, depth: usize, stack: &mut Vec<Frame<'a>>) -> Step<'a> {
         let done = Vec::with_capacity(items.len().min(1 << 16));
-        Seq {
+        SeqFrame {
             items,
             tuple,
             depth,
@@ -667,57 +679,27 @@ impl<'a> Decoder<'a> {
             .as_ref()
             .and_then(|s| dict_pairs(heap, s))
             .unwrap_or_default();
-        let named = |pairs: &[(Value, Value)]| -> Vec<(String, Value)> {
-            pairs
-                .iter()
-                .filter_map(|(k, v)| str_of(k).map(|name| (name.to_string(), v.clone())))
-                .collect()
-        };
-        let tensor = |(name, v): (String, Value), param: bool| ModuleStep::Tensor { name, v, param };
         let script = self
             .callee(inst)
             .and_then(|g| self.script.and_then(|s| s.get(&g.dotted())));
-        let mut steps = Vec::new();
         if let Some(class) = script {
-            // TorchScript: the attributes dict holds parameters, buffers and submodules side by
-            // side; the archive's code says which is which.
-            let state = named(&state);
-            for want_params in [true, false] {
-                let listed = |name: &str| match want_params {
-                    true => class.parameters.contains(name),
-                    false => class.buffers.contains(name),
-                };
-                let own = state
-                    .iter()
-                    .filter(|(name, v)| listed(name) && !matches!(v, Value::None));
-                steps.extend(own.cloned().map(|entry| tensor(entry, want_params)));
-            }
-            steps.push(ModuleStep::NoteClass);
-            for (name, v) in state {
-                if let Some(child) = heap.instance(&v) {
-                    let is_module = self
-                        .callee(child)
-                        .is_some_and(|g| self.script.is_some_and(|s| s.get(&g.dotted()).is_some()));
-                    if is_module {
-                        steps.push(ModuleStep::Child { name, inst: child });
-                    }
-                }
-            }
-            return steps;
+            return self.script_module_steps(class, named(&state));
         }
         let field = |name: &str| state.iter().find(|(k, _)| str_of(k) == Some(name)).map(|(_, v)| v);
         let members = |name: &str| named(&field(name).and_then(|p| dict_pairs(heap, p)).unwrap_or_default());
         let params = members("_parameters")
             .into_iter()
             .filter(|(_, v)| !matches!(v, Value::None));
-        steps.extend(params.map(|entry| tensor(entry, true)));
+        let mut steps: Vec<ModuleStep> = params
+            .map(|(name, v)| ModuleStep::Tensor { name, v, param: true })
+            .collect();
         let non_persistent: HashSet<&str> = field("_non_persistent_buffers_set")
             .map(|s| set_strings(heap, s))
             .unwrap_or_default();
         let buffers = members("_buffers")
             .into_iter()
             .filter(|(name, v)| !matches!(v, Value::None) && !non_persistent.contains(name.as_str()));
-        steps.extend(buffers.map(|entry| tensor(entry, false)));
+        steps.extend(buffers.map(|(name, v)| ModuleStep::Tensor { name, v, param: false }));
         steps.push(ModuleStep::NoteClass);
         for (name, v) in members("_modules") {
             match heap.instance(&v) {
@@ -726,6 +708,34 @@ impl<'a> Decoder<'a> {
                 None => {
                     steps.push(ModuleStep::Fail(format!("submodule '{prefix}{name}' is not an object")));
                     break;
+                }
+            }
+        }
+        steps
+    }
+
+    /// A TorchScript module's steps: its attributes hold parameters, buffers and submodules
+    /// side by side; the archive's code (`class`) says which is which.
+    fn script_module_steps(&self, class: &ScriptClass, state: Vec<(String, Value)>) -> Vec<ModuleStep<'a>> {
+        let mut steps = Vec::new();
+        for param in [true, false] {
+            let listed = |name: &str| match param {
+                true => class.parameters.contains(name),
+                false => class.buffers.contains(name),
+            };
+            let own = state
+                .iter()
+                .filter(|(name, v)| listed(name) && !matches!(v, Value::None));
+            steps.extend(own.cloned().map(|(name, v)| ModuleStep::Tensor { name, v, param }));
+        }
+        steps.push(ModuleStep::NoteClass);
+        for (name, v) in state {
+            if let Some(child) = self.heap.instance(&v) {
+                let is_module = self
+                    .callee(child)
+                    .is_some_and(|g| self.script.is_some_and(|s| s.get(&g.dotted()).is_some()));
+                if is_module {
+                    steps.push(ModuleStep::Child { name, inst: child });
                 }
             }
         }
@@ -1053,7 +1063,7 @@ enum Frame<'a> {
     Unplace,
     /// Takes an object out of the active set (recursion guard) once its node is made.
     Release(ObjId),
-    Seq(Seq<'a>),
+    Seq(SeqFrame<'a>),
     Dict(DictFrame<'a>),
     /// `set(x)`, `frozenset(x)`, `torch.Size(x)`: the node of `x`, as a list or (`tuple`) a tuple.
     Unwrap {
@@ -1064,14 +1074,14 @@ enum Frame<'a> {
 }
 
 /// A tuple, list or set; its items are decoded one level deeper, each under its index.
-struct Seq<'a> {
+struct SeqFrame<'a> {
     items: &'a [Value],
     tuple: bool,
     depth: usize,
     done: Vec<Node>,
 }
 
-impl<'a> Seq<'a> {
+impl<'a> SeqFrame<'a> {
     fn next(self, stack: &mut Vec<Frame<'a>>) -> Step<'a> {
         let i = self.done.len();
         let Some(item) = self.items.get(i) else {
@@ -1317,6 +1327,14 @@ fn str_of(v: &Value) -> Option<&str> {
     }
 }
 
+/// The pairs whose key is a string, with the key as the name.
+fn named(pairs: &[(Value, Value)]) -> Vec<(String, Value)> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| str_of(k).map(|name| (name.to_string(), v.clone())))
+        .collect()
+}
+
 /// The pairs of a dict or an OrderedDict instance.
 fn dict_pairs(heap: &Heap, v: &Value) -> Option<Vec<(Value, Value)>> {
     match heap.obj(v)? {
@@ -1529,6 +1547,22 @@ mod tests {
         out.extend((s.len() as u32).to_le_bytes());
         out.extend(s.as_bytes());
         out
+    }
+
+    #[test]
+    fn nesting_at_the_depth_limit_decodes_on_a_small_stack() {
+        // The walk keeps its stack on the heap: 500 nested lists (the limit is 512) fit in a
+        // 256 KiB thread stack, where recursion needed some 9 KiB a level in a debug build.
+        let mut pickle = vec![0x80, 2];
+        pickle.extend(std::iter::repeat_n(b']', 500)); // EMPTY_LIST
+        pickle.extend(std::iter::repeat_n(b'a', 499)); // APPEND: each list into its parent
+        pickle.push(b'.');
+        let r = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || decode(&pickle).map(|d| matches!(d.root, Node::List(_))))
+            .expect("thread")
+            .join();
+        assert!(matches!(r, Ok(Ok(true))), "{r:?}");
     }
 
     #[test]
