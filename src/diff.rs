@@ -32,10 +32,10 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use serde_json::{json, Value as Json};
 
 use crate::dtype::DType;
+use crate::elem::{decode_complex, decode_f64, decode_int};
 use crate::error::Error;
 use crate::model::{Checkpoint, Format, Tensor};
 use crate::tensor_data;
-use crate::transform::elem::{decode_complex, decode_f64, decode_int};
 use crate::transform::Pattern;
 use crate::write::progress::OnProgress;
 

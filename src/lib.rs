@@ -99,6 +99,7 @@ internal! {
     #[cfg(feature = "cli")]
     pub mod diff;
     pub mod dtype;
+    pub mod elem;
     #[cfg(feature = "cli")]
     pub mod inspect;
     pub mod model;
@@ -116,13 +117,6 @@ internal! {
     #[cfg(feature = "tch")]
     pub mod verify;
     pub mod write;
-}
-
-// Without the CLI, of the transforms only the element conversions remain: tensor_data streams
-// pending casts through them.
-#[cfg(not(feature = "cli"))]
-mod transform {
-    pub(crate) mod elem;
 }
 
 pub use builder::CheckpointBuilder;

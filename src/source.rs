@@ -71,11 +71,19 @@ impl Source {
         let bytes = if meta.len() == 0 {
             Backing::Empty
         } else {
-            // SAFETY: the map is read-only and private to this process. Another process that
-            // truncates or rewrites the file while we read it could change the bytes under us;
-            // that is the accepted caveat of every mmap-based checkpoint reader (safetensors,
-            // torch.load(mmap=True)), and every offset we derive is bounds-checked against the
-            // map's length, never assumed.
+            // SAFETY: the map is read-only; Rust's rule that the bytes behind a `&[u8]` do not
+            // change holds only while no other process writes the file. The real hazard is
+            // truncation: if another process shortens the file while it is mapped, touching a
+            // mapped page past the new end raises SIGBUS, which kills the process (ckpt installs
+            // no handler; a rewrite in place only changes the bytes we see). What ckpt does
+            // about it: tensor data, the bulk of every read, goes through positioned reads on
+            // the file opened again ([`crate::tensor_data::DataReader`]), where a truncated file
+            // is a short read and an error, not a signal. The map itself serves headers,
+            // pickles and scans, which touch it briefly, and the zero-copy views a library
+            // user asks for (`TensorRef::view_ndarray`), which last as long as the user keeps
+            // them; those stay exposed. Every offset taken from the bytes is bounds-checked
+            // against the map's length, never assumed. Memory-mapping readers (safetensors,
+            // torch.load(mmap=True)) share the caveat.
             Backing::File(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?)
         };
         Ok(Arc::new(Source {

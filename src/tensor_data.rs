@@ -133,17 +133,17 @@ fn open_same(source: &Source) -> Option<File> {
 }
 
 /// The element converter for pending casts: appends `src` (whole `from` elements,
-/// little-endian) converted to `to` elements to `out`; pairs [`crate::transform::elem`] does not
+/// little-endian) converted to `to` elements to `out`; pairs [`crate::elem`] does not
 /// convert are refused with a message.
 fn convert(from: DType, to: DType, src: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
     if from == to {
         out.extend_from_slice(src);
         return Ok(());
     }
-    if !crate::transform::elem::supported(from, to) {
+    if !crate::elem::supported(from, to) {
         return Err(format!("no element conversion from {from} to {to}"));
     }
-    crate::transform::elem::convert(from, to, src, out);
+    crate::elem::convert(from, to, src, out);
     Ok(())
 }
 

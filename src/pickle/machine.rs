@@ -183,6 +183,9 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Executes the opcode just read. One match dispatches every opcode to its family's helper
+    /// (each `#[inline]`, so the dispatch stays one jump table in this hot loop).
+    #[rustfmt::skip] // a dispatch table: one line per opcode family
     fn step(&mut self) -> Result<()> {
         use Opcode as Op;
         match self.op {
@@ -194,8 +197,29 @@ impl<'a> Machine<'a> {
                 let top = self.top()?.clone();
                 self.push(top)
             }
+            Op::None | Op::NewTrue | Op::NewFalse | Op::Int | Op::Long | Op::BinInt | Op::BinInt1
+            | Op::BinInt2 | Op::Long1 | Op::Long4 | Op::Float | Op::BinFloat => self.number(),
+            Op::String | Op::BinString | Op::ShortBinString | Op::Unicode | Op::BinUnicode
+            | Op::ShortBinUnicode | Op::BinUnicode8 => self.string(),
+            Op::BinBytes | Op::ShortBinBytes | Op::BinBytes8 | Op::ByteArray8 | Op::NextBuffer
+            | Op::ReadonlyBuffer => self.binary(),
+            Op::EmptyTuple | Op::EmptyList | Op::EmptyDict | Op::EmptySet | Op::Tuple1 | Op::Tuple2
+            | Op::Tuple3 | Op::Tuple | Op::List | Op::FrozenSet | Op::Dict | Op::Append | Op::Appends
+            | Op::SetItem | Op::SetItems | Op::AddItems => self.container(),
+            Op::Put | Op::BinPut | Op::LongBinPut | Op::Memoize | Op::Get | Op::BinGet
+            | Op::LongBinGet => self.memo_access(),
+            Op::Global | Op::StackGlobal | Op::Ext1 | Op::Ext2 | Op::Ext4 | Op::PersId
+            | Op::BinPersId => self.reference(),
+            Op::Reduce | Op::NewObj | Op::NewObjEx | Op::Inst | Op::Obj | Op::Build => self.construct(),
+            Op::Proto | Op::Frame => self.framing(),
+        }
+    }
 
-            // Numbers.
+    /// Numbers: the None/True/False singletons, ints, longs and floats.
+    #[inline]
+    fn number(&mut self) -> Result<()> {
+        use Opcode as Op;
+        match self.op {
             Op::None => self.push(Value::None),
             Op::NewTrue => self.push(Value::Bool(true)),
             Op::NewFalse => self.push(Value::Bool(false)),
@@ -235,8 +259,15 @@ impl<'a> Machine<'a> {
                 let v = f64::from_be_bytes(self.array()?);
                 self.push(Value::Float(v))
             }
+            _ => unreachable!("step() sends only number opcodes here"),
+        }
+    }
 
-            // Strings and bytes.
+    /// Strings: protocol 0-2 `str` (Python 2 byte strings) and unicode.
+    #[inline]
+    fn string(&mut self) -> Result<()> {
+        use Opcode as Op;
+        match self.op {
             Op::String => {
                 let line = self.line()?;
                 let bytes = literal::python_string(line).map_err(|w| self.invalid(w))?;
@@ -271,6 +302,15 @@ impl<'a> Machine<'a> {
                 let len = u64::from_le_bytes(self.array()?);
                 self.unicode(len)
             }
+            _ => unreachable!("step() sends only string opcodes here"),
+        }
+    }
+
+    /// Bytes, bytearrays and out-of-band buffers (which a file cannot carry).
+    #[inline]
+    fn binary(&mut self) -> Result<()> {
+        use Opcode as Op;
+        match self.op {
             Op::BinBytes => {
                 let len = u32::from_le_bytes(self.array()?);
                 let payload = self.payload(len.into())?;
@@ -296,8 +336,15 @@ impl<'a> Machine<'a> {
                 opcode: self.op.name(),
                 offset: self.at as u64,
             }),
+            _ => unreachable!("step() sends only binary opcodes here"),
+        }
+    }
 
-            // Containers.
+    /// Building tuples, lists, dicts and sets, and adding to them.
+    #[inline]
+    fn container(&mut self) -> Result<()> {
+        use Opcode as Op;
+        match self.op {
             Op::EmptyTuple => self.new_container(Obj::Tuple(Vec::new()), 0),
             Op::EmptyList => self.new_container(Obj::List(Vec::new()), 0),
             Op::EmptyDict => self.new_container(Obj::Dict(Vec::new()), 0),
@@ -348,8 +395,15 @@ impl<'a> Machine<'a> {
                 let items = self.pop_mark()?;
                 self.add_items(items)
             }
+            _ => unreachable!("step() sends only container opcodes here"),
+        }
+    }
 
-            // Memo.
+    /// The memo: storing and fetching values by key.
+    #[inline]
+    fn memo_access(&mut self) -> Result<()> {
+        use Opcode as Op;
+        match self.op {
             Op::Put => {
                 let key = literal::memo_key(self.line()?).map_err(|w| self.invalid(w))?;
                 self.memo_put(key)
@@ -375,8 +429,16 @@ impl<'a> Machine<'a> {
                 let key = u32::from_le_bytes(self.array()?);
                 self.memo_get(key.into())
             }
+            _ => unreachable!("step() sends only memo_access opcodes here"),
+        }
+    }
 
-            // Globals, calls and object construction: recorded, never performed.
+    /// Names of outside objects: globals, extension codes and persistent ids. Recorded, never
+    /// imported.
+    #[inline]
+    fn reference(&mut self) -> Result<()> {
+        use Opcode as Op;
+        match self.op {
             Op::Global => {
                 let global = self.global_lines()?;
                 let v = self.global(global)?;
@@ -406,6 +468,31 @@ impl<'a> Machine<'a> {
                 let code = i32::from_le_bytes(self.array()?);
                 self.extension(code.into())
             }
+            Op::PersId => {
+                // pickle.py: "persistent IDs in protocol 0 must be ASCII strings".
+                let line = self.line()?;
+                if !line.is_ascii() {
+                    return Err(self.invalid("persistent id is not ASCII".into()));
+                }
+                let pid = String::from_utf8_lossy(line);
+                self.charge_bytes(line.len() as u64)?;
+                let v = self.alloc(Obj::PersistentId(Value::Str(pid.into())), 0)?;
+                self.push(v)
+            }
+            Op::BinPersId => {
+                let pid = self.pop()?;
+                let v = self.alloc(Obj::PersistentId(pid), 0)?;
+                self.push(v)
+            }
+            _ => unreachable!("step() sends only reference opcodes here"),
+        }
+    }
+
+    /// Calls and object construction: recorded, never performed.
+    #[inline]
+    fn construct(&mut self) -> Result<()> {
+        use Opcode as Op;
+        match self.op {
             Op::Reduce => {
                 let args = self.pop()?;
                 let callable = self.pop()?;
@@ -449,24 +536,15 @@ impl<'a> Machine<'a> {
                 let state = self.pop()?;
                 self.build(state)
             }
-            Op::PersId => {
-                // pickle.py: "persistent IDs in protocol 0 must be ASCII strings".
-                let line = self.line()?;
-                if !line.is_ascii() {
-                    return Err(self.invalid("persistent id is not ASCII".into()));
-                }
-                let pid = String::from_utf8_lossy(line);
-                self.charge_bytes(line.len() as u64)?;
-                let v = self.alloc(Obj::PersistentId(Value::Str(pid.into())), 0)?;
-                self.push(v)
-            }
-            Op::BinPersId => {
-                let pid = self.pop()?;
-                let v = self.alloc(Obj::PersistentId(pid), 0)?;
-                self.push(v)
-            }
+            _ => unreachable!("step() sends only construct opcodes here"),
+        }
+    }
 
-            // Framing and protocol.
+    /// Protocol and framing.
+    #[inline]
+    fn framing(&mut self) -> Result<()> {
+        use Opcode as Op;
+        match self.op {
             Op::Proto => {
                 let [proto] = self.array()?;
                 if proto > HIGHEST_PROTOCOL {
@@ -485,6 +563,7 @@ impl<'a> Machine<'a> {
                 }
                 Ok(())
             }
+            _ => unreachable!("step() sends only framing opcodes here"),
         }
     }
 

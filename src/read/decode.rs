@@ -8,6 +8,7 @@
 //! OrderedDict `model.state_dict()` would return; any other object stays opaque unless tensors
 //! live inside it. Nothing is executed: this only reads.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
@@ -15,7 +16,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Key, Node, StorageId, Tensor, TensorIdx};
 use crate::pickle::{Global, Heap, Instance, Obj, ObjId, Value};
-use crate::read::script::ScriptClasses;
+use crate::read::script::{ScriptClass, ScriptClasses};
 
 /// Bounds on what decoding may build, against object graphs that share one object many times
 /// (a DAG that expands exponentially into a tree) or nest without end.
@@ -102,7 +103,7 @@ struct TensorSpec {
 
 pub struct Decoder<'a> {
     heap: &'a Heap,
-    provider: &'a mut (dyn StorageProvider + Send),
+    provider: &'a mut dyn StorageProvider,
     file: &'a Path,
     record: &'a str,
     script: Option<&'a ScriptClasses>,
@@ -179,7 +180,7 @@ fn is_rebuild(g: &Global) -> bool {
 impl<'a> Decoder<'a> {
     pub fn new(
         heap: &'a Heap,
-        provider: &'a mut (dyn StorageProvider + Send),
+        provider: &'a mut dyn StorageProvider,
         file: &'a Path,
         record: &'a str,
         script: Option<&'a ScriptClasses>,
@@ -203,51 +204,6 @@ impl<'a> Decoder<'a> {
             saw_module: false,
             module_classes: BTreeMap::new(),
         }
-    }
-
-    /// Decoding recurses once per nesting level, up to `max_depth`. A debug build needs about
-    /// 9 KiB of stack a level, more than the 2 MiB of a spawned thread holds at 512 levels, and a
-    /// stack overflow aborts the process; so decoding runs on a thread with a stack of its own.
-    pub fn decode(self, root: &Value) -> Result<Decoded> {
-        const STACK: usize = 16 << 20; // reserved address space; only what is used is committed
-        let pending = std::sync::Mutex::new(Some(self));
-        let take = || pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        std::thread::scope(|scope| {
-            let spawned = std::thread::Builder::new()
-                .name("ckpt-decode".into())
-                .stack_size(STACK)
-                .spawn_scoped(scope, || take().map(|d| d.decode_here(root)));
-            let result = match spawned {
-                Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(_) => None,
-            };
-            // No thread to be had (resource limits): decode here, on the caller's stack.
-            match result {
-                Some(r) => r,
-                None => match take() {
-                    Some(d) => d.decode_here(root),
-                    None => unreachable!("the decoder is taken exactly once"),
-                },
-            }
-        })
-    }
-
-    fn decode_here(mut self, root: &Value) -> Result<Decoded> {
-        // Shared references (the memo) let a small pickle describe a huge tree. A real pickle
-        // visits each value about once (a layer shared across depth, a dozen times), so the tree
-        // may hold at most 32 times the pickle's own values and 4 times its string bytes, with
-        // floors for small pickles; the absolute limits still apply.
-        let (values, payload) = heap_size(self.heap);
-        self.limits.max_nodes = self.limits.max_nodes.min(values.saturating_mul(32).max(NODES_FLOOR));
-        self.limits.max_bytes = self.limits.max_bytes.min(payload.saturating_mul(4).max(BYTES_FLOOR));
-        let root = self.node(root, 0)?;
-        Ok(Decoded {
-            root,
-            tensors: self.tensors,
-            saw_module: self.saw_module,
-            notes: self.notes,
-            module_classes: self.module_classes,
-        })
     }
 
     fn err(&self, what: impl Into<String>) -> Error {
@@ -274,11 +230,113 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    fn node(&mut self, v: &Value, depth: usize) -> Result<Node> {
+    /// Decodes the tree under `root`. Object graphs nest as deep as `max_depth` (a hostile
+    /// pickle deeper still), so the walk keeps its own stack of [`Frame`]s on the heap instead
+    /// of recursing: any caller's thread has stack enough.
+    pub fn decode(mut self, root: &Value) -> Result<Decoded> {
+        // Shared references (the memo) let a small pickle describe a huge tree. A real pickle
+        // visits each value about once (a layer shared across depth, a dozen times), so the tree
+        // may hold at most 32 times the pickle's own values and 4 times its string bytes, with
+        // floors for small pickles; the absolute limits still apply.
+        let (values, payload) = heap_size(self.heap);
+        self.limits.max_nodes = self.limits.max_nodes.min(values.saturating_mul(32).max(NODES_FLOOR));
+        self.limits.max_bytes = self.limits.max_bytes.min(payload.saturating_mul(4).max(BYTES_FLOOR));
+        let root = self.walk(root.clone())?;
+        Ok(Decoded {
+            root,
+            tensors: self.tensors,
+            saw_module: self.saw_module,
+            notes: self.notes,
+            module_classes: self.module_classes,
+        })
+    }
+
+    /// Runs the explicit stack: a frame asks for the node of one part at a time
+    /// ([`Step::Want`]) and is resumed with it; a finished frame's node goes to the frame below.
+    fn walk(&mut self, root: Value) -> Result<Node> {
+        let mut stack: Vec<Frame<'a>> = Vec::new();
+        let mut step = self.start(Want::Value(root, 0, None), &mut stack)?;
+        loop {
+            step = match step {
+                Step::Want(want) => self.start(want, &mut stack)?,
+                Step::Made(node) => match stack.pop() {
+                    Some(frame) => self.resume(frame, node, &mut stack)?,
+                    None => return Ok(node),
+                },
+            };
+        }
+    }
+
+    /// Begins decoding a part: a leaf is made at once; anything else pushes its frame and asks
+    /// for its first part.
+    fn start(&mut self, want: Want<'a>, stack: &mut Vec<Frame<'a>>) -> Result<Step<'a>> {
+        match want {
+            Want::Value(v, depth, place) => {
+                self.enter(place, stack);
+                self.node(&v, depth, stack)
+            }
+            Want::Module {
+                inst,
+                prefix,
+                depth,
+                place,
+            } => {
+                self.enter(place, stack);
+                self.module(inst, prefix, depth, stack)
+            }
+        }
+    }
+
+    /// Pushes a part's place, to be popped ([`Frame::Unplace`]) once its node is made.
+    fn enter(&mut self, place: Option<String>, stack: &mut Vec<Frame<'a>>) {
+        if let Some(place) = place {
+            self.place.push(place);
+            stack.push(Frame::Unplace);
+        }
+    }
+
+    /// Resumes `frame` with the node of the part it asked for.
+    fn resume(&mut self, frame: Frame<'a>, node: Node, stack: &mut Vec<Frame<'a>>) -> Result<Step<'a>> {
+        match frame {
+            Frame::Unplace => {
+                self.place.pop();
+                Ok(Step::Made(node))
+            }
+            Frame::Release(id) => {
+                self.active.remove(&id);
+                Ok(Step::Made(node))
+            }
+            Frame::Seq(mut seq) => {
+                seq.done.push(node);
+                Ok(seq.next(stack))
+            }
+            Frame::Dict(mut dict) => {
+                if let Some(last) = dict.items.last_mut() {
+                    last.1 = node;
+                }
+                Ok(self.next_pair(dict, stack))
+            }
+            Frame::Unwrap { tuple } => Ok(Step::Made(match node {
+                Node::List(items) | Node::Tuple(items) if tuple => Node::Tuple(items),
+                Node::List(items) | Node::Tuple(items) => Node::List(items),
+                other => other,
+            })),
+            Frame::Opaque(mut opaque) => {
+                opaque.parts.push(node);
+                Ok(self.next_part(opaque, stack))
+            }
+            Frame::Module(mut module) => {
+                self.module_part(&mut module, node)?;
+                self.next_module_step(module, stack)
+            }
+        }
+    }
+
+    fn node(&mut self, v: &Value, depth: usize, stack: &mut Vec<Frame<'a>>) -> Result<Step<'a>> {
         if depth > self.limits.max_depth {
             return Err(self.err(format!("nested deeper than {} levels", self.limits.max_depth)));
         }
-        Ok(match v {
+        let leaf = match v {
             Value::None => {
                 self.count(0)?;
                 Node::None
@@ -310,36 +368,61 @@ impl<'a> Decoder<'a> {
             Value::Obj(id) => {
                 self.count(0)?;
                 if !self.active.insert(*id) {
-                    return Ok(Node::Opaque("<recursive reference>".into()));
+                    return Ok(Step::Made(Node::Opaque("<recursive reference>".into())));
                 }
-                let r = self.obj(*id, depth);
-                self.active.remove(id);
-                r?
+                // Out of the active set again once its node is made.
+                stack.push(Frame::Release(*id));
+                return self.obj(*id, depth, stack);
             }
-        })
+        };
+        Ok(Step::Made(leaf))
     }
 
-    fn nodes(&mut self, items: &[Value], depth: usize) -> Result<Vec<Node>> {
-        let mut out = Vec::with_capacity(items.len().min(1 << 16));
-        for (i, item) in items.iter().enumerate() {
-            self.place.push(i.to_string());
-            let n = self.node(item, depth + 1);
-            self.place.pop();
-            out.push(n?);
+    /// A tuple, list or set (`tuple`: made a tuple) whose items are decoded one level deeper.
+    fn seq(items: &'a [Value], tuple: bool, depth: usize, stack: &mut Vec<Frame<'a>>) -> Step<'a> {
+        let done = Vec::with_capacity(items.len().min(1 << 16));
+        SeqFrame {
+            items,
+            tuple,
+            depth,
+            done,
         }
-        Ok(out)
+        .next(stack)
     }
 
-    fn dict(&mut self, pairs: &[(Value, Value)], ordered: bool, depth: usize) -> Result<Node> {
-        let mut items = Vec::with_capacity(pairs.len().min(1 << 16));
-        for (k, v) in pairs {
-            let key = self.key(k);
-            self.place.push(key.to_string());
-            let n = self.node(v, depth + 1);
-            self.place.pop();
-            items.push((key, n?));
-        }
-        Ok(Node::Dict { ordered, items })
+    /// A dict whose values are decoded one level deeper, each under its key.
+    fn dict(
+        &mut self,
+        pairs: Cow<'a, [(Value, Value)]>,
+        ordered: bool,
+        depth: usize,
+        stack: &mut Vec<Frame<'a>>,
+    ) -> Step<'a> {
+        let items = Vec::with_capacity(pairs.len().min(1 << 16));
+        self.next_pair(
+            DictFrame {
+                pairs,
+                ordered,
+                depth,
+                items,
+            },
+            stack,
+        )
+    }
+
+    fn next_pair(&mut self, mut dict: DictFrame<'a>, stack: &mut Vec<Frame<'a>>) -> Step<'a> {
+        let Some((k, v)) = dict.pairs.get(dict.items.len()) else {
+            return Step::Made(Node::Dict {
+                ordered: dict.ordered,
+                items: dict.items,
+            });
+        };
+        let key = self.key(k);
+        let want = Want::Value(v.clone(), dict.depth + 1, Some(key.to_string()));
+        // The value's node replaces the placeholder when it is made.
+        dict.items.push((key, Node::None));
+        stack.push(Frame::Dict(dict));
+        Step::Want(want)
     }
 
     fn key(&self, k: &Value) -> Key {
@@ -366,22 +449,21 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn obj(&mut self, id: ObjId, depth: usize) -> Result<Node> {
+    fn obj(&mut self, id: ObjId, depth: usize, stack: &mut Vec<Frame<'a>>) -> Result<Step<'a>> {
         let heap = self.heap;
-        match heap.get(id) {
-            Obj::Tuple(items) => Ok(Node::Tuple(self.nodes(items, depth)?)),
-            Obj::List(items) | Obj::Set(items) | Obj::FrozenSet(items) => Ok(Node::List(self.nodes(items, depth)?)),
-            Obj::Dict(pairs) => self.dict(pairs, false, depth),
+        Ok(match heap.get(id) {
+            Obj::Tuple(items) => Self::seq(items, true, depth, stack),
+            Obj::List(items) | Obj::Set(items) | Obj::FrozenSet(items) => Self::seq(items, false, depth, stack),
+            Obj::Dict(pairs) => self.dict(Cow::Borrowed(pairs), false, depth, stack),
             Obj::ByteArray(b) => {
                 self.count(b.len())?;
-                Ok(Node::Bytes(b.clone()))
+                Step::Made(Node::Bytes(b.clone()))
             }
-            Obj::Global(g) => Ok(Node::Opaque(g.dotted())),
-            Obj::PersistentId(_) => Ok(Node::Opaque("<persistent id>".into())),
-            Obj::Instance(inst) => self.instance(id, inst, depth),
-        }
+            Obj::Global(g) => Step::Made(Node::Opaque(g.dotted())),
+            Obj::PersistentId(_) => Step::Made(Node::Opaque("<persistent id>".into())),
+            Obj::Instance(inst) => return self.instance(id, inst, depth, stack),
+        })
     }
-
     /// The global an instance was made from: its callable, or the class inside a legacy
     /// `('module', cls, source_file, source)` persistent id; for an object that protocols 0 and 1
     /// make as `copyreg._reconstructor(cls, base, state)`, that `cls`.
@@ -405,45 +487,62 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn instance(&mut self, id: ObjId, inst: &'a Instance, depth: usize) -> Result<Node> {
-        let heap = self.heap;
-        let args: &[Value] = heap.tuple(&inst.args).unwrap_or(&[]);
+    fn instance(
+        &mut self,
+        id: ObjId,
+        inst: &'a Instance,
+        depth: usize,
+        stack: &mut Vec<Frame<'a>>,
+    ) -> Result<Step<'a>> {
         let Some(g) = self.callee(inst) else {
-            return self.opaque_object(inst, "<object>", depth);
+            return Ok(self.opaque_object(inst, "<object>".into(), depth, stack));
         };
         if is_rebuild(g) {
             let spec = self.tensor_spec(id, depth)?;
             // A note copies strings of the pickle once per reference to the tensor, so it
             // counts against the string budget like any other copy.
             self.count(spec.note.as_ref().map_or(0, String::len))?;
-            return Ok(self.new_tensor(spec));
+            return Ok(Step::Made(self.new_tensor(spec)));
         }
-        match (g.module.as_str(), g.name.as_str()) {
-            ("collections", "OrderedDict") => {
-                let mut pairs: Vec<(Value, Value)> = Vec::new();
-                // OrderedDict([(k, v), ...]) as protocol 0 writers pickle it.
-                if let Some(Some(Obj::List(items))) = args.first().map(|a| heap.obj(a)) {
-                    for item in items {
-                        if let Some([k, v]) = heap.tuple(item).or_else(|| match heap.obj(item) {
-                            Some(Obj::List(l)) => Some(l.as_slice()),
-                            _ => None,
-                        }) {
-                            pairs.push((k.clone(), v.clone()));
-                        }
-                    }
-                }
-                pairs.extend(inst.dict_items.iter().cloned());
-                self.dict(&pairs, true, depth)
+        let heap = self.heap;
+        let args: &[Value] = heap.tuple(&inst.args).unwrap_or(&[]);
+        let unwrap = |stack: &mut Vec<Frame<'a>>, tuple: bool| match args.first() {
+            Some(a) => {
+                stack.push(Frame::Unwrap { tuple });
+                Step::Want(Want::Value(a.clone(), depth + 1, None))
             }
-            ("builtins" | "__builtin__", "set" | "frozenset") => match args.first() {
-                Some(a) => match self.node(a, depth + 1)? {
-                    Node::List(items) | Node::Tuple(items) => Ok(Node::List(items)),
-                    other => Ok(other),
-                },
-                None => Ok(Node::List(Vec::new())),
+            None if tuple => Step::Made(Node::Tuple(Vec::new())),
+            None => Step::Made(Node::List(Vec::new())),
+        };
+        Ok(match (g.module.as_str(), g.name.as_str()) {
+            ("collections", "OrderedDict") => {
+                let pairs = ordered_dict_pairs(heap, inst, args);
+                self.dict(Cow::Owned(pairs), true, depth, stack)
+            }
+            ("builtins" | "__builtin__", "set" | "frozenset") => unwrap(stack, false),
+            ("torch", "Size") => unwrap(stack, true),
+            (module, name) => match self.literal_call(module, name, args)? {
+                Some(node) => Step::Made(node),
+                None if self.script.is_some_and(|s| s.get(&g.dotted()).is_some())
+                    || module_state(heap, inst).is_some() =>
+                {
+                    self.saw_module = true;
+                    return self.module(inst, String::new(), depth, stack);
+                }
+                None => {
+                    let label = format!("<{} object>", g.dotted());
+                    self.opaque_object(inst, label, depth, stack)
+                }
             },
+        })
+    }
+
+    /// The value of a call that torch.save writes for a plain value (bytes, torch.device,
+    /// torch.layout), made from its literal arguments; None for any other callable.
+    fn literal_call(&mut self, module: &str, name: &str, args: &[Value]) -> Result<Option<Node>> {
+        Ok(Some(match (module, name) {
             // b'' is pickled as a call of bytes() with no arguments.
-            ("builtins" | "__builtin__", "bytes" | "bytearray") if args.is_empty() => Ok(Node::Bytes(Vec::new())),
+            ("builtins" | "__builtin__", "bytes" | "bytearray") if args.is_empty() => Node::Bytes(Vec::new()),
             ("_codecs", "encode") => match args.first() {
                 // Python 3 pickles bytes at protocol 2 as _codecs.encode(text, 'latin1').
                 Some(Value::Str(s)) => {
@@ -451,12 +550,12 @@ impl<'a> Decoder<'a> {
                     match bytes {
                         Some(b) => {
                             self.count(b.len())?;
-                            Ok(Node::Bytes(b))
+                            Node::Bytes(b)
                         }
-                        None => Ok(Node::Opaque("<encoded text>".into())),
+                        None => Node::Opaque("<encoded text>".into()),
                     }
                 }
-                _ => Ok(Node::Opaque("<encoded text>".into())),
+                _ => Node::Opaque("<encoded text>".into()),
             },
             ("torch", "device") => {
                 let parts: Vec<String> = args
@@ -467,63 +566,88 @@ impl<'a> Decoder<'a> {
                         _ => "?".into(),
                     })
                     .collect();
-                Ok(Node::Opaque(parts.join(":")))
+                Node::Opaque(parts.join(":"))
             }
             // torch.save registers `_get_layout(str(layout))` as the reduction of a torch.layout.
             ("torch.serialization", "_get_layout") => match args.first() {
                 Some(Value::Str(s)) => {
                     self.count(s.len())?;
-                    Ok(Node::Opaque(s.to_string()))
+                    Node::Opaque(s.to_string())
                 }
-                _ => Ok(Node::Opaque("<torch.layout>".into())),
+                _ => Node::Opaque("<torch.layout>".into()),
             },
-            ("torch", "Size") => match args.first() {
-                Some(a) => match self.node(a, depth + 1)? {
-                    Node::List(items) | Node::Tuple(items) => Ok(Node::Tuple(items)),
-                    other => Ok(other),
-                },
-                None => Ok(Node::Tuple(Vec::new())),
-            },
-            _ => {
-                if self.script.is_some_and(|s| s.get(&g.dotted()).is_some()) || module_state(heap, inst).is_some() {
-                    let mut entries = Vec::new();
-                    self.module(inst, "", &mut entries, depth)?;
-                    self.saw_module = true;
-                    Ok(Node::Dict {
-                        ordered: true,
-                        items: entries,
-                    })
-                } else {
-                    let label = format!("<{} object>", g.dotted());
-                    self.opaque_object(inst, &label, depth)
+            _ => return Ok(None),
+        }))
+    }
+
+    /// An object of a class ckpt does not know: kept as a description, unless tensors live in its
+    /// state or arguments, in which case that part is kept so the tensors can be found and named.
+    fn opaque_object(
+        &mut self,
+        inst: &'a Instance,
+        label: String,
+        depth: usize,
+        stack: &mut Vec<Frame<'a>>,
+    ) -> Step<'a> {
+        let opaque = OpaqueFrame {
+            inst,
+            label,
+            depth,
+            next: OpaquePart::State,
+            parts: Vec::new(),
+        };
+        self.next_part(opaque, stack)
+    }
+
+    /// Asks for the object's next part, in order: state, dict items, list items, arguments.
+    fn next_part(&mut self, mut opaque: OpaqueFrame<'a>, stack: &mut Vec<Frame<'a>>) -> Step<'a> {
+        let (inst, depth) = (opaque.inst, opaque.depth);
+        loop {
+            let part = opaque.next;
+            opaque.next = part.after();
+            match part {
+                OpaquePart::State => {
+                    if let Some(state) = &inst.state {
+                        stack.push(Frame::Opaque(opaque));
+                        return Step::Want(Want::Value(state.clone(), depth + 1, None));
+                    }
+                }
+                OpaquePart::DictItems if !inst.dict_items.is_empty() => {
+                    stack.push(Frame::Opaque(opaque));
+                    return self.dict(Cow::Borrowed(&inst.dict_items), false, depth, stack);
+                }
+                OpaquePart::ListItems if !inst.list_items.is_empty() => {
+                    stack.push(Frame::Opaque(opaque));
+                    return Self::seq(&inst.list_items, false, depth, stack);
+                }
+                OpaquePart::DictItems | OpaquePart::ListItems => {}
+                OpaquePart::Args => {
+                    stack.push(Frame::Opaque(opaque));
+                    return Step::Want(Want::Value(inst.args.clone(), depth + 1, None));
+                }
+                OpaquePart::Done => {
+                    let label = opaque.label;
+                    return Step::Made(
+                        opaque
+                            .parts
+                            .into_iter()
+                            .find(Node::has_tensor)
+                            .unwrap_or(Node::Opaque(label)),
+                    );
                 }
             }
         }
     }
 
-    /// An object of a class ckpt does not know: kept as a description, unless tensors live in its
-    /// state or arguments, in which case that part is kept so the tensors can be found and named.
-    fn opaque_object(&mut self, inst: &Instance, label: &str, depth: usize) -> Result<Node> {
-        let mut parts = Vec::new();
-        if let Some(state) = &inst.state {
-            parts.push(self.node(state, depth + 1)?);
-        }
-        if !inst.dict_items.is_empty() {
-            parts.push(self.dict(&inst.dict_items, false, depth)?);
-        }
-        if !inst.list_items.is_empty() {
-            parts.push(Node::List(self.nodes(&inst.list_items, depth)?));
-        }
-        parts.push(self.node(&inst.args, depth + 1)?);
-        match parts.into_iter().find(Node::has_tensor) {
-            Some(n) => Ok(n),
-            None => Ok(Node::Opaque(label.to_string())),
-        }
-    }
-
-    /// Appends `model.state_dict()`'s entries for one module: its parameters, then its persistent
-    /// buffers, then each child module's, names prefixed as torch does.
-    fn module(&mut self, inst: &'a Instance, prefix: &str, out: &mut Vec<(Key, Node)>, depth: usize) -> Result<()> {
+    /// Begins `model.state_dict()`'s entries for one module: its parameters, then its persistent
+    /// buffers, then each child module's, names prefixed as torch does ([`ModuleStep`]).
+    fn module(
+        &mut self,
+        inst: &'a Instance,
+        prefix: String,
+        depth: usize,
+        stack: &mut Vec<Frame<'a>>,
+    ) -> Result<Step<'a>> {
         if depth > self.limits.max_depth {
             return Err(self.err(format!("modules nested deeper than {} levels", self.limits.max_depth)));
         }
@@ -534,7 +658,21 @@ impl<'a> Decoder<'a> {
                 self.limits.max_modules
             )));
         }
-        let own_tensors = out.len();
+        let steps = self.module_steps(inst, &prefix);
+        let module = ModuleFrame {
+            inst,
+            prefix,
+            depth,
+            steps: steps.into_iter(),
+            waiting: None,
+            entries: Vec::new(),
+        };
+        self.next_module_step(module, stack)
+    }
+
+    /// What flattening one module does, in order. It depends on the object graph alone, so it
+    /// is listed up front and then carried out part by part.
+    fn module_steps(&self, inst: &'a Instance, prefix: &str) -> Vec<ModuleStep<'a>> {
         let heap = self.heap;
         let state = inst
             .state
@@ -545,66 +683,116 @@ impl<'a> Decoder<'a> {
             .callee(inst)
             .and_then(|g| self.script.and_then(|s| s.get(&g.dotted())));
         if let Some(class) = script {
-            // TorchScript: the attributes dict holds parameters, buffers and submodules side by
-            // side; the archive's code says which is which.
-            for want_params in [true, false] {
-                for (k, v) in &state {
-                    let Some(name) = str_of(k) else { continue };
-                    let listed = if want_params {
-                        class.parameters.contains(name)
-                    } else {
-                        class.buffers.contains(name)
-                    };
-                    if listed && !matches!(v, Value::None) {
-                        self.module_tensor(prefix, name, v, want_params, out, depth)?;
-                    }
-                }
-            }
-            self.note_class(inst, out.len() > own_tensors);
-            for (k, v) in &state {
-                let Some(name) = str_of(k) else { continue };
-                if let Some(child) = heap.instance(v) {
-                    let is_module = self
-                        .callee(child)
-                        .is_some_and(|g| self.script.is_some_and(|s| s.get(&g.dotted()).is_some()));
-                    if is_module {
-                        self.module_child(child, prefix, name, out, depth)?;
-                    }
-                }
-            }
-            return Ok(());
+            return self.script_module_steps(class, named(&state));
         }
         let field = |name: &str| state.iter().find(|(k, _)| str_of(k) == Some(name)).map(|(_, v)| v);
-        if let Some(params) = field("_parameters").and_then(|p| dict_pairs(heap, p)) {
-            for (k, v) in &params {
-                if let (Some(name), false) = (str_of(k), matches!(v, Value::None)) {
-                    self.module_tensor(prefix, name, v, true, out, depth)?;
-                }
-            }
-        }
+        let members = |name: &str| named(&field(name).and_then(|p| dict_pairs(heap, p)).unwrap_or_default());
+        let params = members("_parameters")
+            .into_iter()
+            .filter(|(_, v)| !matches!(v, Value::None));
+        let mut steps: Vec<ModuleStep> = params
+            .map(|(name, v)| ModuleStep::Tensor { name, v, param: true })
+            .collect();
         let non_persistent: HashSet<&str> = field("_non_persistent_buffers_set")
             .map(|s| set_strings(heap, s))
             .unwrap_or_default();
-        if let Some(buffers) = field("_buffers").and_then(|b| dict_pairs(heap, b)) {
-            for (k, v) in &buffers {
-                if let Some(name) = str_of(k) {
-                    if !matches!(v, Value::None) && !non_persistent.contains(name) {
-                        self.module_tensor(prefix, name, v, false, out, depth)?;
-                    }
+        let buffers = members("_buffers")
+            .into_iter()
+            .filter(|(name, v)| !matches!(v, Value::None) && !non_persistent.contains(name.as_str()));
+        steps.extend(buffers.map(|(name, v)| ModuleStep::Tensor { name, v, param: false }));
+        steps.push(ModuleStep::NoteClass);
+        for (name, v) in members("_modules") {
+            match heap.instance(&v) {
+                Some(child) => steps.push(ModuleStep::Child { name, inst: child }),
+                None if matches!(v, Value::None) => {}
+                None => {
+                    steps.push(ModuleStep::Fail(format!("submodule '{prefix}{name}' is not an object")));
+                    break;
                 }
             }
         }
-        self.note_class(inst, out.len() > own_tensors);
-        if let Some(modules) = field("_modules").and_then(|m| dict_pairs(heap, m)) {
-            for (k, v) in &modules {
-                let Some(name) = str_of(k) else { continue };
-                match heap.instance(v) {
-                    Some(child) => self.module_child(child, prefix, name, out, depth)?,
-                    None if matches!(v, Value::None) => {}
-                    None => return Err(self.err(format!("submodule '{prefix}{name}' is not an object"))),
+        steps
+    }
+
+    /// A TorchScript module's steps: its attributes hold parameters, buffers and submodules
+    /// side by side; the archive's code (`class`) says which is which.
+    fn script_module_steps(&self, class: &ScriptClass, state: Vec<(String, Value)>) -> Vec<ModuleStep<'a>> {
+        let mut steps = Vec::new();
+        for param in [true, false] {
+            let listed = |name: &str| match param {
+                true => class.parameters.contains(name),
+                false => class.buffers.contains(name),
+            };
+            let own = state
+                .iter()
+                .filter(|(name, v)| listed(name) && !matches!(v, Value::None));
+            steps.extend(own.cloned().map(|(name, v)| ModuleStep::Tensor { name, v, param }));
+        }
+        steps.push(ModuleStep::NoteClass);
+        for (name, v) in state {
+            if let Some(child) = self.heap.instance(&v) {
+                let is_module = self
+                    .callee(child)
+                    .is_some_and(|g| self.script.is_some_and(|s| s.get(&g.dotted()).is_some()));
+                if is_module {
+                    steps.push(ModuleStep::Child { name, inst: child });
                 }
             }
         }
+        steps
+    }
+
+    /// Carries out the module's steps up to the next part to decode.
+    fn next_module_step(&mut self, mut module: ModuleFrame<'a>, stack: &mut Vec<Frame<'a>>) -> Result<Step<'a>> {
+        while let Some(step) = module.steps.next() {
+            let want = match step {
+                ModuleStep::Tensor { name, v, param } => {
+                    let want = Want::Value(v, module.depth + 1, Some(name.clone()));
+                    module.waiting = Some((name, param));
+                    want
+                }
+                ModuleStep::NoteClass => {
+                    self.note_class(module.inst, !module.entries.is_empty());
+                    continue;
+                }
+                ModuleStep::Child { name, inst } => Want::Module {
+                    inst,
+                    prefix: format!("{}{name}.", module.prefix),
+                    depth: module.depth + 1,
+                    place: Some(name),
+                },
+                ModuleStep::Fail(why) => return Err(self.err(why)),
+            };
+            stack.push(Frame::Module(module));
+            return Ok(Step::Want(want));
+        }
+        Ok(Step::Made(Node::Dict {
+            ordered: true,
+            items: module.entries,
+        }))
+    }
+
+    /// Takes the node of the module's part: one of its tensors, or a child module's entries.
+    fn module_part(&mut self, module: &mut ModuleFrame<'a>, node: Node) -> Result<()> {
+        let Some((name, is_param)) = module.waiting.take() else {
+            if let Node::Dict { items, .. } = node {
+                module.entries.extend(items);
+            }
+            return Ok(());
+        };
+        let prefix = &module.prefix;
+        let Node::Tensor(idx) = node else {
+            let kind = if is_param { "parameter" } else { "buffer" };
+            return Err(self.err(format!("{kind} '{prefix}{name}' is not a tensor")));
+        };
+        // TorchScript stores parameters as plain tensors; the archive's code says they are
+        // parameters, and their saved requires_grad is the real one.
+        if is_param && self.script.is_some() {
+            if let Some(t) = self.tensors.get_mut(idx) {
+                t.parameter = true;
+            }
+        }
+        module.entries.push((Key::Str(format!("{prefix}{name}")), node));
         Ok(())
     }
 
@@ -616,49 +804,6 @@ impl<'a> Decoder<'a> {
                 self.module_classes.insert(self.place.join("."), class.dotted());
             }
         }
-    }
-
-    fn module_child(
-        &mut self,
-        child: &'a Instance,
-        prefix: &str,
-        name: &str,
-        out: &mut Vec<(Key, Node)>,
-        depth: usize,
-    ) -> Result<()> {
-        let child_prefix = format!("{prefix}{name}.");
-        self.place.push(name.to_string());
-        let r = self.module(child, &child_prefix, out, depth + 1);
-        self.place.pop();
-        r
-    }
-
-    fn module_tensor(
-        &mut self,
-        prefix: &str,
-        name: &str,
-        v: &Value,
-        is_param: bool,
-        out: &mut Vec<(Key, Node)>,
-        depth: usize,
-    ) -> Result<()> {
-        self.place.push(name.to_string());
-        let n = self.node(v, depth + 1);
-        self.place.pop();
-        let n = n?;
-        let Node::Tensor(idx) = n else {
-            let kind = if is_param { "parameter" } else { "buffer" };
-            return Err(self.err(format!("{kind} '{prefix}{name}' is not a tensor")));
-        };
-        // TorchScript stores parameters as plain tensors; the archive's code says they are
-        // parameters, and their saved requires_grad is the real one.
-        if is_param && self.script.is_some() {
-            if let Some(t) = self.tensors.get_mut(idx) {
-                t.parameter = true;
-            }
-        }
-        out.push((Key::Str(format!("{prefix}{name}")), n));
-        Ok(())
     }
 
     fn new_tensor(&mut self, spec: TensorSpec) -> Node {
@@ -680,11 +825,59 @@ impl<'a> Decoder<'a> {
     }
 
     /// The tensor a rebuild call makes, decoded once per pickled object (tied weights pickle
-    /// one Parameter object twice and must come out sharing everything).
+    /// one Parameter object twice and must come out sharing everything). Calls wrap calls
+    /// (a Parameter around a tensor, a subclass around either); the chain is followed down to
+    /// the storage, then each wrapper's part is applied on the way back up.
     fn tensor_spec(&mut self, id: ObjId, depth: usize) -> Result<TensorSpec> {
-        if let Some(spec) = self.specs.get(&id) {
-            return Ok(spec.clone());
+        let mut wrappers = Vec::new();
+        let mut target = Rebuild::Object(id, depth);
+        let mut spec = loop {
+            target = match target {
+                Rebuild::Object(id, depth) => match self.specs.get(&id) {
+                    Some(spec) => break spec.clone(),
+                    None => {
+                        wrappers.push(Wrapper::Object(id));
+                        self.rebuild_call(id, depth)?
+                    }
+                },
+                Rebuild::Call(func, args, depth) => match self.unwrap_call(func, args, depth)? {
+                    (Some(wrapper), inner) => {
+                        wrappers.push(wrapper);
+                        inner
+                    }
+                    (None, _) => break self.rebuild_tensor(func, args)?,
+                },
+            };
+        };
+        for wrapper in wrappers.into_iter().rev() {
+            match wrapper {
+                Wrapper::Object(id) => {
+                    self.specs.insert(id, spec.clone());
+                }
+                Wrapper::Parameter { func, requires_grad } => {
+                    spec.requires_grad = match requires_grad {
+                        Some(Value::Bool(b)) => *b,
+                        _ => return Err(self.err(format!("{func}: requires_grad is not a bool"))),
+                    };
+                    spec.parameter = true;
+                }
+                Wrapper::Subclass { parameter } => spec.parameter |= parameter,
+                Wrapper::Shard {
+                    requires_grad,
+                    parameter,
+                    note,
+                } => {
+                    spec.requires_grad = requires_grad;
+                    spec.parameter = parameter;
+                    spec.note = Some(note);
+                }
+            }
         }
+        Ok(spec)
+    }
+
+    /// The rebuild call that pickled object `id` is.
+    fn rebuild_call(&self, id: ObjId, depth: usize) -> Result<Rebuild<'a>> {
         if depth > self.limits.max_depth {
             return Err(self.err("tensor rebuild calls nested too deeply"));
         }
@@ -698,36 +891,44 @@ impl<'a> Decoder<'a> {
         let args = heap
             .tuple(&inst.args)
             .ok_or_else(|| self.err(format!("{} without an argument tuple", g.dotted())))?;
-        let spec = self.rebuild(&g.name, args, depth)?;
-        self.specs.insert(id, spec.clone());
-        Ok(spec)
+        Ok(Rebuild::Call(&g.name, args, depth))
     }
 
-    fn rebuild(&mut self, func: &str, args: &[Value], depth: usize) -> Result<TensorSpec> {
+    /// For a call that wraps another tensor: what it adds, and the call or object it wraps.
+    /// (None, _) for a call that rebuilds a tensor from its storage.
+    fn unwrap_call(
+        &self,
+        func: &'a str,
+        args: &'a [Value],
+        depth: usize,
+    ) -> Result<(Option<Wrapper<'a>>, Rebuild<'a>)> {
         let heap = self.heap;
-        match func {
+        Ok(match func {
             "_rebuild_parameter" | "_rebuild_parameter_with_state" => {
                 let inner = args.first().and_then(|a| match a {
                     Value::Obj(id) => Some(*id),
                     _ => None,
                 });
                 let inner = inner.ok_or_else(|| self.err(format!("{func}: first argument is not a tensor")))?;
-                let mut spec = self.tensor_spec(inner, depth + 1)?;
-                spec.requires_grad = match args.get(1) {
-                    Some(Value::Bool(b)) => *b,
-                    _ => return Err(self.err(format!("{func}: requires_grad is not a bool"))),
+                let wrapper = Wrapper::Parameter {
+                    func,
+                    requires_grad: args.get(1),
                 };
-                spec.parameter = true;
-                Ok(spec)
+                (Some(wrapper), Rebuild::Object(inner, depth + 1))
             }
             "_rebuild_from_type_v2" => {
                 // (func, new_type, args, state): a tensor subclass; nn.Parameter is the one that matters.
+                // A chain of these passes no object on the way down; it is bounded here.
+                if depth > self.limits.max_depth {
+                    return Err(self.err("tensor rebuild calls nested too deeply"));
+                }
                 if args
                     .first()
                     .and_then(|f| heap.global(f))
                     .is_some_and(|g| g.is("torch._utils", "_rebuild_wrapper_subclass"))
                 {
-                    return self.wrapper_subclass(args, depth);
+                    let (wrapper, local) = self.wrapper_subclass(args)?;
+                    return Ok((Some(wrapper), Rebuild::Object(local, depth + 1)));
                 }
                 let f = args.first().and_then(|f| heap.global(f)).filter(|g| is_rebuild(g));
                 let f = f.ok_or_else(|| self.err("_rebuild_from_type_v2 of an unknown function"))?;
@@ -735,18 +936,17 @@ impl<'a> Decoder<'a> {
                     .get(2)
                     .and_then(|a| heap.tuple(a))
                     .ok_or_else(|| self.err("_rebuild_from_type_v2 without arguments"))?;
-                let mut spec = self.rebuild(&f.name, inner_args, depth + 1)?;
-                if args
+                let parameter = args
                     .get(1)
                     .and_then(|t| heap.global(t))
-                    .is_some_and(|t| t.name == "Parameter")
-                {
-                    spec.parameter = true;
-                }
-                Ok(spec)
+                    .is_some_and(|t| t.name == "Parameter");
+                (
+                    Some(Wrapper::Subclass { parameter }),
+                    Rebuild::Call(&f.name, inner_args, depth + 1),
+                )
             }
-            _ => self.rebuild_tensor(func, args),
-        }
+            _ => (None, Rebuild::Call(func, args, depth)),
+        })
     }
 
     /// `_rebuild_from_type_v2(_rebuild_wrapper_subclass, cls, (cls, dtype, size, stride, offset,
@@ -754,7 +954,7 @@ impl<'a> Decoder<'a> {
     /// DTensor keeps this process's shard in its state as `_local_tensor` (what torch.load gives
     /// as `._local_tensor`), and its placements and mesh in `_spec`; the shard is the tensor
     /// ckpt reads, with the DTensor's own flags (`_is_param` in the state marks a Parameter).
-    fn wrapper_subclass(&mut self, args: &[Value], depth: usize) -> Result<TensorSpec> {
+    fn wrapper_subclass(&self, args: &'a [Value]) -> Result<(Wrapper<'a>, ObjId)> {
         let heap = self.heap;
         let class = args
             .get(1)
@@ -767,12 +967,13 @@ impl<'a> Decoder<'a> {
                 "{class} is a tensor subclass without storage of its own; ckpt reads only DTensor's _local_tensor"
             )));
         };
-        let mut spec = self.tensor_spec(*local, depth + 1)?;
         let wrapper: &[Value] = args.get(2).and_then(|a| heap.tuple(a)).unwrap_or(&[]);
-        spec.requires_grad = matches!(wrapper.get(7), Some(Value::Bool(true)));
-        spec.parameter = matches!(field("_is_param"), Some(Value::Bool(true)));
-        spec.note = Some(dtensor_note(heap, field("_spec")));
-        Ok(spec)
+        let shard = Wrapper::Shard {
+            requires_grad: matches!(wrapper.get(7), Some(Value::Bool(true))),
+            parameter: matches!(field("_is_param"), Some(Value::Bool(true))),
+            note: dtensor_note(heap, field("_spec")),
+        };
+        Ok((shard, *local))
     }
 
     /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, hooks[, metadata])`,
@@ -834,6 +1035,180 @@ impl<'a> Decoder<'a> {
             note: None,
         })
     }
+}
+
+/// What a step of the walk gives: a finished node, or a part it needs first.
+enum Step<'a> {
+    Made(Node),
+    Want(Want<'a>),
+}
+
+/// A part to decode, with `place` (a dict key, an index, a member's name) pushed on the
+/// decoder's place while it is decoded.
+enum Want<'a> {
+    /// A value at a depth.
+    Value(Value, usize, Option<String>),
+    /// A child module to flatten: its entries come back as an ordered dict.
+    Module {
+        inst: &'a Instance,
+        prefix: String,
+        depth: usize,
+        place: Option<String>,
+    },
+}
+
+/// A value being decoded, waiting on the walk's stack for the node of its current part.
+enum Frame<'a> {
+    /// Pops the decoder's place once the node above it is made.
+    Unplace,
+    /// Takes an object out of the active set (recursion guard) once its node is made.
+    Release(ObjId),
+    Seq(SeqFrame<'a>),
+    Dict(DictFrame<'a>),
+    /// `set(x)`, `frozenset(x)`, `torch.Size(x)`: the node of `x`, as a list or (`tuple`) a tuple.
+    Unwrap {
+        tuple: bool,
+    },
+    Opaque(OpaqueFrame<'a>),
+    Module(ModuleFrame<'a>),
+}
+
+/// A tuple, list or set; its items are decoded one level deeper, each under its index.
+struct SeqFrame<'a> {
+    items: &'a [Value],
+    tuple: bool,
+    depth: usize,
+    done: Vec<Node>,
+}
+
+impl<'a> SeqFrame<'a> {
+    fn next(self, stack: &mut Vec<Frame<'a>>) -> Step<'a> {
+        let i = self.done.len();
+        let Some(item) = self.items.get(i) else {
+            return Step::Made(if self.tuple {
+                Node::Tuple(self.done)
+            } else {
+                Node::List(self.done)
+            });
+        };
+        let want = Want::Value(item.clone(), self.depth + 1, Some(i.to_string()));
+        stack.push(Frame::Seq(self));
+        Step::Want(want)
+    }
+}
+
+/// A dict; the last of `items` holds a placeholder until its value's node is made.
+struct DictFrame<'a> {
+    pairs: Cow<'a, [(Value, Value)]>,
+    ordered: bool,
+    depth: usize,
+    items: Vec<(Key, Node)>,
+}
+
+/// An object of a class ckpt does not know, and the nodes of the parts decoded so far.
+struct OpaqueFrame<'a> {
+    inst: &'a Instance,
+    label: String,
+    depth: usize,
+    next: OpaquePart,
+    parts: Vec<Node>,
+}
+
+/// The parts of an opaque object where tensors may live, in the order they are looked at.
+#[derive(Clone, Copy)]
+enum OpaquePart {
+    State,
+    DictItems,
+    ListItems,
+    Args,
+    Done,
+}
+
+impl OpaquePart {
+    fn after(self) -> OpaquePart {
+        match self {
+            OpaquePart::State => OpaquePart::DictItems,
+            OpaquePart::DictItems => OpaquePart::ListItems,
+            OpaquePart::ListItems => OpaquePart::Args,
+            OpaquePart::Args | OpaquePart::Done => OpaquePart::Done,
+        }
+    }
+}
+
+/// One nn.Module being flattened into `state_dict()` entries.
+struct ModuleFrame<'a> {
+    inst: &'a Instance,
+    /// Its members' names start with this (`encoder.layers.0.`).
+    prefix: String,
+    depth: usize,
+    steps: std::vec::IntoIter<ModuleStep<'a>>,
+    /// The member whose tensor is being decoded, and whether it is a parameter; None while a
+    /// child module is.
+    waiting: Option<(String, bool)>,
+    entries: Vec<(Key, Node)>,
+}
+
+/// One thing flattening a module does ([`Decoder::module_steps`]).
+enum ModuleStep<'a> {
+    /// Decode a member that must be a tensor (`param`: a parameter, else a buffer).
+    Tensor {
+        name: String,
+        v: Value,
+        param: bool,
+    },
+    /// Record the module's class if it has tensors of its own.
+    NoteClass,
+    Child {
+        name: String,
+        inst: &'a Instance,
+    },
+    /// Stop with this error.
+    Fail(String),
+}
+
+/// Where the chain of a tensor's rebuild calls goes next.
+enum Rebuild<'a> {
+    /// A pickled object (decoded once, then shared), at a depth.
+    Object(ObjId, usize),
+    /// A call (function name, arguments), at a depth.
+    Call(&'a str, &'a [Value], usize),
+}
+
+/// What a call that wraps a tensor adds to it, applied once the wrapped tensor is known.
+enum Wrapper<'a> {
+    /// Remember the tensor as this object's.
+    Object(ObjId),
+    /// `_rebuild_parameter(tensor, requires_grad, ...)`.
+    Parameter {
+        func: &'a str,
+        requires_grad: Option<&'a Value>,
+    },
+    /// `_rebuild_from_type_v2` of a subclass; nn.Parameter makes a parameter.
+    Subclass { parameter: bool },
+    /// A DTensor's local shard, with the DTensor's flags and a note on its placements.
+    Shard {
+        requires_grad: bool,
+        parameter: bool,
+        note: String,
+    },
+}
+
+/// The pairs of an `OrderedDict(...)` call: `OrderedDict([(k, v), ...])` as protocol 0 writers
+/// pickle it, then the items set on it.
+fn ordered_dict_pairs(heap: &Heap, inst: &Instance, args: &[Value]) -> Vec<(Value, Value)> {
+    let mut pairs: Vec<(Value, Value)> = Vec::new();
+    if let Some(Some(Obj::List(items))) = args.first().map(|a| heap.obj(a)) {
+        for item in items {
+            if let Some([k, v]) = heap.tuple(item).or_else(|| match heap.obj(item) {
+                Some(Obj::List(l)) => Some(l.as_slice()),
+                _ => None,
+            }) {
+                pairs.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    pairs.extend(inst.dict_items.iter().cloned());
+    pairs
 }
 
 /// Proves that every element of the view lies inside the storage, with checked arithmetic.
@@ -950,6 +1325,14 @@ fn str_of(v: &Value) -> Option<&str> {
         Value::Str(s) => Some(s),
         _ => None,
     }
+}
+
+/// The pairs whose key is a string, with the key as the name.
+fn named(pairs: &[(Value, Value)]) -> Vec<(String, Value)> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| str_of(k).map(|name| (name.to_string(), v.clone())))
+        .collect()
 }
 
 /// The pairs of a dict or an OrderedDict instance.
@@ -1164,6 +1547,22 @@ mod tests {
         out.extend((s.len() as u32).to_le_bytes());
         out.extend(s.as_bytes());
         out
+    }
+
+    #[test]
+    fn nesting_at_the_depth_limit_decodes_on_a_small_stack() {
+        // The walk keeps its stack on the heap: 500 nested lists (the limit is 512) fit in a
+        // 256 KiB thread stack, where recursion needed some 9 KiB a level in a debug build.
+        let mut pickle = vec![0x80, 2];
+        pickle.extend(std::iter::repeat_n(b']', 500)); // EMPTY_LIST
+        pickle.extend(std::iter::repeat_n(b'a', 499)); // APPEND: each list into its parent
+        pickle.push(b'.');
+        let r = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || decode(&pickle).map(|d| matches!(d.root, Node::List(_))))
+            .expect("thread")
+            .join();
+        assert!(matches!(r, Ok(Ok(true))), "{r:?}");
     }
 
     #[test]

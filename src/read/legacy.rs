@@ -3,6 +3,7 @@
 //! then each storage as an 8-byte element count followed by its raw bytes, in key order.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::dtype::DType;
@@ -106,74 +107,11 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
         ));
     }
     let sys_info = next("sys_info", &mut pos)?;
-    let little = match sys_info.heap.obj(&sys_info.root) {
-        Some(Obj::Dict(pairs)) => !pairs
-            .iter()
-            .any(|(k, v)| matches!(k, Value::Str(s) if &**s == "little_endian") && *v == Value::Bool(false)),
-        _ => true,
-    };
+    let little = little_endian(&sys_info);
     let main = next("object", &mut pos)?;
-    let keys_pickle = next("storage keys", &mut pos)?;
-    let keys: Vec<String> = match keys_pickle.heap.obj(&keys_pickle.root) {
-        Some(Obj::List(items)) => items
-            .iter()
-            .map(|k| match k {
-                Value::Str(s) => Ok(s.to_string()),
-                _ => Err(Error::malformed(&path, "storage keys", "a key is not a string")),
-            })
-            .collect::<Result<_>>()?,
-        _ => return Err(Error::malformed(&path, "storage keys", "not a list")),
-    };
-    // Element sizes come from the storage types the object's persistent ids name.
-    let mut element_size: HashMap<String, u64> = HashMap::new();
-    for i in 0..main.heap.len() {
-        if let Obj::PersistentId(pid) = main.heap.get(crate::pickle::ObjId(i as u32)) {
-            // At pickle protocol 0 persistent ids are text lines: torch.load's persistent_load
-            // refuses them ("saved_id must be a tuple"), so the file cannot be loaded.
-            if main.heap.tuple(pid).is_none() {
-                return Err(Error::malformed(
-                    &path,
-                    "object",
-                    "a persistent id is not a tuple (written at pickle protocol 0): torch.load refuses it",
-                ));
-            }
-            if let Ok(p) = parse_storage_pid(&main.heap, pid) {
-                let root = p.view.as_ref().map_or(p.key.clone(), |v| v.0.clone());
-                element_size.insert(root, p.dtype.map_or(1, DType::size) as u64);
-            }
-        }
-    }
-    let mut ranges = HashMap::new();
-    let mut offset = pos as u64;
-    let file_len = source.len();
-    for key in &keys {
-        let place = format!("storage '{key}' at byte {offset}");
-        let head = source
-            .slice(offset, 8)
-            .ok_or_else(|| Error::malformed(&path, &place, "file ends before the storage's size"))?;
-        let head: [u8; 8] = head.try_into().unwrap_or([0; 8]);
-        let numel = if little {
-            u64::from_le_bytes(head)
-        } else {
-            u64::from_be_bytes(head)
-        };
-        let esize = *element_size
-            .get(key)
-            .ok_or_else(|| Error::malformed(&path, &place, "no tensor names this storage"))?;
-        let len = numel
-            .checked_mul(esize)
-            .ok_or_else(|| Error::malformed(&path, &place, "size overflows"))?;
-        let start = offset + 8;
-        let end = start.checked_add(len).filter(|&e| e <= file_len).ok_or_else(|| {
-            Error::malformed(
-                &path,
-                &place,
-                format!("{numel} elements of {esize} bytes run past the end of the file ({file_len} bytes)"),
-            )
-        })?;
-        ranges.insert(key.clone(), (start, len));
-        offset = end;
-    }
+    let keys = storage_keys(&path, &next("storage keys", &mut pos)?)?;
+    let element_size = element_sizes(&path, &main)?;
+    let ranges = storage_ranges(&source, &keys, &element_size, little, pos as u64)?;
     let byte_order = if little { ByteOrder::Little } else { ByteOrder::Big };
     let mut provider = LegacyStorages {
         ranges,
@@ -206,4 +144,95 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
         provider.storages,
         &globals,
     ))
+}
+
+/// Whether `sys_info` says the storages are little-endian (the default when it does not say).
+fn little_endian(sys_info: &Pickle) -> bool {
+    match sys_info.heap.obj(&sys_info.root) {
+        Some(Obj::Dict(pairs)) => !pairs
+            .iter()
+            .any(|(k, v)| matches!(k, Value::Str(s) if &**s == "little_endian") && *v == Value::Bool(false)),
+        _ => true,
+    }
+}
+
+/// The storage keys pickle: a list of the keys of the storages that follow, in file order.
+fn storage_keys(path: &Path, keys_pickle: &Pickle) -> Result<Vec<String>> {
+    match keys_pickle.heap.obj(&keys_pickle.root) {
+        Some(Obj::List(items)) => items
+            .iter()
+            .map(|k| match k {
+                Value::Str(s) => Ok(s.to_string()),
+                _ => Err(Error::malformed(path, "storage keys", "a key is not a string")),
+            })
+            .collect(),
+        _ => Err(Error::malformed(path, "storage keys", "not a list")),
+    }
+}
+
+/// The element size of each storage, from the storage types the object's persistent ids name
+/// (the file gives a storage's size in elements).
+fn element_sizes(path: &Path, main: &Pickle) -> Result<HashMap<String, u64>> {
+    let mut element_size = HashMap::new();
+    for i in 0..main.heap.len() {
+        if let Obj::PersistentId(pid) = main.heap.get(crate::pickle::ObjId(i as u32)) {
+            // At pickle protocol 0 persistent ids are text lines: torch.load's persistent_load
+            // refuses them ("saved_id must be a tuple"), so the file cannot be loaded.
+            if main.heap.tuple(pid).is_none() {
+                return Err(Error::malformed(
+                    path,
+                    "object",
+                    "a persistent id is not a tuple (written at pickle protocol 0): torch.load refuses it",
+                ));
+            }
+            if let Ok(p) = parse_storage_pid(&main.heap, pid) {
+                let root = p.view.as_ref().map_or(p.key.clone(), |v| v.0.clone());
+                element_size.insert(root, p.dtype.map_or(1, DType::size) as u64);
+            }
+        }
+    }
+    Ok(element_size)
+}
+
+/// Where each storage's bytes are, (start, length) by key: from `offset` on, each storage is
+/// its element count (8 bytes, in the file's byte order), then its elements.
+fn storage_ranges(
+    source: &Source,
+    keys: &[String],
+    element_size: &HashMap<String, u64>,
+    little: bool,
+    mut offset: u64,
+) -> Result<HashMap<String, (u64, u64)>> {
+    let path = source.path();
+    let mut ranges = HashMap::new();
+    let file_len = source.len();
+    for key in keys {
+        let place = format!("storage '{key}' at byte {offset}");
+        let head = source
+            .slice(offset, 8)
+            .ok_or_else(|| Error::malformed(path, &place, "file ends before the storage's size"))?;
+        let head: [u8; 8] = head.try_into().unwrap_or([0; 8]);
+        let numel = if little {
+            u64::from_le_bytes(head)
+        } else {
+            u64::from_be_bytes(head)
+        };
+        let esize = *element_size
+            .get(key)
+            .ok_or_else(|| Error::malformed(path, &place, "no tensor names this storage"))?;
+        let len = numel
+            .checked_mul(esize)
+            .ok_or_else(|| Error::malformed(path, &place, "size overflows"))?;
+        let start = offset + 8;
+        let end = start.checked_add(len).filter(|&e| e <= file_len).ok_or_else(|| {
+            Error::malformed(
+                path,
+                &place,
+                format!("{numel} elements of {esize} bytes run past the end of the file ({file_len} bytes)"),
+            )
+        })?;
+        ranges.insert(key.clone(), (start, len));
+        offset = end;
+    }
+    Ok(ranges)
 }

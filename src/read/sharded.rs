@@ -50,70 +50,14 @@ pub fn read_dir(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
 }
 
 pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
-    let (file, meta) = crate::source::open_regular(index)?;
-    if meta.len() > limits.max_index_bytes {
-        return Err(Error::malformed(
-            index,
-            "index",
-            format!(
-                "{} bytes, more than the limit of {}",
-                meta.len(),
-                limits.max_index_bytes
-            ),
-        ));
-    }
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, limits.max_index_bytes), &mut text)
-        .map_err(|e| Error::io(index, e))?;
-    let parsed = container_index::parse(&text).map_err(|e| match e {
-        IndexError::NotJson(e) => Error::UnknownFormat {
-            path: index.into(),
-            why: format!("not a checkpoint and not valid index JSON: {e}"),
-        },
-        IndexError::NoWeightMap => Error::UnknownFormat {
-            path: index.into(),
-            why: "JSON without a \"weight_map\" object: not a sharded checkpoint index".into(),
-        },
-        IndexError::BadShard(name) => {
-            Error::malformed(index, format!("weight_map['{name}']"), "shard is not a file name")
-        }
-    })?;
+    let parsed = parse_index(index, limits)?;
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut shards: BTreeMap<String, (Checkpoint, usize)> = BTreeMap::new();
     let mut storages = Vec::new();
     let mut files = vec![index.to_path_buf()];
     let mut globals = crate::model::Globals::default();
     for shard in &parsed.shards {
-        let shard_path = container_index::shard_path(dir, shard).ok_or_else(|| {
-            Error::malformed(
-                index,
-                "weight_map",
-                format!("shard '{shard}' is not a plain relative path"),
-            )
-        })?;
-        if !shard_path.is_file() {
-            return Err(Error::malformed(
-                index,
-                "weight_map",
-                format!("shard '{shard}' is missing ({})", shard_path.display()),
-            ));
-        }
-        // A shard that is itself an index (or names the index) would recurse without end.
-        if is_json(&shard_path) {
-            return Err(Error::malformed(
-                index,
-                "weight_map",
-                format!("shard '{shard}' is itself an index"),
-            ));
-        }
-        let ckpt = open_with(&shard_path, limits)?;
-        if ckpt.format == Format::Sharded {
-            return Err(Error::malformed(
-                index,
-                "weight_map",
-                format!("shard '{shard}' is itself an index"),
-            ));
-        }
+        let ckpt = open_shard(index, dir, shard, limits)?;
         files.extend(ckpt.files.iter().cloned());
         let base = storages.len();
         storages.extend(ckpt.storages.iter().cloned());
@@ -162,6 +106,74 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         module_classes: Default::default(),
         names: Default::default(),
     })
+}
+
+/// Reads and parses the index file, within the size limit.
+fn parse_index(index: &Path, limits: &ReadLimits) -> Result<container_index::ShardIndex> {
+    let (file, meta) = crate::source::open_regular(index)?;
+    if meta.len() > limits.max_index_bytes {
+        return Err(Error::malformed(
+            index,
+            "index",
+            format!(
+                "{} bytes, more than the limit of {}",
+                meta.len(),
+                limits.max_index_bytes
+            ),
+        ));
+    }
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limits.max_index_bytes), &mut text)
+        .map_err(|e| Error::io(index, e))?;
+    container_index::parse(&text).map_err(|e| match e {
+        IndexError::NotJson(e) => Error::UnknownFormat {
+            path: index.into(),
+            why: format!("not a checkpoint and not valid index JSON: {e}"),
+        },
+        IndexError::NoWeightMap => Error::UnknownFormat {
+            path: index.into(),
+            why: "JSON without a \"weight_map\" object: not a sharded checkpoint index".into(),
+        },
+        IndexError::BadShard(name) => {
+            Error::malformed(index, format!("weight_map['{name}']"), "shard is not a file name")
+        }
+    })
+}
+
+/// Opens one shard the index names (in `dir`, the index's directory): a plain file beside the
+/// index, never another index.
+fn open_shard(index: &Path, dir: &Path, shard: &str, limits: &ReadLimits) -> Result<Checkpoint> {
+    let shard_path = container_index::shard_path(dir, shard).ok_or_else(|| {
+        Error::malformed(
+            index,
+            "weight_map",
+            format!("shard '{shard}' is not a plain relative path"),
+        )
+    })?;
+    if !shard_path.is_file() {
+        return Err(Error::malformed(
+            index,
+            "weight_map",
+            format!("shard '{shard}' is missing ({})", shard_path.display()),
+        ));
+    }
+    // A shard that is itself an index (or names the index) would recurse without end.
+    if is_json(&shard_path) {
+        return Err(Error::malformed(
+            index,
+            "weight_map",
+            format!("shard '{shard}' is itself an index"),
+        ));
+    }
+    let ckpt = open_with(&shard_path, limits)?;
+    if ckpt.format == Format::Sharded {
+        return Err(Error::malformed(
+            index,
+            "weight_map",
+            format!("shard '{shard}' is itself an index"),
+        ));
+    }
+    Ok(ckpt)
 }
 
 /// Whether a file starts (after whitespace) like JSON, i.e. would be read as an index.

@@ -249,50 +249,8 @@ pub fn read(source: Arc<Source>, members: &[Member], limits: &ReadLimits) -> Res
 
     let member = |(start, len): (usize, usize)| &bytes[start..start + len];
     let mut objects: HashMap<PyKey, Entry> = HashMap::new();
-    let mut built: Vec<Built> = Vec::new();
-    let (records, views) = walk_storages(
-        member(storages_at),
-        &mut parser(&path, "storages", member(storages_at), limits),
-    )
-    .map_err(|e| Error::malformed(&path, "storages", e))?;
-    for r in records {
-        objects.insert(r.key.clone(), Entry::Storage(built.len()));
-        built.push(Built {
-            offset: (storages_at.0 + r.start) as u64,
-            len: r.len as u64,
-            dtype: r.dtype,
-            location: r.location,
-        });
-    }
-    for v in views {
-        let view = storage_view(&objects, &built, &v).map_err(|e| Error::malformed(&path, "storages views", e))?;
-        objects.insert(v.target.clone(), Entry::Storage(built.len()));
-        built.push(view);
-    }
-    let records = walk_tensors(
-        member(tensors_at),
-        &mut parser(&path, "tensors", member(tensors_at), limits),
-    )
-    .map_err(|e| Error::malformed(&path, "tensors", e))?;
-    let mut tensors: Vec<(usize, TarTensor)> = Vec::new();
-    for t in records {
-        let storage = match objects.get(&t.storage) {
-            Some(Entry::Storage(s)) => *s,
-            _ => {
-                return Err(Error::malformed(
-                    &path,
-                    "tensors",
-                    format!(
-                        "tensor {} names storage {}, which is not a storage",
-                        t.key.label(),
-                        t.storage.label()
-                    ),
-                ))
-            }
-        };
-        objects.insert(t.key.clone(), Entry::Tensor(tensors.len()));
-        tensors.push((storage, t));
-    }
+    let built = read_storages(&path, member(storages_at), storages_at.0, limits, &mut objects)?;
+    let tensors = read_tensors(&path, member(tensors_at), limits, &mut objects)?;
 
     let mut main = parse_pickle(&path, "pickle", member(pickle_at), limits)?;
     link_persistent_ids(&mut main.heap, &objects, &built, &tensors)
@@ -319,6 +277,67 @@ pub fn read(source: Arc<Source>, members: &[Member], limits: &ReadLimits) -> Res
         storages,
         &main.globals,
     ))
+}
+
+/// The storages of the `storages` member (which starts at byte `base`) and the views onto
+/// them, each recorded in `objects` under its key.
+fn read_storages(
+    path: &Path,
+    data: &[u8],
+    base: usize,
+    limits: &ReadLimits,
+    objects: &mut HashMap<PyKey, Entry>,
+) -> Result<Vec<Built>> {
+    let mut built: Vec<Built> = Vec::new();
+    let (records, views) = walk_storages(data, &mut parser(path, "storages", data, limits))
+        .map_err(|e| Error::malformed(path, "storages", e))?;
+    for r in records {
+        objects.insert(r.key.clone(), Entry::Storage(built.len()));
+        built.push(Built {
+            offset: (base + r.start) as u64,
+            len: r.len as u64,
+            dtype: r.dtype,
+            location: r.location,
+        });
+    }
+    for v in views {
+        let view = storage_view(objects, &built, &v).map_err(|e| Error::malformed(path, "storages views", e))?;
+        objects.insert(v.target.clone(), Entry::Storage(built.len()));
+        built.push(view);
+    }
+    Ok(built)
+}
+
+/// The tensors of the `tensors` member, each with the index of its storage, recorded in
+/// `objects` under its key.
+fn read_tensors(
+    path: &Path,
+    data: &[u8],
+    limits: &ReadLimits,
+    objects: &mut HashMap<PyKey, Entry>,
+) -> Result<Vec<(usize, TarTensor)>> {
+    let records = walk_tensors(data, &mut parser(path, "tensors", data, limits))
+        .map_err(|e| Error::malformed(path, "tensors", e))?;
+    let mut tensors: Vec<(usize, TarTensor)> = Vec::new();
+    for t in records {
+        let storage = match objects.get(&t.storage) {
+            Some(Entry::Storage(s)) => *s,
+            _ => {
+                return Err(Error::malformed(
+                    path,
+                    "tensors",
+                    format!(
+                        "tensor {} names storage {}, which is not a storage",
+                        t.key.label(),
+                        t.storage.label()
+                    ),
+                ))
+            }
+        };
+        objects.insert(t.key.clone(), Entry::Tensor(tensors.len()));
+        tensors.push((storage, t));
+    }
+    Ok(tensors)
 }
 
 /// Member bytes (start, length), or why torch cannot read them.

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use crate::pickle::{Construct, Global, GlobalUse, Heap, Obj, ObjId, Partial, Pickle, PickleError, Usage, Value};
 
-use super::container::{self, Collector};
+use super::collector::Collector;
 use super::ops::{self, OpcodeScan};
 use super::policy::{self, Category};
 use super::{Finding, GlobalReport, PickleReport, Verdict};
@@ -736,7 +736,7 @@ fn scan_payloads(col: &mut Collector, record: &str, payloads: Payloads) -> Verdi
             bytes.len()
         );
         let before = col.pickles.len();
-        container::scan_nested(col, &label, bytes);
+        (col.scan_embedded)(col, &label, bytes);
         let nested = col.pickles[before..].iter().map(|p| p.verdict).max();
         worst = worst.max(nested.unwrap_or(Verdict::Safe));
     }

@@ -12,8 +12,9 @@ use crate::read::{tarfile, ReadLimits};
 use crate::source::Source;
 
 use super::analyze::scan_pickle;
+use super::collector::{join, Collector};
 use super::zip::scan_zip;
-use super::{ops, tar, Finding, PickleReport, ScanReport, Verdict};
+use super::{ops, tar, Finding, ScanReport, Verdict};
 
 /// Nested payloads (`_load_from_bytes(b)` inside `_load_from_bytes(b)` ...) are followed this deep.
 const MAX_NESTING: usize = 3;
@@ -30,56 +31,6 @@ const CHECKPOINT_EXTENSIONS: &[&str] = &[
     "pt2",
     "model",
 ];
-
-/// What the scan of one file (or one nested payload) accumulates.
-pub(crate) struct Collector<'a> {
-    pub limits: &'a ReadLimits,
-    pub depth: usize,
-    pub pickles: Vec<PickleReport>,
-    pub findings: Vec<Finding>,
-    pub notes: Vec<String>,
-    /// Why the file could not be read completely.
-    pub errors: Vec<String>,
-    pub code: Vec<String>,
-    pub shards: Vec<String>,
-    /// Decompressed bytes read so far, against a budget (zip bombs); shared with nested payloads.
-    pub inflated: u64,
-    /// Bytes of embedded payloads that may still be scanned for this file (see
-    /// `analyze::NESTED_WORK_FACTOR`); shared with nested payloads.
-    pub nested_budget: u64,
-}
-
-impl<'a> Collector<'a> {
-    fn new(limits: &'a ReadLimits, depth: usize) -> Self {
-        Collector {
-            limits,
-            depth,
-            pickles: Vec::new(),
-            findings: Vec::new(),
-            notes: Vec::new(),
-            errors: Vec::new(),
-            code: Vec::new(),
-            shards: Vec::new(),
-            inflated: 0,
-            nested_budget: 0,
-        }
-    }
-    pub(crate) fn error(&mut self, record: &str, what: String) {
-        self.findings.push(Finding {
-            verdict: Verdict::Unreadable,
-            record: record.to_string(),
-            offset: None,
-            global: None,
-            arguments: None,
-            message: what.clone(),
-        });
-        self.errors.push(if record.is_empty() {
-            what
-        } else {
-            format!("{record}: {what}")
-        });
-    }
-}
 
 pub(crate) fn scan_file(path: &Path, limits: &ReadLimits, explicit: bool) -> ScanReport {
     let mut report = ScanReport {
@@ -110,7 +61,7 @@ pub(crate) fn scan_file(path: &Path, limits: &ReadLimits, explicit: bool) -> Sca
     let looks_like = explicit
         || CHECKPOINT_EXTENSIONS.contains(&ext.as_str())
         || ext == "json" && path.to_string_lossy().ends_with(".index.json");
-    let mut col = Collector::new(limits, 0);
+    let mut col = Collector::new(limits, 0, scan_nested);
     let format = scan_bytes(&mut col, bytes, "", Some(path), looks_like);
     finish(&mut report, col, format, looks_like);
     report
@@ -161,8 +112,9 @@ fn finish(report: &mut ScanReport, col: Collector, format: Option<&'static str>,
     }
 }
 
-/// Scans bytes embedded in a pickle (the argument of `_load_from_bytes`), as a file of its own.
-pub(crate) fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
+/// Scans bytes embedded in a pickle (the argument of `_load_from_bytes`), as a file of its own;
+/// every [`Collector`] made here carries it as [`Collector::scan_embedded`].
+fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
     if col.depth >= MAX_NESTING {
         col.findings.push(Finding {
             verdict: Verdict::Dangerous,
@@ -174,7 +126,7 @@ pub(crate) fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
         });
         return;
     }
-    let mut inner = Collector::new(col.limits, col.depth + 1);
+    let mut inner = Collector::new(col.limits, col.depth + 1, scan_nested);
     // One budget for the whole file, however deep the payloads nest.
     inner.inflated = col.inflated;
     inner.nested_budget = col.nested_budget;
@@ -192,14 +144,6 @@ pub(crate) fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
     col.errors.extend(inner.errors);
     col.notes
         .extend(inner.notes.into_iter().map(|n| format!("{label}: {n}")));
-}
-
-pub(crate) fn join(prefix: &str, record: &str) -> String {
-    if prefix.is_empty() {
-        record.to_string()
-    } else {
-        format!("{prefix} -> {record}")
-    }
 }
 
 /// Detects the format and scans every pickle in it. Returns the format, or None when the bytes

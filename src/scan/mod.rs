@@ -121,6 +121,7 @@
 
 mod analyze;
 mod args;
+mod collector;
 mod container;
 mod ops;
 pub mod policy;

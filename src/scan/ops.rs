@@ -153,15 +153,8 @@ const MAX_NAMES: usize = 1 << 20;
 pub fn scan(data: &[u8]) -> OpcodeScan {
     let mut out = OpcodeScan::default();
     let mut seen = [false; 256];
+    let mut names = NameTracker::default();
     let mut pos = 0usize;
-    // The last two strings pushed, and strings memoized, for STACK_GLOBAL.
-    let mut recent: [Option<String>; 2] = [None, None];
-    let mut memo: HashMap<u64, String> = HashMap::new();
-    let mut memo_len: u64 = 0;
-    let push_str = |recent: &mut [Option<String>; 2], s: Option<String>| {
-        recent[0] = recent[1].take();
-        recent[1] = s;
-    };
     loop {
         let Some(&byte) = data.get(pos) else {
             out.error = Some(format!("no STOP opcode before the end ({pos} bytes)"));
@@ -175,163 +168,188 @@ pub fn scan(data: &[u8]) -> OpcodeScan {
         seen[byte as usize] = true;
         pos += 1;
         let rest = data.get(pos..).unwrap_or_default();
-        let truncated = |out: &mut OpcodeScan| out.error = Some(format!("{} at byte {at} is truncated", op.name()));
-        let mut text: Option<String> = None;
-        let line_of = |rest: &[u8], skip: usize| -> Option<(usize, String)> {
-            let rest = rest.get(skip..)?;
-            let n = rest.iter().position(|&b| b == b'\n')?;
-            Some((n + 1, String::from_utf8_lossy(rest.get(..n)?).into_owned()))
-        };
-        let consumed = match arg_of(op) {
-            Arg::None => 0,
-            Arg::Fixed(n) => {
-                if rest.len() < n {
-                    truncated(&mut out);
-                    break;
-                }
-                n
-            }
-            Arg::Line => match line_of(rest, 0) {
-                Some((n, s)) => {
-                    text = Some(s);
-                    n
-                }
-                None => {
-                    truncated(&mut out);
-                    break;
-                }
-            },
-            Arg::TwoLines => {
-                let Some((n1, module)) = line_of(rest, 0) else {
-                    truncated(&mut out);
-                    break;
-                };
-                let Some((n2, name)) = line_of(rest, n1) else {
-                    truncated(&mut out);
-                    break;
-                };
-                if out.globals.len() < MAX_NAMES {
-                    out.globals.push(RawGlobal {
-                        module,
-                        name,
-                        offset: at as u64,
-                        opcode: op.name(),
-                    });
-                }
-                n1 + n2
-            }
-            Arg::Len(width) => {
-                let Some(head) = rest.get(..width) else {
-                    truncated(&mut out);
-                    break;
-                };
-                let mut buf = [0u8; 8];
-                buf[..width].copy_from_slice(head);
-                let mut len = u64::from_le_bytes(buf);
-                if width == 4 && matches!(op, Opcode::BinString | Opcode::Long4) && len >= 1 << 31 {
-                    out.error = Some(format!("{} at byte {at} has a negative length", op.name()));
-                    break;
-                }
-                if width == 4 {
-                    len &= 0xffff_ffff;
-                }
-                let Some(payload) = usize::try_from(len)
-                    .ok()
-                    .and_then(|l| rest.get(width..width.checked_add(l)?))
-                else {
-                    truncated(&mut out);
-                    break;
-                };
-                if matches!(
-                    op,
-                    Opcode::ShortBinUnicode
-                        | Opcode::BinUnicode
-                        | Opcode::BinUnicode8
-                        | Opcode::ShortBinString
-                        | Opcode::BinString
-                ) {
-                    // Names are short; long strings cannot be module names worth reporting.
-                    if payload.len() <= 4096 {
-                        text = Some(String::from_utf8_lossy(payload).into_owned());
-                    }
-                }
-                width + payload.len()
+        let arg = match read_arg(op, at, rest) {
+            Ok(arg) => arg,
+            Err(error) => {
+                out.error = Some(error);
+                break;
             }
         };
-        pos += consumed;
+        pos += arg.len;
         if is_call(op) {
             out.last_call = Some(at as u64);
         }
-        match op {
+        let named = match op {
             Opcode::Stop => {
                 out.end = Some(pos);
                 break;
             }
+            Opcode::Proto => {
+                if let Some(&p) = rest.first() {
+                    out.protos.push((at as u64, p));
+                }
+                None
+            }
+            _ => {
+                let stacked = names.track(op, rest.get(..arg.len).unwrap_or_default(), arg.text);
+                arg.names.or(stacked)
+            }
+        };
+        if let Some((module, name)) = named {
+            if out.globals.len() < MAX_NAMES {
+                out.globals.push(RawGlobal {
+                    module,
+                    name,
+                    offset: at as u64,
+                    opcode: op.name(),
+                });
+            }
+        }
+    }
+    out.seen = Opcode::ALL.iter().copied().filter(|op| seen[*op as usize]).collect();
+    out
+}
+
+/// What the pass takes from an opcode's argument.
+#[derive(Default)]
+struct ArgRead {
+    /// Bytes the argument takes after the opcode.
+    len: usize,
+    /// A line or a short string payload, as text.
+    text: Option<String>,
+    /// GLOBAL's and INST's module and name lines.
+    names: Option<(String, String)>,
+}
+
+/// Reads the argument of `op` (at byte `at`) from `rest`, the bytes after it; Err says why
+/// the pass must stop there.
+fn read_arg(op: Opcode, at: usize, rest: &[u8]) -> Result<ArgRead, String> {
+    let truncated = || format!("{} at byte {at} is truncated", op.name());
+    let line_of = |skip: usize| -> Option<(usize, String)> {
+        let rest = rest.get(skip..)?;
+        let n = rest.iter().position(|&b| b == b'\n')?;
+        Some((n + 1, String::from_utf8_lossy(rest.get(..n)?).into_owned()))
+    };
+    match arg_of(op) {
+        Arg::None => Ok(ArgRead::default()),
+        Arg::Fixed(len) if rest.len() < len => Err(truncated()),
+        Arg::Fixed(len) => Ok(ArgRead {
+            len,
+            ..ArgRead::default()
+        }),
+        Arg::Line => {
+            let (len, text) = line_of(0).ok_or_else(truncated)?;
+            Ok(ArgRead {
+                len,
+                text: Some(text),
+                names: None,
+            })
+        }
+        Arg::TwoLines => {
+            let (n1, module) = line_of(0).ok_or_else(truncated)?;
+            let (n2, name) = line_of(n1).ok_or_else(truncated)?;
+            Ok(ArgRead {
+                len: n1 + n2,
+                text: None,
+                names: Some((module, name)),
+            })
+        }
+        Arg::Len(width) => read_counted(op, at, width, rest).ok_or_else(truncated)?,
+    }
+}
+
+/// A length of `width` bytes, then that many bytes; None when the input ends first, Err for a
+/// negative signed length.
+fn read_counted(op: Opcode, at: usize, width: usize, rest: &[u8]) -> Option<Result<ArgRead, String>> {
+    let head = rest.get(..width)?;
+    let mut buf = [0u8; 8];
+    buf[..width].copy_from_slice(head);
+    let mut len = u64::from_le_bytes(buf);
+    if width == 4 && matches!(op, Opcode::BinString | Opcode::Long4) && len >= 1 << 31 {
+        return Some(Err(format!("{} at byte {at} has a negative length", op.name())));
+    }
+    if width == 4 {
+        len &= 0xffff_ffff;
+    }
+    let payload = usize::try_from(len)
+        .ok()
+        .and_then(|l| rest.get(width..width.checked_add(l)?))?;
+    let is_text = matches!(
+        op,
+        Opcode::ShortBinUnicode | Opcode::BinUnicode | Opcode::BinUnicode8 | Opcode::ShortBinString | Opcode::BinString
+    );
+    // Names are short; long strings cannot be module names worth reporting.
+    let text = (is_text && payload.len() <= 4096).then(|| String::from_utf8_lossy(payload).into_owned());
+    Some(Ok(ArgRead {
+        len: width + payload.len(),
+        text,
+        names: None,
+    }))
+}
+
+/// The strings STACK_GLOBAL may take its module and name from: the last two pushed, and the
+/// ones memoized.
+#[derive(Default)]
+struct NameTracker {
+    recent: [Option<String>; 2],
+    memo: HashMap<u64, String>,
+    /// Memo entries made so far: the key MEMOIZE uses next.
+    memo_len: u64,
+}
+
+impl NameTracker {
+    /// Follows `op` (its argument `arg`, as text `text` where it has one); returns the module
+    /// and name a STACK_GLOBAL takes.
+    fn track(&mut self, op: Opcode, arg: &[u8], text: Option<String>) -> Option<(String, String)> {
+        let key_of = |arg: &[u8]| {
+            let mut buf = [0u8; 8];
+            buf[..arg.len()].copy_from_slice(arg);
+            u64::from_le_bytes(buf)
+        };
+        match op {
             Opcode::ShortBinUnicode
             | Opcode::BinUnicode
             | Opcode::BinUnicode8
             | Opcode::ShortBinString
             | Opcode::BinString
-            | Opcode::Unicode => push_str(&mut recent, text),
-            Opcode::String => push_str(
-                &mut recent,
-                text.map(|t| t.trim_matches(|c| c == '\'' || c == '"').to_string()),
-            ),
-            Opcode::Memoize | Opcode::Put | Opcode::BinPut | Opcode::LongBinPut => {
-                let key = match op {
-                    Opcode::Memoize => Some(memo_len),
-                    Opcode::Put => text.as_deref().and_then(|t| t.trim().parse().ok()),
-                    _ => {
-                        let width = consumed;
-                        let mut buf = [0u8; 8];
-                        buf[..width].copy_from_slice(data.get(at + 1..at + 1 + width).unwrap_or(&[0; 4][..width]));
-                        Some(u64::from_le_bytes(buf))
-                    }
-                };
-                memo_len += 1;
-                // Only short strings can be module or global names worth remembering.
-                if let (Some(key), Some(s)) = (key, recent[1].clone().filter(|s| s.len() <= 256)) {
-                    if memo.len() < MAX_NAMES {
-                        memo.insert(key, s);
-                    }
-                }
+            | Opcode::Unicode => self.push(text),
+            Opcode::String => self.push(text.map(|t| t.trim_matches(|c| c == '\'' || c == '"').to_string())),
+            Opcode::Memoize => self.memoize(Some(self.memo_len)),
+            Opcode::Put => self.memoize(text.as_deref().and_then(|t| t.trim().parse().ok())),
+            Opcode::BinPut | Opcode::LongBinPut => self.memoize(Some(key_of(arg))),
+            Opcode::Get => {
+                let key = text.as_deref().and_then(|t| t.trim().parse::<u64>().ok());
+                self.push(key.and_then(|k| self.memo.get(&k).cloned()));
             }
-            Opcode::Get | Opcode::BinGet | Opcode::LongBinGet => {
-                let key = match op {
-                    Opcode::Get => text.as_deref().and_then(|t| t.trim().parse::<u64>().ok()),
-                    _ => {
-                        let mut buf = [0u8; 8];
-                        buf[..consumed]
-                            .copy_from_slice(data.get(at + 1..at + 1 + consumed).unwrap_or(&[0; 4][..consumed]));
-                        Some(u64::from_le_bytes(buf))
-                    }
-                };
-                push_str(&mut recent, key.and_then(|k| memo.get(&k).cloned()));
-            }
+            Opcode::BinGet | Opcode::LongBinGet => self.push(self.memo.get(&key_of(arg)).cloned()),
             Opcode::StackGlobal => {
-                if let [Some(module), Some(name)] = &recent {
-                    if out.globals.len() < MAX_NAMES {
-                        out.globals.push(RawGlobal {
-                            module: module.clone(),
-                            name: name.clone(),
-                            offset: at as u64,
-                            opcode: op.name(),
-                        });
-                    }
-                }
-                push_str(&mut recent, None);
-            }
-            Opcode::Proto => {
-                if let Some(&p) = data.get(at + 1) {
-                    out.protos.push((at as u64, p));
-                }
+                let names = match &self.recent {
+                    [Some(module), Some(name)] => Some((module.clone(), name.clone())),
+                    _ => None,
+                };
+                self.push(None);
+                return names;
             }
             Opcode::Frame | Opcode::Pop | Opcode::Mark => {}
-            _ => push_str(&mut recent, None),
+            _ => self.push(None),
+        }
+        None
+    }
+
+    fn push(&mut self, s: Option<String>) {
+        self.recent[0] = self.recent[1].take();
+        self.recent[1] = s;
+    }
+
+    fn memoize(&mut self, key: Option<u64>) {
+        self.memo_len += 1;
+        // Only short strings can be module or global names worth remembering.
+        if let (Some(key), Some(s)) = (key, self.recent[1].clone().filter(|s| s.len() <= 256)) {
+            if self.memo.len() < MAX_NAMES {
+                self.memo.insert(key, s);
+            }
         }
     }
-    out.seen = Opcode::ALL.iter().copied().filter(|op| seen[*op as usize]).collect();
-    out
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::read::tar::{walk_storages, walk_tensors};
 use crate::read::tarfile::{candidates, Archive, Kind, Member, Resolved};
 
 use super::analyze::scan_pickle;
-use super::container::{join, Collector};
+use super::collector::{join, Collector};
 
 /// Scans a tar archive tarfile opened. Returns None for an archive without torch's members
 /// and without pickles (not a checkpoint).

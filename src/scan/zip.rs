@@ -8,7 +8,7 @@ use crate::container::zip::{self, Directory};
 use crate::container::zip_readings::{self, Reading, Record};
 
 use super::analyze::scan_pickle;
-use super::container::{join, Collector};
+use super::collector::{join, Collector};
 use super::{Finding, Verdict};
 
 /// A record to judge, with where it was found.

@@ -1,6 +1,6 @@
 //! `convert --dtype`: casts floating-point tensors by recording a pending cast on their
 //! storages ([`crate::model::Storage::cast`]); writers convert the bytes while streaming them
-//! out with [`super::elem::convert`].
+//! out with [`crate::elem::convert`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,10 +8,10 @@ use std::fmt;
 #[cfg(feature = "internals")] // only the tests call to_json
 use serde_json::{json, Value as Json};
 
-use super::elem::{self, Losses};
 use super::norms::norm_members;
 use super::pattern::Pattern;
 use crate::dtype::DType;
+use crate::elem::{self, Losses};
 use crate::model::{Cast, Checkpoint, Node, StorageId};
 use crate::tensor_data;
 

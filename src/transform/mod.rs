@@ -16,7 +16,6 @@
 pub mod cast;
 pub mod device;
 pub mod drop_layers;
-pub mod elem;
 pub mod freeze;
 pub mod norms;
 pub mod params;
@@ -25,10 +24,10 @@ pub mod rename;
 pub mod select;
 pub(crate) mod tree;
 
+pub use crate::elem::Losses;
 pub use cast::{cast, try_loss_report, CastReport, Keep, KeepReason};
 pub use device::{require_match as require_device_match, set_device, DeviceReport, DeviceRule};
 pub use drop_layers::{drop_layers, DropReport};
-pub use elem::Losses;
 pub use freeze::{try_freeze, FreezeReport, FreezeRule};
 pub use pattern::Pattern;
 pub use rename::{rename, rename_map, rename_regex, RenameReport, RenameRule};

@@ -1,7 +1,8 @@
 //! Devices: parsing `--device`, and refusing one libtorch does not have.
 
-#[allow(unused_imports)]
-use super::*;
+use tch::Device;
+
+use super::report::VerifyError;
 
 /// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N`. Does not check that the device exists.
 pub fn parse_device(s: &str) -> Result<Device, VerifyError> {

@@ -1,7 +1,19 @@
 //! Loading a file with libtorch by the best path it offers, and comparing tensors bit for bit.
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor as TchTensor};
+
+use crate::dtype::DType;
+use crate::model::{ByteOrder, Checkpoint, Format, Tensor};
+use crate::tensor_data::for_each_chunk;
+
+use super::device::device_name;
+use super::plain_dict::{
+    copy_zip_with_pickle, plain_dict_pickle, read_data_pkl, top_level, zip_crc_failures, TempCopy, TopLevel,
+};
+use super::report::{FileLoad, Loader, Outcome, TensorCheck, VerifyError, VerifyReport};
 
 /// The tch kind for a dtype, where tch has one.
 pub fn kind_of(dtype: DType) -> Option<Kind> {
@@ -50,41 +62,6 @@ pub(super) fn safetensors_loader_dtype(d: DType) -> bool {
     )
 }
 
-/// What the top level of a zip checkpoint is, as far as libtorch's loader cares.
-pub(super) enum TopLevel {
-    /// `{str: tensor}`.
-    Dict,
-    /// `OrderedDict{str: tensor}`.
-    OrderedDict,
-    Other(&'static str),
-}
-
-pub(super) fn top_level(ckpt: &Checkpoint) -> TopLevel {
-    if ckpt.origin == Origin::WholeModel {
-        return TopLevel::Other(
-            "a pickled nn.Module (torch.save(model)); libtorch's loader reads only a dict of tensors",
-        );
-    }
-    match &ckpt.root {
-        Node::Dict { ordered, items } => {
-            if !items
-                .iter()
-                .all(|(k, v)| matches!(k, Key::Str(_)) && matches!(v, Node::Tensor(_)))
-            {
-                return TopLevel::Other(
-                    "not a flat dict of tensors (nested containers or non-tensor values); libtorch's loader reads only {str: tensor}",
-                );
-            }
-            if *ordered {
-                TopLevel::OrderedDict
-            } else {
-                TopLevel::Dict
-            }
-        }
-        _ => TopLevel::Other("the top level is not a dict; libtorch's loader reads only {str: tensor}"),
-    }
-}
-
 /// The first line of a libtorch error (they carry long C++ backtraces).
 pub(super) fn short(e: &tch::TchError) -> String {
     let s = e.to_string();
@@ -104,23 +81,12 @@ pub(super) fn verify_file(
 ) -> Result<(), VerifyError> {
     let file = path.display().to_string();
     let (loader, loaded, note, partial) = load_native(path, own, device)?;
-    let mut warnings = Vec::new();
-    if matches!(own.format, Format::PthZip | Format::TorchScript) {
-        let bad = zip_crc_failures(path)?;
-        if !bad.is_empty() {
-            warnings.push(format!(
-                "{} record(s) fail their CRC-32 check ({}): the file is damaged; neither libtorch nor torch.load checks CRCs, so both read the damaged bytes",
-                bad.len(),
-                bad.join(", ")
-            ));
-        }
-    }
     report.files.push(FileLoad {
         path: file.clone(),
         format: own.format.name().into(),
         loader,
         note,
-        warnings,
+        warnings: crc_warnings(path, own)?,
     });
     let mut loaded: HashMap<String, TchTensor> = loaded.into_iter().collect();
     for ot in &own.tensors {
@@ -161,7 +127,28 @@ pub(super) fn verify_file(
             outcome,
         });
     }
-    // What libtorch returned and ckpt did not read.
+    report_unread(report, loaded, &file, loader);
+    Ok(())
+}
+
+/// A warning for a zip whose records fail their CRC-32 check; none for other formats.
+fn crc_warnings(path: &Path, own: &Checkpoint) -> Result<Vec<String>, VerifyError> {
+    if !matches!(own.format, Format::PthZip | Format::TorchScript) {
+        return Ok(Vec::new());
+    }
+    let bad = zip_crc_failures(path)?;
+    if bad.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![format!(
+        "{} record(s) fail their CRC-32 check ({}): the file is damaged; neither libtorch nor torch.load checks CRCs, so both read the damaged bytes",
+        bad.len(),
+        bad.join(", ")
+    )])
+}
+
+/// Reports what libtorch returned and ckpt did not read, by name.
+fn report_unread(report: &mut VerifyReport, loaded: HashMap<String, TchTensor>, file: &str, loader: Loader) {
     let mut extra: Vec<(String, TchTensor)> = loaded.into_iter().collect();
     extra.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, t) in extra {
@@ -169,30 +156,26 @@ pub(super) fn verify_file(
             name,
             dtype: t.f_kind().map(|k| format!("{k:?}")).unwrap_or_else(|_| "?".into()),
             shape: t.size().iter().map(|&d| d as u64).collect(),
-            file: file.clone(),
+            file: file.to_string(),
             loader,
             outcome: Outcome::Missing {
                 why: "libtorch returned it, ckpt did not read it".into(),
             },
         });
     }
-    Ok(())
 }
 
 type Loaded = Vec<(String, TchTensor)>;
 
 /// Picks the loader for a file and runs it. Returns the loader, what libtorch returned, a note,
 /// and whether tensors libtorch did not return go through the bytes path (TorchScript buffers).
-pub(super) fn load_native(
-    path: &Path,
-    own: &Checkpoint,
-    device: Device,
-) -> Result<(Loader, Loaded, Option<String>, bool), VerifyError> {
-    let bytes = |note: String| Ok((Loader::Bytes, Vec::new(), Some(note), true));
+pub(super) fn load_native(path: &Path, own: &Checkpoint, device: Device) -> Result<NativeLoad, VerifyError> {
     match own.format {
-        Format::PthLegacy => bytes("legacy format (torch < 1.6); libtorch's C++ loader reads only zip archives".into()),
-        Format::Sharded => bytes("a sharded index".into()),
-        Format::Built => bytes("built in memory, not read from a file".into()),
+        Format::PthLegacy => {
+            bytes_path("legacy format (torch < 1.6); libtorch's C++ loader reads only zip archives".into())
+        }
+        Format::Sharded => bytes_path("a sharded index".into()),
+        Format::Built => bytes_path("built in memory, not read from a file".into()),
         Format::TorchScript => match TchTensor::load_multi_with_device(path, device) {
             Ok(v) => Ok((
                 Loader::TchScript,
@@ -206,88 +189,104 @@ pub(super) fn load_native(
                 message: short(&e),
             }),
         },
-        Format::Safetensors => {
-            let clean = own.tensors.iter().all(|t| safetensors_loader_dtype(t.dtype));
-            match TchTensor::read_safetensors(path) {
-                Ok(v) => {
-                    let mut moved = Vec::with_capacity(v.len());
-                    for (n, t) in v {
-                        let t = t.f_to_device(device).map_err(|e| VerifyError::Load {
-                            path: path.into(),
-                            loader: Loader::TchSafetensors.name(),
-                            message: format!("moving {n} to {}: {}", device_name(device), short(&e)),
-                        })?;
-                        moved.push((n, t));
-                    }
-                    Ok((Loader::TchSafetensors, moved, None, false))
-                }
-                Err(e) if clean => Err(VerifyError::Load {
+        Format::Safetensors => load_safetensors(path, own, device),
+        Format::PthZip => load_zip(path, own, device),
+    }
+}
+
+/// What [`load_native`] returns: the loader, what libtorch returned, a note, and whether
+/// tensors libtorch did not return go through the bytes path.
+type NativeLoad = (Loader, Loaded, Option<String>, bool);
+
+/// The bytes path for the whole file, for the reason `note` gives.
+fn bytes_path(note: String) -> Result<NativeLoad, VerifyError> {
+    Ok((Loader::Bytes, Vec::new(), Some(note), true))
+}
+
+/// tch's safetensors reader, then each tensor moved to the device.
+fn load_safetensors(path: &Path, own: &Checkpoint, device: Device) -> Result<NativeLoad, VerifyError> {
+    let clean = own.tensors.iter().all(|t| safetensors_loader_dtype(t.dtype));
+    match TchTensor::read_safetensors(path) {
+        Ok(v) => {
+            let mut moved = Vec::with_capacity(v.len());
+            for (n, t) in v {
+                let t = t.f_to_device(device).map_err(|e| VerifyError::Load {
                     path: path.into(),
                     loader: Loader::TchSafetensors.name(),
-                    message: short(&e),
-                }),
-                Err(e) => bytes(format!(
-                    "tch's safetensors reader takes only bool/u8/i8/i16/i32/i64/f16/bf16/f32/f64 (libtorch: {})",
-                    short(&e)
-                )),
+                    message: format!("moving {n} to {}: {}", device_name(device), short(&e)),
+                })?;
+                moved.push((n, t));
             }
+            Ok((Loader::TchSafetensors, moved, None, false))
         }
-        Format::PthZip => {
-            let ordered = match top_level(own) {
-                TopLevel::Other(why) => return bytes(why.into()),
-                TopLevel::Dict => false,
-                TopLevel::OrderedDict => true,
-            };
-            if let Some(t) = own.tensors.iter().find(|t| !zip_loader_dtype(t.dtype)) {
-                return bytes(format!(
-                    "{} is {}, which libtorch's C++ unpickler cannot parse (_rebuild_tensor_v3)",
-                    t.name, t.dtype
-                ));
-            }
-            // libtorch's C++ unpickler has no Python tensor subclasses (DTensor): it cannot
-            // rebuild them, whatever the top level.
-            if let Some(g) = own.globals.iter().find(|g| is_tensor_subclass_global(g)) {
-                return bytes(format!(
-                    "{g}: a tensor subclass (such as DTensor), which libtorch's C++ unpickler cannot rebuild"
-                ));
-            }
-            if own.storages.iter().any(|s| s.byte_order == ByteOrder::Big) {
-                return bytes("big-endian storages (byteorder 'big'); libtorch's C++ loader does not swap them".into());
-            }
-            let pkl = read_data_pkl(path)?;
-            if pkl.get(..2) != Some(&[0x80, 0x02][..]) {
-                return bytes(format!(
-                    "data.pkl is pickle protocol {}; libtorch's C++ unpickler reads only protocol 2",
-                    pkl.get(1).map_or("?".to_string(), |p| p.to_string())
-                ));
-            }
-            if !ordered {
-                return match TchTensor::loadz_multi_with_device(path, device) {
-                    Ok(v) => Ok((Loader::TchZip, v, None, false)),
-                    Err(e) => Err(VerifyError::Load {
-                        path: path.into(),
-                        loader: Loader::TchZip.name(),
-                        message: short(&e),
-                    }),
-                };
-            }
-            let Some(patched) = plain_dict_pickle(&pkl, own) else {
-                return bytes(
-                    "an OrderedDict that libtorch's C++ unpickler cannot read, pickled in a way ckpt cannot turn into a plain dict".into(),
-                );
-            };
-            let tmp = TempCopy::new(path)?;
-            copy_zip_with_pickle(path, &tmp.path, &patched)?;
-            match TchTensor::loadz_multi_with_device(&tmp.path, device) {
-                Ok(v) => Ok((
-                    Loader::TchZipDict,
-                    v,
-                    Some("top level is an OrderedDict, which libtorch's unpickler reads as None: loaded from a temporary copy whose data.pkl starts with a plain dict".into()),
-                    false,
-                )),
-                Err(e) => Err(VerifyError::Load { path: path.into(), loader: Loader::TchZipDict.name(), message: short(&e) }),
-            }
-        }
+        Err(e) if clean => Err(VerifyError::Load {
+            path: path.into(),
+            loader: Loader::TchSafetensors.name(),
+            message: short(&e),
+        }),
+        Err(e) => bytes_path(format!(
+            "tch's safetensors reader takes only bool/u8/i8/i16/i32/i64/f16/bf16/f32/f64 (libtorch: {})",
+            short(&e)
+        )),
+    }
+}
+
+/// A zip `.pth` through libtorch's loader, when the file is one it can read (a dict of tensors
+/// of dtypes it parses, little-endian, protocol 2), from a patched copy for an OrderedDict.
+fn load_zip(path: &Path, own: &Checkpoint, device: Device) -> Result<NativeLoad, VerifyError> {
+    let ordered = match top_level(own) {
+        TopLevel::Other(why) => return bytes_path(why.into()),
+        TopLevel::Dict => false,
+        TopLevel::OrderedDict => true,
+    };
+    if let Some(t) = own.tensors.iter().find(|t| !zip_loader_dtype(t.dtype)) {
+        return bytes_path(format!(
+            "{} is {}, which libtorch's C++ unpickler cannot parse (_rebuild_tensor_v3)",
+            t.name, t.dtype
+        ));
+    }
+    // libtorch's C++ unpickler has no Python tensor subclasses (DTensor): it cannot
+    // rebuild them, whatever the top level.
+    if let Some(g) = own.globals.iter().find(|g| is_tensor_subclass_global(g)) {
+        return bytes_path(format!(
+            "{g}: a tensor subclass (such as DTensor), which libtorch's C++ unpickler cannot rebuild"
+        ));
+    }
+    if own.storages.iter().any(|s| s.byte_order == ByteOrder::Big) {
+        return bytes_path("big-endian storages (byteorder 'big'); libtorch's C++ loader does not swap them".into());
+    }
+    let pkl = read_data_pkl(path)?;
+    if pkl.get(..2) != Some(&[0x80, 0x02][..]) {
+        return bytes_path(format!(
+            "data.pkl is pickle protocol {}; libtorch's C++ unpickler reads only protocol 2",
+            pkl.get(1).map_or("?".to_string(), |p| p.to_string())
+        ));
+    }
+    if !ordered {
+        return match TchTensor::loadz_multi_with_device(path, device) {
+            Ok(v) => Ok((Loader::TchZip, v, None, false)),
+            Err(e) => Err(VerifyError::Load {
+                path: path.into(),
+                loader: Loader::TchZip.name(),
+                message: short(&e),
+            }),
+        };
+    }
+    let Some(patched) = plain_dict_pickle(&pkl, own) else {
+        return bytes_path(
+            "an OrderedDict that libtorch's C++ unpickler cannot read, pickled in a way ckpt cannot turn into a plain dict".into(),
+        );
+    };
+    let tmp = TempCopy::new(path)?;
+    copy_zip_with_pickle(path, &tmp.path, &patched)?;
+    match TchTensor::loadz_multi_with_device(&tmp.path, device) {
+        Ok(v) => Ok((
+            Loader::TchZipDict,
+            v,
+            Some("top level is an OrderedDict, which libtorch's unpickler reads as None: loaded from a temporary copy whose data.pkl starts with a plain dict".into()),
+            false,
+        )),
+        Err(e) => Err(VerifyError::Load { path: path.into(), loader: Loader::TchZipDict.name(), message: short(&e) }),
     }
 }
 
@@ -368,12 +367,27 @@ pub(super) fn compare(
     if kind != want_kind {
         return differs(format!("dtype: libtorch {kind:?}, ckpt {}", rt.dtype));
     }
+    if let Some(why) = layout_difference(t, rt, check_strides, device) {
+        return differs(why);
+    }
+    if rt.numel() == 0 {
+        return Outcome::Matched;
+    }
+    let cpu = match t.f_to_device(Device::Cpu).and_then(|c| c.f_contiguous()) {
+        Ok(c) => c,
+        Err(e) => return differs(format!("cannot bring it back to the CPU: {}", short(&e))),
+    };
+    compare_bytes(&cpu, kind, reference, rt)
+}
+
+/// How the tensor's shape, strides (when `check_strides`) or device differ from ckpt's; None
+/// when they agree.
+fn layout_difference(t: &TchTensor, rt: &Tensor, check_strides: bool, device: Device) -> Option<String> {
     let size: Vec<u64> = t.size().iter().map(|&d| d as u64).collect();
     if size != rt.shape {
-        return differs(format!("shape: libtorch {size:?}, ckpt {:?}", rt.shape));
+        return Some(format!("shape: libtorch {size:?}, ckpt {:?}", rt.shape));
     }
-    let numel = rt.numel();
-    if check_strides && numel > 1 {
+    if check_strides && rt.numel() > 1 {
         let stride: Vec<u64> = t.stride().iter().map(|&s| s as u64).collect();
         // A dimension of size 1 can have any stride; torch may normalize it.
         let same = stride.len() == rt.stride.len()
@@ -383,25 +397,25 @@ pub(super) fn compare(
                 .zip(&rt.shape)
                 .all(|((a, b), &d)| d <= 1 || a == b);
         if !same {
-            return differs(format!("strides: libtorch {stride:?}, ckpt {:?}", rt.stride));
+            return Some(format!("strides: libtorch {stride:?}, ckpt {:?}", rt.stride));
         }
     }
     if t.device() != device {
-        return differs(format!(
+        return Some(format!(
             "libtorch put it on {}, not {}",
             device_name(t.device()),
             device_name(device)
         ));
     }
-    if numel == 0 {
-        return Outcome::Matched;
-    }
-    let cpu = match t.f_to_device(Device::Cpu).and_then(|c| c.f_contiguous()) {
-        Ok(c) => c,
-        Err(e) => return differs(format!("cannot bring it back to the CPU: {}", short(&e))),
-    };
+    None
+}
+
+/// Compares the bytes of `cpu` (a contiguous CPU tensor of `kind`, shape checked) with the
+/// bytes ckpt reads for `rt`.
+fn compare_bytes(cpu: &TchTensor, kind: Kind, reference: &Checkpoint, rt: &Tensor) -> Outcome {
+    let differs = |why: String| Outcome::Differs { first_index: None, why };
     let esize = rt.dtype.size();
-    let nbytes = numel as usize * esize;
+    let nbytes = rt.numel() as usize * esize;
     if kind.elt_size_in_bytes() != esize {
         return differs(format!(
             "element size: libtorch {}, ckpt {esize}",
@@ -413,7 +427,7 @@ pub(super) fn compare(
         return differs("libtorch returned no data".into());
     }
     // SAFETY: `cpu` is a contiguous, dense CPU tensor of `numel` elements of `esize` bytes
-    // (kind and shape checked above) and outlives `got`; nothing writes to it meanwhile.
+    // (kind and shape checked by the caller) and outlives `got`; nothing writes to it meanwhile.
     let got: &[u8] = unsafe { std::slice::from_raw_parts(ptr, nbytes) };
     let mut at = 0usize;
     let r = for_each_chunk::<Stop>(reference, rt, |want| {
@@ -435,7 +449,12 @@ pub(super) fn compare(
         Err(Stop::Read(e)) => return differs(format!("ckpt cannot read its bytes: {e}")),
         Err(Stop::Done) => unreachable!("only the second pass stops early"),
     };
-    let elem = first / esize;
+    first_difference(reference, rt, got, first / esize)
+}
+
+/// The element `elem`, the first that differs: libtorch's bytes of it and the reference's.
+fn first_difference(reference: &Checkpoint, rt: &Tensor, got: &[u8], elem: usize) -> Outcome {
+    let esize = rt.dtype.size();
     let lo = elem * esize;
     // The reference's bytes of that element (a second pass: they may straddle two chunks).
     let mut want_el = Vec::with_capacity(esize);

@@ -37,25 +37,17 @@ mod plain_dict;
 mod report;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-
-use serde::Serialize;
-use tch::{Kind, Tensor as TchTensor};
 
 pub use tch::Device;
 
-use crate::dtype::DType;
-use crate::model::{ByteOrder, Checkpoint, Format, Key, Node, Origin, Tensor};
-use crate::tensor_data::for_each_chunk;
+use crate::model::{Checkpoint, Format};
 
-pub use device::*;
-use load::*;
+use load::verify_file;
+
+pub use device::{built_libtorch_dir, built_with_cuda, check_device, device_name, parse_device};
 pub use plain_dict::write_plain_dict_copy;
-use plain_dict::*;
-pub use report::*;
+pub use report::{exit_code, Counts, FileLoad, Loader, Outcome, TensorCheck, VerifyError, VerifyReport};
 
 /// Loads FILE with libtorch onto `device` and compares every tensor with ckpt's own reading.
 pub fn verify(path: &Path, device: Device) -> Result<VerifyReport, VerifyError> {

@@ -1,8 +1,48 @@
 //! A copy of a state-dict .pth whose data.pkl starts with a plain dict (libtorch's unpickler
 //! reads OrderedDict as None), and the zip CRC check.
 
-#[allow(unused_imports)]
-use super::*;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::model::{Checkpoint, Format, Key, Node, Origin};
+
+use super::report::VerifyError;
+
+/// What the top level of a zip checkpoint is, as far as libtorch's loader cares.
+pub(super) enum TopLevel {
+    /// `{str: tensor}`.
+    Dict,
+    /// `OrderedDict{str: tensor}`.
+    OrderedDict,
+    Other(&'static str),
+}
+
+pub(super) fn top_level(ckpt: &Checkpoint) -> TopLevel {
+    if ckpt.origin == Origin::WholeModel {
+        return TopLevel::Other(
+            "a pickled nn.Module (torch.save(model)); libtorch's loader reads only a dict of tensors",
+        );
+    }
+    match &ckpt.root {
+        Node::Dict { ordered, items } => {
+            if !items
+                .iter()
+                .all(|(k, v)| matches!(k, Key::Str(_)) && matches!(v, Node::Tensor(_)))
+            {
+                return TopLevel::Other(
+                    "not a flat dict of tensors (nested containers or non-tensor values); libtorch's loader reads only {str: tensor}",
+                );
+            }
+            if *ordered {
+                TopLevel::OrderedDict
+            } else {
+                TopLevel::Dict
+            }
+        }
+        _ => TopLevel::Other("the top level is not a dict; libtorch's loader reads only {str: tensor}"),
+    }
+}
 
 /// `PREFIX/data.pkl` of a zip checkpoint, read through the zip crate (a CRC mismatch is no error).
 pub(super) fn read_data_pkl(path: &Path) -> Result<Vec<u8>, VerifyError> {
@@ -74,56 +114,17 @@ pub(super) fn zip_crc_failures(path: &Path) -> Result<Vec<String>, VerifyError> 
 /// protocol 2 opcodes torch.save emits are known), or when ckpt's own parser does not read the
 /// result as a plain dict with one item per tensor of the checkpoint.
 pub(super) fn plain_dict_pickle(pkl: &[u8], own: &Checkpoint) -> Option<Vec<u8>> {
-    const GLOBAL: &[u8] = b"ccollections\nOrderedDict\n";
-    let mut head = vec![0x80u8, 0x02];
-    head.extend_from_slice(GLOBAL);
-    if !pkl.starts_with(&head) {
-        return None;
-    }
-    let mut pos = head.len();
-    let memo: u32 = match *pkl.get(pos)? {
-        b'q' => {
-            pos += 2;
-            *pkl.get(pos - 1)? as u32
-        }
-        b'r' => {
-            pos += 5;
-            u32::from_le_bytes(pkl.get(pos - 4..pos)?.try_into().ok()?)
-        }
-        _ => return None,
-    };
-    if pkl.get(pos..pos + 2)? != b")R" {
-        return None;
-    }
-    pos += 2;
-    let mut out = Vec::with_capacity(pkl.len() + GLOBAL.len() + 8);
+    let (mut pos, memo) = ordered_dict_head(pkl)?;
+    let mut out = Vec::with_capacity(pkl.len() + ORDERED_DICT.len() + 8);
     out.extend_from_slice(&[0x80, 0x02, b'}']);
-    // Start offset (in `out`) of each stack item; marks are items too.
-    let mut stack: Vec<(usize, bool)> = vec![(2, false)];
+    let mut stack = ItemStack(vec![(2, false)]);
     let mut global_defined = false;
     let mut build_state_at: Option<usize> = None;
     loop {
         let op = *pkl.get(pos)?;
         let at = out.len();
-        let arg_len = match op {
-            b'K' | b'h' | b'q' | 0x80 | 0x82 => 1,
-            b'M' | 0x83 => 2,
-            b'J' | b'j' | b'r' | 0x84 => 4,
-            b'G' => 8,
-            b'X' | b'T' | b'B' | 0x8b => 4 + u32::from_le_bytes(pkl.get(pos + 1..pos + 5)?.try_into().ok()?) as usize,
-            b'U' | b'C' | 0x8a => 1 + *pkl.get(pos + 1)? as usize,
-            b'c' => {
-                let a = pkl.get(pos + 1..)?.iter().position(|&b| b == b'\n')?;
-                let b = pkl.get(pos + 2 + a..)?.iter().position(|&b| b == b'\n')?;
-                a + b + 2
-            }
-            b'F' | b'I' | b'L' | b'S' | b'V' | b'g' | b'p' => pkl.get(pos + 1..)?.iter().position(|&b| b == b'\n')? + 1,
-            b'(' | b'.' | b'N' | b'Q' | b'R' | b'a' | b'b' | b'd' | b'}' | b'e' | b'l' | b']' | b's' | b't' | b')'
-            | b'u' | 0x81 | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 => 0,
-            _ => return None,
-        };
-        let whole = pkl.get(pos..pos + 1 + arg_len)?;
-        pos += 1 + arg_len;
+        let whole = pkl.get(pos..pos + 1 + arg_len(pkl, pos)?)?;
+        pos += whole.len();
         let get_id = match op {
             b'h' => Some(whole[1] as u32),
             b'j' => Some(u32::from_le_bytes(whole[1..5].try_into().ok()?)),
@@ -140,7 +141,7 @@ pub(super) fn plain_dict_pickle(pkl: &[u8], own: &Checkpoint) -> Option<Vec<u8>>
             return None; // BUILD of the root was not the last opcode.
         }
         if get_id == Some(memo) && !global_defined {
-            out.extend_from_slice(GLOBAL);
+            out.extend_from_slice(ORDERED_DICT);
             if memo < 256 {
                 out.extend_from_slice(&[b'q', memo as u8]);
             } else {
@@ -151,69 +152,136 @@ pub(super) fn plain_dict_pickle(pkl: &[u8], own: &Checkpoint) -> Option<Vec<u8>>
         } else {
             out.extend_from_slice(whole);
         }
-        let pop_to_mark = |stack: &mut Vec<(usize, bool)>| -> Option<usize> {
-            let m = stack.iter().rposition(|&(_, mark)| mark)?;
-            let start = stack[m].0;
-            stack.truncate(m);
-            Some(start)
-        };
-        let pop_n = |stack: &mut Vec<(usize, bool)>, n: usize| -> Option<usize> {
-            if stack.len() < n || stack[stack.len() - n..].iter().any(|&(_, mark)| mark) {
-                return None;
-            }
-            let start = stack[stack.len() - n].0;
-            stack.truncate(stack.len() - n);
-            Some(start)
-        };
-        match op {
-            b'(' => stack.push((at, true)),
-            b't' | b'l' | b'd' => {
-                let start = pop_to_mark(&mut stack)?;
-                stack.push((start, false));
-            }
-            b'e' | b'u' => {
-                pop_to_mark(&mut stack)?;
-            }
-            0x85 | b'Q' => {
-                let start = pop_n(&mut stack, 1)?;
-                stack.push((start, false));
-            }
-            0x86 | b'R' | 0x81 => {
-                let start = pop_n(&mut stack, 2)?;
-                stack.push((start, false));
-            }
-            0x87 => {
-                let start = pop_n(&mut stack, 3)?;
-                stack.push((start, false));
-            }
-            b'a' => {
-                pop_n(&mut stack, 1)?;
-            }
-            b's' => {
-                pop_n(&mut stack, 2)?;
-            }
-            b'b' => {
-                if stack.len() == 2 {
-                    build_state_at = Some(pop_n(&mut stack, 1)?);
-                } else {
-                    pop_n(&mut stack, 1)?;
-                }
-            }
-            b'q' | b'r' | b'p' | 0x80 => {}
-            _ => stack.push((at, false)),
+        if op == b'b' && stack.0.len() == 2 {
+            build_state_at = Some(stack.pop_n(1)?);
+        } else {
+            stack.follow(op, at)?;
         }
-        if stack.is_empty() {
+        if stack.0.is_empty() {
             return None;
         }
     }
-    let parsed = crate::pickle::parse(&out, &crate::pickle::Limits::default()).ok()?;
-    let crate::pickle::Value::Obj(id) = parsed.root else {
-        return None;
+    is_plain_dict_of(&out, own).then_some(out)
+}
+
+/// `GLOBAL collections OrderedDict`, as torch.save's pickle starts.
+const ORDERED_DICT: &[u8] = b"ccollections\nOrderedDict\n";
+
+/// Where the opcodes after the leading `PROTO 2; GLOBAL collections OrderedDict; BINPUT m;
+/// EMPTY_TUPLE; REDUCE` start, and `m`; None for a pickle that does not start so.
+fn ordered_dict_head(pkl: &[u8]) -> Option<(usize, u32)> {
+    let rest = pkl.strip_prefix(&[0x80u8, 0x02][..])?.strip_prefix(ORDERED_DICT)?;
+    let mut pos = 2 + ORDERED_DICT.len();
+    let memo: u32 = match *rest.first()? {
+        b'q' => {
+            pos += 2;
+            *pkl.get(pos - 1)? as u32
+        }
+        b'r' => {
+            pos += 5;
+            u32::from_le_bytes(pkl.get(pos - 4..pos)?.try_into().ok()?)
+        }
+        _ => return None,
     };
-    match parsed.heap.get(id) {
-        crate::pickle::Obj::Dict(items) if items.len() == own.tensors.len() => Some(out),
-        _ => None,
+    if pkl.get(pos..pos + 2)? != b")R" {
+        return None;
     }
+    Some((pos + 2, memo))
+}
+
+/// The length of the argument of the opcode at `pos`; None for an opcode torch.save's
+/// protocol 2 pickles do not use.
+fn arg_len(pkl: &[u8], pos: usize) -> Option<usize> {
+    let line = |from: usize| pkl.get(from..)?.iter().position(|&b| b == b'\n');
+    Some(match *pkl.get(pos)? {
+        b'K' | b'h' | b'q' | 0x80 | 0x82 => 1,
+        b'M' | 0x83 => 2,
+        b'J' | b'j' | b'r' | 0x84 => 4,
+        b'G' => 8,
+        b'X' | b'T' | b'B' | 0x8b => 4 + u32::from_le_bytes(pkl.get(pos + 1..pos + 5)?.try_into().ok()?) as usize,
+        b'U' | b'C' | 0x8a => 1 + *pkl.get(pos + 1)? as usize,
+        b'c' => {
+            let a = line(pos + 1)?;
+            let b = line(pos + 2 + a)?;
+            a + b + 2
+        }
+        b'F' | b'I' | b'L' | b'S' | b'V' | b'g' | b'p' => line(pos + 1)? + 1,
+        b'(' | b'.' | b'N' | b'Q' | b'R' | b'a' | b'b' | b'd' | b'}' | b'e' | b'l' | b']' | b's' | b't' | b')'
+        | b'u' | 0x81 | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 => 0,
+        _ => return None,
+    })
+}
+
+/// The unpickler's stack as the copy is written: the start offset (in the output) of each
+/// item, and whether it is a mark.
+struct ItemStack(Vec<(usize, bool)>);
+
+impl ItemStack {
+    /// Follows opcode `op`, written at `at`; None when it takes what is not there.
+    fn follow(&mut self, op: u8, at: usize) -> Option<()> {
+        let replace = |stack: &mut Self, start: usize| stack.0.push((start, false));
+        match op {
+            b'(' => self.0.push((at, true)),
+            b't' | b'l' | b'd' => {
+                let start = self.pop_to_mark()?;
+                replace(self, start);
+            }
+            b'e' | b'u' => {
+                self.pop_to_mark()?;
+            }
+            0x85 | b'Q' => {
+                let start = self.pop_n(1)?;
+                replace(self, start);
+            }
+            0x86 | b'R' | 0x81 => {
+                let start = self.pop_n(2)?;
+                replace(self, start);
+            }
+            0x87 => {
+                let start = self.pop_n(3)?;
+                replace(self, start);
+            }
+            b'a' | b'b' => {
+                self.pop_n(1)?;
+            }
+            b's' => {
+                self.pop_n(2)?;
+            }
+            b'q' | b'r' | b'p' | 0x80 => {}
+            _ => self.0.push((at, false)),
+        }
+        Some(())
+    }
+
+    /// Pops down to the topmost mark; returns where the mark starts.
+    fn pop_to_mark(&mut self) -> Option<usize> {
+        let m = self.0.iter().rposition(|&(_, mark)| mark)?;
+        let start = self.0[m].0;
+        self.0.truncate(m);
+        Some(start)
+    }
+
+    /// Pops `n` items (none a mark); returns where the lowest starts.
+    fn pop_n(&mut self, n: usize) -> Option<usize> {
+        let len = self.0.len();
+        if len < n || self.0[len - n..].iter().any(|&(_, mark)| mark) {
+            return None;
+        }
+        let start = self.0[len - n].0;
+        self.0.truncate(len - n);
+        Some(start)
+    }
+}
+
+/// Whether ckpt's own parser reads `pkl` as a plain dict with one item per tensor of `own`.
+fn is_plain_dict_of(pkl: &[u8], own: &Checkpoint) -> bool {
+    let Ok(parsed) = crate::pickle::parse(pkl, &crate::pickle::Limits::default()) else {
+        return false;
+    };
+    let crate::pickle::Value::Obj(id) = parsed.root else {
+        return false;
+    };
+    matches!(parsed.heap.get(id), crate::pickle::Obj::Dict(items) if items.len() == own.tensors.len())
 }
 
 /// Writes a copy of a zip `.pth` whose top level is an `OrderedDict` of tensors (what

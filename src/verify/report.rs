@@ -1,7 +1,9 @@
 //! What a verification found: per-tensor outcomes, counts, exit codes, errors.
 
-#[allow(unused_imports)]
-use super::*;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::Serialize;
 
 /// Why a verification could not run: exit code 2.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,8 @@
-//! `transform::elem::convert` against PyTorch's own `tensor.to(dtype)` results, bit for bit
+//! `elem::convert` against PyTorch's own `tensor.to(dtype)` results, bit for bit
 //! (fixtures/casts/casts.json, written by fixtures/casts/generate_casts.py with torch 2.11).
 
 use ckpt::dtype::DType;
-use ckpt::transform::elem;
+use ckpt::elem;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 

@@ -997,7 +997,7 @@ fn scanner_follows_nested_payloads_to_a_bounded_depth() {
 // Memory: the attacks above, in a child process limited to 256 MiB of address space.
 
 /// Runs the attacks of this file in a child test process under `ulimit -v 262144` (256 MiB of
-/// address space, which also holds the test binary, thread stacks and the decoder's 16 MiB stack).
+/// address space, which also holds the test binary and its thread stacks).
 /// Not with the `tch` feature: the test binary then links libtorch (~900 MB of shared
 /// libraries), which cannot even be mapped under that limit.
 #[test]

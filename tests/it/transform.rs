@@ -369,7 +369,7 @@ fn cast_fixture_to_half_then_values_are_pytorchs() {
     })
     .unwrap();
     let mut out = Vec::new();
-    transform::elem::convert(DType::F32, DType::F16, &src, &mut out);
+    ckpt::elem::convert(DType::F32, DType::F16, &src, &mut out);
     for (x, h) in src.chunks_exact(4).zip(out.chunks_exact(2)) {
         let x = f32::from_le_bytes(x.try_into().unwrap());
         assert_eq!(u16::from_le_bytes([h[0], h[1]]), half::f16::from_f32(x).to_bits());

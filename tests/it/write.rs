@@ -608,7 +608,7 @@ fn pending_casts_are_applied_while_writing() {
                     .unwrap();
                     if t.dtype == DType::F32 && cast.storages[t.storage.0].cast.is_some() {
                         let mut out = Vec::new();
-                        ckpt::transform::elem::convert(DType::F32, to, &bytes, &mut out);
+                        ckpt::elem::convert(DType::F32, to, &bytes, &mut out);
                         bytes = out;
                     }
                     use sha2::Digest;
