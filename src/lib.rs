@@ -59,7 +59,7 @@ pub mod read;
 pub mod record;
 pub mod scan;
 pub mod source;
-mod stats;
+pub mod stats;
 pub mod tensor_data;
 mod tensor_ref;
 pub mod transform;

@@ -7,48 +7,15 @@ use crate::dtype::DType;
 use crate::transform::elem;
 
 use super::moments::Moments;
+use super::TensorStats;
 
 /// Elements decoded per block: 16 KiB of f64, in L1 with the source bytes.
 const BLOCK: usize = 2048;
 
-/// What one run of elements holds.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Summary {
-    /// The values, or the real parts of complex ones.
-    pub values: Moments,
-    /// Complex dtypes: the imaginary parts.
-    pub imag: Option<Moments>,
-    /// Integer and bool dtypes: the exact smallest and largest element.
-    pub int_range: Option<(i128, i128)>,
-}
-
-impl Summary {
-    /// The summary of no elements of `dtype`.
-    pub fn empty(dtype: DType) -> Summary {
-        Summary {
-            values: Moments::default(),
-            imag: dtype.is_complex().then(Moments::default),
-            int_range: None,
-        }
-    }
-
-    /// Folds the summary of the elements that follow into `self`.
-    pub fn merge(&mut self, other: &Summary) {
-        self.values.merge(&other.values);
-        if let (Some(a), Some(b)) = (&mut self.imag, &other.imag) {
-            a.merge(b);
-        }
-        self.int_range = match (self.int_range, other.int_range) {
-            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
-            (a, b) => a.or(b),
-        };
-    }
-}
-
 /// The summary of the whole elements in `bytes` (little-endian `dtype`); a trailing partial
 /// element is ignored (callers hand whole elements).
-pub(crate) fn summarise(dtype: DType, bytes: &[u8]) -> Summary {
-    let mut out = Summary::empty(dtype);
+pub(crate) fn summarise(dtype: DType, bytes: &[u8]) -> TensorStats {
+    let mut out = TensorStats::empty(dtype);
     let size = dtype.size();
     let mut buf = [0f64; BLOCK];
     let mut imag = [0f64; BLOCK];
@@ -56,18 +23,28 @@ pub(crate) fn summarise(dtype: DType, bytes: &[u8]) -> Summary {
         let n = block.len() / size;
         let part = if dtype.is_complex() {
             decode_complex(dtype, block, &mut buf[..n], &mut imag[..n]);
-            Summary {
-                values: Moments::of(&buf[..n], min_normal(dtype)),
-                imag: Some(Moments::of(&imag[..n], min_normal(dtype))),
-                int_range: None,
-            }
+            let mut part = TensorStats::new(
+                dtype,
+                Moments::of(&buf[..n], min_normal(dtype)),
+                Some(Moments::of(&imag[..n], min_normal(dtype))),
+                None,
+            );
+            part.add_complex_zeros(
+                buf[..n]
+                    .iter()
+                    .zip(&imag[..n])
+                    .filter(|(r, i)| **r == 0.0 && **i == 0.0)
+                    .count() as u64,
+            );
+            part
         } else {
             decode(dtype, block, &mut buf[..n]);
-            Summary {
-                values: Moments::of(&buf[..n], min_normal(dtype)),
-                imag: None,
-                int_range: int_range(dtype, block),
-            }
+            TensorStats::new(
+                dtype,
+                Moments::of(&buf[..n], min_normal(dtype)),
+                None,
+                int_range(dtype, block),
+            )
         };
         out.merge(&part);
     }
@@ -161,10 +138,10 @@ mod tests {
         let v = [1.5f32, -2.0, 0.0, f32::NAN, 3.25];
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         let s = summarise(DType::F32, &bytes);
-        assert_eq!((s.values.count, s.values.nan, s.values.zeros), (5, 1, 1));
-        assert_eq!((s.values.min, s.values.max), (-2.0, 3.25));
-        assert_eq!(s.values.mean(), Some(0.6875));
-        assert_eq!(s.int_range, None);
+        assert_eq!((s.values().count(), s.values().nan(), s.values().zeros()), (5, 1, 1));
+        assert_eq!((s.values().min(), s.values().max()), (Some(-2.0), Some(3.25)));
+        assert_eq!(s.values().mean(), Some(0.6875));
+        assert_eq!(s.int_min(), None);
     }
 
     #[test]
@@ -172,8 +149,11 @@ mod tests {
         let v = [i64::MAX, i64::MIN, 7];
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         let s = summarise(DType::I64, &bytes);
-        assert_eq!(s.int_range, Some((i64::MIN as i128, i64::MAX as i128)));
-        assert_eq!(s.values.count, 3);
+        assert_eq!(
+            (s.int_min(), s.int_max()),
+            (Some(i64::MIN as i128), Some(i64::MAX as i128))
+        );
+        assert_eq!(s.values().count(), 3);
     }
 
     #[test]
@@ -183,31 +163,38 @@ mod tests {
         let s = summarise(DType::F32, &bytes);
         let values: Vec<f64> = v.iter().map(|&x| x as f64).collect();
         let whole = Moments::of(&values, f32::MIN_POSITIVE as f64);
-        assert_eq!(s.values.count, whole.count);
-        assert!((s.values.mean - whole.mean).abs() < 1e-12);
-        assert!((s.values.std(1).unwrap() - whole.std(1).unwrap()).abs() < 1e-9);
+        assert_eq!(s.values().count(), whole.count());
+        assert!((s.values().mean().unwrap() - whole.mean().unwrap()).abs() < 1e-12);
+        assert!((s.values().std(1).unwrap() - whole.std(1).unwrap()).abs() < 1e-9);
     }
 
     #[test]
     fn complex_components_and_bool_counts() {
-        let c = [1.0f32, -1.0, 3.0, 5.0];
+        let c = [1.0f32, -1.0, 3.0, 5.0, 0.0, 0.0, 0.0, 2.0];
         let bytes: Vec<u8> = c.iter().flat_map(|x| x.to_le_bytes()).collect();
         let s = summarise(DType::C64, &bytes);
-        assert_eq!(s.values.mean(), Some(2.0));
-        assert_eq!(s.imag.as_ref().and_then(|m| m.mean()), Some(2.0));
-        assert_eq!(s.imag.as_ref().map(|m| (m.min, m.max)), Some((-1.0, 5.0)));
+        assert_eq!(s.values().mean(), Some(1.0)); // reals 1, 3, 0, 0
+        assert_eq!(s.imag().and_then(|m| m.mean()), Some(1.5));
+        assert_eq!((s.zeros(), s.values().zeros()), (1, 2));
+        assert_eq!(s.imag().map(|m| (m.min(), m.max())), Some((Some(-1.0), Some(5.0))));
         let b = summarise(DType::Bool, &[1, 0, 0, 2]);
-        assert_eq!(b.values.count - b.values.zeros, 2);
-        assert_eq!(b.int_range, Some((0, 1)));
+        assert_eq!(b.true_count(), Some(2));
+        assert_eq!((b.int_min(), b.int_max()), (Some(0), Some(1)));
     }
 
     #[test]
     fn float8_and_half_kinds_decode_through_their_tables() {
         // float8_e4m3fn 0x7F is NaN; 0x38 is 1.0; 0x01 is its smallest subnormal 2^-9.
         let s = summarise(DType::F8E4M3Fn, &[0x7F, 0x38, 0x01]);
-        assert_eq!((s.values.nan, s.values.subnormal, s.values.max), (1, 1, 1.0));
+        assert_eq!(
+            (s.values().nan(), s.values().subnormal(), s.values().max()),
+            (1, 1, Some(1.0))
+        );
         // float16 0x7BFF is 65504 (float16's max: no float16 overflow), 0x0001 is subnormal.
         let h = summarise(DType::F16, &[0xFF, 0x7B, 0x01, 0x00]);
-        assert_eq!((h.values.max, h.values.above_f16, h.values.subnormal), (65504.0, 0, 1));
+        assert_eq!(
+            (h.values().max(), h.values().above_f16(), h.values().subnormal()),
+            (Some(65504.0), 0, 1)
+        );
     }
 }

@@ -11,34 +11,48 @@
 //! NaN and infinities are counted, not folded in: min, max, mean, std and the norm describe the
 //! finite values (torch's own reductions would return NaN or inf for the whole tensor).
 
-/// Counts and moments of a set of real values.
+/// Counts and moments of a set of real values: a tensor's elements, or the real or imaginary
+/// parts of a complex tensor's. Min, max, mean, std, absmax and the norm describe the finite
+/// values; NaN and infinities are counted apart.
+///
+/// ```
+/// # fn main() -> ckpt::Result<()> {
+/// # let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cnn_state_dict.pth");
+/// let ckpt = ckpt::open(&path)?;
+/// let stats = ckpt.tensor("fc3.weight").unwrap().stats()?;
+/// let v = stats.values();
+/// assert_eq!((v.count(), v.nan()), (120, 0));
+/// assert!(v.min().unwrap() <= v.mean().unwrap() && v.mean().unwrap() <= v.max().unwrap());
+/// println!("std {:?} norm {}", v.std(1), v.norm());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Moments {
+pub struct Moments {
     /// Every value seen, NaN and infinities included.
-    pub count: u64,
-    pub nan: u64,
-    pub pos_inf: u64,
-    pub neg_inf: u64,
+    count: u64,
+    nan: u64,
+    pos_inf: u64,
+    neg_inf: u64,
     /// Values equal to zero (either sign).
-    pub zeros: u64,
+    zeros: u64,
     /// Nonzero finite values below the smallest normal number of the values' own dtype.
-    pub subnormal: u64,
+    subnormal: u64,
     /// Finite values a float16 cast turns into an infinity (|x| >= 65520).
-    pub above_f16: u64,
+    above_f16: u64,
     /// Nonzero finite values below float16's smallest normal, 2^-14 (a float16 cast loses
     /// precision on them or flushes them to zero).
-    pub below_f16_normal: u64,
+    below_f16_normal: u64,
     /// Finite values: the ones the moments below describe.
-    pub finite: u64,
-    pub min: f64,
-    pub max: f64,
-    pub mean: f64,
+    finite: u64,
+    min: f64,
+    max: f64,
+    mean: f64,
     /// Largest finite magnitude: the unit of `m2` and `ssq`, which keeps them finite.
-    pub scale: f64,
+    scale: f64,
     /// Sum of squared deviations from the mean, in units of `scale`^2.
-    pub m2: f64,
+    m2: f64,
     /// Sum of squares, in units of `scale`^2: the L2 norm is `scale * sqrt(ssq)`.
-    pub ssq: f64,
+    ssq: f64,
 }
 
 /// float16's largest finite value rounds up to infinity from here on.
@@ -72,8 +86,11 @@ impl Moments {
     /// The summary of `values`, whose dtype's smallest normal number is `min_normal`. Two passes
     /// over the slice (it is small: a chunk, in cache): the first counts and sums, the second
     /// takes deviations from the slice's mean and magnitudes relative to its largest.
-    pub fn of(values: &[f64], min_normal: f64) -> Moments {
-        let mut m = Moments { count: values.len() as u64, ..Moments::default() };
+    pub(crate) fn of(values: &[f64], min_normal: f64) -> Moments {
+        let mut m = Moments {
+            count: values.len() as u64,
+            ..Moments::default()
+        };
         let mut sum = 0.0;
         for &x in values {
             if x.is_finite() {
@@ -101,7 +118,11 @@ impl Moments {
         let mean = sum / m.finite as f64;
         // A sum of finite values can still overflow (float64 near f64::MAX): then take the mean
         // of scaled values.
-        m.mean = if mean.is_finite() { mean } else { scaled_mean(values, m.scale, m.finite) };
+        m.mean = if mean.is_finite() {
+            mean
+        } else {
+            scaled_mean(values, m.scale, m.finite)
+        };
         let (mut m2, mut ssq) = (0.0, 0.0);
         if m.scale > 0.0 {
             for &x in values.iter().filter(|x| x.is_finite()) {
@@ -119,7 +140,7 @@ impl Moments {
     }
 
     /// Folds `other` (the summary of further values) into `self`.
-    pub fn merge(&mut self, other: &Moments) {
+    pub(crate) fn merge(&mut self, other: &Moments) {
         self.count += other.count;
         self.nan += other.nan;
         self.pos_inf += other.pos_inf;
@@ -158,6 +179,62 @@ impl Moments {
         self.finite += other.finite;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
+    }
+
+    /// Every value, NaN and infinities included.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// NaN values.
+    pub fn nan(&self) -> u64 {
+        self.nan
+    }
+
+    /// +inf values.
+    pub fn pos_inf(&self) -> u64 {
+        self.pos_inf
+    }
+
+    /// -inf values.
+    pub fn neg_inf(&self) -> u64 {
+        self.neg_inf
+    }
+
+    /// Finite values: those min, max, mean, std and the norm describe.
+    pub fn finite(&self) -> u64 {
+        self.finite
+    }
+
+    /// Values equal to zero, either sign.
+    pub fn zeros(&self) -> u64 {
+        self.zeros
+    }
+
+    /// Nonzero values below the smallest normal number of the tensor's dtype.
+    pub fn subnormal(&self) -> u64 {
+        self.subnormal
+    }
+
+    /// Finite values that a cast to float16 turns into an infinity (|x| >= 65520).
+    pub fn above_f16(&self) -> u64 {
+        self.above_f16
+    }
+
+    /// Nonzero finite values below float16's smallest normal number (2^-14), which a cast to
+    /// float16 rounds coarsely or to zero.
+    pub fn below_f16_normal(&self) -> u64 {
+        self.below_f16_normal
+    }
+
+    /// The smallest finite value; None when there are none.
+    pub fn min(&self) -> Option<f64> {
+        (self.finite > 0).then_some(self.min)
+    }
+
+    /// The largest finite value; None when there are none.
+    pub fn max(&self) -> Option<f64> {
+        (self.finite > 0).then_some(self.max)
     }
 
     /// The mean of the finite values; None when there are none.
@@ -240,7 +317,10 @@ mod tests {
             assert_eq!((merged.min, merged.max), (whole.min, whole.max));
             assert!(close(merged.mean, whole.mean, 1e-14), "chunk {chunk}");
             // A large offset with a small spread: the naive formula would lose every digit.
-            assert!(close(merged.std(1).unwrap(), whole.std(1).unwrap(), 1e-9), "chunk {chunk}");
+            assert!(
+                close(merged.std(1).unwrap(), whole.std(1).unwrap(), 1e-9),
+                "chunk {chunk}"
+            );
             assert!(close(merged.norm(), whole.norm(), 1e-14), "chunk {chunk}");
         }
     }
@@ -249,7 +329,10 @@ mod tests {
     fn non_finite_values_are_counted_not_averaged() {
         let v = [1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 3.0, 0.0, -0.0];
         let m = Moments::of(&v, f64::MIN_POSITIVE);
-        assert_eq!((m.count, m.finite, m.nan, m.pos_inf, m.neg_inf, m.zeros), (7, 4, 1, 1, 1, 2));
+        assert_eq!(
+            (m.count, m.finite, m.nan, m.pos_inf, m.neg_inf, m.zeros),
+            (7, 4, 1, 1, 1, 2)
+        );
         assert_eq!(m.mean(), Some(1.0));
         assert_eq!((m.min, m.max), (-0.0, 3.0));
         let all_nan = Moments::of(&[f64::NAN; 3], f64::MIN_POSITIVE);
