@@ -17,6 +17,7 @@ mod options;
 mod pickle_vectors;
 mod scan;
 mod scan_battery;
+mod stats;
 mod transform;
 #[cfg(feature = "tch")]
 mod verify;
