@@ -54,6 +54,7 @@ mod element;
 pub mod error;
 pub mod inspect;
 pub mod model;
+mod pass;
 pub mod pickle;
 pub mod read;
 pub mod record;

@@ -1,13 +1,17 @@
 //! The numbers of a tensor: counts of NaN, infinities, zeros and subnormals; min, max, mean,
 //! std, absmax and L2 norm; what a float16 cast would lose. See [`TensorRef::stats`].
 
+mod findings;
 mod kernel;
 mod moments;
 
+pub use findings::Findings;
 pub use moments::Moments;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::model::Checkpoint;
+use crate::pass;
 use crate::tensor_ref::TensorRef;
 
 /// The numbers of one tensor's elements, from [`TensorRef::stats`]. Every dtype has
@@ -131,5 +135,68 @@ impl TensorRef<'_> {
             Ok::<(), Error>(())
         })?;
         Ok(stats)
+    }
+}
+
+/// Every tensor's numbers and what they say about the checkpoint, from [`Checkpoint::stats`].
+#[derive(Clone, Debug)]
+pub struct CheckpointStats {
+    names: Vec<String>,
+    stats: Vec<TensorStats>,
+    findings: Findings,
+}
+
+impl CheckpointStats {
+    /// Each tensor's name and numbers, in file order.
+    pub fn tensors(&self) -> impl ExactSizeIterator<Item = (&str, &TensorStats)> + '_ {
+        self.names.iter().map(String::as_str).zip(&self.stats)
+    }
+
+    /// The numbers of the tensor called `name`, if it was measured.
+    pub fn get(&self, name: &str) -> Option<&TensorStats> {
+        self.names.iter().position(|n| n == name).map(|i| &self.stats[i])
+    }
+
+    /// What the numbers say: NaN, infinities, all-zero tensors, float16 range, identical copies.
+    pub fn findings(&self) -> &Findings {
+        &self.findings
+    }
+}
+
+impl Checkpoint {
+    /// The numbers of every tensor (see [`TensorRef::stats`]) and the [`Findings`] they add up
+    /// to, read on all cores, a tensor per core at a time, in constant memory.
+    ///
+    /// ```
+    /// # fn main() -> ckpt::Result<()> {
+    /// # let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cnn_state_dict.pth");
+    /// let ckpt = ckpt::open(&path)?;
+    /// let stats = ckpt.stats()?;
+    /// assert!(stats.findings().nan().is_empty());
+    /// for (name, s) in stats.tensors() {
+    ///     println!("{name}: mean {:?} std {:?}", s.values().mean(), s.values().std(1));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`TensorRef::read_bytes`], for the first tensor that fails.
+    pub fn stats(&self) -> Result<CheckpointStats> {
+        self.stats_of(self.tensors().collect())
+    }
+
+    /// [`Checkpoint::stats`] of the given tensors only (in their order).
+    ///
+    /// # Errors
+    /// Those of [`TensorRef::read_bytes`], for the first tensor that fails.
+    pub fn stats_of(&self, tensors: Vec<TensorRef<'_>>) -> Result<CheckpointStats> {
+        let stats = pass::map(&tensors, |t| t.nbytes(), pass::threads(), |t| t.stats());
+        let stats = stats.into_iter().collect::<Result<Vec<_>>>()?;
+        let findings = findings::findings(self, &tensors, &stats)?;
+        Ok(CheckpointStats {
+            names: tensors.iter().map(|t| t.name().to_string()).collect(),
+            stats,
+            findings,
+        })
     }
 }

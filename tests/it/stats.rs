@@ -121,3 +121,74 @@ fn safetensors_twin_gives_the_same_stats() {
     // safetensors has no views; the twin holds every tensor but the strided one.
     check_file("planted.safetensors", &["f32_view"]);
 }
+
+/// The names of the tensors in expected.json whose components satisfy `pred`.
+fn torch_names(expected: &Json, pred: impl Fn(&str, &Json) -> bool) -> Vec<String> {
+    let tensors = expected["tensors"].as_object().expect("tensors");
+    tensors
+        .iter()
+        .filter(|(_, t)| {
+            let dtype = t["dtype"].as_str().unwrap_or_default();
+            ["values", "real", "imag"]
+                .iter()
+                .any(|k| t.get(*k).is_some_and(|c| pred(dtype, c)))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+#[test]
+fn findings_name_the_tensors_torch_finds() {
+    let dir = fixtures_dir().join("stats");
+    let expected: Json =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("expected.json"))
+            .expect("JSON");
+    let count = |c: &Json, k: &str| c[k].as_u64().unwrap_or(0);
+    let castable = |dtype: &str| dtype != "float16" && dtype != "complex32";
+    let ckpt = ckpt::open(dir.join("planted.pth")).expect("planted.pth");
+    let stats = ckpt.stats().expect("stats");
+    let f = stats.findings();
+    assert_eq!(f.nan(), torch_names(&expected, |_, c| count(c, "nan") > 0));
+    assert_eq!(
+        f.inf(),
+        torch_names(&expected, |_, c| count(c, "pos_inf") + count(c, "neg_inf") > 0)
+    );
+    let all_zero: Vec<String> = expected["tensors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, t)| {
+            let zeros = t.get("zeros").or(t["values"].get("zeros")).and_then(Json::as_u64);
+            t["numel"].as_u64().unwrap_or(0) > 0 && zeros == t["numel"].as_u64()
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(f.all_zero(), all_zero);
+    assert_eq!(
+        f.above_f16(),
+        torch_names(&expected, |d, c| castable(d) && count(c, "above_f16") > 0)
+    );
+    assert_eq!(
+        f.below_f16_normal(),
+        torch_names(&expected, |d, c| castable(d) && count(c, "below_f16_normal") > 0)
+    );
+    let identical: Vec<Vec<String>> = serde_json::from_value(expected["identical"].clone()).expect("groups");
+    assert_eq!(f.identical(), identical);
+    assert!(
+        !f.nan().is_empty() && !f.identical().is_empty(),
+        "the fixture plants both"
+    );
+    // Stats of the whole file are those of each tensor alone.
+    let t = ckpt.tensor("f32_planted").unwrap();
+    assert_eq!(stats.get("f32_planted"), Some(&t.stats().unwrap()));
+    assert_eq!(stats.tensors().len(), ckpt.len());
+}
+
+#[test]
+fn tied_weights_are_not_reported_as_identical_copies() {
+    // generate.py asserts emb.weight and head.weight share one storage in this file.
+    let ckpt = ckpt::open(fixtures_dir().join("tied_state_dict.pth")).expect("tied_state_dict.pth");
+    let stats = ckpt.stats().expect("stats");
+    assert!(stats.get("emb.weight").is_some() && stats.get("head.weight").is_some());
+    assert!(stats.findings().identical().is_empty(), "{:?}", stats.findings().identical());
+}
