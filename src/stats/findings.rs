@@ -52,7 +52,9 @@ impl Findings {
     }
 
     /// Groups of two or more tensors with the same dtype, shape and bytes that do not share
-    /// their storage view (tied weights share one and are not listed).
+    /// their storage view (tied weights share one and are not listed). Constant tensors (every
+    /// element equal, like a fresh norm's weights or a zero bias) are left out: they equal every
+    /// other of their shape and say nothing.
     pub fn identical(&self) -> &[Vec<String>] {
         &self.identical
     }
@@ -95,7 +97,10 @@ pub(crate) fn findings(ckpt: &Checkpoint, tensors: &[TensorRef<'_>], stats: &[Te
 fn identical(ckpt: &Checkpoint, tensors: &[TensorRef<'_>], stats: &[TensorStats]) -> Result<Vec<Vec<String>>> {
     let mut candidates: Vec<Vec<usize>> = Vec::new();
     for i in 0..tensors.len() {
-        if tensors[i].numel() == 0 {
+        let v = stats[i].values();
+        let constant =
+            v.finite() == v.count() && v.min() == v.max() && stats[i].imag().is_none_or(|m| m.min() == m.max());
+        if tensors[i].numel() == 0 || constant {
             continue;
         }
         let same = |&j: &usize| {

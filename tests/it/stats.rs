@@ -190,5 +190,9 @@ fn tied_weights_are_not_reported_as_identical_copies() {
     let ckpt = ckpt::open(fixtures_dir().join("tied_state_dict.pth")).expect("tied_state_dict.pth");
     let stats = ckpt.stats().expect("stats");
     assert!(stats.get("emb.weight").is_some() && stats.get("head.weight").is_some());
-    assert!(stats.findings().identical().is_empty(), "{:?}", stats.findings().identical());
+    assert!(
+        stats.findings().identical().is_empty(),
+        "{:?}",
+        stats.findings().identical()
+    );
 }
