@@ -8,6 +8,7 @@ mod inspect;
 pub mod out;
 mod output;
 mod scan;
+mod stats;
 #[cfg(feature = "tch")]
 mod verify;
 
@@ -40,6 +41,8 @@ enum Command {
     Diff(diff::Args),
     /// List the globals every pickle references and judge each file (exit 1 when dangerous).
     Scan(scan::Args),
+    /// Numbers of every tensor (min, max, mean, std, norm, zeros, NaN, inf) and what they say.
+    Stats(stats::Args),
     /// Load a checkpoint with libtorch (CPU or CUDA) and compare every tensor with ckpt's reading.
     #[cfg(feature = "tch")]
     Verify(verify::Args),
@@ -75,6 +78,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         }
         Command::Diff(args) => diff::run(args),
         Command::Scan(args) => scan::run(args),
+        Command::Stats(args) => stats::run(args),
         #[cfg(feature = "tch")]
         Command::Verify(args) => verify::run(args),
         #[cfg(not(feature = "tch"))]

@@ -196,3 +196,101 @@ fn tied_weights_are_not_reported_as_identical_copies() {
         stats.findings().identical()
     );
 }
+
+fn ckpt_cmd() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("ckpt").expect("binary builds")
+}
+
+#[test]
+fn cli_json_carries_the_numbers_and_findings_and_exits_0() {
+    let path = fixtures_dir().join("stats/planted.pth");
+    let out = ckpt_cmd().args(["stats", "--json"]).arg(&path).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Json = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ckpt = ckpt::open(&path).expect("planted.pth");
+    let names: Vec<&str> = report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ckpt.tensors().map(|t| t.name()).collect::<Vec<_>>());
+    let stats = ckpt.stats().unwrap();
+    assert_eq!(
+        report["findings"]["identical"],
+        serde_json::json!(stats.findings().identical())
+    );
+    let f32p = &report["tensors"][0];
+    assert_eq!(
+        (f32p["name"].as_str(), f32p["values"]["nan"].as_u64()),
+        (Some("f32_planted"), Some(1))
+    );
+    let i64x = report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "i64_extremes")
+        .unwrap();
+    assert_eq!(i64x["int_min"].as_i64(), Some(i64::MIN));
+}
+
+#[test]
+fn cli_filter_narrows_and_a_filter_matching_nothing_is_an_error() {
+    let path = fixtures_dir().join("cnn_state_dict.pth");
+    let out = ckpt_cmd()
+        .args(["stats", "--json", "--filter", "fc3.*"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let report: Json = serde_json::from_slice(&out.stdout).expect("JSON");
+    let names: Vec<&str> = report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fc3.weight", "fc3.bias"]);
+    let out = ckpt_cmd()
+        .args(["stats", "--filter", "nosuch.*"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch"));
+}
+
+#[test]
+fn cli_text_names_each_finding() {
+    let out = ckpt_cmd()
+        .arg("stats")
+        .arg(fixtures_dir().join("stats/planted.pth"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "NaN",
+        "inf",
+        "all zero",
+        "float16 overflow",
+        "float16 underflow",
+        "identical",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "no '{line}' line in:\n{text}"
+        );
+    }
+    assert!(text.contains("f32_clean = f32_copy"));
+}
+
+#[test]
+fn cli_unreadable_input_exits_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.pth");
+    std::fs::write(&bad, b"PK\x03\x04 not really a zip").unwrap();
+    let out = ckpt_cmd().arg("stats").arg(&bad).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.pth"));
+}
