@@ -29,14 +29,13 @@ pub(crate) fn map<T: Sync, R: Send>(
     let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..threads {
-            scope.spawn(|| loop {
-                let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
-                let r = f(&items[i]);
-                // A worker that panicked poisoned nothing we need: its own result is missing
-                // and the scope re-raises its panic.
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            scope.spawn(|| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let r = f(&items[i]);
+                    // A worker that panicked poisoned nothing we need: its own result is missing
+                    // and the scope re-raises its panic.
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                }
             });
         }
     });

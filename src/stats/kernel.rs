@@ -80,7 +80,7 @@ fn decode(dtype: DType, bytes: &[u8], out: &mut [f64]) {
         };
     }
     match dtype {
-        DType::F64 => lanes!(8, |b| f64::from_le_bytes(b)),
+        DType::F64 => lanes!(8, f64::from_le_bytes),
         DType::F32 => lanes!(4, |b| f32::from_le_bytes(b) as f64),
         DType::F16 => lanes!(2, |b| f32::from_bits(elem::f16_to_f32(u16::from_le_bytes(b))) as f64),
         DType::BF16 => lanes!(2, |b| f32::from_bits(elem::bf16_to_f32(u16::from_le_bytes(b))) as f64),

@@ -374,7 +374,7 @@ mod tests {
 
     #[test]
     fn merging_into_an_empty_or_all_nan_summary_keeps_its_counts() {
-        let mut m = Moments::of(&[f64::NAN, 0.0 / 0.0], 1e-38);
+        let mut m = Moments::of(&[f64::NAN, -f64::NAN], 1e-38);
         m.merge(&Moments::of(&[2.0, 4.0], 1e-38));
         assert_eq!((m.count, m.nan, m.finite), (4, 2, 2));
         assert_eq!(m.mean(), Some(3.0));
