@@ -47,6 +47,7 @@
 //! ```
 
 mod builder;
+pub mod check;
 pub mod container;
 pub mod diff;
 pub mod dtype;

@@ -1,5 +1,6 @@
 //! Subcommands of the `ckpt` binary, one module each.
 
+mod check;
 mod convert;
 mod diff;
 mod drop_layers;
@@ -41,6 +42,8 @@ enum Command {
     Diff(diff::Args),
     /// List the globals every pickle references and judge each file (exit 1 when dangerous).
     Scan(scan::Args),
+    /// Is it sound? Zip CRCs and headers, shard sizes, a SHA-256 manifest, NaN and inf (exit 1 on findings).
+    Check(check::Args),
     /// Numbers of every tensor (min, max, mean, std, norm, zeros, NaN, inf) and what they say.
     Stats(stats::Args),
     /// Load a checkpoint with libtorch (CPU or CUDA) and compare every tensor with ckpt's reading.
@@ -79,6 +82,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => diff::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Check(args) => check::run(args),
         #[cfg(feature = "tch")]
         Command::Verify(args) => verify::run(args),
         #[cfg(not(feature = "tch"))]

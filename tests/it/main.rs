@@ -2,6 +2,7 @@
 
 mod api;
 mod casts;
+mod check;
 mod cli;
 mod cli_diff;
 mod cli_output;
