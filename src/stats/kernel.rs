@@ -215,38 +215,3 @@ mod tests {
         );
     }
 }
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-
-    /// `cargo test --release --lib stats::kernel::speed -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn float32_throughput() {
-        let v: Vec<f32> = (0..16 << 20).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        for dtype in [DType::F32] {
-            let t = std::time::Instant::now();
-            let s = summarise(dtype, &bytes);
-            let ns = t.elapsed().as_nanos() as f64 / v.len() as f64;
-            eprintln!(
-                "{dtype}: {ns:.2} ns/element, {:.2} GB/s, mean {:?}",
-                4.0 / ns,
-                s.values().mean()
-            );
-        }
-        let bf: Vec<u8> = v
-            .iter()
-            .flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
-            .collect();
-        let t = std::time::Instant::now();
-        let s = summarise(DType::BF16, &bf);
-        let ns = t.elapsed().as_nanos() as f64 / v.len() as f64;
-        eprintln!(
-            "bf16: {ns:.2} ns/element, {:.2} GB/s, mean {:?}",
-            2.0 / ns,
-            s.values().mean()
-        );
-    }
-}

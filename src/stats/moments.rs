@@ -331,7 +331,7 @@ impl FirstPass {
             }
             first.zeros += u64::from(a == 0.0);
             first.subnormal += u64::from(a != 0.0 && a < min_normal);
-            first.above_f16 += u64::from(a < f64::INFINITY && a >= F16_OVERFLOW);
+            first.above_f16 += u64::from((F16_OVERFLOW..f64::INFINITY).contains(&a));
             first.below_f16_normal += u64::from(a != 0.0 && a < F16_MIN_NORMAL);
         }
         first
@@ -507,42 +507,5 @@ mod tests {
         m.merge(&Moments::of(&[2.0, 4.0], 1e-38));
         assert_eq!((m.count, m.nan, m.finite), (4, 2, 2));
         assert_eq!(m.mean(), Some(3.0));
-    }
-}
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-
-    #[test]
-    #[ignore]
-    fn passes() {
-        let v: Vec<f64> = (0..2048).map(|i| ((i * 7919) % 1000) as f64 * 1e-3 - 0.5).collect();
-        let reps = 8192;
-        let t = std::time::Instant::now();
-        let mut acc = 0.0;
-        for _ in 0..reps {
-            acc += FirstPass::of(std::hint::black_box(&v), 1e-38).sum;
-        }
-        eprintln!(
-            "first: {:.2} ns/el {acc}",
-            t.elapsed().as_nanos() as f64 / (reps * 2048) as f64
-        );
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            acc += second_pass(std::hint::black_box(&v), 0.1, 0.5).0;
-        }
-        eprintln!(
-            "second: {:.2} ns/el {acc}",
-            t.elapsed().as_nanos() as f64 / (reps * 2048) as f64
-        );
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            acc += Moments::of(std::hint::black_box(&v), 1e-38).mean;
-        }
-        eprintln!(
-            "of: {:.2} ns/el {acc}",
-            t.elapsed().as_nanos() as f64 / (reps * 2048) as f64
-        );
     }
 }
