@@ -29,7 +29,16 @@ python_route='import sys, torch, safetensors.torch as st
 sd = torch.load(sys.argv[1], weights_only=True)
 st.save_file({k: v.contiguous() for k, v in sd.items()}, sys.argv[2])'
 
-names=(cp cp_sync convert convert_sync python bf16 inspect)
+# The Python route for stats: what a user writes today to look for NaN and take each tensor's
+# numbers (torch.load with mmap, then isnan/isinf/aminmax/mean/std per tensor).
+python_stats='import sys, torch
+sd = torch.load(sys.argv[1], weights_only=True, mmap=True)
+for k, v in sd.items():
+    x = v.double()
+    fin = x[torch.isfinite(x)]
+    print(k, int(torch.isnan(x).sum()), int(torch.isinf(x).sum()), *torch.aminmax(fin), fin.mean(), fin.std())'
+
+names=(cp cp_sync convert convert_sync python bf16 inspect stats hash python_stats)
 run_one() {
   case $1 in
     cp) cp "$dir/x.pth" "$dir/out.copy" ;;
@@ -39,10 +48,13 @@ run_one() {
     python) "$py" -c "$python_route" "$dir/x.pth" "$dir/out.safetensors" ;;
     bf16) "$ckpt" convert "$dir/x.pth" "$dir/out.safetensors" --dtype bf16 ;;
     inspect) "$ckpt" inspect "$dir/x.pth" ;;
+    stats) "$ckpt" stats "$dir/x.pth" ;;
+    hash) "$ckpt" inspect --hash "$dir/x.pth" ;;
+    python_stats) "$py" -c "$python_stats" "$dir/x.pth" ;;
   esac
 }
 export -f run_one
-export dir ckpt py python_route
+export dir ckpt py python_route python_stats
 
 : > "$dir/times"
 for round in $(seq "$reps"); do
@@ -77,6 +89,9 @@ label = {
     "python": "python: torch.load + save_file",
     "bf16": "ckpt convert ... --dtype bf16",
     "inspect": "ckpt inspect x.pth",
+    "stats": "ckpt stats x.pth",
+    "hash": "ckpt inspect --hash x.pth",
+    "python_stats": "python: torch.load(mmap) + reductions",
 }
 med = {k: statistics.median(t for t, _ in v) for k, v in runs.items()}
 print(f"\ncheckpoint: {size} bytes ({tensors} tensors); {reps} rounds, times in seconds")
@@ -92,4 +107,7 @@ print(f"convert --sync / (cp && sync) {r('convert_sync', 'cp_sync'):5.2f}   (bot
 print(f"python / convert              {r('python', 'convert'):5.2f}   (target >= 4)")
 print(f"bf16 convert / python         {r('bf16', 'python'):5.2f}   (target <= 1)")
 print(f"inspect                       {med['inspect']:5.3f} s (target < 0.05; includes starting bash)")
+print(f"stats / cp                    {r('stats', 'cp'):5.2f}   (target <= 1.0)")
+print(f"inspect --hash / cp           {r('hash', 'cp'):5.2f}   (target <= 1.0)")
+print(f"python stats / stats          {r('python_stats', 'stats'):5.2f}   (target >= 5)")
 EOF

@@ -200,7 +200,6 @@ pub fn max_finite(d: DType) -> f64 {
 /// Decodes one little-endian element of a floating or integer dtype to f64: exact for every
 /// floating kind (float8 included) and for integers up to 2^53; NaN for a NaN; bool as 0/1.
 /// Complex elements decode to their real part (see [`decode_complex`]).
-#[cfg(feature = "cli")]
 pub fn decode_f64(dtype: DType, b: &[u8]) -> f64 {
     match dtype {
         DType::F64 => f64::from_bits(u64::from_le_bytes(b[..8].try_into().unwrap())),
@@ -226,7 +225,6 @@ pub fn decode_f64(dtype: DType, b: &[u8]) -> f64 {
 }
 
 /// Decodes one little-endian complex element to (real, imaginary).
-#[cfg(feature = "cli")]
 pub fn decode_complex(dtype: DType, b: &[u8]) -> (f64, f64) {
     match dtype {
         DType::C32 => (decode_f64(DType::F16, &b[..2]), decode_f64(DType::F16, &b[2..4])),
@@ -237,7 +235,6 @@ pub fn decode_complex(dtype: DType, b: &[u8]) -> (f64, f64) {
 }
 
 /// Decodes one little-endian integer or bool element exactly; None for other dtypes.
-#[cfg(feature = "cli")]
 pub fn decode_int(dtype: DType, b: &[u8]) -> Option<i128> {
     Some(match dtype {
         DType::I8 => b[0] as i8 as i128,

@@ -88,10 +88,13 @@ macro_rules! internal_fields {
 }
 
 mod builder;
+pub mod check;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod element;
 mod error;
+mod pass;
+pub mod stats;
 mod tensor_ref;
 
 internal! {

@@ -626,15 +626,14 @@ pub fn storage_elem(ckpt: &Checkpoint, id: StorageId) -> std::result::Result<Opt
     Ok(found)
 }
 
+#[cfg(feature = "cli")]
 /// SHA-256 of the tensor's contiguous little-endian bytes, hex; for an unreadable tensor the
 /// reason, in angle brackets (see [`try_sha256_hex`]).
-#[cfg(feature = "cli")] // only the commands use it
 pub fn sha256_hex(ckpt: &Checkpoint, tensor: &Tensor) -> String {
     try_sha256_hex(ckpt, tensor).unwrap_or_else(|e| format!("<unreadable: {e}>"))
 }
 
 /// SHA-256 of the tensor's contiguous little-endian bytes, hex.
-#[cfg(feature = "cli")] // only the commands use it
 pub fn try_sha256_hex(ckpt: &Checkpoint, tensor: &Tensor) -> Result<String> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();

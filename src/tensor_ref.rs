@@ -192,6 +192,20 @@ impl<'a> TensorRef<'a> {
         Ok(out)
     }
 
+    /// The data model's record of the tensor, for the crate's lower layers.
+    pub(crate) fn raw(&self) -> &'a Tensor {
+        self.tensor
+    }
+
+    /// Calls `sink` with consecutive pieces of the bytes [`Self::read_bytes`] gives, each a
+    /// whole number of elements.
+    pub(crate) fn for_each_chunk<E: From<Error>>(
+        &self,
+        sink: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        for_each_chunk(self.ckpt, self.tensor, sink)
+    }
+
     fn storage(&self) -> &'a Storage {
         self.ckpt.storage(self.tensor.storage)
     }

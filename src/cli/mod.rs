@@ -3,6 +3,7 @@
 //! compiled, dtypes and sizes parsed) before anything is read; errors print as
 //! `ckpt: <file>: <what is wrong>` and exit with status 2.
 
+mod check;
 mod convert;
 mod diff;
 mod drop_layers;
@@ -12,6 +13,7 @@ mod out;
 mod output;
 mod progress_bar;
 mod scan;
+mod stats;
 #[cfg(feature = "tch")]
 mod verify;
 
@@ -46,6 +48,10 @@ enum Command {
     Diff(diff::Args),
     /// List the globals every pickle references and judge each file (exit 1 when dangerous).
     Scan(scan::Args),
+    /// Is it sound? Zip CRCs and headers, shard sizes, a SHA-256 manifest, NaN and inf (exit 1 on findings).
+    Check(check::Args),
+    /// Numbers of every tensor (min, max, mean, std, norm, zeros, NaN, inf) and what they say.
+    Stats(stats::Args),
     /// Load a checkpoint with libtorch (CPU or CUDA) and compare every tensor with ckpt's reading.
     #[cfg(feature = "tch")]
     Verify(verify::Args),
@@ -119,6 +125,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         }
         Command::Diff(args) => diff::run(args),
         Command::Scan(args) => scan::run(args),
+        Command::Stats(args) => stats::run(args),
+        Command::Check(args) => check::run(args),
         #[cfg(feature = "tch")]
         Command::Verify(args) => verify::run(args),
         #[cfg(not(feature = "tch"))]

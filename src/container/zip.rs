@@ -55,6 +55,9 @@ pub struct Entry {
     pub size: u64,
     pub header_offset: u64,
     pub external_attr: u32,
+    /// The CRC-32 of the uncompressed data, as the central directory records it (miniz checks
+    /// it only when extracting to a file, which torch never does).
+    pub crc32: u32,
 }
 
 impl Entry {
@@ -246,6 +249,7 @@ fn central_entry(dir: &[u8], p: usize, this_disk: u64, file_len: u64) -> Result<
     let comment_len = usize::from(le16(h, 32).unwrap_or(0));
     let disk = u64::from(le16(h, 34).unwrap_or(0));
     let external_attr = le32(h, 38).unwrap_or(0);
+    let crc32 = le32(h, 16).unwrap_or(0);
     let mut header_offset = u64::from(le32(h, 42).unwrap_or(0));
     if compressed_size != U32_MAX && size != U32_MAX {
         // miniz reads method and time as one 32-bit word here.
@@ -279,6 +283,7 @@ fn central_entry(dir: &[u8], p: usize, this_disk: u64, file_len: u64) -> Result<
         size,
         header_offset,
         external_attr,
+        crc32,
     };
     Ok((entry, total_len))
 }
@@ -314,6 +319,8 @@ fn zip64_extra(mut extra: &[u8], size: &mut u64, compressed: &mut u64, offset: &
 pub(crate) struct LocalHeader<'a> {
     pub flags: u16,
     pub method: u16,
+    /// Zero where a data descriptor after the data holds it (flag bit 3).
+    pub crc32: u32,
     pub compressed_size: u64,
     pub size: u64,
     /// The name, as far as the file holds it.
@@ -365,6 +372,7 @@ pub(crate) fn local_header(bytes: &[u8], offset: u64) -> Option<LocalHeader<'_>>
     Some(LocalHeader {
         flags: le16(head, 6)?,
         method: le16(head, 8)?,
+        crc32: le32(head, 14)?,
         compressed_size: u64::from(le32(head, 18)?),
         size: u64::from(le32(head, 22)?),
         // A name cut short by the end of the file still counts towards the data offset.

@@ -180,6 +180,7 @@ fn shifted_directory(bytes: &[u8], start: usize, size: u64, eocd: usize) -> Opti
             size: le32(24),
             header_offset: le32(42),
             external_attr: 0,
+            crc32: le32(16) as u32,
         });
         p += 46 + name_len + extra_len + comment_len;
     }

@@ -2,6 +2,7 @@
 
 mod api;
 mod casts;
+mod check;
 mod cli;
 mod cli_diff;
 mod cli_output;
@@ -17,6 +18,7 @@ mod options;
 mod pickle_vectors;
 mod scan;
 mod scan_battery;
+mod stats;
 mod transform;
 #[cfg(feature = "tch")]
 mod verify;
