@@ -28,6 +28,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Mutex;
 
 use serde_json::{json, Value as Json};
 
@@ -35,6 +36,7 @@ use crate::dtype::DType;
 use crate::elem::{decode_complex, decode_f64, decode_int};
 use crate::error::Error;
 use crate::model::{Checkpoint, Format, Tensor};
+use crate::pass;
 use crate::tensor_data;
 use crate::transform::Pattern;
 use crate::write::progress::OnProgress;
@@ -315,18 +317,24 @@ fn compare_tensors(sa: &Side, sb: &Side, tol: Tol, on_progress: &OnProgress, rep
         .iter()
         .filter_map(|(n, ta)| index_b.get(n.as_str()).map(|tb| (n, *ta, *tb)))
         .collect();
-    let mut progress = on_progress.start("comparing", pairs.iter().map(|(_, t, _)| t.nbytes()).sum());
+    let progress = on_progress.start("comparing", pairs.iter().map(|(_, t, _)| t.nbytes()).sum());
     report.only_in_a = sa
         .tensors
         .iter()
         .filter(|(n, _)| !index_b.contains_key(n.as_str()))
         .map(|(n, _)| n.clone())
         .collect();
-    for (name, ta, tb) in pairs {
-        compare_pair(sa.ckpt, name, ta, sb.ckpt, tb, tol, report);
-        progress.add(ta.nbytes());
+    // On all cores, a pair per core at a time; results are filed in name order afterwards.
+    let progress = Mutex::new(progress);
+    let outcomes = pass::map(&pairs, |(_, t, _)| t.nbytes(), pass::threads(), |&(_, ta, tb)| {
+        let outcome = compare_outcome(sa.ckpt, ta, sb.ckpt, tb, tol);
+        progress.lock().unwrap_or_else(|e| e.into_inner()).add(ta.nbytes());
+        outcome
+    });
+    progress.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
+    for ((name, ta, tb), outcome) in pairs.into_iter().zip(outcomes) {
+        file_pair(name, ta, tb, outcome, report);
     }
-    progress.finish();
     for (name, _) in &sb.tensors {
         if !names_a.contains(name.as_str()) {
             report.only_in_b.push(name.clone());
@@ -334,21 +342,26 @@ fn compare_tensors(sa: &Side, sb: &Side, tol: Tol, on_progress: &OnProgress, rep
     }
 }
 
-/// Compares two tensors of one name and files the result.
-fn compare_pair(
-    a: &Checkpoint,
-    name: &str,
-    ta: &Tensor,
-    b: &Checkpoint,
-    tb: &Tensor,
-    tol: Tol,
-    report: &mut DiffReport,
-) {
+/// What comparing two tensors of one name found: whether dtype and shape agree, and the
+/// element comparison (or why there is none: shapes that differ, or bytes that cannot be read).
+type Outcome = (bool, Result<Stats, String>);
+
+/// Compares two tensors of one name: whether their layouts agree, and the element comparison
+/// (also across dtypes of one shape, for the max difference).
+fn compare_outcome(a: &Checkpoint, ta: &Tensor, b: &Checkpoint, tb: &Tensor, tol: Tol) -> Outcome {
+    let same_layout = ta.dtype == tb.dtype && ta.shape == tb.shape;
+    if ta.shape != tb.shape {
+        return (false, Err(String::new()));
+    }
+    (same_layout, compare(a, ta, b, tb, tol))
+}
+
+/// Files the outcome of one pair in the report.
+fn file_pair(name: &str, ta: &Tensor, tb: &Tensor, (same_layout, result): Outcome, report: &mut DiffReport) {
     let name = name.to_string();
-    let same_shape = ta.shape == tb.shape;
-    if ta.dtype != tb.dtype || !same_shape {
-        let max_abs_diff = if same_shape {
-            compare(a, ta, b, tb, tol).ok().map(|s| s.max_abs_diff)
+    if !same_layout {
+        let max_abs_diff = if ta.shape == tb.shape {
+            result.ok().map(|s| s.max_abs_diff)
         } else {
             None
         };
@@ -362,7 +375,7 @@ fn compare_pair(
         });
         return;
     }
-    match compare(a, ta, b, tb, tol) {
+    match result {
         Err(e) => report.errors.push((name, e)),
         Ok(s) if s.unequal == 0 => report.identical.push(name),
         Ok(s) if s.beyond == 0 => report.close.push(ValueChange {
@@ -477,6 +490,22 @@ struct Stats {
     beyond: u64,
 }
 
+impl Stats {
+    /// Counts one pair of elements (`y` the second checkpoint's).
+    fn count(&mut self, tol: Tol, x: Val, y: Val) {
+        let (eq, d) = elem_diff(x, y);
+        if !eq {
+            self.unequal += 1;
+            if !tol.within(d, magnitude(y)) {
+                self.beyond += 1;
+            }
+            if d > self.max_abs_diff || d.is_nan() {
+                self.max_abs_diff = d;
+            }
+        }
+    }
+}
+
 /// An element, decoded.
 #[derive(Clone, Copy)]
 enum Val {
@@ -568,6 +597,20 @@ fn compare(a: &Checkpoint, ta: &Tensor, b: &Checkpoint, tb: &Tensor, tol: Tol) -
         };
         let mut mismatch = None;
         let r = tensor_data::for_each_chunk::<Error>(a, ta, |bytes| {
+            if ta.dtype == tb.dtype {
+                // Same dtype: equal bytes are equal values, compared at memory speed; only a
+                // chunk whose bytes differ is compared element by element (-0.0 equals 0.0).
+                let Some(other) = pending.next(bytes.len()) else {
+                    mismatch = Some(format!("'{}' ended early in the second checkpoint", tb.name));
+                    return Ok(());
+                };
+                if other != bytes {
+                    for (x, y) in bytes.chunks_exact(ea).zip(other.chunks_exact(eb)) {
+                        stats.count(tol, da(ta.dtype, x), db(tb.dtype, y));
+                    }
+                }
+                return Ok(());
+            }
             let mut off = 0;
             while off + ea <= bytes.len() {
                 let Some(other) = pending.next(eb) else {
@@ -575,16 +618,7 @@ fn compare(a: &Checkpoint, ta: &Tensor, b: &Checkpoint, tb: &Tensor, tol: Tol) -
                     return Ok(());
                 };
                 let y = db(tb.dtype, other);
-                let (eq, d) = elem_diff(da(ta.dtype, &bytes[off..off + ea]), y);
-                if !eq {
-                    stats.unequal += 1;
-                    if !tol.within(d, magnitude(y)) {
-                        stats.beyond += 1;
-                    }
-                    if d > stats.max_abs_diff || d.is_nan() {
-                        stats.max_abs_diff = d;
-                    }
-                }
+                stats.count(tol, da(ta.dtype, &bytes[off..off + ea]), y);
                 off += ea;
             }
             Ok(())

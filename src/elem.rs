@@ -35,6 +35,8 @@
 
 use crate::dtype::DType;
 
+mod fast;
+
 /// Whether [`convert`] can convert `from` elements to `to` elements: any pair of floating
 /// dtypes (float64, float32, float16, bfloat16 and the five float8 kinds). Integer, bool and
 /// complex tensors are never cast.
@@ -48,6 +50,15 @@ pub fn supported(from: DType, to: DType) -> bool {
 /// # Panics
 /// If `!supported(from, to)`.
 pub fn convert(from: DType, to: DType, src: &[u8], out: &mut Vec<u8>) {
+    match (from, to) {
+        (DType::F32, DType::BF16) => fast::f32_to_bf16(src, out),
+        (DType::F32, DType::F16) => fast::f32_to_f16s(src, out),
+        _ => convert_scalar(from, to, src, out),
+    }
+}
+
+/// [`convert`] one element at a time: every pair, the reference for the vector loops.
+fn convert_scalar(from: DType, to: DType, src: &[u8], out: &mut Vec<u8>) {
     assert!(supported(from, to), "no element conversion from {from} to {to}");
     let n = src.len() / from.size();
     out.reserve(n * to.size());
@@ -98,6 +109,17 @@ pub struct Losses {
 /// 2^-25, becomes ±0; AdamW's `exp_avg_sq` holds such values).
 #[cfg(feature = "cli")]
 pub fn losses(from: DType, to: DType, src: &[u8]) -> Losses {
+    match (from, to) {
+        (DType::F32, DType::BF16) => fast::f32_losses(src, true),
+        (DType::F32, DType::F16) => fast::f32_losses(src, false),
+        _ => losses_scalar(from, to, src),
+    }
+}
+
+/// [`losses`] by converting and comparing element by element: every pair, the reference for
+/// the vector counts.
+#[cfg(feature = "cli")]
+fn losses_scalar(from: DType, to: DType, src: &[u8]) -> Losses {
     let mut l = Losses::default();
     if !supported(from, to) || !can_lose(from, to) {
         return l;

@@ -3,10 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Mutex;
 
 use serde_json::{json, Value as Json};
 
 use crate::model::{Checkpoint, Format, Origin, Tensor};
+use crate::pass;
 use crate::tensor_data::sha256_hex;
 use crate::transform::params::{census, counted_parameters, Census, Count};
 pub use crate::units::{grouped, human_bytes};
@@ -29,16 +31,14 @@ fn hashes(ckpt: &Checkpoint, tensors: &[&Tensor], opts: &InspectOptions) -> Vec<
         return vec![None; tensors.len()];
     }
     let total = tensors.iter().map(|t| t.nbytes()).sum();
-    let mut progress = opts.on_progress.start("hashing", total);
-    let out = tensors
-        .iter()
-        .map(|t| {
-            let h = sha256_hex(ckpt, t);
-            progress.add(t.nbytes());
-            Some(h)
-        })
-        .collect();
-    progress.finish();
+    let progress = Mutex::new(opts.on_progress.start("hashing", total));
+    // On all cores, a tensor per core at a time; progress counts finished tensors.
+    let out = pass::map(tensors, |t| t.nbytes(), pass::threads(), |t| {
+        let h = sha256_hex(ckpt, t);
+        progress.lock().unwrap_or_else(|e| e.into_inner()).add(t.nbytes());
+        Some(h)
+    });
+    progress.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
     out
 }
 

@@ -12,6 +12,7 @@ use super::norms::norm_members;
 use super::pattern::Pattern;
 use crate::dtype::DType;
 use crate::elem::{self, Losses};
+use crate::pass;
 use crate::model::{Cast, Checkpoint, Node, StorageId};
 use crate::tensor_data;
 
@@ -301,28 +302,35 @@ fn loss_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, Loss
         module_classes: Default::default(),
         names: Default::default(),
     };
-    let mut out = Vec::new();
+    // The tensors a cast applies to, each as a view of its source elements.
+    let mut casts = Vec::new();
     for t in &ckpt.tensors {
-        let Some(c) = ckpt.storage(t.storage).cast.filter(|c| c.from != c.to) else {
+        let Some(c) = ckpt.storage(t.storage).cast.filter(|c| c.from != c.to && elem::supported(c.from, c.to)) else {
             continue;
         };
-        if !elem::supported(c.from, c.to) {
-            continue;
-        }
         let mut view = t.clone();
         view.dtype = c.from;
-        source.tensors.clear();
         source.tensors.push(view);
+        casts.push((t.name.clone(), c));
+    }
+    // Every byte is read: on all cores, a tensor per core at a time.
+    let tasks: Vec<usize> = (0..casts.len()).collect();
+    let counted = pass::map(&tasks, |&i| source.tensors[i].nbytes(), pass::threads(), |&i| {
+        let c = casts[i].1;
         let mut lost = Losses::default();
-        let r = tensor_data::for_each_chunk::<crate::Error>(&source, &source.tensors[0], |bytes| {
+        tensor_data::for_each_chunk::<crate::Error>(&source, &source.tensors[i], |bytes| {
             let l = elem::losses(c.from, c.to, bytes);
             lost.overflow += l.overflow;
             lost.underflow += l.underflow;
             Ok(())
-        });
+        })
+        .map(|()| lost)
+    });
+    let mut out = Vec::new();
+    for ((name, _), r) in casts.into_iter().zip(counted) {
         match r {
-            Ok(()) if lost != Losses::default() => out.push((t.name.clone(), lost)),
-            Ok(()) => {}
+            Ok(lost) if lost != Losses::default() => out.push((name, lost)),
+            Ok(_) => {}
             Err(e) if strict => return Err(e),
             Err(_) => {}
         }
