@@ -23,7 +23,8 @@ trap 'rm -rf "$dir"' EXIT
 cargo build --release --quiet
 ckpt=$PWD/target/release/ckpt
 "$py" bench/make_gpt2_medium.py "$dir/x.pth"
-cat "$dir/x.pth" > /dev/null   # every run reads from the page cache, so they compare fairly
+"$ckpt" convert "$dir/x.pth" "$dir/x.safetensors" > /dev/null   # what `diff` compares x.pth with
+cat "$dir/x.pth" "$dir/x.safetensors" > /dev/null   # every run reads from the page cache, so they compare fairly
 
 python_route='import sys, torch, safetensors.torch as st
 sd = torch.load(sys.argv[1], weights_only=True)
@@ -38,7 +39,7 @@ for k, v in sd.items():
     fin = x[torch.isfinite(x)]
     print(k, int(torch.isnan(x).sum()), int(torch.isinf(x).sum()), *torch.aminmax(fin), fin.mean(), fin.std())'
 
-names=(cp cp_sync convert convert_sync python bf16 inspect stats hash python_stats)
+names=(cp cp_sync convert convert_sync python bf16 inspect stats check hash diff python_stats)
 run_one() {
   case $1 in
     cp) cp "$dir/x.pth" "$dir/out.copy" ;;
@@ -49,6 +50,8 @@ run_one() {
     bf16) "$ckpt" convert "$dir/x.pth" "$dir/out.safetensors" --dtype bf16 ;;
     inspect) "$ckpt" inspect "$dir/x.pth" ;;
     stats) "$ckpt" stats "$dir/x.pth" ;;
+    check) "$ckpt" check "$dir/x.pth" ;;
+    diff) "$ckpt" diff "$dir/x.pth" "$dir/x.safetensors" ;;
     hash) "$ckpt" inspect --hash "$dir/x.pth" ;;
     python_stats) "$py" -c "$python_stats" "$dir/x.pth" ;;
   esac
@@ -90,6 +93,8 @@ label = {
     "bf16": "ckpt convert ... --dtype bf16",
     "inspect": "ckpt inspect x.pth",
     "stats": "ckpt stats x.pth",
+    "check": "ckpt check x.pth",
+    "diff": "ckpt diff x.pth x.safetensors",
     "hash": "ckpt inspect --hash x.pth",
     "python_stats": "python: torch.load(mmap) + reductions",
 }
@@ -108,6 +113,9 @@ print(f"python / convert              {r('python', 'convert'):5.2f}   (target >=
 print(f"bf16 convert / python         {r('bf16', 'python'):5.2f}   (target <= 1)")
 print(f"inspect                       {med['inspect']:5.3f} s (target < 0.05; includes starting bash)")
 print(f"stats / cp                    {r('stats', 'cp'):5.2f}   (target <= 1.0)")
+print(f"check / cp                    {r('check', 'cp'):5.2f}   (target <= 1.0)")
 print(f"inspect --hash / cp           {r('hash', 'cp'):5.2f}   (target <= 1.0)")
+print(f"diff pth vs safetensors / cp  {r('diff', 'cp'):5.2f}   (target <= 1.5)")
+print(f"bf16 convert / cp             {r('bf16', 'cp'):5.2f}   (target <= 1.2)")
 print(f"python stats / stats          {r('python_stats', 'stats'):5.2f}   (target >= 5)")
 EOF
