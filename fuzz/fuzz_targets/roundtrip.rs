@@ -343,8 +343,8 @@ fn check_pth(orig: &Checkpoint, mixed_sizes: bool) {
             "pth: layout/flags of '{}'",
             a.name
         );
-        assert_eq!(orig.storage(a.storage).location, back.storage(b.storage).location, "pth: device of '{}'", a.name);
-        assert_eq!(back.storage(b.storage).byte_order, ByteOrder::Little, "pth: '{}' written big-endian", a.name);
+        assert_eq!(orig.storages[a.storage.0].location, back.storages[b.storage.0].location, "pth: device of '{}'", a.name);
+        assert_eq!(back.storages[b.storage.0].byte_order, ByteOrder::Little, "pth: '{}' written big-endian", a.name);
     }
     assert_eq!(partition(orig), partition(&back), "pth: storage sharing");
     assert_eq!(norm(&orig.root), norm(&back.root), "pth: structure");
