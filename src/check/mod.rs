@@ -186,7 +186,8 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<CheckReport> {
     let zips: Vec<&PathBuf> = ckpt.files.iter().filter(|f| is_zip_file(f)).collect();
     for file in zips {
         let source = Source::open(file)?;
-        let (found, n) = zip::check(&file.display().to_string(), source.bytes());
+        let handle = std::fs::File::open(file).map_err(|e| crate::Error::io(file, e))?;
+        let (found, n) = zip::check(&file.display().to_string(), &handle, source.bytes());
         findings.extend(found);
         records += n;
     }
@@ -201,23 +202,15 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<CheckReport> {
         }
         None => 0,
     };
-    let stats = ckpt.stats()?;
+    let (nan, inf) = crate::stats::tensors_with_nonfinite(&ckpt)?;
     let shown = path.display().to_string();
-    let names = |names: &[String]| names.join(", ");
-    let f = stats.findings();
-    if !f.nan().is_empty() {
-        findings.push(Finding::new(
-            Kind::Nan,
-            &shown,
-            format!("{} tensor(s) hold NaN: {}", f.nan().len(), names(f.nan())),
-        ));
+    if !nan.is_empty() {
+        let what = format!("{} tensor(s) hold NaN: {}", nan.len(), nan.join(", "));
+        findings.push(Finding::new(Kind::Nan, &shown, what));
     }
-    if !f.inf().is_empty() {
-        findings.push(Finding::new(
-            Kind::Inf,
-            &shown,
-            format!("{} tensor(s) hold inf: {}", f.inf().len(), names(f.inf())),
-        ));
+    if !inf.is_empty() {
+        let what = format!("{} tensor(s) hold inf: {}", inf.len(), inf.join(", "));
+        findings.push(Finding::new(Kind::Inf, &shown, what));
     }
     findings.sort_by(|a, b| (a.kind, &a.file).cmp(&(b.kind, &b.file)));
     Ok(CheckReport {

@@ -4,9 +4,11 @@
 mod findings;
 mod kernel;
 mod moments;
+mod nonfinite;
 
 pub use findings::Findings;
 pub use moments::Moments;
+pub(crate) use nonfinite::tensors_with_nonfinite;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
