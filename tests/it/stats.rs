@@ -197,6 +197,16 @@ fn tied_weights_are_not_reported_as_identical_copies() {
     );
 }
 
+/// The tensor names of a `stats --json` report, in its order.
+fn tensor_names(report: &Json) -> Vec<&str> {
+    report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect()
+}
+
 fn ckpt_cmd() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("ckpt").expect("binary builds")
 }
@@ -208,12 +218,7 @@ fn cli_json_carries_the_numbers_and_findings_and_exits_0() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Json = serde_json::from_slice(&out.stdout).expect("JSON");
     let ckpt = ckpt::open(&path).expect("planted.pth");
-    let names: Vec<&str> = report["tensors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = tensor_names(&report);
     assert_eq!(names, ckpt.tensors().map(|t| t.name()).collect::<Vec<_>>());
     let stats = ckpt.stats().unwrap();
     assert_eq!(
@@ -244,12 +249,7 @@ fn cli_filter_narrows_and_a_filter_matching_nothing_is_an_error() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(0));
     let report: Json = serde_json::from_slice(&out.stdout).expect("JSON");
-    let names: Vec<&str> = report["tensors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = tensor_names(&report);
     assert_eq!(names, ["fc3.weight", "fc3.bias"]);
     let out = ckpt_cmd()
         .args(["stats", "--filter", "nosuch.*"])
