@@ -179,6 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let report = transform::rename_regex(&mut ckpt, &rename_rules).map_err(|e| anyhow!("--rename: {e}"))?;
         did(&mut record, &report, json);
     }
+    let mut cast_to = None;
     if let Some(to) = dtype {
         let names = ckpt.tensors.iter().map(|t| t.name.as_str());
         transform::pattern::require_matches(&keep.patterns, names.clone())?;
@@ -189,7 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         let report = transform::cast(&mut ckpt, to, &keep);
-        check_losses(&ckpt, to, args.allow_overflow, args.allow_underflow)?;
+        cast_to = Some(to);
         for action in cast_actions(&report) {
             did(&mut record, action, json);
         }
@@ -200,7 +201,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let report = transform::set_device(&mut ckpt, rule);
         did(&mut record, &report, json);
     }
-    output.write(&ckpt, &mut record)?;
+    // What the cast loses is counted while the output is written (both read every byte); a
+    // refused cast renames nothing into place.
+    let (allow_overflow, allow_underflow) = (args.allow_overflow, args.allow_underflow);
+    match cast_to {
+        Some(to) => output.write_gated(&ckpt, &mut record, || {
+            check_losses(&ckpt, to, allow_overflow, allow_underflow)
+        })?,
+        None => output.write(&ckpt, &mut record)?,
+    }
     finish(&record, json, "convert", &args.input)?;
     #[cfg(feature = "tch")]
     if let Some(device) = verify_device {

@@ -98,7 +98,18 @@ impl Output {
 
     /// Writes the checkpoint and adds what was written to `record`.
     pub fn write(&self, ckpt: &Checkpoint, record: &mut Record) -> anyhow::Result<()> {
-        let report = write::write(ckpt, &self.path, &self.options)?;
+        self.write_gated(ckpt, record, || Ok(()))
+    }
+
+    /// [`Output::write`], renaming the output into place only if `gate`, run alongside the
+    /// write, returns Ok (see `write::write_gated`).
+    pub fn write_gated(
+        &self,
+        ckpt: &Checkpoint,
+        record: &mut Record,
+        gate: impl FnOnce() -> anyhow::Result<()> + Send,
+    ) -> anyhow::Result<()> {
+        let report = write::write_gated(ckpt, &self.path, &self.options, gate)?;
         record.written = Some(Written {
             format: self.options.format,
             report,

@@ -181,6 +181,56 @@ pub fn write_text(inputs: &[&Path], out: &Path, text: &str, force: bool, always_
 /// `out`); [`Error::Io`] when an input cannot be read; [`Error::Unwritable`] for a tensor the
 /// format cannot hold (a .pth with extra metadata, a dtype safetensors lacks).
 pub fn write(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions) -> Result<WriteReport> {
+    write_impl(ckpt, out, opts, &mut || Ok(()))
+}
+
+/// [`write()`], with `gate` run on another thread while the output is written: the output is
+/// renamed into place only if the gate returns Ok, else the gate's error is returned and nothing
+/// is left. For a check that reads every byte (what a cast loses), which then costs no time of
+/// its own.
+#[cfg(feature = "cli")]
+pub(crate) fn write_gated<E>(
+    ckpt: &Checkpoint,
+    out: &Path,
+    opts: &WriteOptions,
+    gate: impl FnOnce() -> std::result::Result<(), E> + Send,
+) -> std::result::Result<WriteReport, E>
+where
+    E: From<Error> + Send,
+{
+    std::thread::scope(|scope| {
+        let mut verdict = Some(scope.spawn(gate));
+        let mut refused = None;
+        let written = write_impl(ckpt, out, opts, &mut || {
+            let Some(handle) = verdict.take() else { return Ok(()) };
+            match handle.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => {
+                    refused = Some(e);
+                    // Stops the write before its rename; the gate's own error is returned.
+                    Err(Error::Write {
+                        path: out.into(),
+                        source: std::io::Error::other("refused by a check"),
+                    })
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        match (written, refused) {
+            (_, Some(e)) => Err(e),
+            (r, None) => r.map_err(E::from),
+        }
+    })
+}
+
+/// The writing, with `ready` called just before outputs are renamed into place: its error
+/// stops the write and leaves nothing.
+fn write_impl(
+    ckpt: &Checkpoint,
+    out: &Path,
+    opts: &WriteOptions,
+    ready: &mut dyn FnMut() -> Result<()>,
+) -> Result<WriteReport> {
     let inputs = input_paths(ckpt);
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     if opts.format == OutFormat::Pth && !opts.metadata.is_empty() {
@@ -199,7 +249,7 @@ pub fn write(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions) -> Result<Write
     }
     let layout = &pth::PthLayout { force_zip64: opts.force_zip64 };
     if let Some(layout) = shard::Layout::for_output(out, opts) {
-        return shard::write_sharded(ckpt, &layout, opts, &inputs);
+        return shard::write_sharded(ckpt, &layout, opts, &inputs, ready);
     }
     check_output(&inputs, out, opts.force)?;
     let mut reader = DataReader::new();
@@ -216,6 +266,7 @@ pub fn write(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions) -> Result<Write
             let ctx = WriteCtx::new(&mut f, &mut reader, &mut progress);
             let bytes = safetensors::write_file(ckpt, &sel.tensors, &meta, ctx)?;
             progress.finish();
+            ready()?;
             let path = f.commit(opts.force)?;
             Ok(WriteReport {
                 files: vec![path],
@@ -231,6 +282,7 @@ pub fn write(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions) -> Result<Write
             let ctx = WriteCtx::new(&mut f, &mut reader, &mut progress);
             let bytes = pth::write_archive(ckpt, root, &pth::prefix_for(out), layout, ctx)?;
             progress.finish();
+            ready()?;
             let path = f.commit(opts.force)?;
             Ok(WriteReport {
                 files: vec![path],

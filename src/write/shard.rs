@@ -249,6 +249,7 @@ pub(crate) fn write_sharded(
     layout: &Layout,
     opts: &WriteOptions,
     inputs: &[&Path],
+    ready: &mut dyn FnMut() -> Result<()>,
 ) -> Result<WriteReport> {
     unique_names(ckpt)?;
     let (units, selection) = match opts.format {
@@ -290,7 +291,7 @@ pub(crate) fn write_sharded(
         index: index.as_deref(),
         selection: selection.as_ref(),
     };
-    let result = write_files(ckpt, opts, &planned);
+    let result = write_files(ckpt, opts, &planned, ready);
     if result.is_err() && created_dir {
         let _ = std::fs::remove_dir(&layout.dir);
     }
@@ -328,7 +329,12 @@ fn shard_metadata(
     meta
 }
 
-fn write_files(ckpt: &Checkpoint, opts: &WriteOptions, planned: &Planned) -> Result<WriteReport> {
+fn write_files(
+    ckpt: &Checkpoint,
+    opts: &WriteOptions,
+    planned: &Planned,
+    ready: &mut dyn FnMut() -> Result<()>,
+) -> Result<WriteReport> {
     let mut reader = DataReader::new();
     let roots: Vec<Node> = planned
         .shards
@@ -377,6 +383,7 @@ fn write_files(ckpt: &Checkpoint, opts: &WriteOptions, planned: &Planned) -> Res
         set.add(f);
     }
     progress.finish();
+    ready()?;
     let files = set.commit(opts.force)?;
     let tensors = planned.shards.iter().map(Vec::len).sum();
     let deduplicated = planned.selection.map(|sel| sel.dropped.clone()).unwrap_or_default();

@@ -334,6 +334,31 @@ fn convert_refuses_a_cast_that_overflows() {
 }
 
 #[test]
+fn a_refused_cast_leaves_an_existing_output_and_the_directory_as_they_were() {
+    // The loss count runs alongside the write: the refusal must still come before any rename.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("half.pth"), b"an earlier output").unwrap();
+    let listing = |d: &std::path::Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        v.sort();
+        v
+    };
+    let before = listing(dir.path());
+    for out in ["half.pth", "shards"] {
+        run_in(
+            dir.path(),
+            &["convert", &fixture("dtypes.pth"), out, "--dtype", "f16", "--force"],
+        )
+        .code(2);
+        assert_eq!(listing(dir.path()), before, "{out}: something was left or removed");
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("half.pth")).unwrap(),
+        b"an earlier output"
+    );
+}
+
+#[test]
 fn drop_layers_removes_a_module_and_refuses_typos() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_in(
