@@ -14,8 +14,10 @@
 //! `ndarray` feature, as an array (`TensorRef::to_ndarray`, zero-copy `view_ndarray`). The
 //! other way, [`CheckpointBuilder`] makes a checkpoint of named slices (or ndarray arrays) that
 //! [`write()`] saves as a .pth or safetensors file; [`scan_path`] judges what loading a file
-//! with Python would run, without loading it. Every failure is an [`Error`]. This is the
-//! README's example:
+//! with Python would run, without loading it. [`TensorRef::stats`] and [`Checkpoint::stats`]
+//! give the numbers of one tensor or all (NaN and inf counts, min, max, mean, std, norm; see
+//! [`stats`]), and [`check::check`] says whether a file is sound (zip CRCs, shard sizes, a
+//! SHA-256 manifest, NaN and inf). Every failure is an [`Error`]. This is the README's example:
 //!
 //! ```
 //! use ckpt::{write, OutFormat, WriteOptions};
