@@ -183,9 +183,11 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<CheckReport> {
     let ckpt = crate::read::open(path)?;
     let mut findings = Vec::new();
     let mut records = 0;
-    let zips: Vec<&PathBuf> = ckpt.files.iter().filter(|f| is_zip_file(f)).collect();
-    for file in zips {
+    for file in &ckpt.files {
         let source = Source::open(file)?;
+        if !crate::container::zip::is_zip(source.bytes()) {
+            continue;
+        }
         let handle = std::fs::File::open(file).map_err(|e| crate::Error::io(file, e))?;
         let (found, n) = zip::check(&file.display().to_string(), &handle, source.bytes());
         findings.extend(found);
@@ -220,10 +222,6 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<CheckReport> {
         files: ckpt.files.clone(),
         hashed,
     })
-}
-
-fn is_zip_file(path: &Path) -> bool {
-    Source::open(path).is_ok_and(|s| crate::container::zip::is_zip(s.bytes()))
 }
 
 /// The index's `metadata.total_size` against the bytes its tensors hold: with shared storages

@@ -3,6 +3,8 @@
 //! and tensors with identical contents that are not the same storage (a copy where a tie was
 //! meant, or a layer that was never trained).
 
+use std::collections::HashMap;
+
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::model::Checkpoint;
@@ -95,7 +97,10 @@ pub(crate) fn findings(ckpt: &Checkpoint, tensors: &[TensorRef<'_>], stats: &[Te
 /// Groups of untied tensors with equal contents. Equal contents give bit-equal statistics, so
 /// only tensors whose dtype, shape and statistics all agree are hashed to confirm.
 fn identical(ckpt: &Checkpoint, tensors: &[TensorRef<'_>], stats: &[TensorStats]) -> Result<Vec<Vec<String>>> {
+    // Grouped by dtype, shape and the statistics' bits: a lookup per tensor, not a scan of
+    // the groups so far (a checkpoint may hold 100k tensors).
     let mut candidates: Vec<Vec<usize>> = Vec::new();
+    let mut group_of: HashMap<(DType, &[u64], String), usize> = HashMap::new();
     for i in 0..tensors.len() {
         let v = stats[i].values();
         let constant =
@@ -103,12 +108,14 @@ fn identical(ckpt: &Checkpoint, tensors: &[TensorRef<'_>], stats: &[TensorStats]
         if tensors[i].numel() == 0 || constant {
             continue;
         }
-        let same = |&j: &usize| {
-            tensors[j].dtype() == tensors[i].dtype() && tensors[j].shape() == tensors[i].shape() && stats[j] == stats[i]
-        };
-        match candidates.iter_mut().find(|g| same(&g[0])) {
-            Some(g) => g.push(i),
-            None => candidates.push(vec![i]),
+        // Equal statistics print equal (`{:?}` of an f64 is its exact shortest form).
+        let key = (tensors[i].dtype(), tensors[i].shape(), format!("{:?}", stats[i]));
+        match group_of.get(&key) {
+            Some(&g) => candidates[g].push(i),
+            None => {
+                group_of.insert(key, candidates.len());
+                candidates.push(vec![i]);
+            }
         }
     }
     let mut groups = Vec::new();
