@@ -398,7 +398,7 @@ fn zip_bombs_are_refused_before_inflating() {
     // Unreadable, so scan_path reports it as an error (exit 2), saying why.
     let err = scan::scan_path(&path, &ReadLimits::default()).unwrap_err().to_string();
     assert!(err.contains("justify"), "{err}");
-    assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());
+    assert!(start.elapsed().as_secs() < 10, "took {:?}", start.elapsed());
 }
 
 #[test]

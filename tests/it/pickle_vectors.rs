@@ -789,7 +789,7 @@ fn nested_marks_200k_are_rejected_by_max_marks_quickly() {
     data.push(b'.');
     let start = Instant::now();
     let e = load_err(&data, &Limits::default());
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
     // The 100 001st MARK (at offset 100 000) is the one refused.
     assert_eq!(
         e,

@@ -616,5 +616,5 @@ fn a_safetensors_header_larger_than_its_data_justifies_is_not_parsed_by_scan_eit
     let start = std::time::Instant::now();
     let err = scan_bytes("big.safetensors", &bytes).unwrap_err();
     assert!(err.contains("header of"), "{err}");
-    assert!(start.elapsed().as_secs() < 2, "took {:?}", start.elapsed());
+    assert!(start.elapsed().as_secs() < 10, "took {:?}", start.elapsed());
 }
