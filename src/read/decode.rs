@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::{Key, Node, StorageId, Tensor, TensorIdx};
+use crate::model::{Key, Module, Node, StorageId, Tensor, TensorIdx};
 use crate::pickle::{Global, Heap, Instance, Obj, ObjId, Value};
 use crate::read::script::{ScriptClass, ScriptClasses};
 
@@ -87,6 +87,8 @@ pub struct Decoded {
     /// The class of every nn.Module object with tensors of its own, by its path as tensor names
     /// spell it.
     pub module_classes: BTreeMap<String, String>,
+    /// Every module object, with its class and plain attributes, in `named_modules()` order.
+    pub modules: Vec<Module>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +121,7 @@ pub struct Decoder<'a> {
     modules: usize,
     saw_module: bool,
     module_classes: BTreeMap<String, String>,
+    module_objects: Vec<Module>,
 }
 
 const REBUILD_FUNCS: [&str; 6] = [
@@ -203,6 +206,7 @@ impl<'a> Decoder<'a> {
             modules: 0,
             saw_module: false,
             module_classes: BTreeMap::new(),
+            module_objects: Vec::new(),
         }
     }
 
@@ -248,6 +252,7 @@ impl<'a> Decoder<'a> {
             saw_module: self.saw_module,
             notes: self.notes,
             module_classes: self.module_classes,
+            modules: self.module_objects,
         })
     }
 
@@ -658,6 +663,7 @@ impl<'a> Decoder<'a> {
                 self.limits.max_modules
             )));
         }
+        self.record_module(inst)?;
         let steps = self.module_steps(inst, &prefix);
         let module = ModuleFrame {
             inst,
@@ -804,6 +810,82 @@ impl<'a> Decoder<'a> {
                 self.module_classes.insert(self.place.join("."), class.dotted());
             }
         }
+    }
+
+    /// Records a module object as it is entered (so in `named_modules()` order): its path, its
+    /// class, and its attributes of plain values; for TorchScript also its class constants,
+    /// which the archive's code holds. Every value kept counts against the decoding limits,
+    /// like any other node: a hostile graph sharing one big state among many modules stops.
+    fn record_module(&mut self, inst: &'a Instance) -> Result<()> {
+        let heap = self.heap;
+        let global = self.callee(inst);
+        let class = global.map_or_else(|| "<unknown class>".to_string(), Global::dotted);
+        self.count(class.len())?;
+        let state = inst.state.as_ref().and_then(|s| dict_pairs(heap, s)).unwrap_or_default();
+        let mut attributes = Vec::new();
+        for (name, v) in named(&state) {
+            // Underscored names are nn.Module's own bookkeeping (_parameters, hooks...).
+            if name.starts_with('_') {
+                continue;
+            }
+            if let Some(node) = self.plain(&v, 0)? {
+                self.count(name.len())?;
+                attributes.push((name, node));
+            }
+        }
+        let script = global.and_then(|g| self.script.and_then(|s| s.get(&g.dotted())));
+        for (name, node) in script.map(|c| c.constants.as_slice()).unwrap_or_default() {
+            self.count(name.len())?;
+            attributes.push((name.clone(), node.clone()));
+        }
+        self.module_objects.push(Module {
+            path: self.place.join("."),
+            class,
+            attributes,
+        });
+        Ok(())
+    }
+
+    /// A plain value (a number, bool, string, None, or a tuple or list of them) as a node; None
+    /// for anything else (tensors, objects, dicts).
+    fn plain(&mut self, v: &Value, depth: usize) -> Result<Option<Node>> {
+        const MAX_PLAIN_DEPTH: usize = 8;
+        const MAX_PLAIN_ITEMS: usize = 64;
+        let node = match v {
+            Value::None => Node::None,
+            Value::Bool(b) => Node::Bool(*b),
+            Value::Int(i) => Node::Int(*i),
+            Value::Float(f) => Node::Float(*f),
+            Value::Str(s) => {
+                self.count(s.len())?;
+                return Ok(Some(Node::Str(s.to_string())));
+            }
+            Value::Obj(_) if depth < MAX_PLAIN_DEPTH => {
+                let (items, tuple) = match self.heap.obj(v) {
+                    Some(Obj::Tuple(items)) => (items, true),
+                    Some(Obj::List(items)) => (items, false),
+                    _ => return Ok(None),
+                };
+                if items.len() > MAX_PLAIN_ITEMS {
+                    return Ok(None);
+                }
+                let mut nodes = Vec::with_capacity(items.len());
+                for item in items {
+                    match self.plain(item, depth + 1)? {
+                        Some(node) => nodes.push(node),
+                        None => return Ok(None),
+                    }
+                }
+                if tuple {
+                    Node::Tuple(nodes)
+                } else {
+                    Node::List(nodes)
+                }
+            }
+            _ => return Ok(None),
+        };
+        self.count(0)?;
+        Ok(Some(node))
     }
 
     fn new_tensor(&mut self, spec: TensorSpec) -> Node {
