@@ -166,8 +166,9 @@ pub fn modules_json(ckpt: &Checkpoint, depth: Option<usize>) -> (Json, Json) {
     (Json::Array(modules), Json::Array(repeats))
 }
 
-fn dropout_text(d: &Dropout) -> String {
-    let p = d.p.map_or_else(|| "? (not in the file)".to_string(), python_float);
+/// A known rate, and where it applies unless it is a Dropout module's.
+fn dropout_text(d: &Dropout, p: f64) -> String {
+    let p = python_float(p);
     match d.kind {
         DropoutKind::Module => p,
         DropoutKind::BetweenLayers => format!("{p} ({} {}, between layers)", d.class, d.module),
@@ -175,8 +176,8 @@ fn dropout_text(d: &Dropout) -> String {
     }
 }
 
-/// "3 modules, p = 0.5, 0.5, 0.1" for a file of module objects; None for a file of tensors,
-/// which cannot say.
+/// "3 modules, p = 0.5, 0.5, 0.1" for a file of module objects (three or more equal rates in a
+/// row as "0.1 ×6"); None for a file of tensors, which cannot say.
 pub fn dropout_line(ckpt: &Checkpoint) -> Option<String> {
     if ckpt.modules.is_empty() {
         return None;
@@ -185,12 +186,34 @@ pub fn dropout_line(ckpt: &Checkpoint) -> Option<String> {
     if rates.is_empty() {
         return Some("no dropout modules".into());
     }
-    Some(format!(
-        "{} module{}, p = {}",
-        rates.len(),
-        if rates.len() == 1 { "" } else { "s" },
-        rates.iter().map(dropout_text).collect::<Vec<_>>().join(", ")
-    ))
+    let mut texts: Vec<(String, usize)> = Vec::new();
+    for d in &rates {
+        let Some(p) = d.p else { continue };
+        let text = dropout_text(d, p);
+        match texts.last_mut() {
+            Some((last, n)) if *last == text => *n += 1,
+            _ => texts.push((text, 1)),
+        }
+    }
+    let mut shown: Vec<String> = Vec::new();
+    for (text, n) in texts {
+        if n >= 3 {
+            shown.push(format!("{text} ×{n}"));
+        } else {
+            shown.extend(std::iter::repeat_n(text, n));
+        }
+    }
+    let unknown = rates.iter().filter(|d| d.p.is_none()).count();
+    let mut line = format!("{} module{}", rates.len(), if rates.len() == 1 { "" } else { "s" });
+    if !shown.is_empty() {
+        line.push_str(&format!(", p = {}", shown.join(", ")));
+    }
+    if unknown > 0 {
+        line.push_str(&format!(
+            "; {unknown} without p in the file (a traced TorchScript module keeps no constants)"
+        ));
+    }
+    Some(line)
 }
 
 /// The dropout rates as JSON: a list for a file of module objects, null for a file of tensors.

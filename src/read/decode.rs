@@ -822,10 +822,14 @@ impl<'a> Decoder<'a> {
         let class = global.map_or_else(|| "<unknown class>".to_string(), Global::dotted);
         self.count(class.len())?;
         let state = inst.state.as_ref().and_then(|s| dict_pairs(heap, s)).unwrap_or_default();
+        let script = global.and_then(|g| self.script.and_then(|s| s.get(&g.dotted())));
         let mut attributes = Vec::new();
         for (name, v) in named(&state) {
-            // Underscored names are nn.Module's own bookkeeping (_parameters, hooks...).
-            if name.starts_with('_') {
+            // Underscored names are nn.Module's own bookkeeping (_parameters, hooks...). A
+            // TorchScript module holds its parameters and buffers among its attributes, an
+            // absent one (a Linear without bias) as None.
+            let tensor_slot = script.is_some_and(|c| c.parameters.contains(&name) || c.buffers.contains(&name));
+            if name.starts_with('_') || tensor_slot {
                 continue;
             }
             if let Some(node) = self.plain(&v, 0)? {
@@ -833,7 +837,6 @@ impl<'a> Decoder<'a> {
                 attributes.push((name, node));
             }
         }
-        let script = global.and_then(|g| self.script.and_then(|s| s.get(&g.dotted())));
         for (name, node) in script.map(|c| c.constants.as_slice()).unwrap_or_default() {
             self.count(name.len())?;
             attributes.push((name.clone(), node.clone()));
@@ -861,9 +864,37 @@ impl<'a> Decoder<'a> {
                 return Ok(Some(Node::Str(s.to_string())));
             }
             Value::Obj(_) if depth < MAX_PLAIN_DEPTH => {
-                let (items, tuple) = match self.heap.obj(v) {
-                    Some(Obj::Tuple(items)) => (items, true),
-                    Some(Obj::List(items)) => (items, false),
+                let heap = self.heap;
+                let (items, tuple) = match heap.obj(v) {
+                    Some(Obj::Tuple(items)) => (items.as_slice(), true),
+                    Some(Obj::List(items)) => (items.as_slice(), false),
+                    Some(Obj::Instance(inst)) => {
+                        let Some(g) = self.callee(inst) else { return Ok(None) };
+                        let arg = heap.tuple(&inst.args).and_then(|a| a.first());
+                        let items = match (g.module.as_str(), g.name.as_str()) {
+                            // torch.Size is a tuple, pickled as `torch.Size((4, 3))`.
+                            ("torch", "Size") => arg.and_then(|a| heap.tuple(a)).map(|t| (t, true)),
+                            // TorchScript pickles a typed list as `build_intlist([1, 2])`...
+                            ("torch.jit._pickle", "build_intlist" | "build_floatlist" | "build_boollist" | "build_doublelist") => {
+                                match arg.and_then(|a| heap.obj(a)) {
+                                    Some(Obj::List(items)) => Some((items.as_slice(), false)),
+                                    _ => None,
+                                }
+                            }
+                            // ...and other containers with their type: `restore_type_tag(value, type)`.
+                            ("torch.jit._pickle", "restore_type_tag") => {
+                                return match arg {
+                                    Some(a) => self.plain(a, depth + 1),
+                                    None => Ok(None),
+                                };
+                            }
+                            _ => None,
+                        };
+                        match items {
+                            Some(items) => items,
+                            None => return Ok(None),
+                        }
+                    }
                     _ => return Ok(None),
                 };
                 if items.len() > MAX_PLAIN_ITEMS {
