@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value as Json};
 
-use crate::architecture::{dropout_rates, last_name, torch_class, Dropout, DropoutKind, ModuleTree};
+use crate::architecture::{dropout_rates, last_name, torch_class, DropoutKind, ModuleTree};
 use crate::model::{Checkpoint, Module, Node};
 use crate::read::flatten::to_json;
 
@@ -166,48 +166,55 @@ pub fn modules_json(ckpt: &Checkpoint, depth: Option<usize>) -> (Json, Json) {
     (Json::Array(modules), Json::Array(repeats))
 }
 
-/// A known rate, and where it applies unless it is a Dropout module's.
-fn dropout_text(d: &Dropout, p: f64) -> String {
-    let p = python_float(p);
-    match d.kind {
-        DropoutKind::Module => p,
-        DropoutKind::BetweenLayers => format!("{p} ({} {}, between layers)", d.class, d.module),
-        DropoutKind::Attention => format!("{p} ({} {}, on attention weights)", d.class, d.module),
-    }
-}
-
-/// "3 modules, p = 0.5, 0.5, 0.1" for a file of module objects (three or more equal rates in a
-/// row as "0.1 ×6"); None for a file of tensors, which cannot say.
-pub fn dropout_line(ckpt: &Checkpoint) -> Option<String> {
-    if ckpt.modules.is_empty() {
-        return None;
-    }
-    let rates = dropout_rates(ckpt);
-    if rates.is_empty() {
-        return Some("no dropout modules".into());
-    }
-    let mut texts: Vec<(String, usize)> = Vec::new();
-    for d in &rates {
-        let Some(p) = d.p else { continue };
-        let text = dropout_text(d, p);
-        match texts.last_mut() {
+/// Rates in order, three or more equal ones in a row as "0.1 ×6".
+fn compressed(texts: impl Iterator<Item = String>) -> String {
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for text in texts {
+        match runs.last_mut() {
             Some((last, n)) if *last == text => *n += 1,
-            _ => texts.push((text, 1)),
+            _ => runs.push((text, 1)),
         }
     }
     let mut shown: Vec<String> = Vec::new();
-    for (text, n) in texts {
+    for (text, n) in runs {
         if n >= 3 {
             shown.push(format!("{text} ×{n}"));
         } else {
             shown.extend(std::iter::repeat_n(text, n));
         }
     }
-    let unknown = rates.iter().filter(|d| d.p.is_none()).count();
-    let mut line = format!("{} module{}", rates.len(), if rates.len() == 1 { "" } else { "s" });
-    if !shown.is_empty() {
-        line.push_str(&format!(", p = {}", shown.join(", ")));
+    shown.join(", ")
+}
+
+/// "3 modules, p = 0.5, 0.5, 0.1" for a file of module objects, then the rates recurrent and
+/// attention modules apply inside themselves, and how many rates the file does not hold; None
+/// for a file of tensors, which cannot say.
+pub fn dropout_line(ckpt: &Checkpoint) -> Option<String> {
+    if ckpt.modules.is_empty() {
+        return None;
     }
+    let rates = dropout_rates(ckpt);
+    let of = |kind: DropoutKind| rates.iter().filter(move |d| d.kind == kind);
+    let modules = of(DropoutKind::Module).count();
+    let mut line = match modules {
+        0 => "no dropout modules".to_string(),
+        1 => "1 module".to_string(),
+        n => format!("{n} modules"),
+    };
+    let known = |kind| of(kind).filter_map(|d| d.p).map(python_float);
+    if known(DropoutKind::Module).next().is_some() {
+        line.push_str(&format!(", p = {}", compressed(known(DropoutKind::Module))));
+    }
+    let between: Vec<String> = of(DropoutKind::BetweenLayers)
+        .filter_map(|d| d.p.map(|p| format!("{} ({} {})", python_float(p), d.class, d.module)))
+        .collect();
+    if !between.is_empty() {
+        line.push_str(&format!("; between recurrent layers: {}", between.join(", ")));
+    }
+    if known(DropoutKind::Attention).next().is_some() {
+        line.push_str(&format!("; on attention weights: {}", compressed(known(DropoutKind::Attention))));
+    }
+    let unknown = rates.iter().filter(|d| d.p.is_none()).count();
     if unknown > 0 {
         line.push_str(&format!(
             "; {unknown} without p in the file (a traced TorchScript module keeps no constants)"
