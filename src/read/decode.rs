@@ -841,8 +841,11 @@ impl<'a> Decoder<'a> {
             self.count(name.len())?;
             attributes.push((name.clone(), node.clone()));
         }
+        let path = self.place.join(".");
+        // Paths repeat their parents' names: counted, a deep model of long names stops.
+        self.count(path.len())?;
         self.module_objects.push(Module {
-            path: self.place.join("."),
+            path,
             class,
             attributes,
         });
@@ -1818,5 +1821,64 @@ I0\n(I2\ntp3\n(I1\ntp4\nI00\nccollections\nOrderedDict\np5\n(tRp6\ntp7\nRp8\ns."
             (t.shape.as_slice(), t.stride.as_slice()),
             (&[2u64, 3][..], &[3u64, 1][..])
         );
+    }
+
+    #[test]
+    fn a_module_keeps_its_plain_attributes_in_order_and_leaves_out_the_rest() {
+        let nested = [b"(".repeat(10), b"I1\n".to_vec(), b"t".repeat(10)].concat();
+        let long = [b"(".to_vec(), b"I1\n".repeat(65), b"t".to_vec()].concat();
+        let child = [&b"c__main__\nLeaf\n)R}("[..], &text("_parameters"), b"}", &text("_modules"), b"}ub"].concat();
+        let pickle = [
+            &b"c__main__\nNet\n)R}("[..],
+            &text("training"),
+            b"I00\n",
+            &text("_parameters"),
+            b"}",
+            &text("_modules"),
+            b"}(",
+            &text("leaf"),
+            &child,
+            b"u",
+            &text("p"),
+            b"F0.25\n",
+            &text("_hidden"),
+            b"I3\n",
+            &text("shape"),
+            b"ctorch\nSize\n((I4\nI3\nttR",
+            &text("dims"),
+            b"(I1\n(I2\nI3\ntl",
+            &text("name"),
+            &text("gate"),
+            &text("none"),
+            b"N",
+            &text("nested"),
+            &nested,
+            &text("long"),
+            &long,
+            &text("obj"),
+            b"cfoo\nBar\n)R",
+            b"ub.",
+        ]
+        .concat();
+        let decoded = decode(&pickle).expect("decodes");
+        let paths: Vec<(&str, &str)> = decoded.modules.iter().map(|m| (m.path.as_str(), m.class.as_str())).collect();
+        assert_eq!(paths, vec![("", "__main__.Net"), ("leaf", "__main__.Leaf")]);
+        let tuple = |items: Vec<Node>| Node::Tuple(items);
+        assert_eq!(
+            decoded.modules[0].attributes,
+            vec![
+                ("training".to_string(), Node::Bool(false)),
+                ("p".to_string(), Node::Float(0.25)),
+                ("shape".to_string(), tuple(vec![Node::Int(4), Node::Int(3)])),
+                (
+                    "dims".to_string(),
+                    Node::List(vec![Node::Int(1), tuple(vec![Node::Int(2), Node::Int(3)])])
+                ),
+                ("name".to_string(), Node::Str("gate".into())),
+                ("none".to_string(), Node::None),
+            ],
+            "underscored names, tuples nested deeper than 8 or longer than 64, and objects are left out"
+        );
+        assert!(decoded.modules[1].attributes.is_empty());
     }
 }
