@@ -336,8 +336,9 @@ fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hashes: &[Option<String>]) -> S
 const MAX_TREE_DEPTH: usize = 64;
 
 /// Tensors grouped by module prefix, with the parameter count of every module (as the `params`
-/// line counts: parameters only, tied ones once); lines more than `depth` levels below "(all)"
-/// left out (their counts are in the lines above).
+/// line counts: parameters only, tied ones once) and, for a whole model or TorchScript archive,
+/// its class; lines more than `depth` levels below "(all)" left out (their counts are in the
+/// lines above).
 fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor], depth: Option<usize>) -> String {
     #[derive(Default)]
     struct Module<'a> {
@@ -348,6 +349,7 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor], depth: Option<usize>) -> 
     }
     let mut modules: Vec<Module> = vec![Module::default()];
     let mut names: Vec<String> = vec!["(all)".into()];
+    let mut paths: Vec<String> = vec![String::new()];
     let counted = counted_parameters(ckpt, tensors.iter().copied());
     for (t, counted) in tensors.iter().zip(counted) {
         let numel = if counted { t.numel() } else { 0 };
@@ -362,6 +364,10 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor], depth: Option<usize>) -> 
                     let i = modules.len();
                     modules.push(Module::default());
                     names.push(part.to_string());
+                    paths.push(match paths[cur].as_str() {
+                        "" => part.to_string(),
+                        parent => format!("{parent}.{part}"),
+                    });
                     modules[cur].index.insert(part.to_string(), i);
                     modules[cur].children.push(part.to_string());
                     i
@@ -377,6 +383,9 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor], depth: Option<usize>) -> 
         ckpt: &'m Checkpoint,
         modules: &'m [Module<'a>],
         names: &'m [String],
+        paths: &'m [String],
+        /// The class name (`Conv2d`) of each module path the file holds a module object for.
+        classes: HashMap<&'m str, &'m str>,
         max_depth: Option<usize>,
     }
     fn show(out: &mut String, view: &Shown, i: usize, depth: usize) {
@@ -394,9 +403,14 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor], depth: Option<usize>) -> 
                 ""
             }
         };
+        let class = view
+            .classes
+            .get(view.paths[i].as_str())
+            .map(|c| format!("  {c}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:indent$}{}  {} params{frozen}",
+            "{:indent$}{}  {} params{frozen}{class}",
             "",
             names[i],
             grouped(m.params),
@@ -431,6 +445,12 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor], depth: Option<usize>) -> 
         ckpt,
         modules: &modules,
         names: &names,
+        paths: &paths,
+        classes: ckpt
+            .modules
+            .iter()
+            .map(|m| (m.path.as_str(), crate::architecture::last_name(&m.class)))
+            .collect(),
         max_depth: depth,
     };
     show(&mut out, &view, 0, 0);

@@ -276,3 +276,42 @@ fn depth_without_a_tree_is_an_error_and_limits_the_tensor_tree() {
         );
     }
 }
+
+#[test]
+fn the_tensor_tree_names_each_module_class() {
+    for (name, want) in fixtures() {
+        let text = inspect_text(&["--tree", &path(&name)]);
+        let tree: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("(all)")).collect();
+        let tensors = inspect_json(&["--json", &path(&name)]);
+        let names: Vec<&str> = array(&tensors["tensors"])
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        let mut checked = 0;
+        for m in array(&want["modules"]) {
+            let module = m["path"].as_str().unwrap();
+            let holds_tensors = names
+                .iter()
+                .any(|n| module.is_empty() || n.starts_with(&format!("{module}.")));
+            if !holds_tensors {
+                continue; // the tensor tree has no line for a module without tensors
+            }
+            let class = m["class"].as_str().unwrap().rsplit('.').next().unwrap();
+            let (indent, label) = match module {
+                "" => (String::new(), "(all)".to_string()),
+                p => (
+                    "  ".repeat(p.split('.').count()),
+                    p.rsplit('.').next().unwrap().to_string(),
+                ),
+            };
+            let head = format!("{indent}{label}  ");
+            assert!(
+                tree.iter()
+                    .any(|l| l.starts_with(&head) && l.ends_with(&format!("  {class}"))),
+                "{name}: no line '{head}... {class}' in\n{text}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10, "{name}: {checked} modules checked");
+    }
+}
