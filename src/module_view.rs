@@ -83,10 +83,10 @@ pub fn modules_text(ckpt: &Checkpoint, depth: Option<usize>) -> String {
         out,
         "modules   {}{}",
         tree.modules.len(),
-        if repeats > 0 {
-            format!(" ({repeats} run(s) of identical blocks shown once)")
-        } else {
-            String::new()
+        match repeats {
+            0 => String::new(),
+            1 => " (1 run of identical blocks shown once)".to_string(),
+            n => format!(" ({n} runs of identical blocks, each shown once)"),
         }
     );
     // An explicit stack (module run, indentation): models nest as deep as the reader allows.
