@@ -80,6 +80,7 @@ impl CheckpointBuilder {
             origin: Origin::Data,
             files: Vec::new(),
             module_classes: Default::default(),
+            modules: Vec::new(),
             names: Default::default(),
         }
     }

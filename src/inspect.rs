@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use serde_json::{json, Value as Json};
 
 use crate::model::{Checkpoint, Format, Origin, Tensor};
+use crate::module_view;
 use crate::pass;
 use crate::tensor_data::sha256_hex;
 use crate::transform::params::{census, counted_parameters, Census, Count};
@@ -22,6 +23,10 @@ pub struct InspectOptions {
     pub filter: Option<crate::transform::Pattern>,
     /// Where the progress of `hash` reading the data is reported (nowhere by default).
     pub on_progress: OnProgress,
+    /// Show the module tree of a whole model (`--modules`) instead of the tensors.
+    pub modules: bool,
+    /// Levels of modules shown below the model (`--depth`); None shows all.
+    pub depth: Option<usize>,
 }
 
 /// Each tensor's SHA-256 when `hash` is asked (None otherwise), reporting progress: hashing
@@ -114,7 +119,7 @@ fn count_lines(c: &Census) -> String {
 pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
     let chosen: Vec<&Tensor> = selected(ckpt, opts).collect();
     let counts = census(ckpt, chosen.iter().copied());
-    let tensors: Vec<Json> = chosen
+    let tensors_json: Vec<Json> = chosen
         .iter()
         .zip(hashes(ckpt, &chosen, opts))
         .map(|(t, hash)| {
@@ -134,10 +139,10 @@ pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
             o
         })
         .collect();
-    json!({
+    let mut out = json!({
         "path": path,
         "format": ckpt.format.name(),
-        "tensors": tensors,
+        "tensors": tensors_json,
         "metadata": selected_metadata(ckpt, opts)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<serde_json::Map<_, _>>(),
@@ -146,7 +151,14 @@ pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
         "total_elements": selected(ckpt, opts).map(Tensor::numel).sum::<u64>(),
         "counts": counts_json(&counts),
         "total_bytes": selected(ckpt, opts).map(Tensor::nbytes).sum::<u64>(),
-    })
+        "dropout": module_view::dropout_json(ckpt),
+    });
+    if opts.modules {
+        let (modules, repeats) = module_view::modules_json(ckpt, opts.depth);
+        out["modules"] = modules;
+        out["repeats"] = repeats;
+    }
+    out
 }
 
 fn shape_str(shape: &[u64]) -> String {
@@ -241,14 +253,20 @@ pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &Ins
         let _ = writeln!(out, "dtypes    {}", hist(&dtypes));
         let _ = writeln!(out, "devices   {}", hist(&devices));
     }
+    if let Some(dropout) = module_view::dropout_line(ckpt) {
+        let _ = writeln!(out, "dropout   {dropout}");
+    }
     for note in notes(ckpt) {
         let _ = writeln!(out, "note      {note}");
     }
     // Sections are separated by one blank line; a section with nothing in it is left out.
-    if !tensors.is_empty() {
+    if opts.modules {
+        out.push('\n');
+        out.push_str(&module_view::modules_text(ckpt, opts.depth));
+    } else if !tensors.is_empty() {
         out.push('\n');
         if tree {
-            out.push_str(&module_tree(ckpt, &tensors));
+            out.push_str(&module_tree(ckpt, &tensors, opts.depth));
         } else {
             out.push_str(&table(ckpt, &tensors, &hashes(ckpt, &tensors, opts)));
         }
@@ -318,8 +336,10 @@ fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hashes: &[Option<String>]) -> S
 const MAX_TREE_DEPTH: usize = 64;
 
 /// Tensors grouped by module prefix, with the parameter count of every module (as the `params`
-/// line counts: parameters only, tied ones once).
-fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
+/// line counts: parameters only, tied ones once) and, for a whole model or TorchScript archive,
+/// its class; lines more than `depth` levels below "(all)" left out (their counts are in the
+/// lines above).
+fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor], depth: Option<usize>) -> String {
     #[derive(Default)]
     struct Module<'a> {
         params: u64,
@@ -329,6 +349,7 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
     }
     let mut modules: Vec<Module> = vec![Module::default()];
     let mut names: Vec<String> = vec!["(all)".into()];
+    let mut paths: Vec<String> = vec![String::new()];
     let counted = counted_parameters(ckpt, tensors.iter().copied());
     for (t, counted) in tensors.iter().zip(counted) {
         let numel = if counted { t.numel() } else { 0 };
@@ -343,6 +364,10 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
                     let i = modules.len();
                     modules.push(Module::default());
                     names.push(part.to_string());
+                    paths.push(match paths[cur].as_str() {
+                        "" => part.to_string(),
+                        parent => format!("{parent}.{part}"),
+                    });
                     modules[cur].index.insert(part.to_string(), i);
                     modules[cur].children.push(part.to_string());
                     i
@@ -354,7 +379,19 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
         modules[cur].tensors.push(t);
     }
     let mut out = String::new();
-    fn show(out: &mut String, ckpt: &Checkpoint, modules: &[Module], names: &[String], i: usize, depth: usize) {
+    struct Shown<'m, 'a> {
+        ckpt: &'m Checkpoint,
+        modules: &'m [Module<'a>],
+        names: &'m [String],
+        paths: &'m [String],
+        /// The class name (`Conv2d`) of each module path the file holds a module object for.
+        classes: HashMap<&'m str, &'m str>,
+        max_depth: Option<usize>,
+    }
+    fn show(out: &mut String, view: &Shown, i: usize, depth: usize) {
+        let Shown {
+            ckpt, modules, names, ..
+        } = *view;
         let m = &modules[i];
         let frozen = {
             let mut all: Vec<&Tensor> = Vec::new();
@@ -366,14 +403,22 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
                 ""
             }
         };
+        let class = view
+            .classes
+            .get(view.paths[i].as_str())
+            .map(|c| format!("  {c}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:indent$}{}  {} params{frozen}",
+            "{:indent$}{}  {} params{frozen}{class}",
             "",
             names[i],
             grouped(m.params),
             indent = depth * 2
         );
+        if view.max_depth.is_some_and(|d| depth >= d) {
+            return;
+        }
         for t in &m.tensors {
             let leaf = t.name.splitn(MAX_TREE_DEPTH + 1, '.').last().unwrap_or(&t.name);
             let _ = writeln!(
@@ -387,7 +432,7 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
             );
         }
         for c in &m.children {
-            show(out, ckpt, modules, names, m.index[c], depth + 1);
+            show(out, view, m.index[c], depth + 1);
         }
     }
     fn collect<'a>(modules: &[Module<'a>], i: usize, all: &mut Vec<&'a Tensor>) {
@@ -396,6 +441,18 @@ fn module_tree(ckpt: &Checkpoint, tensors: &[&Tensor]) -> String {
             collect(modules, modules[i].index[c], all);
         }
     }
-    show(&mut out, ckpt, &modules, &names, 0, 0);
+    let view = Shown {
+        ckpt,
+        modules: &modules,
+        names: &names,
+        paths: &paths,
+        classes: ckpt
+            .modules
+            .iter()
+            .map(|m| (m.path.as_str(), crate::architecture::last_name(&m.class)))
+            .collect(),
+        max_depth: depth,
+    };
+    show(&mut out, &view, 0, 0);
     out
 }

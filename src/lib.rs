@@ -100,6 +100,8 @@ pub mod stats;
 mod tensor_ref;
 
 internal! {
+    #[cfg(feature = "cli")]
+    pub mod architecture;
     pub mod container;
     #[cfg(feature = "cli")]
     pub mod diff;
@@ -108,6 +110,8 @@ internal! {
     #[cfg(feature = "cli")]
     pub mod inspect;
     pub mod model;
+    #[cfg(feature = "cli")]
+    pub mod module_view;
     pub mod pickle;
     pub mod read;
     #[cfg(feature = "cli")]

@@ -233,10 +233,30 @@ pub struct Checkpoint {
     /// module); empty for files of plain tensors.
     #[cfg_attr(not(any(feature = "cli", feature = "internals")), expect(dead_code, reason = "only the commands read it"))]
     pub module_classes: BTreeMap<String, String>,
+    /// Every nn.Module object of a whole model or TorchScript archive, as the file read holds
+    /// them, in `named_modules()` order; empty for files of plain tensors and for checkpoints a
+    /// transform made (writers save tensors, not module objects).
+    #[cfg_attr(not(any(feature = "cli", feature = "internals")), expect(dead_code, reason = "only the commands read it"))]
+    pub modules: Vec<Module>,
     /// Positions in `tensors` by name, for [`Checkpoint::tensor`]; start with
     /// `NameIndex::default()`.
     pub names: NameIndex,
 }
+}
+
+/// One nn.Module object of a whole model (`torch.save(model)`) or a TorchScript archive: what
+/// the file says of it without its code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Module {
+    /// Its path as `named_modules()` spells it: "" for the root, "layers.0.attn" below.
+    pub path: String,
+    /// Its class as the file names it: `torch.nn.modules.linear.Linear`, a user's
+    /// `model.Block`, or TorchScript's `__torch__.torch.nn.modules.linear.Linear`.
+    pub class: String,
+    /// Its attributes of plain values (numbers, bools, strings, None, tuples and lists of
+    /// them) in file order: `training` and the hyperparameters (`in_features`, `p`, `eps`...).
+    /// Underscored internals, tensors, submodules and other objects are left out.
+    pub attributes: Vec<(String, Node)>,
 }
 
 /// Where each tensor name lies in [`Checkpoint::tensors`], built on the first lookup. A cache:

@@ -690,6 +690,7 @@ mod tests {
             metadata: Default::default(),
             globals: Default::default(),
             module_classes: Default::default(),
+            modules: Vec::new(),
             names: Default::default(),
             origin: Origin::Data,
             files: vec![path.to_path_buf()],

@@ -273,7 +273,7 @@ fn build(u: &mut Unstructured) -> Result<Option<Built>> {
     }
     let root = Node::Dict { ordered, items };
     let metadata = ckpt::read::flatten::flatten(&root, &mut tensors);
-    let ckpt = Checkpoint { format: Format::PthZip, root, tensors, storages: kept, metadata, globals: Default::default(), names: Default::default(), origin: Origin::Data, files: Vec::new(), module_classes: Default::default() };
+    let ckpt = Checkpoint { format: Format::PthZip, root, tensors, storages: kept, metadata, globals: Default::default(), names: Default::default(), origin: Origin::Data, files: Vec::new(), module_classes: Default::default(), modules: Vec::new() };
     Ok(Some(Built { ckpt, mixed_sizes }))
 }
 

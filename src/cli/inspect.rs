@@ -16,8 +16,15 @@ pub struct Args {
     #[arg(long)]
     hash: bool,
     /// Group tensors by module, with parameter counts per module.
-    #[arg(long, conflicts_with = "json")]
+    #[arg(long, conflicts_with_all = ["json", "modules"])]
     tree: bool,
+    /// The module tree of a whole model (torch.save(model)) or TorchScript archive: each
+    /// module's class and the hyperparameters the file holds; identical repeated blocks shown once.
+    #[arg(long)]
+    modules: bool,
+    /// Show N levels of modules below the model (with --modules or --tree).
+    #[arg(long, value_name = "N")]
+    depth: Option<usize>,
     /// Only tensors and metadata matching P: a module name ('layers.0') or a glob ('layer4.*',
     /// '*.weight').
     #[arg(long, value_name = "P")]
@@ -25,13 +32,28 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.depth.is_some() && !(args.modules || args.tree) {
+        anyhow::bail!("--depth applies to the module tree: add --modules or --tree");
+    }
+    if args.hash && args.modules && !args.json {
+        anyhow::bail!("--hash adds a column to the tensor table, which --modules replaces: add --json to get both");
+    }
     let filter = args.filter.map(|p| crate::transform::Pattern::new(&p)).transpose()?;
     let opts = InspectOptions {
         hash: args.hash,
         filter,
         on_progress: super::progress_bar::on_stderr(),
+        modules: args.modules,
+        depth: args.depth,
     };
     let ckpt = crate::read::open(&args.path)?;
+    if args.modules && ckpt.modules.is_empty() {
+        anyhow::bail!(
+            "{}: --modules: the file holds tensors only ({}), no module objects; only a whole model saved with torch.save(model) or a TorchScript archive holds its modules",
+            args.path.display(),
+            ckpt.format
+        );
+    }
     super::output::warn_globals(&args.path, &ckpt);
     let shown = args.path.display().to_string();
     if args.json {

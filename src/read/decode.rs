@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::{Key, Node, StorageId, Tensor, TensorIdx};
+use crate::model::{Key, Module, Node, StorageId, Tensor, TensorIdx};
 use crate::pickle::{Global, Heap, Instance, Obj, ObjId, Value};
 use crate::read::script::{ScriptClass, ScriptClasses};
 
@@ -87,6 +87,8 @@ pub struct Decoded {
     /// The class of every nn.Module object with tensors of its own, by its path as tensor names
     /// spell it.
     pub module_classes: BTreeMap<String, String>,
+    /// Every module object, with its class and plain attributes, in `named_modules()` order.
+    pub modules: Vec<Module>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +121,7 @@ pub struct Decoder<'a> {
     modules: usize,
     saw_module: bool,
     module_classes: BTreeMap<String, String>,
+    module_objects: Vec<Module>,
 }
 
 const REBUILD_FUNCS: [&str; 6] = [
@@ -203,6 +206,7 @@ impl<'a> Decoder<'a> {
             modules: 0,
             saw_module: false,
             module_classes: BTreeMap::new(),
+            module_objects: Vec::new(),
         }
     }
 
@@ -248,6 +252,7 @@ impl<'a> Decoder<'a> {
             saw_module: self.saw_module,
             notes: self.notes,
             module_classes: self.module_classes,
+            modules: self.module_objects,
         })
     }
 
@@ -658,6 +663,7 @@ impl<'a> Decoder<'a> {
                 self.limits.max_modules
             )));
         }
+        self.record_module(inst)?;
         let steps = self.module_steps(inst, &prefix);
         let module = ModuleFrame {
             inst,
@@ -804,6 +810,116 @@ impl<'a> Decoder<'a> {
                 self.module_classes.insert(self.place.join("."), class.dotted());
             }
         }
+    }
+
+    /// Records a module object as it is entered (so in `named_modules()` order): its path, its
+    /// class, and its attributes of plain values; for TorchScript also its class constants,
+    /// which the archive's code holds. Every value kept counts against the decoding limits,
+    /// like any other node: a hostile graph sharing one big state among many modules stops.
+    fn record_module(&mut self, inst: &'a Instance) -> Result<()> {
+        let heap = self.heap;
+        let global = self.callee(inst);
+        let class = global.map_or_else(|| "<unknown class>".to_string(), Global::dotted);
+        self.count(class.len())?;
+        let state = inst.state.as_ref().and_then(|s| dict_pairs(heap, s)).unwrap_or_default();
+        let script = global.and_then(|g| self.script.and_then(|s| s.get(&g.dotted())));
+        let mut attributes = Vec::new();
+        for (name, v) in named(&state) {
+            // Underscored names are nn.Module's own bookkeeping (_parameters, hooks...). A
+            // TorchScript module holds its parameters and buffers among its attributes, an
+            // absent one (a Linear without bias) as None.
+            let tensor_slot = script.is_some_and(|c| c.parameters.contains(&name) || c.buffers.contains(&name));
+            if name.starts_with('_') || tensor_slot {
+                continue;
+            }
+            if let Some(node) = self.plain(&v, 0)? {
+                self.count(name.len())?;
+                attributes.push((name, node));
+            }
+        }
+        for (name, node) in script.map(|c| c.constants.as_slice()).unwrap_or_default() {
+            self.count(name.len())?;
+            attributes.push((name.clone(), node.clone()));
+        }
+        let path = self.place.join(".");
+        // Paths repeat their parents' names: counted, a deep model of long names stops.
+        self.count(path.len())?;
+        self.module_objects.push(Module {
+            path,
+            class,
+            attributes,
+        });
+        Ok(())
+    }
+
+    /// A plain value (a number, bool, string, None, or a tuple or list of them) as a node; None
+    /// for anything else (tensors, objects, dicts).
+    fn plain(&mut self, v: &Value, depth: usize) -> Result<Option<Node>> {
+        const MAX_PLAIN_DEPTH: usize = 8;
+        const MAX_PLAIN_ITEMS: usize = 64;
+        let node = match v {
+            Value::None => Node::None,
+            Value::Bool(b) => Node::Bool(*b),
+            Value::Int(i) => Node::Int(*i),
+            Value::Float(f) => Node::Float(*f),
+            Value::Str(s) => {
+                self.count(s.len())?;
+                return Ok(Some(Node::Str(s.to_string())));
+            }
+            Value::Obj(_) if depth < MAX_PLAIN_DEPTH => {
+                let heap = self.heap;
+                let (items, tuple) = match heap.obj(v) {
+                    Some(Obj::Tuple(items)) => (items.as_slice(), true),
+                    Some(Obj::List(items)) => (items.as_slice(), false),
+                    Some(Obj::Instance(inst)) => {
+                        let Some(g) = self.callee(inst) else { return Ok(None) };
+                        let arg = heap.tuple(&inst.args).and_then(|a| a.first());
+                        let items = match (g.module.as_str(), g.name.as_str()) {
+                            // torch.Size is a tuple, pickled as `torch.Size((4, 3))`.
+                            ("torch", "Size") => arg.and_then(|a| heap.tuple(a)).map(|t| (t, true)),
+                            // TorchScript pickles a typed list as `build_intlist([1, 2])`...
+                            ("torch.jit._pickle", "build_intlist" | "build_floatlist" | "build_boollist" | "build_doublelist") => {
+                                match arg.and_then(|a| heap.obj(a)) {
+                                    Some(Obj::List(items)) => Some((items.as_slice(), false)),
+                                    _ => None,
+                                }
+                            }
+                            // ...and other containers with their type: `restore_type_tag(value, type)`.
+                            ("torch.jit._pickle", "restore_type_tag") => {
+                                return match arg {
+                                    Some(a) => self.plain(a, depth + 1),
+                                    None => Ok(None),
+                                };
+                            }
+                            _ => None,
+                        };
+                        match items {
+                            Some(items) => items,
+                            None => return Ok(None),
+                        }
+                    }
+                    _ => return Ok(None),
+                };
+                if items.len() > MAX_PLAIN_ITEMS {
+                    return Ok(None);
+                }
+                let mut nodes = Vec::with_capacity(items.len());
+                for item in items {
+                    match self.plain(item, depth + 1)? {
+                        Some(node) => nodes.push(node),
+                        None => return Ok(None),
+                    }
+                }
+                if tuple {
+                    Node::Tuple(nodes)
+                } else {
+                    Node::List(nodes)
+                }
+            }
+            _ => return Ok(None),
+        };
+        self.count(0)?;
+        Ok(Some(node))
     }
 
     fn new_tensor(&mut self, spec: TensorSpec) -> Node {
@@ -1705,5 +1821,64 @@ I0\n(I2\ntp3\n(I1\ntp4\nI00\nccollections\nOrderedDict\np5\n(tRp6\ntp7\nRp8\ns."
             (t.shape.as_slice(), t.stride.as_slice()),
             (&[2u64, 3][..], &[3u64, 1][..])
         );
+    }
+
+    #[test]
+    fn a_module_keeps_its_plain_attributes_in_order_and_leaves_out_the_rest() {
+        let nested = [b"(".repeat(10), b"I1\n".to_vec(), b"t".repeat(10)].concat();
+        let long = [b"(".to_vec(), b"I1\n".repeat(65), b"t".to_vec()].concat();
+        let child = [&b"c__main__\nLeaf\n)R}("[..], &text("_parameters"), b"}", &text("_modules"), b"}ub"].concat();
+        let pickle = [
+            &b"c__main__\nNet\n)R}("[..],
+            &text("training"),
+            b"I00\n",
+            &text("_parameters"),
+            b"}",
+            &text("_modules"),
+            b"}(",
+            &text("leaf"),
+            &child,
+            b"u",
+            &text("p"),
+            b"F0.25\n",
+            &text("_hidden"),
+            b"I3\n",
+            &text("shape"),
+            b"ctorch\nSize\n((I4\nI3\nttR",
+            &text("dims"),
+            b"(I1\n(I2\nI3\ntl",
+            &text("name"),
+            &text("gate"),
+            &text("none"),
+            b"N",
+            &text("nested"),
+            &nested,
+            &text("long"),
+            &long,
+            &text("obj"),
+            b"cfoo\nBar\n)R",
+            b"ub.",
+        ]
+        .concat();
+        let decoded = decode(&pickle).expect("decodes");
+        let paths: Vec<(&str, &str)> = decoded.modules.iter().map(|m| (m.path.as_str(), m.class.as_str())).collect();
+        assert_eq!(paths, vec![("", "__main__.Net"), ("leaf", "__main__.Leaf")]);
+        let tuple = |items: Vec<Node>| Node::Tuple(items);
+        assert_eq!(
+            decoded.modules[0].attributes,
+            vec![
+                ("training".to_string(), Node::Bool(false)),
+                ("p".to_string(), Node::Float(0.25)),
+                ("shape".to_string(), tuple(vec![Node::Int(4), Node::Int(3)])),
+                (
+                    "dims".to_string(),
+                    Node::List(vec![Node::Int(1), tuple(vec![Node::Int(2), Node::Int(3)])])
+                ),
+                ("name".to_string(), Node::Str("gate".into())),
+                ("none".to_string(), Node::None),
+            ],
+            "underscored names, tuples nested deeper than 8 or longer than 64, and objects are left out"
+        );
+        assert!(decoded.modules[1].attributes.is_empty());
     }
 }

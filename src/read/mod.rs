@@ -198,6 +198,7 @@ pub(crate) fn finish(
         origin,
         files: vec![path.to_path_buf()],
         module_classes: decoded.module_classes,
+        modules: decoded.modules,
         names: Default::default(),
     }
 }

@@ -163,6 +163,7 @@ pub fn read(source: Arc<Source>, limits: &HeaderLimits) -> Result<Checkpoint> {
         origin: Origin::Data,
         files: vec![path.to_path_buf()],
         module_classes: Default::default(),
+        modules: Vec::new(),
         names: Default::default(),
     })
 }

@@ -104,6 +104,7 @@ pub fn read_index(index: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         origin: Origin::Data,
         files,
         module_classes: Default::default(),
+        modules: Vec::new(),
         names: Default::default(),
     })
 }

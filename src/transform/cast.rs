@@ -300,6 +300,7 @@ fn loss_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, Loss
         origin: ckpt.origin,
         files: ckpt.files.clone(),
         module_classes: Default::default(),
+        modules: Vec::new(),
         names: Default::default(),
     };
     // The tensors a cast applies to, each as a view of its source elements.

@@ -135,6 +135,9 @@ fn install_root(ckpt: &mut Checkpoint, root: Node) -> Result<RenameReport> {
     ckpt.root = root;
     rebuild(ckpt, from_tree);
     ckpt.module_classes = renamed_modules(&ckpt.module_classes, &old_names, &ckpt.tensors);
+    // Module objects are not renamed along: writers save tensors only, and nothing reads them
+    // after a transform.
+    ckpt.modules.clear();
     let mut report = RenameReport::default();
     for (old, t) in old_names.into_iter().zip(&ckpt.tensors) {
         if old == t.name {

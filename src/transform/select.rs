@@ -45,6 +45,8 @@ pub fn select(ckpt: &Checkpoint, path: &str) -> Result<Checkpoint> {
         origin: ckpt.origin,
         files: ckpt.files.clone(),
         module_classes: modules_under(&ckpt.module_classes, path),
+        // Module objects are not carried into a selection: writers save tensors only.
+        modules: Vec::new(),
         names: Default::default(),
     };
     rebuild(&mut out, from_tree);

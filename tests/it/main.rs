@@ -12,6 +12,7 @@ mod containers_zip;
 mod diff;
 mod fixtures;
 mod hf;
+mod modules;
 mod never_lose;
 mod no_panic;
 mod options;

@@ -77,6 +77,11 @@ fn real_fixtures_are_never_dangerous() {
         "legacy_model.pth",
         "torchscript_cnn.pt",
         "torch_objects_model.pth",
+        // Whole models and TorchScript archives for `inspect --modules` (fixtures/gen_modules.py).
+        "modules/zoo.pth",
+        "modules/zoo_scripted.pt",
+        "modules/small_legacy.pth",
+        "modules/small_traced.pt",
         // torch.load(weights_only=True) admits DTensor's classes only once torch.distributed.tensor
         // is imported (it registers them with add_safe_globals); the policy does not know them yet.
         "dtensor.pth",

@@ -120,6 +120,7 @@ impl Mk {
             origin,
             files: Vec::new(),
             module_classes: Default::default(),
+            modules: Vec::new(),
             names: Default::default(),
         };
         check_consistent(&ckpt);

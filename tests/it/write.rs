@@ -890,6 +890,7 @@ fn build(path: &Path, storages: &[StorageP], leaves: &[(String, LeafP)], ordered
         origin: Origin::Data,
         files: vec![path.to_path_buf()],
         module_classes: Default::default(),
+        modules: Vec::new(),
         names: Default::default(),
     }
 }
