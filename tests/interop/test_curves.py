@@ -35,10 +35,11 @@ def run(ckpt_bin, *args):
     return proc
 
 
-def report(ckpt_bin, rel, *options):
-    """The JSON report of one input: the object itself, the one element of a list, or the one
-    value of an object keyed by input path."""
-    got = json.loads(run(ckpt_bin, "--json", *options, rel).stdout)
+def report(ckpt_bin, *args):
+    """The JSON report of one input (its paths after its options): the object itself, the one
+    element of a list, or the one value of an object keyed by input path."""
+    rel = args[-1]
+    got = json.loads(run(ckpt_bin, "--json", *args).stdout)
     if isinstance(got, dict) and "verdict" not in got:
         inner = [v for v in got.values() if isinstance(v, (list, dict))]
         assert len(inner) == 1, f"{rel}: cannot find the report of one input in {sorted(got)}"
@@ -83,8 +84,11 @@ def compare_series(rel, got, want):
             bad.append(f"{rel}: {w['name']}.quantity ckpt {g.get('quantity')!r} reference {w['quantity']!r}")
         if list(map(float, g["x"])) != list(map(float, w["x"])):
             bad.append(f"{rel}: {w['name']}.x ckpt {g['x']} reference {w['x']}")
-        elif len(g["y"]) != len(w["y"]) or not all(map(same_y, g["y"], w["y"])):
-            bad.append(f"{rel}: {w['name']}.y ckpt {g['y']} reference {w['y']}")
+        elif len(g["y"]) != len(w["y"]):
+            bad.append(f"{rel}: {w['name']}.y has {len(g['y'])} values, reference {len(w['y'])}")
+        else:
+            bad += [f"{rel}: {w['name']}.y[{i}] ckpt {a!r} reference {b!r}"
+                    for i, (a, b) in enumerate(zip(g["y"], w["y"])) if not same_y(a, b)][:3]
     return bad
 
 
@@ -142,6 +146,26 @@ def test_best_prints_the_best_file(ckpt_bin, rel):
     assert same_path(out.strip(), EXPECTED[rel]["best_path"]), (out, EXPECTED[rel]["best_path"])
 
 
+SERIES_DIRS = sorted(r for r, e in EXPECTED.items() if e["source"] in ("series", "lightning"))
+
+
+@pytest.mark.parametrize("rel", SERIES_DIRS)
+def test_several_paths_are_one_series(ckpt_bin, rel):
+    """`ckpt curves runs/ckpt_*.pth`: the files of a series directory given one by one (in name
+    order, as a shell glob gives them) make the same series as the directory."""
+    want = EXPECTED[rel]
+    files = sorted(f"{rel}/{f}" for f in os.listdir(CURVES / rel))
+    got = report(ckpt_bin, *files)
+    bad = compare_series(rel, got["series"], want["series"])
+    for key in ("primary", "verdict"):
+        if got.get(key) != want[key]:
+            bad.append(f"{rel}: {key} ckpt {got.get(key)!r} reference {want[key]!r}")
+    if float(got["best_x"]) != float(want["best_x"]) or not same_path(got.get("best_path"), want["best_path"]):
+        bad.append(f"{rel}: best ckpt {got['best_x']!r} {got.get('best_path')!r}, "
+                   f"reference {want['best_x']!r} {want['best_path']!r}")
+    assert not bad, "\n".join(bad)
+
+
 OPTION_CASES = [  # (input, ckpt options, reference keyword arguments)
     ("synthetic/ties_and_patience.pth", ["--patience", "1"], {"patience": 1}),
     ("synthetic/ties_and_patience.pth", ["--patience", "5"], {"patience": 5}),
@@ -159,7 +183,7 @@ def test_options_agree_with_reference(ckpt_bin, rel, options, kwargs):
     base = EXPECTED[rel]
     series = [gen_curves.series_from_json(s) for s in base["series"]]
     want = gen_curves.analyse(series, base["source"], **kwargs)
-    got = report(ckpt_bin, rel, *options)
+    got = report(ckpt_bin, *options, rel)
     assert got["primary"] == want["primary"]
     assert got["verdict"] == want["verdict"], (got["verdict"], want["verdict"], want["numbers"])
     assert float(got["best_x"]) == float(want["best_x"])
