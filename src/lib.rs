@@ -93,6 +93,7 @@ mod builder;
 pub mod check;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod curves;
 mod element;
 mod error;
 mod pass;
