@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 3)]
     patience: u32,
     /// Early stopping: the least change that counts as an improvement.
-    #[arg(long, value_name = "D", default_value_t = 0.0)]
+    #[arg(long, value_name = "D", default_value_t = 0.0, allow_negative_numbers = true)]
     min_delta: f64,
     /// Also draw the judged curves, the best point and the early stop into FILE (.svg or .png).
     #[arg(long, value_name = "FILE")]
@@ -65,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         plot::write(path, kind, &run, &analysis, &title)?;
     }
     if args.best {
-        let Some(best) = &analysis.best_path else {
+        let Some(best) = best_file(&run, &analysis) else {
             bail!("{shown}: --best: {}", no_best_file(&run));
         };
         super::out::line(&best.display().to_string())?;
@@ -88,6 +88,15 @@ fn parse_series(text: &str) -> anyhow::Result<(Option<String>, Option<String>)> 
         bail!("--series {text}: name at least one series");
     }
     Ok((train, val))
+}
+
+/// What `--best` prints: the file holding the best point, or for a Trainer run the
+/// `checkpoint-N` folder of the best step.
+pub(super) fn best_file<'a>(run: &'a curves::Run, analysis: &'a curves::Analysis) -> Option<&'a PathBuf> {
+    match run.source {
+        SourceKind::HfTrainer => analysis.best_x.and_then(|x| run.file_at(x)),
+        _ => analysis.best_path.as_ref(),
+    }
 }
 
 /// Why a run has no file for `--best`.

@@ -7,6 +7,21 @@
 //! Lightning `.ckpt` files with their callbacks' state. [`analyze`] pairs the series (train and
 //! validation of one quantity), finds the best point, runs Lightning's early-stopping rule and
 //! gives the verdict; [`chart`] draws the pair for a terminal.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/curves");
+//! use ckpt::curves::{analyze, read, Options};
+//!
+//! // A training checkpoint that saved train_loss and val_loss lists, epoch by epoch.
+//! let run = read(&[dir.join("overfit.pth")])?;
+//! let analysis = analyze(&run, &Options::default())?;
+//! assert_eq!(analysis.verdict.name(), "overfitting");
+//! assert_eq!(analysis.best_x, Some(7.0)); // the validation minimum: epoch 7
+//! assert_eq!(analysis.early_stop.stop_x, Some(10.0)); // patience 3
+//! println!("{}", ckpt::curves::advice(&analysis, &run));
+//! # Ok(()) }
+//! ```
 
 mod advice;
 pub mod chart;
@@ -206,8 +221,8 @@ pub struct Analysis {
     pub verdict: Verdict,
     /// Where Lightning's EarlyStopping would have stopped.
     pub early_stop: EarlyStop,
-    /// The file holding the best point: sources with one point per file, and a Trainer run's
-    /// `checkpoint-N` folder of the best step when there is one.
+    /// The file holding the best point, for sources with one point per file (for a Trainer
+    /// run, see [`Run::file_at`] with `best_x`: its `checkpoint-N` folder, if one was saved).
     pub best_path: Option<PathBuf>,
 }
 
@@ -223,18 +238,26 @@ pub fn analyze(run: &Run, options: &Options) -> Result<Analysis, SeriesChoiceErr
     let val = primary.val.map(|i| &run.series[i]);
     let best_x = verdict::best_index(main).map(|k| main.points[k].0);
     let verdict = verdict::judge(train, val);
-    let early_stop = early_stop(main, options.patience, options.min_delta);
-    // Histories lie in one file; the other sources keep a file (or a Trainer's checkpoint-N
-    // folder) per point.
+    // EarlyStopping monitors a validation quantity; a training curve alone never stops it.
+    let early_stop = match val {
+        Some(val) => early_stop(val, options.patience, options.min_delta),
+        None => EarlyStop {
+            patience: options.patience,
+            min_delta: options.min_delta,
+            stop_x: None,
+            best_x: None,
+            reason: None,
+        },
+    };
+    // Histories lie in one file, and a Trainer's state file names its own best checkpoint
+    // (`HfState`); the other sources keep a file per point.
     let best_path = match (&run.source, &run.lightning) {
-        (SourceKind::History, _) => None,
+        (SourceKind::History | SourceKind::HfTrainer, _) => None,
         // One Lightning file is one point: its ModelCheckpoint knows the best file better.
         (SourceKind::Lightning, Some(state)) if run.files.len() == 1 && state.best_model_path.is_some() => {
             state.best_model_path.as_ref().map(PathBuf::from)
         }
-        (SourceKind::Series | SourceKind::Lightning | SourceKind::HfTrainer, _) => {
-            best_x.and_then(|x| run.file_at(x)).cloned()
-        }
+        (SourceKind::Series | SourceKind::Lightning, _) => best_x.and_then(|x| run.file_at(x)).cloned(),
     };
     Ok(Analysis {
         primary,

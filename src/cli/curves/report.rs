@@ -290,7 +290,7 @@ pub fn text(shown: &str, run: &Run, analysis: &Analysis, plot: Option<&Path>) ->
     let _ = writeln!(out, "verdict: {}", verdict_text(run, analysis));
     let _ = writeln!(out, "advice: {}", advice(analysis, run));
     let _ = writeln!(out, "{}", early_stop_text(run, analysis));
-    if let Some(path) = &analysis.best_path {
+    if let Some(path) = super::best_file(run, analysis) {
         let _ = writeln!(out, "best file: {}", path.display());
     }
     if let Some(hf) = &run.hf {
@@ -377,6 +377,11 @@ pub fn json(paths: &[PathBuf], run: &Run, analysis: &Analysis) -> Value {
             hf.best_model_checkpoint.clone().map_or(Value::Null, Value::String),
         );
         o.insert("state_file".into(), path_json(&hf.state_file));
+        // What --best prints: the checkpoint-N folder of the best step, by this analysis.
+        o.insert(
+            "best_checkpoint".into(),
+            super::best_file(run, analysis).map_or(Value::Null, |p| path_json(p)),
+        );
     }
     if let Some(l) = &run.lightning {
         o.insert("lightning".into(), serde_json::to_value(l).unwrap_or(Value::Null));
