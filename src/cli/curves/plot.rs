@@ -209,12 +209,18 @@ where
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x + 10, y - 6), (x + 10, y + 6)], color.stroke_width(2)));
     }
+    // Where the curves are not: losses start high on the left, metrics low.
+    let legend_corner = if main.higher_better {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::LowerLeft
+    };
     chart
         .configure_series_labels()
         .label_font((FONT, 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend_corner)
         .draw()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;

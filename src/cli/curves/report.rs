@@ -355,7 +355,8 @@ pub fn json(paths: &[PathBuf], run: &Run, analysis: &Analysis) -> Value {
         "pairs": analysis.primary.pairs.iter().map(|&(t, v)| json!({
             "train": run.series[t].name, "val": run.series[v].name, "quantity": run.series[t].quantity,
         })).collect::<Vec<_>>(),
-        "primary": {"train": name(analysis.primary.train), "val": name(analysis.primary.val), "reason": analysis.primary.reason},
+        "primary": {"train": name(analysis.primary.train), "val": name(analysis.primary.val)},
+        "primary_reason": analysis.primary.reason,
         "best_x": opt_num(analysis.best_x),
         "verdict": analysis.verdict.name(),
         "verdict_numbers": serde_json::to_value(&analysis.verdict).unwrap_or(Value::Null),
