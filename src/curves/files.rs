@@ -14,6 +14,10 @@ use super::{hf, Axis, Run, Series, SourceKind};
 /// The extensions of checkpoint files in a directory.
 const CHECKPOINT_EXTENSIONS: [&str; 4] = ["pth", "pt", "ckpt", "bin"];
 
+/// The largest JSON file read as a Trainer state: a log entry is about 200 bytes, so this holds
+/// a million of them; anything larger is not one.
+const MAX_STATE_BYTES: u64 = 256 << 20;
+
 /// What was looked for, for the error that says nothing was found.
 const LOOKED_FOR: &str = "lists of 2 or more numbers under a loss or metric name (train_loss, history.val_acc, \
      metrics.f1), an epoch or step with scalar losses or metrics, or a Lightning ModelCheckpoint state";
@@ -101,6 +105,15 @@ fn trainer_state(path: &Path) -> Result<Option<String>> {
     let n = file.read(&mut head).map_err(|e| Error::io(path, e))?;
     if head[..n].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Ok(None);
+    }
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if size > MAX_STATE_BYTES {
+        return Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            what: format!(
+                "a JSON file of {size} bytes: larger than any trainer_state.json ({MAX_STATE_BYTES} at most)"
+            ),
+        });
     }
     let mut text = String::from_utf8_lossy(&head[..n]).into_owned();
     let mut rest = String::new();

@@ -83,8 +83,9 @@ pub(super) fn is_metric_name(name: &str) -> bool {
 /// `loss`); a name without a split word is "other", except a bare loss, which is the training
 /// loss (Keras' and the Hugging Face Trainer's `loss`).
 pub(super) fn classify(name: &str) -> (Split, String) {
-    let split = parts(name).find_map(split_word);
     let dotted: Vec<&str> = name.split('.').filter(|p| !p.is_empty()).collect();
+    // The split nearest the end: `training_log.val_loss` is validation.
+    let split = dotted.iter().rev().find_map(|d| parts(d).find_map(split_word));
     // The last dotted part that is more than split words: `loss.train` measures "loss".
     let quantity = dotted
         .iter()
@@ -123,6 +124,8 @@ mod tests {
         assert_eq!(classify("eval_loss"), (Split::Val, "loss".into()));
         assert_eq!(classify("history.loss"), (Split::Train, "loss".into()));
         assert_eq!(classify("metrics.val.loss"), (Split::Val, "loss".into()));
+        assert_eq!(classify("training_log.val_loss"), (Split::Val, "loss".into()));
+        assert_eq!(classify("scalars.train/loss"), (Split::Train, "loss".into()));
         assert_eq!(classify("Validation-Top1-Acc"), (Split::Val, "Top1_Acc".into()));
         assert_eq!(classify("test/f1"), (Split::Test, "f1".into()));
         assert_eq!(classify("accuracy"), (Split::Other, "accuracy".into()));

@@ -78,6 +78,11 @@ fn collect(ckpt: &Checkpoint, node: &Node, path: &mut String, out: &mut Content)
                 path.truncate(len);
             }
         }
+        Node::List(items) | Node::Tuple(items)
+            if items.len() >= 2 && items.iter().all(|i| matches!(i, Node::Dict { .. })) =>
+        {
+            records(ckpt, items, path, out)?;
+        }
         Node::List(items) | Node::Tuple(items) if items.len() >= 2 && is_metric_name(path) => {
             if let Some(values) = history(ckpt, items)? {
                 out.histories.push((path.clone(), values));
@@ -89,6 +94,40 @@ fn collect(ckpt: &Checkpoint, node: &Node, path: &mut String, out: &mut Content)
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// A list of per-epoch records (`[{"epoch": 1, "train_loss": 0.9, "val_loss": 1.1}, ...]`): a
+/// history per loss or metric key, NaN where a record lacks it.
+fn records(ckpt: &Checkpoint, items: &[Node], path: &str, out: &mut Content) -> Result<()> {
+    let mut keys: Vec<String> = Vec::new();
+    for item in items {
+        if let Node::Dict { items: fields, .. } = item {
+            for (key, _) in fields {
+                let key = key.to_string();
+                if is_metric_name(&key) && !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+    }
+    for key in keys {
+        let mut values = Vec::with_capacity(items.len());
+        for item in items {
+            let field = match item {
+                Node::Dict { items: fields, .. } => fields.iter().find(|(k, _)| k.to_string() == key).map(|(_, v)| v),
+                _ => None,
+            };
+            values.push(match field {
+                Some(node) => number(ckpt, node)?.unwrap_or(f64::NAN),
+                None => f64::NAN,
+            });
+        }
+        if values.iter().filter(|v| v.is_finite()).count() >= 2 {
+            let name = if path.is_empty() { key } else { format!("{path}.{key}") };
+            out.histories.push((name, values));
+        }
     }
     Ok(())
 }
@@ -138,5 +177,58 @@ pub(super) fn number(ckpt: &Checkpoint, node: &Node) -> Result<Option<f64>> {
             Ok((bytes.len() >= size).then(|| decode_f64(tensor.dtype, &bytes)))
         }
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dict(items: Vec<(&str, Node)>) -> Node {
+        Node::Dict {
+            ordered: false,
+            items: items.into_iter().map(|(k, v)| (Key::Str(k.into()), v)).collect(),
+        }
+    }
+
+    #[test]
+    fn histories_records_scalars_and_the_epoch_are_found_and_state_is_passed_over() {
+        let mut ckpt = crate::CheckpointBuilder::new().build();
+        ckpt.root = dict(vec![
+            ("epoch", Node::Int(3)),
+            ("best_val_loss", Node::Float(0.5)),
+            (
+                "history",
+                dict(vec![(
+                    "val_loss",
+                    Node::Tuple(vec![Node::Float(1.0), Node::Float(f64::NAN)]),
+                )]),
+            ),
+            (
+                "log",
+                Node::List(vec![
+                    dict(vec![
+                        ("epoch", Node::Int(1)),
+                        ("train_loss", Node::Float(2.0)),
+                        ("val_acc", Node::Int(0)),
+                    ]),
+                    dict(vec![("epoch", Node::Int(2)), ("train_loss", Node::Float(1.5))]),
+                    dict(vec![("train_loss", Node::Float(1.0)), ("val_acc", Node::Float(0.5))]),
+                ]),
+            ),
+            ("optimizer", dict(vec![("loss_scale", Node::Float(1024.0))])),
+            ("hparams", dict(vec![("loss_weight", Node::Float(0.1))])),
+            ("lr_history", Node::List(vec![Node::Float(0.1), Node::Float(0.01)])),
+        ]);
+        let c = content(&ckpt).unwrap();
+        assert_eq!(c.epoch, Some(3.0));
+        assert_eq!(c.step, None);
+        assert_eq!(c.scalars, [("best_val_loss".to_string(), 0.5)]);
+        let names: Vec<&str> = c.histories.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["history.val_loss", "log.train_loss", "log.val_acc"]);
+        assert_eq!(c.histories[1].1, [2.0, 1.5, 1.0]);
+        let acc = &c.histories[2].1;
+        assert_eq!((acc[0], acc[2]), (0.0, 0.5));
+        assert!(acc[1].is_nan());
     }
 }

@@ -617,3 +617,49 @@ fn plot_writes_nothing_else_and_leaves_the_inputs_alone() {
     assert_eq!(names, [std::ffi::OsString::from("u.svg")]);
     assert!(Path::new(&svg).is_file());
 }
+
+#[test]
+fn damaged_and_hostile_inputs_end_in_errors_not_panics() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let read = |paths: &[PathBuf]| {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            ckpt::curves::read(paths).map(|run| run.series.len())
+        }));
+        assert!(outcome.is_ok(), "{paths:?} panicked");
+    };
+    let mut hostile: Vec<PathBuf> = std::fs::read_dir(fixtures_dir().join("hostile"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    hostile.sort();
+    for path in &hostile {
+        read(std::slice::from_ref(path));
+    }
+    read(&hostile);
+
+    // Truncations of a history checkpoint, a Lightning checkpoint and a Trainer state.
+    let dir = tempfile::tempdir().unwrap();
+    for rel in [
+        "overfit.pth",
+        "lightning/epoch=9-step=30.ckpt",
+        "hf_trainer/trainer_state.json",
+    ] {
+        let bytes = std::fs::read(curves_dir().join(rel)).unwrap();
+        let name = Path::new(rel).file_name().unwrap();
+        for cut in [
+            0,
+            1,
+            2,
+            10,
+            100,
+            bytes.len() / 3,
+            bytes.len() / 2,
+            bytes.len() - 100,
+            bytes.len() - 1,
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &bytes[..cut.min(bytes.len())]).unwrap();
+            read(&[path]);
+        }
+    }
+}
