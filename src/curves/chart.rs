@@ -1,5 +1,6 @@
 //! A learning-curve chart for the terminal, in Unicode: the training curve in `·` with `○` at
-//! its points, the validation curve in `•` with `●`, the best point's column marked `┃` and
+//! its points, the validation curve in `•` with `●` (point marks only when there are fewer
+//! points than columns), the best point's column marked `┃` and
 //! early stopping's `┆`, the y range on the left and the x range below.
 
 use super::Series;
@@ -88,8 +89,11 @@ pub fn chart(
                 }
             }
         }
-        for &(x, y) in &points {
-            grid[row(y)][col(x)] = marks.point;
+        // Point marks only where there are columns enough to tell points apart.
+        if points.len() <= width {
+            for &(x, y) in &points {
+                grid[row(y)][col(x)] = marks.point;
+            }
         }
     }
 

@@ -118,10 +118,14 @@ pub(super) fn best_index(s: &Series) -> Option<usize> {
 pub(super) fn align(train: &Series, val: &Series) -> Option<Vec<f64>> {
     let finite: Vec<(f64, f64)> = train.points.iter().copied().filter(|p| p.1.is_finite()).collect();
     let first = finite.first()?.1;
+    // Points are in x order: the count of points at or before x finds the last of them.
     Some(
         val.points
             .iter()
-            .map(|&(x, _)| finite.iter().rev().find(|p| p.0 <= x).map_or(first, |p| p.1))
+            .map(|&(x, _)| match finite.partition_point(|p| p.0 <= x) {
+                0 => first,
+                n => finite[n - 1].1,
+            })
             .collect(),
     )
 }

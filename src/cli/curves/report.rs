@@ -11,7 +11,8 @@ use crate::curves::{advice, Analysis, Run, Series, Verdict};
 
 const CHART_WIDTH: usize = 64;
 const CHART_HEIGHT: usize = 14;
-/// Past this many rows the table keeps only the rows of the judged series' points.
+/// Past this many rows the table keeps only the rows of the judged series' points, and past
+/// that many of those, evenly spaced ones with the first, the last, the best and the early stop.
 const MAX_TABLE_ROWS: usize = 60;
 
 /// A number for JSON: whole numbers as integers, NaN and infinities as null.
@@ -204,7 +205,26 @@ fn table(run: &Run, analysis: &Analysis, out: &mut String) {
     xs.dedup();
     let all = xs.len();
     if all > MAX_TABLE_ROWS {
-        xs.retain(|x| main.points.iter().any(|p| p.0 == *x));
+        // Both in x order: one pass.
+        let main_xs: Vec<f64> = main.points.iter().map(|p| p.0).collect();
+        let mut j = 0;
+        xs.retain(|x| {
+            while j < main_xs.len() && main_xs[j] < *x {
+                j += 1;
+            }
+            main_xs.get(j) == Some(x)
+        });
+    }
+    if xs.len() > MAX_TABLE_ROWS {
+        let stride = xs.len().div_ceil(MAX_TABLE_ROWS - 4);
+        let last = xs.len() - 1;
+        let marked = [analysis.best_x, analysis.early_stop.stop_x];
+        xs = xs
+            .iter()
+            .enumerate()
+            .filter(|&(i, x)| i % stride == 0 || i == last || marked.contains(&Some(*x)))
+            .map(|(_, &x)| x)
+            .collect();
     }
     let value = |s: &Series, x: f64| {
         s.points
@@ -258,9 +278,8 @@ fn table(run: &Run, analysis: &Analysis, out: &mut String) {
     if xs.len() < all {
         let _ = writeln!(
             out,
-            "({} rows without a {} value left out; --json has every point)",
-            all - xs.len(),
-            main.name
+            "({} of {all} rows left out; --json has every point)",
+            all - xs.len()
         );
     }
 }
