@@ -254,9 +254,10 @@ pub fn analyze(run: &Run, options: &Options) -> Result<Analysis, SeriesChoiceErr
     let best_path = match (&run.source, &run.lightning) {
         (SourceKind::History | SourceKind::HfTrainer, _) => None,
         // One Lightning file is one point: its ModelCheckpoint knows the best file better.
-        (SourceKind::Lightning, Some(state)) if run.files.len() == 1 && state.best_model_path.is_some() => {
-            state.best_model_path.as_ref().map(PathBuf::from)
-        }
+        (SourceKind::Lightning, Some(state)) if run.files.len() == 1 && state.best_model_path.is_some() => state
+            .best_model_path
+            .as_deref()
+            .map(|stated| moved_beside(stated, &run.files[0].1)),
         (SourceKind::Series | SourceKind::Lightning, _) => best_x.and_then(|x| run.file_at(x)).cloned(),
     };
     Ok(Analysis {
@@ -266,4 +267,19 @@ pub fn analyze(run: &Run, options: &Options) -> Result<Analysis, SeriesChoiceErr
         early_stop,
         best_path,
     })
+}
+
+/// A path a checkpoint states (absolute, from the machine that trained), or the file of the same
+/// name beside `beside` when the stated one is not there and that one is: the run's directory
+/// was moved or copied.
+fn moved_beside(stated: &str, beside: &std::path::Path) -> PathBuf {
+    let stated = PathBuf::from(stated);
+    if stated.exists() {
+        return stated;
+    }
+    let moved = stated.file_name().and_then(|name| Some(beside.parent()?.join(name)));
+    match moved {
+        Some(moved) if moved.is_file() => moved,
+        _ => stated,
+    }
 }

@@ -663,3 +663,30 @@ fn damaged_and_hostile_inputs_end_in_errors_not_panics() {
         }
     }
 }
+
+#[test]
+fn best_on_one_lightning_file_is_the_best_file_its_callback_names() {
+    // The callback states the path the run had (under /tmp on the machine that trained); the
+    // file of that name beside the one given is the moved run's.
+    let want = &reference()["lightning"];
+    let best = want["best_path"].as_str().expect("a best file");
+    let newest = "lightning/epoch=12-step=39.ckpt";
+    let out = ckpt_in_fixtures().args(["--best", newest]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        same_path(&Json::String(text.trim_end().into()), best),
+        "{text} vs {best}"
+    );
+    let got = report(&[newest]);
+    assert_eq!(got["verdict"], "too-short");
+    assert_eq!(got["lightning"]["monitor"], "val_loss");
+    assert_eq!(
+        f(&got["lightning"]["best_model_score"]),
+        f(&want["lightning"]["model_checkpoint"]["best_model_score"])
+    );
+    let es = &want["lightning"]["early_stopping"];
+    for key in ["wait_count", "stopped_epoch", "patience"] {
+        assert_eq!(f(&got["lightning"]["early_stopping"][key]), f(&es[key]), "{key}");
+    }
+}

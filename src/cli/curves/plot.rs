@@ -58,7 +58,8 @@ pub fn write(path: &Path, kind: Kind, run: &Run, analysis: &Analysis, title: &st
                 run,
                 analysis,
                 title,
-            )?;
+            )
+            .with_context(|| format!("{}: cannot draw", path.display()))?;
             svg.into_bytes()
         }
         Kind::Png => {
@@ -68,7 +69,8 @@ pub fn write(path: &Path, kind: Kind, run: &Run, analysis: &Analysis, title: &st
                 run,
                 analysis,
                 title,
-            )?;
+            )
+            .with_context(|| format!("{}: cannot draw", path.display()))?;
             encode_png(&pixels)?
         }
     };
