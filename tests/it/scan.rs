@@ -77,6 +77,8 @@ fn real_fixtures_are_never_dangerous() {
         "legacy_model.pth",
         "torchscript_cnn.pt",
         "torch_objects_model.pth",
+        // A training run saved with its whole model (the Dropout the curves advice points at).
+        "curves/dropout_underfit.pth",
         // torch.load(weights_only=True) admits DTensor's classes only once torch.distributed.tensor
         // is imported (it registers them with add_safe_globals); the policy does not know them yet.
         "dtensor.pth",
