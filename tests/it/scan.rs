@@ -102,6 +102,7 @@ fn real_fixtures_are_never_dangerous() {
             Verdict::NeedsCode
         } else if rel.ends_with(".pth")
             || rel.ends_with(".pt")
+            || rel.ends_with(".ckpt") // Lightning's torch.save files
             || rel.ends_with(".bin")
             || rel.ends_with(".safetensors")
             || rel.ends_with(".index.json")
