@@ -17,7 +17,9 @@
 //! with Python would run, without loading it. [`TensorRef::stats`] and [`Checkpoint::stats`]
 //! give the numbers of one tensor or all (NaN and inf counts, min, max, mean, std, norm; see
 //! [`stats`]), and [`check::check`] says whether a file is sound (zip CRCs, shard sizes, a
-//! SHA-256 manifest, NaN and inf). Every failure is an [`Error`]. This is the README's example:
+//! SHA-256 manifest, NaN and inf). [`curves::read`] and [`curves::analyze`] find a run's learning
+//! curves and judge them (overfitting, underfitting, early stopping, the best checkpoint).
+//! Every failure is an [`Error`]. This is the README's example:
 //!
 //! ```
 //! use ckpt::{write, OutFormat, WriteOptions};
@@ -93,6 +95,7 @@ mod builder;
 pub mod check;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod curves;
 mod element;
 mod error;
 mod pass;

@@ -5,6 +5,7 @@
 
 mod check;
 mod convert;
+mod curves;
 mod diff;
 mod drop_layers;
 mod freeze;
@@ -52,6 +53,8 @@ enum Command {
     Check(check::Args),
     /// Numbers of every tensor (min, max, mean, std, norm, zeros, NaN, inf) and what they say.
     Stats(stats::Args),
+    /// Learning curves from checkpoints: over- or underfitting, early stopping, the best checkpoint.
+    Curves(curves::Args),
     /// Load a checkpoint with libtorch (CPU or CUDA) and compare every tensor with ckpt's reading.
     #[cfg(feature = "tch")]
     Verify(verify::Args),
@@ -127,6 +130,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => scan::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Check(args) => check::run(args),
+        Command::Curves(args) => curves::run(args),
         #[cfg(feature = "tch")]
         Command::Verify(args) => verify::run(args),
         #[cfg(not(feature = "tch"))]

@@ -82,6 +82,8 @@ fn real_fixtures_are_never_dangerous() {
         "modules/zoo_scripted.pt",
         "modules/small_legacy.pth",
         "modules/small_traced.pt",
+        // A training run saved with its whole model (the Dropout the curves advice points at).
+        "curves/dropout_underfit.pth",
         // torch.load(weights_only=True) admits DTensor's classes only once torch.distributed.tensor
         // is imported (it registers them with add_safe_globals); the policy does not know them yet.
         "dtensor.pth",
@@ -105,6 +107,7 @@ fn real_fixtures_are_never_dangerous() {
             Verdict::NeedsCode
         } else if rel.ends_with(".pth")
             || rel.ends_with(".pt")
+            || rel.ends_with(".ckpt") // Lightning's torch.save files
             || rel.ends_with(".bin")
             || rel.ends_with(".safetensors")
             || rel.ends_with(".index.json")

@@ -1,0 +1,38 @@
+//! What to try next, one line per verdict, after the notes the method comes from: stop early
+//! and regularize an overfitting model, give an underfitting one capacity or time.
+
+use super::chart::format_x;
+use super::{Analysis, Run, Verdict};
+
+/// The advice for `analysis` of `run`, one line. Overfitting names the point to restore (and
+/// its file, for a series of checkpoints).
+pub fn advice(analysis: &Analysis, run: &Run) -> String {
+    let axis = analysis.primary.main(&run.series).axis.name();
+    match &analysis.verdict {
+        Verdict::Overfitting { best_x, .. } => {
+            let restore = match &analysis.best_path {
+                Some(path) => format!("restore {}", path.display()),
+                None => "restore that checkpoint".to_string(),
+            };
+            format!(
+                "stop early at the best {axis}, {} ({restore}); add dropout 0.3-0.5 or weight decay; use fewer \
+                 units; get more data",
+                format_x(*best_x)
+            )
+        }
+        Verdict::Underfitting { signs, .. } => {
+            let longer = if signs.still_improving.is_some() {
+                "train longer: validation is still improving; "
+            } else {
+                ""
+            };
+            format!("{longer}add capacity: wider layers for near-linear relations, deeper for non-linear ones; if dropout p > 0.5, lower it")
+        }
+        Verdict::GoodFit { best_x, .. } => match &analysis.best_path {
+            Some(path) => format!("keep the best checkpoint: {}", path.display()),
+            None => format!("keep the checkpoint of the best {axis}, {}", format_x(*best_x)),
+        },
+        Verdict::TooShort { .. } => "need at least 4 validation points to judge".to_string(),
+        Verdict::NoValidation => "log a validation loss per epoch to judge over- and underfitting".to_string(),
+    }
+}
