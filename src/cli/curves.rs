@@ -64,17 +64,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let title = format!("{shown}: {}", analysis.verdict.name());
         plot::write(path, kind, &run, &analysis, &title)?;
     }
+    let dropout = model_dropout(&run)?;
+    let dropout = dropout.as_deref();
     if args.best {
         let Some(best) = best_file(&run, &analysis) else {
             bail!("{shown}: --best: {}", no_best_file(&run));
         };
         super::out::line(&best.display().to_string())?;
     } else if args.json {
-        super::out::json(&report::json(&args.paths, &run, &analysis))?;
+        super::out::json(&report::json(&args.paths, &run, &analysis, dropout))?;
     } else {
-        super::out::print(&report::text(&shown, &run, &analysis, args.plot.as_deref()))?;
+        super::out::print(&report::text(&shown, &run, &analysis, dropout, args.plot.as_deref()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The dropout modules (path, p) of the model the run's newest checkpoint holds, for the
+/// underfitting advice; None where it holds no module objects (a state dict) or the run is a
+/// Trainer log. A rate the file does not hold (a traced module) is left out.
+fn model_dropout(run: &curves::Run) -> anyhow::Result<Option<Vec<(String, f64)>>> {
+    let Some(file) = run.history_file.as_ref().or(run.files.last().map(|(_, p)| p)) else {
+        return Ok(None);
+    };
+    if run.source == SourceKind::HfTrainer {
+        return Ok(None); // its files are checkpoint folders; the log names no model
+    }
+    let ckpt = crate::open(file)?;
+    if ckpt.modules.is_empty() {
+        return Ok(None);
+    }
+    let rates = crate::architecture::dropout_rates(&ckpt);
+    Ok(Some(rates.into_iter().filter_map(|d| Some((d.module, d.p?))).collect()))
 }
 
 /// `--series TRAIN,VAL`; either side may be empty, not both.

@@ -19,7 +19,7 @@
 //! assert_eq!(analysis.verdict.name(), "overfitting");
 //! assert_eq!(analysis.best_x, Some(7.0)); // the validation minimum: epoch 7
 //! assert_eq!(analysis.early_stop.stop_x, Some(10.0)); // patience 3
-//! println!("{}", ckpt::curves::advice(&analysis, &run));
+//! println!("{}", ckpt::curves::advice(&analysis, &run, None));
 //! # Ok(()) }
 //! ```
 

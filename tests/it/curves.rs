@@ -494,6 +494,50 @@ fn the_report_explains_the_series_the_verdict_and_the_advice() {
     }
 }
 
+/// Underfitting advice names the dropout modules above 0.5 when the run saved its whole model
+/// (dropout_underfit.pth: torch.save({"model": model, ...}) with Dropout(p=0.8)), and keeps the
+/// general rule when the file holds a state dict.
+#[test]
+fn underfitting_advice_points_at_the_models_dropout() {
+    let want = entry("dropout_underfit.pth");
+    assert_eq!(want["verdict"], "underfitting");
+    let rates: Vec<f64> = want["dropout_p"]
+        .as_array()
+        .expect("dropout_p")
+        .iter()
+        .filter_map(f)
+        .collect();
+    assert!(
+        rates.iter().any(|&p| p > 0.5),
+        "the fixture's dropout is above 0.5: {rates:?}"
+    );
+    let got = report(&["dropout_underfit.pth"]);
+    let held: Vec<f64> = got["dropout"]
+        .as_array()
+        .expect("a dropout list")
+        .iter()
+        .map(|d| f(&d["p"]).unwrap())
+        .collect();
+    assert_eq!(held, rates);
+    let advice = got["advice"].as_str().unwrap();
+    for d in got["dropout"].as_array().unwrap() {
+        let named = format!("{} (p = {})", d["module"].as_str().unwrap(), f(&d["p"]).unwrap());
+        assert!(advice.contains(&named), "{named} not in {advice}");
+    }
+    assert!(
+        advice.contains("lower the dropout") && !advice.contains("if dropout p > 0.5"),
+        "{advice}"
+    );
+
+    let state_dict = report(&["underfit.pth"]);
+    assert_eq!(entry("underfit.pth")["verdict"], "underfitting");
+    assert!(state_dict["dropout"].is_null());
+    assert!(state_dict["advice"]
+        .as_str()
+        .unwrap()
+        .contains("if dropout p > 0.5, lower it"));
+}
+
 /// A polyline's points, in pixels.
 type Polyline = Vec<(f64, f64)>;
 

@@ -285,7 +285,13 @@ fn table(run: &Run, analysis: &Analysis, out: &mut String) {
 }
 
 /// The report.
-pub fn text(shown: &str, run: &Run, analysis: &Analysis, plot: Option<&Path>) -> String {
+pub fn text(
+    shown: &str,
+    run: &Run,
+    analysis: &Analysis,
+    dropout: Option<&[(String, f64)]>,
+    plot: Option<&Path>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{shown}: {}", run.notes.first().map_or("", String::as_str));
     for note in run.notes.iter().skip(1) {
@@ -307,7 +313,7 @@ pub fn text(shown: &str, run: &Run, analysis: &Analysis, plot: Option<&Path>) ->
     ));
     out.push('\n');
     let _ = writeln!(out, "verdict: {}", verdict_text(run, analysis));
-    let _ = writeln!(out, "advice: {}", advice(analysis, run));
+    let _ = writeln!(out, "advice: {}", advice(analysis, run, dropout));
     let _ = writeln!(out, "{}", early_stop_text(run, analysis));
     if let Some(path) = super::best_file(run, analysis) {
         let _ = writeln!(out, "best file: {}", path.display());
@@ -363,7 +369,7 @@ fn path_json(p: &Path) -> Value {
 }
 
 /// The JSON report: the keys of fixtures/curves/expected.json and more.
-pub fn json(paths: &[PathBuf], run: &Run, analysis: &Analysis) -> Value {
+pub fn json(paths: &[PathBuf], run: &Run, analysis: &Analysis, dropout: Option<&[(String, f64)]>) -> Value {
     let name = |i: Option<usize>| i.map_or(Value::Null, |i| Value::String(run.series[i].name.clone()));
     let e = &analysis.early_stop;
     let mut out = json!({
@@ -380,7 +386,10 @@ pub fn json(paths: &[PathBuf], run: &Run, analysis: &Analysis) -> Value {
         "verdict": analysis.verdict.name(),
         "verdict_numbers": serde_json::to_value(&analysis.verdict).unwrap_or(Value::Null),
         "summary": verdict_text(run, analysis),
-        "advice": advice(analysis, run),
+        "advice": advice(analysis, run, dropout),
+        "dropout": dropout.map_or(Value::Null, |d| {
+            d.iter().map(|(module, p)| json!({"module": module, "p": p})).collect()
+        }),
         "early_stop": {
             "patience": e.patience, "min_delta": e.min_delta, "stop_x": opt_num(e.stop_x),
             "best_x": opt_num(e.best_x), "reason": e.reason,
