@@ -52,6 +52,66 @@ const HIGHER_BETTER: [&str; 14] = [
 /// ...unless it also names one of these, which are lower-better.
 const LOWER_BETTER: [&str; 7] = ["loss", "error", "err", "perplexity", "ppl", "mse", "mae"];
 
+/// Words that say how a series was kept, not what it measures: `train_loss_history`,
+/// `epoch_losses` and `avg_loss` all measure "loss".
+const NOISE_WORDS: [&str; 23] = [
+    "history",
+    "hist",
+    "histories",
+    "log",
+    "logs",
+    "list",
+    "lists",
+    "values",
+    "per",
+    "epoch",
+    "epochs",
+    "step",
+    "steps",
+    "avg",
+    "average",
+    "mean",
+    "running",
+    "total",
+    "all",
+    "curve",
+    "curves",
+    "record",
+    "records",
+];
+
+/// A word made singular, so that `losses` pairs with `loss`: -sses loses its "es", -ies becomes
+/// -y (accuracies), and a final s goes (accs, errors); -ss words and words of three letters or
+/// fewer stay as they are.
+fn singular(word: &str) -> String {
+    let lower = word.to_ascii_lowercase();
+    if lower.ends_with("sses") {
+        word[..word.len() - 2].to_string()
+    } else if lower.ends_with("ies") && lower.len() > 4 {
+        format!("{}y", &word[..word.len() - 3])
+    } else if lower.ends_with('s') && !lower.ends_with("ss") && lower.len() > 3 {
+        word[..word.len() - 1].to_string()
+    } else {
+        word.to_string()
+    }
+}
+
+/// What a name part measures: its words less split words, less noise words, made singular;
+/// the words less split words alone if nothing else is left.
+fn measured(part: &str) -> String {
+    let kept: Vec<&str> = parts(part).filter(|w| split_word(w).is_none()).collect();
+    let plain: Vec<String> = kept
+        .iter()
+        .filter(|w| !NOISE_WORDS.contains(&w.to_ascii_lowercase().as_str()))
+        .map(|w| singular(w))
+        .collect();
+    if plain.is_empty() {
+        kept.join("_")
+    } else {
+        plain.join("_")
+    }
+}
+
 fn parts(name: &str) -> impl Iterator<Item = &str> {
     name.split(SEPARATORS).filter(|p| !p.is_empty())
 }
@@ -80,7 +140,8 @@ pub(super) fn is_metric_name(name: &str) -> bool {
 
 /// The split and the quantity of a series called `name`. The quantity is the last dotted part
 /// of the name without its split words (`history.val_acc` -> `acc`, `metrics.val.loss` ->
-/// `loss`); a name without a split word is "other", except a bare loss, which is the training
+/// `loss`) and the words that say how it was kept, made singular (`train_loss_history`,
+/// `epoch_losses` -> `loss`); a name without a split word is "other", except a bare loss, which is the training
 /// loss (Keras' and the Hugging Face Trainer's `loss`).
 pub(super) fn classify(name: &str) -> (Split, String) {
     let dotted: Vec<&str> = name.split('.').filter(|p| !p.is_empty()).collect();
@@ -90,12 +151,7 @@ pub(super) fn classify(name: &str) -> (Split, String) {
     let quantity = dotted
         .iter()
         .rev()
-        .map(|d| {
-            parts(d)
-                .filter(|w| split_word(w).is_none())
-                .collect::<Vec<_>>()
-                .join("_")
-        })
+        .map(|d| measured(d))
         .find(|q| !q.is_empty())
         .unwrap_or_else(|| name.to_string());
     let split = match split {
@@ -129,6 +185,13 @@ mod tests {
         assert_eq!(classify("Validation-Top1-Acc"), (Split::Val, "Top1_Acc".into()));
         assert_eq!(classify("test/f1"), (Split::Test, "f1".into()));
         assert_eq!(classify("accuracy"), (Split::Other, "accuracy".into()));
+        assert_eq!(classify("train_loss_history"), (Split::Train, "loss".into()));
+        assert_eq!(classify("stats.epoch_losses"), (Split::Train, "loss".into()));
+        assert_eq!(classify("valid_losses"), (Split::Val, "loss".into()));
+        assert_eq!(classify("avg_val_loss_per_epoch"), (Split::Val, "loss".into()));
+        assert_eq!(classify("val_mean_accuracies"), (Split::Val, "accuracy".into()));
+        assert_eq!(classify("loss_history.val"), (Split::Val, "loss".into()));
+        assert_eq!(classify("history"), (Split::Other, "history".into()));
         // "trainer" is not the word "train".
         assert_eq!(classify("trainer_loss"), (Split::Other, "trainer_loss".into()));
     }

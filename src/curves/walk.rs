@@ -4,6 +4,7 @@
 //! The structure tree is walked directly rather than the flattened metadata: a history of 0-d
 //! tensors is a list of tensors there, which flattening names as separate tensors.
 
+use crate::dtype::DType;
 use crate::elem::decode_f64;
 use crate::error::Result;
 use crate::model::{Checkpoint, Key, Node};
@@ -88,6 +89,9 @@ fn collect(ckpt: &Checkpoint, node: &Node, path: &mut String, out: &mut Content)
                 out.histories.push((path.clone(), values));
             }
         }
+        Node::Tensor(idx) if is_metric_name(path) && history_tensor(ckpt, *idx) => {
+            out.histories.push((path.clone(), tensor_values(ckpt, *idx)?));
+        }
         Node::Int(_) | Node::Float(_) | Node::Tensor(_) if is_metric_name(path) => {
             if let Some(v) = scalar(ckpt, node)? {
                 out.scalars.push((path.clone(), v));
@@ -142,6 +146,34 @@ fn history(ckpt: &Checkpoint, items: &[Node]) -> Result<Option<Vec<f64>>> {
         }
     }
     Ok(Some(values))
+}
+
+/// The most values a 1-D tensor may hold to be read as a history (a per-step log of a long run
+/// fits; the f64 copy of its values stays within 8 MiB).
+const MAX_TENSOR_HISTORY: u64 = 1 << 20;
+
+/// Whether tensor `idx` is a history (`torch.tensor(losses)`): 1-D, two or more real numbers,
+/// not a parameter, at most [`MAX_TENSOR_HISTORY`] of them.
+fn history_tensor(ckpt: &Checkpoint, idx: usize) -> bool {
+    ckpt.tensors.get(idx).is_some_and(|t| {
+        t.shape.len() == 1
+            && (2..=MAX_TENSOR_HISTORY).contains(&t.numel())
+            && !t.parameter
+            && t.dtype != DType::Bool
+            && !t.dtype.is_complex()
+    })
+}
+
+/// The values of tensor `idx` (a history tensor) as f64.
+fn tensor_values(ckpt: &Checkpoint, idx: usize) -> Result<Vec<f64>> {
+    let tensor = &ckpt.tensors[idx];
+    let size = tensor.dtype.size();
+    let mut bytes = Vec::with_capacity(tensor.nbytes() as usize);
+    for_each_chunk::<crate::Error>(ckpt, tensor, |chunk| {
+        bytes.extend_from_slice(chunk);
+        Ok(())
+    })?;
+    Ok(bytes.chunks_exact(size).map(|b| decode_f64(tensor.dtype, b)).collect())
 }
 
 /// A scalar loss or metric: a number, or a 0-d tensor that is not a parameter.
