@@ -100,6 +100,7 @@ pub mod stats;
 mod tensor_ref;
 
 internal! {
+    pub mod assembly;
     pub mod container;
     #[cfg(feature = "cli")]
     pub mod diff;

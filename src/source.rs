@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use crate::assembly::Assembly;
 use crate::error::{Error, Result};
 
 /// Opens `path` for reading only if it is a regular file (after following symlinks). A fifo
@@ -47,7 +48,8 @@ fn not_regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     })
 }
 
-/// Where tensor bytes come from: a file (mapped read-only) or a buffer in memory.
+/// Where tensor bytes come from: a file (mapped read-only), a buffer in memory, or a tensor
+/// assembled from pieces of other sources (a distributed checkpoint's chunks).
 #[derive(Debug)]
 pub struct Source {
     /// The file's path, or for a buffer the name errors give it.
@@ -61,6 +63,8 @@ enum Backing {
     Empty,
     File(Mmap),
     Memory(Vec<u8>),
+    /// No bytes of its own: reads are served by the pieces ([`crate::tensor_data::DataReader`]).
+    Assembled(Assembly),
 }
 
 impl Source {
@@ -100,6 +104,23 @@ impl Source {
         })
     }
 
+    /// A source whose bytes are the global tensor `assembly` puts together; `name` (the
+    /// checkpoint's metadata file) stands for a path in error messages.
+    pub fn assembled(name: impl Into<PathBuf>, assembly: Assembly) -> Arc<Source> {
+        Arc::new(Source {
+            path: name.into(),
+            bytes: Backing::Assembled(assembly),
+        })
+    }
+
+    /// The pieces of an assembled source.
+    pub fn assembly(&self) -> Option<&Assembly> {
+        match &self.bytes {
+            Backing::Assembled(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// The file's path, or a buffer's name.
     pub fn path(&self) -> &Path {
         &self.path
@@ -107,13 +128,14 @@ impl Source {
 
     /// Whether the bytes come from the file at [`Self::path`] (not from memory).
     pub fn is_file(&self) -> bool {
-        !matches!(self.bytes, Backing::Memory(_))
+        matches!(self.bytes, Backing::File(_) | Backing::Empty)
     }
 
-    /// The whole file's bytes.
+    /// The whole file's bytes (none for an assembled source, whose bytes are read through its
+    /// pieces).
     pub fn bytes(&self) -> &[u8] {
         match &self.bytes {
-            Backing::Empty => &[],
+            Backing::Empty | Backing::Assembled(_) => &[],
             Backing::File(map) => map,
             Backing::Memory(bytes) => bytes,
         }
@@ -121,7 +143,10 @@ impl Source {
 
     /// Length in bytes.
     pub fn len(&self) -> u64 {
-        self.bytes().len() as u64
+        match &self.bytes {
+            Backing::Assembled(a) => a.len(),
+            _ => self.bytes().len() as u64,
+        }
     }
 
     /// Whether there are no bytes.

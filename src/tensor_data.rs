@@ -14,6 +14,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::assembly::Assembly;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{ByteOrder, Cast, Checkpoint, DataRef, Storage, StorageId, Tensor};
@@ -76,6 +77,9 @@ impl DataReader {
             ));
         }
         let at = data.offset + offset;
+        if let Some(assembly) = data.source.assembly() {
+            return self.read_assembled(path, assembly, at, buf);
+        }
         #[cfg(unix)]
         if let Some(file) = self.file(&data.source) {
             use std::os::unix::fs::FileExt;
@@ -94,6 +98,19 @@ impl DataReader {
 }
 
 impl DataReader {
+    /// Fills `buf` with bytes `at..` of an assembled tensor, run by run from its pieces' files.
+    fn read_assembled(&mut self, path: &Path, assembly: &Assembly, at: u64, buf: &mut [u8]) -> Result<()> {
+        let mut filled = 0usize;
+        let bad = |what| Error::malformed(path, "assembled tensor", what);
+        assembly.runs(at, buf.len() as u64, bad, |run| {
+            let piece = &assembly.pieces()[run.piece];
+            let n = run.len as usize;
+            self.read(&piece.data, run.at, &mut buf[filled..filled + n])?;
+            filled += n;
+            Ok(())
+        })
+    }
+
     /// Lends the block buffer, at least `len` bytes long; give it back with [`Self::put_block`].
     fn take_block(&mut self, len: usize) -> Vec<u8> {
         let mut block = std::mem::take(&mut self.block);
