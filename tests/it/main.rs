@@ -9,6 +9,7 @@ mod cli_output;
 mod common;
 mod containers_tar;
 mod containers_zip;
+mod dcp;
 mod diff;
 mod fixtures;
 mod hf;

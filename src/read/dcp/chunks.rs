@@ -100,6 +100,14 @@ pub fn item(source: &Arc<Source>, info: &StorageInfo, place: &str, limits: &Read
 
 fn read_archive(source: &Arc<Source>, info: &StorageInfo, place: &str, limits: &ReadLimits) -> Result<Checkpoint> {
     let path = source.path();
+    if crate::read::safetensors::looks_like(source.bytes()) {
+        // FileSystemWriter(serialization_format=SAFETENSORS): one safetensors file per rank,
+        // which torch's own FileSystemReader does not read back either.
+        return Err(Error::Unsupported {
+            path: path.into(),
+            what: "a safetensors file (DCP's SerializationFormat.SAFETENSORS); ckpt reads DCP's default torch.save chunks".into(),
+        });
+    }
     if info.offset.checked_add(info.length).is_none_or(|end| end > source.len()) {
         return Err(past_end(path, place, source.len()));
     }
