@@ -155,6 +155,33 @@ impl Source {
         self.bytes().is_empty()
     }
 
+    /// Lets the pages of the map that hold bytes `offset .. offset + len` go from the process's
+    /// resident set, after a reader looked at them through [`Self::bytes`] (a distributed
+    /// checkpoint's chunk archives: their headers are read through the map, a few pages each,
+    /// and thousands of chunks would otherwise add up). The bytes stay readable: the pages are
+    /// read from the file again if touched. Does nothing where the system cannot.
+    pub fn release(&self, offset: u64, len: u64) {
+        #[cfg(unix)]
+        if let Backing::File(map) = &self.bytes {
+            const PAGE: u64 = 4096; // a multiple of it is page-aligned on every unix system
+            let start = offset / PAGE * PAGE;
+            let end = offset.saturating_add(len).min(map.len() as u64);
+            if start < end {
+                // SAFETY: the map is a read-only shared mapping of a file; MADV_DONTNEED drops
+                // the pages from this process, and the next access reads them from the file
+                // again (the page cache), with the same bytes: nothing written is lost, since
+                // nothing is written. No slice of the map is used across this call by ckpt's
+                // readers (they call it once done with the range); a slice still held elsewhere
+                // would see the file's bytes again on its next access, as it would anyway.
+                let _ = unsafe {
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start as usize, (end - start) as usize)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
+    }
+
     /// `len` bytes at `offset`, or None if the range is not inside the file.
     pub fn slice(&self, offset: u64, len: u64) -> Option<&[u8]> {
         let start = usize::try_from(offset).ok()?;

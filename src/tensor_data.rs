@@ -129,6 +129,21 @@ impl DataReader {
                 }
             }
         }
+        if spans.len() == runs.len() {
+            // One run from each piece (chunks of whole rows): each is read straight into place.
+            let mut filled = 0usize;
+            let mut done = Ok(());
+            for r in &runs {
+                let n = r.len as usize;
+                done = self.read(&assembly.pieces()[r.piece].data, r.at, &mut buf[filled..filled + n]);
+                if done.is_err() {
+                    break;
+                }
+                filled += n;
+            }
+            self.runs = runs;
+            return done;
+        }
         let mut gathered = std::mem::take(&mut self.gathered);
         let mut pos = 0usize;
         for s in &mut spans {

@@ -240,3 +240,33 @@ fn truncated_and_garbled_data_files_are_errors_not_panics() {
         }
     }
 }
+
+#[test]
+fn check_verifies_every_chunk_archive_and_names_a_flipped_one() {
+    let a = ckpt().arg("check").arg(dcp_dir().join("ws4")).assert().code(0);
+    let out = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    assert!(
+        out.contains("sound") && out.contains("zip records CRC-checked"),
+        "{out}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ws2");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(dcp_dir().join("ws2")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    // One bit of a tensor's bytes in the second chunk of model.cols.weight, where ckpt reads it.
+    let c = ckpt::read::open(&dir).unwrap();
+    let t = c.tensors.iter().find(|t| t.name == "model.cols.weight").unwrap();
+    let piece = &c.storages[t.storage.0].data.source.assembly().unwrap().pieces()[1];
+    let file = piece.data.source.path().to_path_buf();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[piece.data.offset as usize + 3] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let a = ckpt().arg("check").arg(&dir).assert().code(1);
+    let out = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    assert!(out.contains("__1_0.distcp (bytes "), "{out}");
+    assert!(out.contains("record 'archive/data/0': data CRC-32"), "{out}");
+}

@@ -111,7 +111,11 @@ fn read_archive(source: &Arc<Source>, info: &StorageInfo, place: &str, limits: &
     if info.offset.checked_add(info.length).is_none_or(|end| end > source.len()) {
         return Err(past_end(path, place, source.len()));
     }
-    pth_zip::read_embedded(source.clone(), info.offset, info.length, limits).map_err(|e| match e {
+    let read = pth_zip::read_embedded(source.clone(), info.offset, info.length, limits);
+    // The archive's headers and the end of its data were read through the map; the data itself
+    // is read with positioned reads later, so the pages go (see Source::release).
+    source.release(info.offset, info.length);
+    read.map_err(|e| match e {
         Error::Malformed { path, place: inner, what } => Error::Malformed {
             path,
             place: format!("{place}: {inner}"),

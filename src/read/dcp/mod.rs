@@ -128,6 +128,23 @@ pub fn read(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     })
 }
 
+/// Every stored item the `.metadata` at `path` names, as (data file, offset, length), in file
+/// and offset order: the archives `ckpt check` checks record by record.
+pub fn stored_items(path: &Path, limits: &ReadLimits) -> Result<Vec<(PathBuf, u64, u64)>> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let source = Source::open(path)?;
+    let pickle = parse_pickle(path, "pickle", source.bytes(), limits)?;
+    let meta = metadata::parse(&pickle).map_err(|why| Error::malformed(path, "pickle", why))?;
+    let mut items: Vec<(PathBuf, u64, u64)> = meta
+        .storage
+        .values()
+        .filter_map(|info| Some((shard_path(dir, &info.relative_path)?, info.offset, info.length)))
+        .collect();
+    items.sort();
+    items.dedup();
+    Ok(items)
+}
+
 /// Row-major strides of a shape, in elements.
 fn contiguous_strides(shape: &[u64]) -> Vec<u64> {
     let mut strides = vec![1u64; shape.len()];
