@@ -142,7 +142,7 @@ impl Assembly {
     }
 
     /// The global tensor's size in bytes.
-    pub fn len(&self) -> u64 {
+    pub fn nbytes(&self) -> u64 {
         self.shape.iter().product::<u64>() * self.esize
     }
 
@@ -156,11 +156,11 @@ impl Assembly {
         bad: impl Fn(String) -> E,
         mut f: impl FnMut(Run) -> Result<(), E>,
     ) -> Result<(), E> {
-        if !offset.is_multiple_of(self.esize) || !len.is_multiple_of(self.esize) || offset + len > self.len() {
+        if !offset.is_multiple_of(self.esize) || !len.is_multiple_of(self.esize) || offset.saturating_add(len) > self.nbytes() {
             return Err(bad(format!(
                 "bytes {offset}..{} are not whole elements of the {}-byte tensor",
                 offset + len,
-                self.len()
+                self.nbytes()
             )));
         }
         let mut hint = 0;

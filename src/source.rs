@@ -144,7 +144,7 @@ impl Source {
     /// Length in bytes.
     pub fn len(&self) -> u64 {
         match &self.bytes {
-            Backing::Assembled(a) => a.len(),
+            Backing::Assembled(a) => a.nbytes(),
             _ => self.bytes().len() as u64,
         }
     }

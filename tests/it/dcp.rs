@@ -270,3 +270,18 @@ fn check_verifies_every_chunk_archive_and_names_a_flipped_one() {
     assert!(out.contains("__1_0.distcp (bytes "), "{out}");
     assert!(out.contains("record 'archive/data/0': data CRC-32"), "{out}");
 }
+
+#[test]
+fn scan_judges_metadata_as_torch_loads_it() {
+    use ckpt::Verdict;
+    // torch reads .metadata with plain pickle.load (its weights-only loader refuses protocol 4
+    // and DCP's classes): instantiating DCP's own dataclasses needs torch's code, calls nothing.
+    for name in ["ws1", "ws2", "ws4"] {
+        let path = dcp_dir().join(name).join(".metadata");
+        let report = &ckpt::scan_paths(&[path], &Default::default())[0];
+        assert_eq!(report.verdict, Verdict::NeedsCode, "{name}:\n{}", report.to_text(true));
+    }
+    let path = dcp_dir().join("hostile/unknown_global/.metadata");
+    let report = &ckpt::scan_paths(&[path], &Default::default())[0];
+    assert_eq!(report.verdict, Verdict::Dangerous, "{}", report.to_text(true));
+}

@@ -80,7 +80,7 @@ pub fn read(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
                 }
                 let assembly = Assembly::new(size.clone(), dtype.size() as u64, pieces)
                     .map_err(|why| Error::malformed(path, format!("tensor '{}'", entry.fqn), why))?;
-                let len = assembly.len();
+                let len = assembly.nbytes();
                 storages.push(Storage {
                     key: None,
                     location: "cpu".into(),
