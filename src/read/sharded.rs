@@ -15,8 +15,9 @@ use crate::read::{dcp, open_with, ReadLimits};
 const SINGLE_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 
 /// A directory: reads the one checkpoint in it, a `*.index.json`, a Hugging Face snapshot's
-/// `model.safetensors` / `pytorch_model.bin`, or a distributed checkpoint's `.metadata`. Two of these is an error naming them: which one
-/// a loader takes depends on the loader, so the user names it.
+/// `model.safetensors` / `pytorch_model.bin`, or a distributed checkpoint's `.metadata`. Two
+/// of these is an error naming them: which one a loader takes depends on the loader, so the
+/// user names it.
 pub fn read_dir(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut found = Vec::new();
