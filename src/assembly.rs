@@ -322,6 +322,21 @@ mod tests {
         assert!(short.contains("needs 8 bytes but its data holds 7"), "{short}");
     }
 
+    /// Past PAIRWISE_LIMIT pieces the tiling is checked by walking the runs: a hole is found
+    /// at its element, an overlap (as many elements as the tensor, so a hole elsewhere) too.
+    #[test]
+    fn many_pieces_are_checked_by_walking() {
+        let n = PAIRWISE_LIMIT as u64 + 10;
+        let one = |i: u64| piece(&[i], &[1], vec![i as u8]);
+        let all = Assembly::new(vec![n], 1, (0..n).map(one).collect()).unwrap();
+        assert_eq!(assemble(&all, 0, n), (0..n).map(|i| i as u8).collect::<Vec<_>>());
+        let hole = Assembly::new(vec![n], 1, (0..n).filter(|&i| i != 700).map(one).collect()).unwrap_err();
+        assert!(hole.contains("element [700] lies in no chunk: the chunks leave a hole"), "{hole}");
+        let twice = (0..n).map(|i| one(if i == 900 { 899 } else { i })).collect();
+        let overlap = Assembly::new(vec![n], 1, twice).unwrap_err();
+        assert!(overlap.contains("element [900] lies in no chunk: the chunks overlap elsewhere"), "{overlap}");
+    }
+
     #[test]
     fn a_scalar_is_one_run() {
         let a = Assembly::new(vec![], 4, vec![piece(&[], &[], vec![1, 2, 3, 4])]).unwrap();
