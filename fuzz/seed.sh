@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fixtures=../fixtures
-mkdir -p corpus/pickle corpus/pth corpus/safetensors corpus/scan corpus/roundtrip corpus/transforms corpus/zip_differential corpus/pickle_differential
+mkdir -p corpus/pickle corpus/pth corpus/safetensors corpus/scan corpus/roundtrip corpus/transforms corpus/zip_differential corpus/pickle_differential corpus/dcp
 # The pth, safetensors and scan targets take an `Input` enum (arbitrary's derive): four zero
 # bytes select its first variant, `Raw`, whose bytes are then the whole file.
 raw() { { printf '\0\0\0\0'; cat "$1"; } > "$2"; }
@@ -21,6 +21,12 @@ while IFS= read -r -d '' f; do
     *.safetensors|*.pth|*.pt|*.bin|*.tar|*.pkl|*.json) raw "$f" "corpus/scan/$base" ;;
   esac
   case "$f" in *.pkl) cp "$f" "corpus/pickle/$base" ;; esac
+  # The dcp target: variant 0 (a whole .metadata), or variant 1 (arbitrary picks it for a
+  # discriminant of 0x80000000) with rank byte 0 and a data file.
+  case "$f" in
+    */.metadata) raw "$f" "corpus/dcp/$base" ;;
+    *.distcp) { printf '\0\0\0\200\0'; cat "$f"; } > "corpus/dcp/$base" ;;
+  esac
 done < <(find "$fixtures" -type f -print0)
 # Pickles inside zips (data.pkl, constants.pkl, *.debug_pkl, hidden members) and the legacy
 # format's five pickles, split at each STOP by Python's own pickletools.

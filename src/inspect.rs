@@ -1,6 +1,8 @@
 //! `ckpt inspect`: what is in a checkpoint, as JSON for tools or a summary for people.
 //! Without `hash`, nothing here reads tensor data.
 
+mod sharding;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -136,6 +138,9 @@ pub fn to_json(ckpt: &Checkpoint, path: &str, opts: &InspectOptions) -> Json {
             if let Some(h) = hash {
                 o["sha256"] = json!(h);
             }
+            if let Some(chunks) = sharding::chunks_json(ckpt, t) {
+                o["chunks"] = chunks;
+            }
             o
         })
         .collect();
@@ -268,7 +273,19 @@ pub fn to_text(ckpt: &Checkpoint, path: &str, file_size: Option<u64>, opts: &Ins
         if tree {
             out.push_str(&module_tree(ckpt, &tensors, opts.depth));
         } else {
-            out.push_str(&table(ckpt, &tensors, &hashes(ckpt, &tensors, opts)));
+            // A distributed checkpoint's optimizer state gets a table of its own, after the model's.
+            let (optim, model): (Vec<&Tensor>, Vec<&Tensor>) =
+                tensors.iter().partition(|t| sharding::is_optimizer_state(ckpt, t));
+            if !model.is_empty() {
+                out.push_str(&table(ckpt, &model, &hashes(ckpt, &model, opts)));
+            }
+            if !optim.is_empty() {
+                if !model.is_empty() {
+                    out.push('\n');
+                }
+                let _ = writeln!(out, "optimizer state ({}*)", sharding::OPTIMIZER_PREFIX);
+                out.push_str(&table(ckpt, &optim, &hashes(ckpt, &optim, opts)));
+            }
         }
     }
     let metadata: Vec<(&String, &Json)> = selected_metadata(ckpt, opts).collect();
@@ -302,6 +319,10 @@ fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hashes: &[Option<String>]) -> S
     if hashed {
         rows[0].insert(5, "sha256".into());
     }
+    let sharded = tensors.iter().any(|t| sharding::summary(ckpt, t).is_some());
+    if sharded {
+        rows[0].extend(["chunks".into(), "files".into()]);
+    }
     for (t, hash) in tensors.iter().zip(hashes) {
         let grad = match (t.parameter, t.requires_grad) {
             (true, true) => "trainable",
@@ -319,6 +340,10 @@ fn table(ckpt: &Checkpoint, tensors: &[&Tensor], hashes: &[Option<String>]) -> S
         ];
         if let Some(h) = hash {
             row.insert(5, h.clone());
+        }
+        if sharded {
+            let (chunks, files) = sharding::summary(ckpt, t).unwrap_or_default();
+            row.extend([chunks, files]);
         }
         rows.push(row);
     }

@@ -105,6 +105,7 @@ mod tensor_ref;
 internal! {
     #[cfg(feature = "cli")]
     pub mod architecture;
+    pub mod assembly;
     pub mod container;
     #[cfg(feature = "cli")]
     pub mod diff;

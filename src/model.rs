@@ -29,6 +29,9 @@ pub enum Format {
     Safetensors,
     /// A Hugging Face sharded checkpoint: an `*.index.json` and its shards.
     Sharded,
+    /// A `torch.distributed.checkpoint` directory (FSDP, DTensor): a `.metadata` pickle and
+    /// the `.distcp` files holding each tensor's chunks.
+    Dcp,
     /// Made in a program with [`crate::CheckpointBuilder`], not read from a file.
     Built,
 }
@@ -42,6 +45,7 @@ impl Format {
             Format::TorchScript => "torchscript",
             Format::Safetensors => "safetensors",
             Format::Sharded => "sharded",
+            Format::Dcp => "dcp",
             Format::Built => "built",
         }
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use crate::assembly::Assembly;
 use crate::error::{Error, Result};
 
 /// Opens `path` for reading only if it is a regular file (after following symlinks). A fifo
@@ -47,7 +48,8 @@ fn not_regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     })
 }
 
-/// Where tensor bytes come from: a file (mapped read-only) or a buffer in memory.
+/// Where tensor bytes come from: a file (mapped read-only), a buffer in memory, or a tensor
+/// assembled from pieces of other sources (a distributed checkpoint's chunks).
 #[derive(Debug)]
 pub struct Source {
     /// The file's path, or for a buffer the name errors give it.
@@ -61,6 +63,8 @@ enum Backing {
     Empty,
     File(Mmap),
     Memory(Vec<u8>),
+    /// No bytes of its own: reads are served by the pieces ([`crate::tensor_data::DataReader`]).
+    Assembled(Assembly),
 }
 
 impl Source {
@@ -100,6 +104,23 @@ impl Source {
         })
     }
 
+    /// A source whose bytes are the global tensor `assembly` puts together; `name` (the
+    /// checkpoint's metadata file) stands for a path in error messages.
+    pub fn assembled(name: impl Into<PathBuf>, assembly: Assembly) -> Arc<Source> {
+        Arc::new(Source {
+            path: name.into(),
+            bytes: Backing::Assembled(assembly),
+        })
+    }
+
+    /// The pieces of an assembled source.
+    pub fn assembly(&self) -> Option<&Assembly> {
+        match &self.bytes {
+            Backing::Assembled(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// The file's path, or a buffer's name.
     pub fn path(&self) -> &Path {
         &self.path
@@ -107,13 +128,14 @@ impl Source {
 
     /// Whether the bytes come from the file at [`Self::path`] (not from memory).
     pub fn is_file(&self) -> bool {
-        !matches!(self.bytes, Backing::Memory(_))
+        matches!(self.bytes, Backing::File(_) | Backing::Empty)
     }
 
-    /// The whole file's bytes.
+    /// The whole file's bytes (none for an assembled source, whose bytes are read through its
+    /// pieces).
     pub fn bytes(&self) -> &[u8] {
         match &self.bytes {
-            Backing::Empty => &[],
+            Backing::Empty | Backing::Assembled(_) => &[],
             Backing::File(map) => map,
             Backing::Memory(bytes) => bytes,
         }
@@ -121,13 +143,43 @@ impl Source {
 
     /// Length in bytes.
     pub fn len(&self) -> u64 {
-        self.bytes().len() as u64
+        match &self.bytes {
+            Backing::Assembled(a) => a.nbytes(),
+            _ => self.bytes().len() as u64,
+        }
     }
 
     /// Whether there are no bytes.
     #[cfg(feature = "internals")] // only the integration tests call it
     pub fn is_empty(&self) -> bool {
         self.bytes().is_empty()
+    }
+
+    /// Lets the pages of the map that hold bytes `offset .. offset + len` go from the process's
+    /// resident set, after a reader looked at them through [`Self::bytes`] (a distributed
+    /// checkpoint's chunk archives: their headers are read through the map, a few pages each,
+    /// and thousands of chunks would otherwise add up). The bytes stay readable: the pages are
+    /// read from the file again if touched. Does nothing where the system cannot.
+    pub fn release(&self, offset: u64, len: u64) {
+        #[cfg(unix)]
+        if let Backing::File(map) = &self.bytes {
+            const PAGE: u64 = 4096; // a multiple of it is page-aligned on every unix system
+            let start = offset / PAGE * PAGE;
+            let end = offset.saturating_add(len).min(map.len() as u64);
+            if start < end {
+                // SAFETY: the map is a read-only shared mapping of a file; MADV_DONTNEED drops
+                // the pages from this process, and the next access reads them from the file
+                // again (the page cache), with the same bytes: nothing written is lost, since
+                // nothing is written. No slice of the map is used across this call by ckpt's
+                // readers (they call it once done with the range); a slice still held elsewhere
+                // would see the file's bytes again on its next access, as it would anyway.
+                let _ = unsafe {
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start as usize, (end - start) as usize)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
     }
 
     /// `len` bytes at `offset`, or None if the range is not inside the file.

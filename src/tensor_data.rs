@@ -14,6 +14,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::assembly::{Assembly, Run};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{ByteOrder, Cast, Checkpoint, DataRef, Storage, StorageId, Tensor};
@@ -42,6 +43,9 @@ pub struct DataReader {
     files: HashMap<usize, (Arc<Source>, Option<File>)>,
     /// The block buffer, kept from one tensor to the next (see [`CHUNK`]).
     block: Vec<u8>,
+    /// An assembled tensor's runs of the block being read, and its pieces' bytes for it.
+    runs: Vec<Run>,
+    gathered: Vec<u8>,
 }
 
 impl DataReader {
@@ -76,6 +80,9 @@ impl DataReader {
             ));
         }
         let at = data.offset + offset;
+        if let Some(assembly) = data.source.assembly() {
+            return self.read_assembled(path, assembly, at, buf);
+        }
         #[cfg(unix)]
         if let Some(file) = self.file(&data.source) {
             use std::os::unix::fs::FileExt;
@@ -94,6 +101,77 @@ impl DataReader {
 }
 
 impl DataReader {
+    /// Fills `buf` with bytes `at..` of an assembled tensor. The bytes a range of the tensor
+    /// takes from one piece are one contiguous range of that piece (a box's elements come in its
+    /// own row-major order), so each piece is read with one positioned read and the runs are
+    /// copied into place: a block of a column-sharded tensor costs a read per chunk, not per row.
+    fn read_assembled(&mut self, path: &Path, assembly: &Assembly, at: u64, buf: &mut [u8]) -> Result<()> {
+        let bad = |what| Error::malformed(path, "assembled tensor", what);
+        let mut runs = std::mem::take(&mut self.runs);
+        runs.clear();
+        assembly.runs(at, buf.len() as u64, bad, |run| {
+            runs.push(run);
+            Ok(())
+        })?;
+        // Per piece touched: (piece, first byte in it, bytes, where they go in `gathered`).
+        let mut spans: Vec<(usize, u64, u64, usize)> = Vec::new();
+        // Each run's span.
+        let mut owner: Vec<usize> = Vec::with_capacity(runs.len());
+        for r in &runs {
+            match spans.iter().rposition(|s| s.0 == r.piece) {
+                Some(i) => {
+                    spans[i].2 = r.at + r.len - spans[i].1;
+                    owner.push(i);
+                }
+                None => {
+                    owner.push(spans.len());
+                    spans.push((r.piece, r.at, r.len, 0));
+                }
+            }
+        }
+        if spans.len() == runs.len() {
+            // One run from each piece (chunks of whole rows): each is read straight into place.
+            let mut filled = 0usize;
+            let mut done = Ok(());
+            for r in &runs {
+                let n = r.len as usize;
+                done = self.read(&assembly.pieces()[r.piece].data, r.at, &mut buf[filled..filled + n]);
+                if done.is_err() {
+                    break;
+                }
+                filled += n;
+            }
+            self.runs = runs;
+            return done;
+        }
+        let mut gathered = std::mem::take(&mut self.gathered);
+        let mut pos = 0usize;
+        for s in &mut spans {
+            s.3 = pos;
+            pos += s.2 as usize;
+        }
+        gathered.resize(pos, 0);
+        let mut done = Ok(());
+        for &(piece, start, len, at) in &spans {
+            done = self.read(&assembly.pieces()[piece].data, start, &mut gathered[at..at + len as usize]);
+            if done.is_err() {
+                break;
+            }
+        }
+        if done.is_ok() {
+            let mut filled = 0usize;
+            for (r, &i) in runs.iter().zip(&owner) {
+                let s = spans[i];
+                let from = s.3 + (r.at - s.1) as usize;
+                buf[filled..filled + r.len as usize].copy_from_slice(&gathered[from..from + r.len as usize]);
+                filled += r.len as usize;
+            }
+        }
+        self.runs = runs;
+        self.gathered = gathered;
+        done
+    }
+
     /// Lends the block buffer, at least `len` bytes long; give it back with [`Self::put_block`].
     fn take_block(&mut self, len: usize) -> Vec<u8> {
         let mut block = std::mem::take(&mut self.block);
@@ -730,6 +808,51 @@ mod tests {
                 Ok(())
             }).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(got, naive(&bytes, &t, big && dtype.swap_unit() > 1));
+        }
+    }
+
+    /// A 7 x 5 u16 tensor (element (i, j) = 100 i + j) cut into an uneven grid of pieces held
+    /// in memory, streamed in blocks of every size: each block cuts rows at another place.
+    #[test]
+    fn assembled_tensors_stream_in_blocks_of_any_size() {
+        use crate::assembly::{Assembly, Piece};
+        let cuts: [([u64; 2], [u64; 2]); 4] = [([0, 0], [4, 2]), ([0, 2], [4, 3]), ([4, 0], [3, 4]), ([4, 4], [3, 1])];
+        let pieces = cuts
+            .iter()
+            .map(|(o, sz)| {
+                let mut bytes = Vec::new();
+                for i in o[0]..o[0] + sz[0] {
+                    for j in o[1]..o[1] + sz[1] {
+                        bytes.extend_from_slice(&((100 * i + j) as u16).to_le_bytes());
+                    }
+                }
+                let len = bytes.len() as u64;
+                let source = Source::from_memory("chunk", bytes);
+                Piece { offsets: o.to_vec(), sizes: sz.to_vec(), data: DataRef { source, offset: 0, len } }
+            })
+            .collect();
+        let assembly = Assembly::new(vec![7, 5], 2, pieces).unwrap();
+        let want: Vec<u8> = (0..7u16).flat_map(|i| (0..5u16).flat_map(move |j| (100 * i + j).to_le_bytes())).collect();
+        let t = Tensor {
+            name: "t".into(),
+            dtype: DType::U16,
+            shape: vec![7, 5],
+            stride: vec![5, 1],
+            offset: 0,
+            storage: StorageId(0),
+            requires_grad: false,
+            parameter: false,
+        };
+        let mut ckpt = checkpoint(&std::env::current_exe().unwrap(), t.clone(), false);
+        ckpt.storages[0].data = DataRef { source: Source::assembled("x/.metadata", assembly), offset: 0, len: 70 };
+        for elems in 1..=36 {
+            let mut got = Vec::new();
+            stream_tensor::<Error>(&mut DataReader::new(), &ckpt, &t, elems * 2, 1 << 20, |c| {
+                got.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, want, "blocks of {elems} elements");
         }
     }
 

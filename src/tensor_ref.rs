@@ -291,7 +291,8 @@ mod arrays {
             let storage = self.storage();
             let in_place = cfg!(target_endian = "little")
                 && storage.byte_order == ByteOrder::Little
-                && storage.cast.is_none_or(|c| c.from == c.to);
+                && storage.cast.is_none_or(|c| c.from == c.to)
+                && storage.data.source.assembly().is_none();
             let Some(elements) = in_place.then(|| storage_elements::<T>(storage.data.bytes())).flatten() else {
                 return Ok(None);
             };

@@ -183,13 +183,20 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<CheckReport> {
     let ckpt = crate::read::open(path)?;
     let mut findings = Vec::new();
     let mut records = 0;
-    for file in &ckpt.files {
-        let source = Source::open(file)?;
-        if !crate::container::zip::is_zip(source.bytes()) {
+    for (file, start, len) in archives(&ckpt)? {
+        let source = Source::open(&file)?;
+        let Some(bytes) = source.slice(start, len).filter(|b| crate::container::zip::is_zip(b)) else {
             continue;
-        }
-        let handle = std::fs::File::open(file).map_err(|e| crate::Error::io(file, e))?;
-        let (found, n) = zip::check(&file.display().to_string(), &handle, source.bytes());
+        };
+        let handle = std::fs::File::open(&file).map_err(|e| crate::Error::io(&file, e))?;
+        let shown = match ckpt.format {
+            Format::Dcp => format!("{} (bytes {start}..{})", file.display(), start + len),
+            _ => file.display().to_string(),
+        };
+        let (found, n) = zip::check(&shown, &handle, bytes, start as usize);
+        // A distributed checkpoint has an archive per chunk: the pages their headers were read
+        // through go, or thousands of them would stay resident.
+        source.release(start, len);
         findings.extend(found);
         records += n;
     }
@@ -222,6 +229,25 @@ pub fn check(path: &Path, options: &CheckOptions) -> Result<CheckReport> {
         files: ckpt.files.clone(),
         hashed,
     })
+}
+
+/// The zip archives to check, as (file, offset, length): every file of the checkpoint whole, or
+/// for a distributed checkpoint each item its `.metadata` names (a `.distcp` file is a run of
+/// `torch.save` archives, not one).
+fn archives(ckpt: &Checkpoint) -> Result<Vec<(PathBuf, u64, u64)>> {
+    if ckpt.format == Format::Dcp {
+        return crate::read::dcp::stored_items(&ckpt.files[0], &Default::default());
+    }
+    ckpt.files
+        .iter()
+        .map(|f| {
+            Ok((
+                f.clone(),
+                0,
+                std::fs::metadata(f).map_err(|e| crate::Error::io(f, e))?.len(),
+            ))
+        })
+        .collect()
 }
 
 /// The index's `metadata.total_size` against the bytes its tensors hold: with shared storages

@@ -14,9 +14,10 @@ use super::{Finding, Kind};
 /// Flag bit 3: CRC and sizes are in a data descriptor after the data, zero in the local header.
 const DATA_DESCRIPTOR: u16 = 0x0008;
 
-/// The findings of `bytes`, the zip archive `file` (mapped; `handle` reads its data), and how
-/// many records were checked.
-pub(super) fn check(file: &str, handle: &File, bytes: &[u8]) -> (Vec<Finding>, usize) {
+/// The findings of `bytes`, the zip archive `file` (mapped; `handle` reads its data; the
+/// archive starts at byte `base` of the file: a distributed checkpoint's chunk), and how many
+/// records were checked.
+pub(super) fn check(file: &str, handle: &File, bytes: &[u8], base: usize) -> (Vec<Finding>, usize) {
     let dir = match read_directory(bytes) {
         Ok(dir) => dir,
         Err(e) => return (vec![Finding::new(Kind::Header, file, format!("zip directory: {e}"))], 0),
@@ -26,13 +27,13 @@ pub(super) fn check(file: &str, handle: &File, bytes: &[u8]) -> (Vec<Finding>, u
         &records,
         |e| e.compressed_size,
         pass::threads(),
-        |e| record(file, handle, bytes, e),
+        |e| record(file, handle, bytes, base, e),
     );
     (per_record.into_iter().flatten().collect(), records.len())
 }
 
 /// What is wrong with one record: its local header, or its data's CRC-32.
-fn record(file: &str, handle: &File, bytes: &[u8], entry: &Entry) -> Vec<Finding> {
+fn record(file: &str, handle: &File, bytes: &[u8], base: usize, entry: &Entry) -> Vec<Finding> {
     let name = entry.display_name();
     let mut found = Vec::new();
     let Some(local) = local_header(bytes, entry.header_offset) else {
@@ -67,7 +68,8 @@ fn record(file: &str, handle: &File, bytes: &[u8], entry: &Entry) -> Vec<Finding
     }
     // Stored records (all torch writes) are hashed in place; a deflated one is inflated first,
     // within the bound the readers use.
-    match record_data(bytes, entry, justified_inflate(bytes.len() as u64)).and_then(|data| crc_of(handle, bytes, data))
+    match record_data(bytes, entry, justified_inflate(bytes.len() as u64))
+        .and_then(|data| crc_of(handle, bytes, base, data))
     {
         Ok(crc) => {
             if crc != entry.crc32 {
@@ -86,7 +88,7 @@ fn record(file: &str, handle: &File, bytes: &[u8], entry: &Entry) -> Vec<Finding
 /// The CRC-32 of a record's data. Stored data (a range of the map) is read through the file in
 /// 1 MiB blocks rather than through the map, whose pages would stay resident and count against
 /// the process (a 1.4 GB checkpoint would show 1.4 GB of RSS).
-fn crc_of(handle: &File, bytes: &[u8], data: Cow<'_, [u8]>) -> Result<u32, String> {
+fn crc_of(handle: &File, bytes: &[u8], base: usize, data: Cow<'_, [u8]>) -> Result<u32, String> {
     let Cow::Borrowed(range) = data else {
         return Ok(crc32fast::hash(&data));
     };
@@ -94,7 +96,9 @@ fn crc_of(handle: &File, bytes: &[u8], data: Cow<'_, [u8]>) -> Result<u32, Strin
     let start = (range.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize);
     match start {
         #[cfg(unix)]
-        Some(start) if !range.is_empty() && start + range.len() <= bytes.len() => read_crc(handle, start, range.len()),
+        Some(start) if !range.is_empty() && start + range.len() <= bytes.len() => {
+            read_crc(handle, base + start, range.len())
+        }
         _ => Ok(crc32fast::hash(range)),
     }
 }

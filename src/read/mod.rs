@@ -1,6 +1,7 @@
 //! Readers: every checkpoint kind becomes one [`Checkpoint`]. The kind is decided by the
 //! file's content, never its extension.
 
+pub mod dcp;
 pub mod decode;
 pub mod flatten;
 pub mod legacy;
@@ -84,6 +85,7 @@ pub fn open_with(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         }),
         [Reading::Tar(members)] => tar::read(source.clone(), members, limits),
         [Reading::Pickle { legacy: true }] => legacy::read(source, limits),
+        [Reading::Pickle { legacy: false }] if dcp::is_metadata(bytes, limits) => dcp::read(path, limits),
         [Reading::Pickle { legacy: false }] => Err(Error::UnknownFormat {
             path: path.into(),
             why: "a pickle that is neither a PyTorch legacy checkpoint nor inside a zip archive".into(),

@@ -29,9 +29,9 @@ pub struct ZipIndex<'a> {
 pub use crate::container::zip::is_zip;
 
 impl<'a> ZipIndex<'a> {
-    pub fn open(source: &'a Source, limits: &ReadLimits) -> Result<ZipIndex<'a>> {
-        let path = source.path();
-        let bytes = source.bytes();
+    /// The archive in `bytes` (a whole file, or an archive embedded in one at some offset);
+    /// `path` names the file in errors.
+    pub fn open_bytes(path: &Path, bytes: &'a [u8], limits: &ReadLimits) -> Result<ZipIndex<'a>> {
         let dir = zip::read_directory(bytes).map_err(|why| Error::malformed(path, "zip directory", why))?;
         if dir.entries.len() > limits.max_zip_entries {
             return Err(Error::malformed(
@@ -161,6 +161,8 @@ pub(crate) fn ambiguity(bytes: &[u8], dir: &Directory) -> Option<String> {
 struct ZipStorages<'a> {
     index: &'a ZipIndex<'a>,
     source: &'a Arc<Source>,
+    /// Where the archive starts in the source (an archive embedded in a larger file).
+    base: u64,
     byte_order: ByteOrder,
     by_key: HashMap<String, StorageRef>,
     storages: Vec<Storage>,
@@ -191,7 +193,7 @@ impl StorageProvider for ZipStorages<'_> {
             byte_order: self.byte_order,
             data: DataRef {
                 source: self.source.clone(),
-                offset,
+                offset: self.base + offset,
                 len,
             },
             cast: None,
@@ -202,8 +204,22 @@ impl StorageProvider for ZipStorages<'_> {
 }
 
 pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
+    let len = source.len();
+    read_embedded(source, 0, len, limits)
+}
+
+/// Reads the archive that lies in bytes `base .. base + len` of the source (a distributed
+/// checkpoint's chunk inside its `.distcp` file); storages point into the source itself.
+pub fn read_embedded(source: Arc<Source>, base: u64, len: u64, limits: &ReadLimits) -> Result<Checkpoint> {
     let path = source.path().to_path_buf();
-    let index = ZipIndex::open(&source, limits)?;
+    let bytes = source.slice(base, len).ok_or_else(|| {
+        Error::malformed(
+            &path,
+            format!("bytes {base}..{}", base.saturating_add(len)),
+            format!("past the end of the {}-byte file", source.len()),
+        )
+    })?;
+    let index = ZipIndex::open_bytes(&path, bytes, limits)?;
     let prefix = index.prefix.clone();
     let data_pkl = format!("{prefix}/data.pkl");
     if !index.has(&data_pkl) {
@@ -247,6 +263,7 @@ pub fn read(source: Arc<Source>, limits: &ReadLimits) -> Result<Checkpoint> {
     let mut provider = ZipStorages {
         index: &index,
         source: &source,
+        base,
         byte_order,
         by_key: HashMap::new(),
         storages: Vec::new(),

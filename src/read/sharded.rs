@@ -8,22 +8,24 @@ use std::path::Path;
 use crate::container::index::{self as container_index, IndexError};
 use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Format, Key, Node, Origin, StorageId, Tensor};
-use crate::read::{open_with, ReadLimits};
+use crate::read::{dcp, open_with, ReadLimits};
 
 /// The single-file names of a Hugging Face snapshot (transformers' `SAFE_WEIGHTS_NAME` and
 /// `WEIGHTS_NAME`), read when a directory holds no index.
 const SINGLE_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 
-/// A directory: reads the one checkpoint in it, a `*.index.json` or a Hugging Face snapshot's
-/// `model.safetensors` / `pytorch_model.bin`. Two of these is an error naming them: which one
-/// a loader takes depends on the loader, so the user names it.
+/// A directory: reads the one checkpoint in it, a `*.index.json`, a Hugging Face snapshot's
+/// `model.safetensors` / `pytorch_model.bin`, or a distributed checkpoint's `.metadata`. Two
+/// of these is an error naming them: which one a loader takes depends on the loader, so the
+/// user names it.
 pub fn read_dir(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".index.json") || (SINGLE_FILES.contains(&name.as_str()) && entry.path().is_file()) {
+        let single = SINGLE_FILES.contains(&name.as_str()) || name == dcp::METADATA;
+        if name.ends_with(".index.json") || (single && entry.path().is_file()) {
             found.push(entry.path());
         }
     }
@@ -33,7 +35,7 @@ pub fn read_dir(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         [one] => open_with(one, limits),
         [] => Err(Error::UnknownFormat {
             path: dir.into(),
-            why: "directory without a *.index.json, model.safetensors or pytorch_model.bin".into(),
+            why: "directory without a *.index.json, model.safetensors, pytorch_model.bin or a distributed checkpoint's .metadata".into(),
         }),
         many => Err(Error::UnknownFormat {
             path: dir.into(),

@@ -10,6 +10,7 @@ mod common;
 mod containers_tar;
 mod containers_zip;
 mod curves;
+mod dcp;
 mod diff;
 mod fixtures;
 mod hf;
