@@ -67,8 +67,25 @@ def test_convert_equals_dcp_to_torch_save(ckpt_bin, written, tmp_path, name):
     pth = tmp_path / "out.pth"
     r = run(ckpt_bin, "convert", written / name, pth)
     assert r.returncode == 0, r.stderr
-    loaded = torch.load(pth, weights_only=True)
-    assert_same({k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}, want)
+    # The whole state dict, nested as torch rebuilds it ({"model": {...}, "optim": {"state": ...,
+    # "param_groups": [{...}]}, "epoch": ...}), non-tensor values included.
+    assert_same_tree(torch.load(pth, weights_only=True), torch.load(tmp_path / "torch.pth", weights_only=False))
+
+
+def assert_same_tree(got, want, where="state dict"):
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor), where
+        assert_same({where: got}, {where: want})
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), f"{where}: keys {list(got)} != {list(want)}"
+        for k in want:
+            assert_same_tree(got[k], want[k], f"{where}[{k!r}]")
+    elif isinstance(want, (list, tuple)):
+        assert type(got) is type(want) and len(got) == len(want), f"{where}: {got!r} != {want!r}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same_tree(g, w, f"{where}[{i}]")
+    else:
+        assert type(got) is type(want) and got == want, f"{where}: {got!r} != {want!r}"
 
 
 def test_select_model_drops_optimizer_state(ckpt_bin, written, tmp_path):

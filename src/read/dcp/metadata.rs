@@ -23,6 +23,17 @@ pub struct DcpMetadata {
     pub entries: Vec<Entry>,
     /// Where each chunk (fqn, offsets; bytes entries have no offsets) is stored.
     pub storage: HashMap<(String, Option<Vec<u64>>), StorageInfo>,
+    /// The default planner's `planner_data`: per fully qualified name, the keys of its place in
+    /// the nested state dict that was saved (`optim.param_groups.0.lr` ->
+    /// `optim`, `param_groups`, 0, `lr`). Empty where the file has none (another planner).
+    pub paths: HashMap<String, Vec<PathKey>>,
+}
+
+/// One key of a [`DcpMetadata::paths`] path: a dict key, or a list index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathKey {
+    Str(String),
+    Index(u64),
 }
 
 /// One fully qualified name of the saved state dict.
@@ -107,7 +118,32 @@ pub fn parse(pickle: &Pickle) -> Result<DcpMetadata, String> {
         // Later keys win, as they do in the dict Python builds.
         storage.insert((fqn, offset), info);
     }
-    Ok(DcpMetadata { entries, storage })
+    let paths = field(heap, root, "planner_data").map_or_else(|| Ok(HashMap::new()), |p| planner_paths(heap, p))?;
+    Ok(DcpMetadata { entries, storage, paths })
+}
+
+/// `planner_data` as the default planner writes it: a dict of fqn -> tuple of str and int keys.
+/// Anything else (None, another planner's data) gives no paths.
+fn planner_paths(heap: &Heap, v: &Value) -> Result<HashMap<String, Vec<PathKey>>, String> {
+    let Some(items) = dict(heap, v) else {
+        return Ok(HashMap::new());
+    };
+    let mut paths = HashMap::with_capacity(items.len());
+    for (k, v) in items {
+        let (Some(fqn), Some(keys)) = (string(k), sequence(heap, v)) else {
+            return Ok(HashMap::new());
+        };
+        let mut path = Vec::with_capacity(keys.len());
+        for key in keys {
+            path.push(match key {
+                Value::Str(s) => PathKey::Str(s.to_string()),
+                Value::Int(i) if *i >= 0 => PathKey::Index(*i as u64),
+                _ => return Err(format!("planner_data['{fqn}']: a key that is neither a string nor an index")),
+            });
+        }
+        paths.insert(fqn, path);
+    }
+    Ok(paths)
 }
 
 fn entry_kind(heap: &Heap, v: &Value) -> Result<EntryKind, String> {

@@ -6,10 +6,12 @@
 //!
 //! Tensors are named by their fully qualified names (`model.layers.0.weight`,
 //! `optim.state.layers.0.weight.exp_avg`), in `.metadata`'s order; non-tensor items
-//! (`optim.param_groups.0.lr`) are kept as the values they hold.
+//! (`optim.param_groups.0.lr`) are kept as the values they hold; the structure is the nested
+//! state dict that was saved ([`nest`]).
 
 pub mod chunks;
 pub mod metadata;
+mod nest;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use crate::read::{flatten, parse_pickle, ReadLimits};
 use crate::source::Source;
 
 use self::metadata::{DcpMetadata, EntryKind, StorageInfo};
+use self::nest::nest;
 
 /// The name of the metadata file in a DCP directory.
 pub const METADATA: &str = ".metadata";
@@ -108,7 +111,7 @@ pub fn read(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         };
         items.push((Key::Str(entry.fqn.clone()), node));
     }
-    let root = Node::Dict { ordered: true, items };
+    let root = nest(&meta, items);
     let metadata = flatten::flatten(&root, &mut tensors);
     let mut files = vec![path.to_path_buf()];
     let mut data_files: Vec<PathBuf> = reader.sources.values().map(|s| s.path().to_path_buf()).collect();
