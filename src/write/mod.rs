@@ -15,6 +15,7 @@
 //!   with `torch.load(weights_only=True)` and with libtorch's C++ unpickler, and keeps the
 //!   structure, storage sharing, views, requires_grad, Parameter-ness and device tags ([`pth`]).
 
+mod ahead;
 pub mod atomic;
 mod context;
 pub mod pickler;

@@ -14,6 +14,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Format, TensorIdx};
 use crate::tensor_data::for_each_chunk_with;
+use crate::write::ahead::read_ahead;
 use crate::write::context::{write_error, WriteCtx};
 
 /// The safetensors crate refuses headers larger than this.
@@ -241,24 +242,31 @@ pub(crate) fn write_file(
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(&head).map_err(werr)?;
     let mut total = head.len() as u64;
-    for &i in &order {
-        let t = &ckpt.tensors[i];
-        let mut n = 0u64;
-        for_each_chunk_with::<Error>(reader, ckpt, t, |chunk| {
-            w.write_all(chunk).map_err(werr)?;
-            n += chunk.len() as u64;
-            progress.add(chunk.len() as u64);
-            Ok(())
-        })?;
-        if n != t.nbytes() {
-            return Err(Error::Unwritable {
-                tensor: t.name.clone(),
-                why: format!("streamed {n} bytes, expected {}", t.nbytes()),
-            });
+    // Tensors are read (and cast) on another thread while this one writes.
+    let produce = |emit: &mut dyn FnMut(&[u8]) -> Result<()>| {
+        for &i in &order {
+            let t = &ckpt.tensors[i];
+            let mut n = 0u64;
+            for_each_chunk_with::<Error>(reader, ckpt, t, |chunk| {
+                n += chunk.len() as u64;
+                emit(chunk)
+            })?;
+            if n != t.nbytes() {
+                return Err(Error::Unwritable {
+                    tensor: t.name.clone(),
+                    why: format!("streamed {n} bytes, expected {}", t.nbytes()),
+                });
+            }
         }
-        total += n;
+        Ok(())
+    };
+    read_ahead(produce, |chunk| {
+        w.write_all(chunk).map_err(werr)?;
+        total += chunk.len() as u64;
+        progress.add(chunk.len() as u64);
         behind.poll(w.get_ref());
-    }
+        Ok(())
+    })?;
     w.flush().map_err(werr)?;
     Ok(total)
 }
