@@ -471,3 +471,24 @@ fn scan_walks_a_data_file_without_its_metadata() {
     assert_eq!(files[".metadata"]["verdict"], "dangerous");
     assert_eq!(files["__0_0.distcp"]["verdict"], "safe");
 }
+
+#[test]
+fn scan_calls_a_data_file_metadata_names_no_item_in_unreadable() {
+    // A rank file left from an earlier save into the same directory: dcp.load never reads it,
+    // and DCP never writes one, so it is not cleared; its archives are still judged.
+    let tmp = tempfile::tempdir().unwrap();
+    for name in [".metadata", "__0_0.distcp", "__1_0.distcp"] {
+        std::fs::copy(dcp_dir().join("ws2").join(name), tmp.path().join(name)).unwrap();
+    }
+    std::fs::copy(dcp_dir().join("ws2/__1_0.distcp"), tmp.path().join("__2_0.distcp")).unwrap();
+    let files = scan_json(&[tmp.path()], 2);
+    assert_eq!(files["__1_0.distcp"]["verdict"], "safe");
+    let stale = &files["__2_0.distcp"];
+    assert_eq!(stale["verdict"], "unreadable", "{stale}");
+    let size = std::fs::metadata(tmp.path().join("__2_0.distcp")).unwrap().len();
+    let uncovered = findings(stale, "unreadable");
+    assert_eq!(uncovered.len(), 1, "{stale}");
+    assert_eq!(uncovered[0]["record"], format!("uncovered bytes 0..{size}"), "{stale}");
+    let count = |r: &Json| r["pickles"].as_array().unwrap().len();
+    assert_eq!(count(stale), count(&files["__1_0.distcp"]), "{stale}");
+}
