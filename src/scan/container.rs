@@ -64,7 +64,7 @@ pub(crate) fn scan_file(path: &Path, limits: &ReadLimits, explicit: bool) -> Sca
         || ext == "json" && path.to_string_lossy().ends_with(".index.json");
     let mut col = Collector::new(limits, 0, scan_nested);
     let format = if ext == "distcp" {
-        dcp::scan_data_file(&mut col, bytes, path)
+        dcp::scan_data_file(&mut col, &source, path)
     } else {
         let format = scan_bytes(&mut col, bytes, "", Some(path), looks_like);
         dcp::recognise_metadata(&mut col, format, path)

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use crate::container::zip;
 use crate::read::dcp::{self as read_dcp, LoadedItem};
+use crate::source::Source;
 
 use super::collector::{join, Collector};
 use super::container::{merge_part, scan_part};
@@ -67,7 +68,11 @@ pub(crate) fn recognise_metadata(col: &mut Collector, format: Option<&'static st
 /// Scans a `.distcp` file: each item the `.metadata` beside it stores here with the policy torch
 /// loads it with, then the bytes no item covers; without a readable `.metadata`, every archive
 /// in sequence as a full pickle load.
-pub(crate) fn scan_data_file(col: &mut Collector, bytes: &[u8], path: &Path) -> Option<&'static str> {
+///
+/// Each archive's pages leave the resident set once it is judged ([`Source::release`]), so a
+/// data file of thousands of chunks does not end up resident whole.
+pub(crate) fn scan_data_file(col: &mut Collector, source: &Source, path: &Path) -> Option<&'static str> {
+    let bytes = source.bytes();
     let metadata = path.parent().unwrap_or(Path::new("")).join(read_dcp::METADATA);
     let items = match read_dcp::loaded_items(&metadata, col.limits) {
         Ok(items) => items,
@@ -75,7 +80,7 @@ pub(crate) fn scan_data_file(col: &mut Collector, bytes: &[u8], path: &Path) -> 
             col.notes.push(format!(
                 "no .metadata ckpt can read beside it ({e}): which archives are tensors is unknown, so each archive, walked in sequence, is judged as a full pickle load (weights_only=False)"
             ));
-            walk_archives(col, bytes, 0, "");
+            walk_archives(col, source, 0..bytes.len(), "");
             return Some(DATA_FORMAT);
         }
     };
@@ -88,10 +93,11 @@ pub(crate) fn scan_data_file(col: &mut Collector, bytes: &[u8], path: &Path) -> 
     let mut covered = Vec::new();
     for item in mine {
         judge_item(col, bytes, item);
+        source.release(item.info.offset, item.info.length);
         let start = item.info.offset.min(bytes.len() as u64);
         covered.push((start, item.info.offset.saturating_add(item.info.length).min(bytes.len() as u64)));
     }
-    judge_uncovered(col, bytes, covered);
+    judge_uncovered(col, source, covered);
     Some(DATA_FORMAT)
 }
 
@@ -171,7 +177,8 @@ fn refused_by_weights_only(inner: &mut Collector, label: &str) {
 }
 
 /// The bytes of the file that no loaded item covers, each run judged (see the module docs).
-fn judge_uncovered(col: &mut Collector, bytes: &[u8], mut covered: Vec<(u64, u64)>) {
+fn judge_uncovered(col: &mut Collector, source: &Source, mut covered: Vec<(u64, u64)>) {
+    let bytes = source.bytes();
     covered.sort_unstable();
     let mut gaps = Vec::new();
     let mut pos = 0u64;
@@ -193,13 +200,15 @@ fn judge_uncovered(col: &mut Collector, bytes: &[u8], mut covered: Vec<(u64, u64
                 end - start
             ),
         );
-        walk_archives(col, &bytes[start as usize..end as usize], start, "uncovered");
+        walk_archives(col, source, start as usize..end as usize, "uncovered");
     }
 }
 
-/// Judges a run of concatenated `torch.save` archives (`bytes`, at `base` in the file), each as
-/// a full pickle load; what follows the last archive ckpt can delimit is judged as one piece.
-fn walk_archives(col: &mut Collector, bytes: &[u8], base: u64, prefix: &str) {
+/// Judges a run of concatenated `torch.save` archives (the file's bytes in `range`), each as a
+/// full pickle load; what follows the last archive ckpt can delimit is judged as one piece.
+fn walk_archives(col: &mut Collector, source: &Source, range: std::ops::Range<usize>, prefix: &str) {
+    let base = range.start as u64;
+    let bytes = &source.bytes()[range];
     let mut pos = 0usize;
     let mut archives = 0usize;
     while pos < bytes.len() {
@@ -221,6 +230,7 @@ fn walk_archives(col: &mut Collector, bytes: &[u8], base: u64, prefix: &str) {
         }
         merge_part(col, inner, &label);
         shift_offsets(col, before, start);
+        source.release(start, end as u64);
         pos += end;
         archives += 1;
     }
