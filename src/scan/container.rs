@@ -14,7 +14,7 @@ use crate::source::Source;
 use super::analyze::scan_pickle;
 use super::collector::{join, Collector};
 use super::zip::scan_zip;
-use super::{ops, tar, Finding, ScanReport, Verdict};
+use super::{dcp, ops, tar, Finding, ScanReport, Verdict};
 
 /// Nested payloads (`_load_from_bytes(b)` inside `_load_from_bytes(b)` ...) are followed this deep.
 const MAX_NESTING: usize = 3;
@@ -30,6 +30,7 @@ const CHECKPOINT_EXTENSIONS: &[&str] = &[
     "tar",
     "pt2",
     "model",
+    "distcp",
 ];
 
 pub(crate) fn scan_file(path: &Path, limits: &ReadLimits, explicit: bool) -> ScanReport {
@@ -62,7 +63,12 @@ pub(crate) fn scan_file(path: &Path, limits: &ReadLimits, explicit: bool) -> Sca
         || CHECKPOINT_EXTENSIONS.contains(&ext.as_str())
         || ext == "json" && path.to_string_lossy().ends_with(".index.json");
     let mut col = Collector::new(limits, 0, scan_nested);
-    let format = scan_bytes(&mut col, bytes, "", Some(path), looks_like);
+    let format = if ext == "distcp" {
+        dcp::scan_data_file(&mut col, &source, path)
+    } else {
+        let format = scan_bytes(&mut col, bytes, "", Some(path), looks_like);
+        dcp::recognise_metadata(&mut col, format, path)
+    };
     finish(&mut report, col, format, looks_like);
     report
 }
@@ -112,6 +118,31 @@ fn finish(report: &mut ScanReport, col: Collector, format: Option<&'static str>,
     }
 }
 
+/// Scans `bytes`, a part of the file (an archive inside a DCP data file) that a loader reads as
+/// a file of its own, into a collector of its own that shares the file's budgets: the caller
+/// judges what it found and hands it back with [`merge_part`].
+pub(crate) fn scan_part<'a>(col: &mut Collector<'a>, bytes: &[u8], label: &str) -> (Collector<'a>, Option<&'static str>) {
+    let mut inner = Collector::new(col.limits, col.depth, col.scan_embedded);
+    inner.inflated = col.inflated;
+    inner.nested_budget = col.nested_budget;
+    let format = scan_bytes(&mut inner, bytes, label, None, true);
+    (inner, format)
+}
+
+/// Takes back what [`scan_part`] (or a nested payload's scan) found; notes are prefixed with
+/// `note_prefix`.
+pub(crate) fn merge_part(col: &mut Collector, inner: Collector, note_prefix: &str) {
+    col.inflated = inner.inflated;
+    col.nested_budget = inner.nested_budget;
+    col.pickles.extend(inner.pickles);
+    col.findings.extend(inner.findings);
+    col.errors.extend(inner.errors);
+    col.notes.extend(inner.notes.into_iter().map(|n| match note_prefix {
+        "" => n,
+        prefix => format!("{prefix}: {n}"),
+    }));
+}
+
 /// Scans bytes embedded in a pickle (the argument of `_load_from_bytes`), as a file of its own;
 /// every [`Collector`] made here carries it as [`Collector::scan_embedded`].
 fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
@@ -131,19 +162,13 @@ fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
     inner.inflated = col.inflated;
     inner.nested_budget = col.nested_budget;
     let format = scan_bytes(&mut inner, bytes, label, None, true);
-    col.inflated = inner.inflated;
-    col.nested_budget = inner.nested_budget;
     if format.is_none() {
         inner.error(
             label,
             "embedded bytes are not a checkpoint or pickle ckpt can read".into(),
         );
     }
-    col.pickles.extend(inner.pickles);
-    col.findings.extend(inner.findings);
-    col.errors.extend(inner.errors);
-    col.notes
-        .extend(inner.notes.into_iter().map(|n| format!("{label}: {n}")));
+    merge_part(col, inner, label);
 }
 
 /// Detects the format and scans every pickle in it. Returns the format, or None when the bytes
@@ -155,7 +180,7 @@ fn scan_nested(col: &mut Collector, label: &str, bytes: &[u8]) {
 /// accepts the bytes: tarfile's (torch's first choice), the pickles from byte 0 (torch's legacy
 /// path, and `pickle.load`), safetensors, an index. A file two of them accept is judged under
 /// each, whichever a loader would take.
-fn scan_bytes(
+pub(crate) fn scan_bytes(
     col: &mut Collector,
     bytes: &[u8],
     prefix: &str,

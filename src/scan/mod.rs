@@ -21,6 +21,13 @@
 //!   pickles (all of them, while they parse: a magic number computed by code passes torch's check);
 //! * safetensors and index JSON, which hold no code.
 //!
+//! A `torch.distributed.checkpoint` data file (`*.distcp`) is a run of `torch.save` archives:
+//! each item its `.metadata` names is judged at its byte range with the policy torch loads it
+//! with (tensor chunks `weights_only=True`, so a global outside the allowlist is a refusal,
+//! unreadable; other items a full load), bytes no item covers are at least unreadable and their
+//! archives judged as full loads, and without a readable `.metadata` every archive in sequence
+//! is judged as a full load (`scan/dcp.rs`).
+//!
 //! A polyglot (bytes two of these accept) is judged under every reading and noted as ambiguous.
 //! For each pickle, every global and how it is used is judged:
 //!
@@ -123,6 +130,7 @@ mod analyze;
 mod args;
 mod collector;
 mod container;
+mod dcp;
 mod ops;
 pub mod policy;
 mod tar;
@@ -275,7 +283,8 @@ internal_fields! {
 pub struct ScanReport {
     /// The file, as given or found.
     pub path: String,
-    /// pth-zip, torchscript, pth-legacy, pth-legacy-tar, pickle, zip, safetensors, index-json, unknown.
+    /// pth-zip, torchscript, pth-legacy, pth-legacy-tar, pickle, zip, safetensors, index-json,
+    /// dcp-metadata, dcp-data, unknown.
     pub format: String,
     /// The most severe verdict of its findings (safe without any).
     pub verdict: Verdict,
@@ -291,7 +300,7 @@ pub struct ScanReport {
     /// TorchScript source files (`code/**.py`) inside the archive.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub code: Vec<String>,
-    /// Shard files an index names.
+    /// Shard files an index names, or data files a DCP `.metadata` names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<String>,
     /// Remarks that change no verdict.
@@ -306,7 +315,8 @@ impl ScanReport {
         &self.path
     }
     /// What the file is: pth-zip, torchscript, pth-legacy, pth-legacy-tar, pickle, zip,
-    /// safetensors, index-json or unknown.
+    /// safetensors, index-json, dcp-metadata (a DCP `.metadata`), dcp-data (a `.distcp` file)
+    /// or unknown.
     pub fn format(&self) -> &str {
         &self.format
     }
@@ -331,7 +341,8 @@ impl ScanReport {
     pub fn code(&self) -> &[String] {
         &self.code
     }
-    /// The shard files a sharded checkpoint's index names.
+    /// The shard files a sharded checkpoint's index names, or the data files a DCP `.metadata`
+    /// names.
     pub fn shards(&self) -> &[String] {
         &self.shards
     }
@@ -417,7 +428,7 @@ pub fn scan_paths(paths: &[PathBuf], limits: &ReadLimits) -> Vec<ScanReport> {
             continue;
         }
         let report = scan_file(&path, limits, explicit);
-        if explicit && report.format == "index-json" {
+        if explicit && (report.format == "index-json" || report.format == "dcp-metadata") {
             let dir = path.parent().unwrap_or(Path::new("."));
             for shard in &report.shards {
                 files.push((dir.join(shard), true));

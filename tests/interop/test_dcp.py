@@ -6,6 +6,7 @@ consolidation (`dcp_to_torch_save` + `torch.load`), tensor by tensor.
 """
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -106,7 +107,35 @@ def test_cast_equals_torch_cast(ckpt_bin, written, tmp_path):
 
 def test_hostile_copies_are_refused(ckpt_bin, written, tmp_path):
     for case in sorted((written / "hostile").iterdir()):
+        if case.name in gen_dcp().SCAN_CASES:
+            continue  # loadable by torch (test_scan_follows_what_torch_runs)
         r = run(ckpt_bin, "convert", case, tmp_path / f"{case.name}.safetensors")
         assert r.returncode == 2, (case.name, r.stderr)
         assert "panicked" not in r.stderr
         assert not (tmp_path / f"{case.name}.safetensors").exists()
+
+
+def test_scan_follows_what_torch_runs(ckpt_bin, written):
+    """The scan cases written now by this torch, and what its dcp.load and dcp_to_torch_save did
+    with them (a counter stood in for os.getcwd): a byte item whose call ran is dangerous, a
+    tensor chunk torch refused before running anything unreadable, an appended archive torch
+    never read still dangerous (bytes no item covers are judged as full loads)."""
+    outcomes = json.loads((written / "expected.json").read_text())["scan_cases"]
+    cases = [
+        ("byte_item_call", "loads", 1, "dangerous", 1),
+        ("tensor_item_global", "refuses: weights_only UnpicklingError", 0, "unreadable", 2),
+        ("hidden_archive", "loads", 0, "dangerous", 1),
+    ]
+    for case, outcome, calls, verdict, code in cases:
+        for how in ["dcp_load", "dcp_to_torch_save"]:
+            assert outcomes[case][how] == {"outcome": outcome, "getcwd_calls": calls}, (case, how)
+        r = run(ckpt_bin, "scan", "--json", written / "hostile" / case)
+        assert r.returncode == code, (case, r.stdout, r.stderr)
+        files = {Path(f["path"]).name: f for f in json.loads(r.stdout)["files"]}
+        assert files["__0_0.distcp"]["verdict"] == verdict, (case, files["__0_0.distcp"])
+        assert files[".metadata"]["verdict"] == "needs-code", case
+    for name in ["ws1", "ws2", "ws4"]:
+        r = run(ckpt_bin, "scan", "--json", written / name)
+        assert r.returncode == 0, (name, r.stdout)
+        files = json.loads(r.stdout)["files"]
+        assert all(f["verdict"] == "safe" for f in files if f["path"].endswith(".distcp")), name

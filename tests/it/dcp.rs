@@ -304,3 +304,210 @@ fn scan_judges_metadata_as_torch_loads_it() {
     let report = &ckpt::scan_paths(&[path], &Default::default())[0];
     assert_eq!(report.verdict, Verdict::Dangerous, "{}", report.to_text(true));
 }
+
+/// expected.json's scan_cases: what real torch's dcp.load and dcp_to_torch_save did with each
+/// case of fixtures/dcp/hostile written for scan (a counter stood in for posix.getcwd).
+fn torch_outcome(case: &str, how: &str) -> (String, u64) {
+    let path = dcp_dir().join("expected.json");
+    let json: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let o = &json["scan_cases"][case][how];
+    (
+        o["outcome"].as_str().unwrap().to_string(),
+        o["getcwd_calls"].as_u64().unwrap(),
+    )
+}
+
+/// `ckpt scan --json` of the paths: (the file reports by file name, the exit code).
+fn scan_json(paths: &[&Path], code: i32) -> BTreeMap<String, Json> {
+    let a = ckpt().arg("scan").arg("--json").args(paths).assert().code(code);
+    let json: Json = serde_json::from_slice(&a.get_output().stdout).unwrap();
+    json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let path = PathBuf::from(f["path"].as_str().unwrap());
+            (path.file_name().unwrap().to_string_lossy().into_owned(), f.clone())
+        })
+        .collect()
+}
+
+fn findings<'a>(report: &'a Json, verdict: &str) -> Vec<&'a Json> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["verdict"] == verdict)
+        .collect()
+}
+
+#[test]
+fn scan_judges_every_stored_item_of_real_checkpoints() {
+    // Every .distcp of real DCP saves is covered by its items, each a plain torch.save archive.
+    for name in ["ws1", "ws2", "ws4"] {
+        let files = scan_json(&[&dcp_dir().join(name)], 0);
+        assert_eq!(files[".metadata"]["format"], "dcp-metadata", "{name}");
+        assert_eq!(files[".metadata"]["verdict"], "needs-code", "{name}");
+        let data: Vec<&Json> = files
+            .iter()
+            .filter(|(n, _)| n.ends_with(".distcp"))
+            .map(|(_, r)| r)
+            .collect();
+        assert!(!data.is_empty(), "{name}");
+        for r in data {
+            assert_eq!(r["format"], "dcp-data", "{name}: {r}");
+            assert_eq!(r["verdict"], "safe", "{name}: {r}");
+            assert!(!r["pickles"].as_array().unwrap().is_empty(), "{name}: {r}");
+        }
+    }
+    // ws1 holds non-tensor items (lr, betas, epoch): torch.save archives of plain values.
+    let files = scan_json(&[&dcp_dir().join("ws1")], 0);
+    let notes = files["__0_0.distcp"]["notes"].to_string();
+    assert!(notes.contains("other items (weights_only=False)"), "{notes}");
+    // Named explicitly, .metadata brings its data files, as an index brings its shards.
+    let files = scan_json(&[&dcp_dir().join("ws2/.metadata")], 0);
+    assert_eq!(files.len(), 3, "{files:?}");
+}
+
+#[test]
+fn scan_calls_a_byte_item_that_runs_code_dangerous() {
+    // dcp.load and dcp_to_torch_save unpickle byte items with weights_only=False: the planted
+    // object's os.getcwd ran once in each.
+    for how in ["dcp_load", "dcp_to_torch_save"] {
+        assert_eq!(torch_outcome("byte_item_call", how), ("loads".to_string(), 1), "{how}");
+    }
+    let dir = dcp_dir().join("hostile/byte_item_call");
+    for path in [dir.clone(), dir.join(".metadata"), dir.join("__0_0.distcp")] {
+        let files = scan_json(&[&path], 1);
+        let data = &files["__0_0.distcp"];
+        assert_eq!(data["verdict"], "dangerous", "{data}");
+        let dangerous = findings(data, "dangerous");
+        assert_eq!(dangerous.len(), 1, "{data}");
+        assert_eq!(dangerous[0]["global"], "posix.getcwd", "{data}");
+        let record = dangerous[0]["record"].as_str().unwrap();
+        assert!(record.starts_with("item 'extra' (bytes "), "{record}");
+        // The tensor chunk beside it is judged too, and is clean.
+        assert!(
+            data["pickles"].to_string().contains("chunk [0, 0] of 'model.w'"),
+            "{data}"
+        );
+    }
+}
+
+#[test]
+fn scan_says_torch_refuses_a_tensor_chunk_naming_a_global_and_runs_nothing() {
+    // Tensor chunks are loaded with weights_only=True: torch raised before calling os.getcwd.
+    for how in ["dcp_load", "dcp_to_torch_save"] {
+        let (outcome, calls) = torch_outcome("tensor_item_global", how);
+        assert!(outcome.starts_with("refuses: weights_only"), "{how}: {outcome}");
+        assert_eq!(calls, 0, "{how}");
+    }
+    let files = scan_json(&[&dcp_dir().join("hostile/tensor_item_global")], 2);
+    let data = &files["__0_0.distcp"];
+    assert_eq!(data["verdict"], "unreadable", "{data}");
+    assert!(findings(data, "dangerous").is_empty(), "{data}");
+    let refused = findings(data, "unreadable");
+    let global = refused
+        .iter()
+        .find(|f| f["global"] == "os.getcwd")
+        .expect("the global is named");
+    assert!(
+        global["record"]
+            .as_str()
+            .unwrap()
+            .starts_with("chunk [0, 0] of 'model.w' (bytes 0.."),
+        "{global}"
+    );
+    assert!(
+        global["message"]
+            .as_str()
+            .unwrap()
+            .contains("a full load would be dangerous"),
+        "{global}"
+    );
+    assert!(data["error"].as_str().unwrap().contains("weights_only=True"), "{data}");
+}
+
+#[test]
+fn scan_judges_bytes_no_stored_item_covers() {
+    // dcp.load reads only the ranges .metadata names: the appended archive's call never ran.
+    for how in ["dcp_load", "dcp_to_torch_save"] {
+        assert_eq!(torch_outcome("hidden_archive", how), ("loads".to_string(), 0), "{how}");
+    }
+    let dir = dcp_dir().join("hostile/hidden_archive");
+    let files = scan_json(&[&dir], 1);
+    let data = &files["__0_0.distcp"];
+    assert_eq!(data["verdict"], "dangerous", "{data}");
+    let size = std::fs::metadata(dir.join("__0_0.distcp")).unwrap().len();
+    let uncovered = findings(data, "unreadable");
+    assert_eq!(uncovered.len(), 1, "{data}");
+    let record = uncovered[0]["record"].as_str().unwrap();
+    assert!(
+        record.starts_with("uncovered bytes ") && record.ends_with(&format!("..{size}")),
+        "{record}"
+    );
+    let dangerous = findings(data, "dangerous");
+    assert_eq!(dangerous.len(), 1, "{data}");
+    assert_eq!(dangerous[0]["global"], "posix.getcwd");
+    assert!(dangerous[0]["record"]
+        .as_str()
+        .unwrap()
+        .starts_with("uncovered -> archive at bytes "));
+}
+
+#[test]
+fn scan_walks_a_data_file_without_its_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Without .metadata, every archive is judged as a full load: the byte item's call counts.
+    let lone = tmp.path().join("__0_0.distcp");
+    std::fs::copy(dcp_dir().join("hostile/byte_item_call/__0_0.distcp"), &lone).unwrap();
+    let files = scan_json(&[&lone], 1);
+    let data = &files["__0_0.distcp"];
+    assert_eq!(data["verdict"], "dangerous", "{data}");
+    assert!(
+        data["notes"]
+            .to_string()
+            .contains("no .metadata ckpt can read beside it"),
+        "{data}"
+    );
+    // ws2's rank 0 file alone: every archive is a clean tensor chunk.
+    std::fs::copy(dcp_dir().join("ws2/__0_0.distcp"), &lone).unwrap();
+    let files = scan_json(&[&lone], 0);
+    let data = &files["__0_0.distcp"];
+    assert_eq!(data["verdict"], "safe", "{data}");
+    let walked = ckpt::read::dcp::loaded_items(&dcp_dir().join("ws2/.metadata"), &Default::default())
+        .unwrap()
+        .iter()
+        .filter(|i| i.info.relative_path == "__0_0.distcp")
+        .count();
+    assert!(
+        data["notes"].to_string().contains(&format!("{walked} pieces walked")),
+        "{data}"
+    );
+    // A .metadata that torch's layout reading refuses (a global DCP never writes) leaves its data
+    // files walked the same way.
+    let files = scan_json(&[&dcp_dir().join("hostile/unknown_global")], 1);
+    assert_eq!(files[".metadata"]["verdict"], "dangerous");
+    assert_eq!(files["__0_0.distcp"]["verdict"], "safe");
+}
+
+#[test]
+fn scan_calls_a_data_file_metadata_names_no_item_in_unreadable() {
+    // A rank file left from an earlier save into the same directory: dcp.load never reads it,
+    // and DCP never writes one, so it is not cleared; its archives are still judged.
+    let tmp = tempfile::tempdir().unwrap();
+    for name in [".metadata", "__0_0.distcp", "__1_0.distcp"] {
+        std::fs::copy(dcp_dir().join("ws2").join(name), tmp.path().join(name)).unwrap();
+    }
+    std::fs::copy(dcp_dir().join("ws2/__1_0.distcp"), tmp.path().join("__2_0.distcp")).unwrap();
+    let files = scan_json(&[tmp.path()], 2);
+    assert_eq!(files["__1_0.distcp"]["verdict"], "safe");
+    let stale = &files["__2_0.distcp"];
+    assert_eq!(stale["verdict"], "unreadable", "{stale}");
+    let size = std::fs::metadata(tmp.path().join("__2_0.distcp")).unwrap().len();
+    let uncovered = findings(stale, "unreadable");
+    assert_eq!(uncovered.len(), 1, "{stale}");
+    assert_eq!(uncovered[0]["record"], format!("uncovered bytes 0..{size}"), "{stale}");
+    let count = |r: &Json| r["pickles"].as_array().unwrap().len();
+    assert_eq!(count(stale), count(&files["__1_0.distcp"]), "{stale}");
+}

@@ -136,9 +136,7 @@ pub fn read(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
 /// and offset order: the archives `ckpt check` checks record by record.
 pub fn stored_items(path: &Path, limits: &ReadLimits) -> Result<Vec<(PathBuf, u64, u64)>> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let source = Source::open(path)?;
-    let pickle = parse_pickle(path, "pickle", source.bytes(), limits)?;
-    let meta = metadata::parse(&pickle).map_err(|why| Error::malformed(path, "pickle", why))?;
+    let meta = parse_metadata(path, limits)?;
     let mut items: Vec<(PathBuf, u64, u64)> = meta
         .storage
         .values()
@@ -147,6 +145,75 @@ pub fn stored_items(path: &Path, limits: &ReadLimits) -> Result<Vec<(PathBuf, u6
     items.sort();
     items.dedup();
     Ok(items)
+}
+
+/// One item that loading the checkpoint reads: a chunk of a tensor, or a non-tensor value.
+#[derive(Debug, Clone)]
+pub struct LoadedItem {
+    /// The fully qualified name.
+    pub fqn: String,
+    /// The chunk's offsets in the global tensor; None for a non-tensor item.
+    pub offsets: Option<Vec<u64>>,
+    /// Where it is stored.
+    pub info: StorageInfo,
+}
+
+impl LoadedItem {
+    /// Whether torch loads it as a tensor: `torch.load(weights_only=True)` in
+    /// `FileSystemReader.read_data`; other items go through `DefaultLoadPlanner.load_bytes`,
+    /// which calls `torch.load(weights_only=False)`.
+    pub fn is_tensor(&self) -> bool {
+        self.offsets.is_some()
+    }
+    /// Where it lies, for messages: `chunk [0, 4] of 'model.w' (bytes 1641..3282)`.
+    pub fn describe(&self) -> String {
+        chunks::describe(&self.fqn, self.offsets.as_deref(), &self.info)
+    }
+}
+
+/// The items torch reads when it loads the checkpoint whose `.metadata` is `path`: each chunk
+/// of each tensor and each non-tensor item of `state_dict_metadata`, with the storage
+/// `storage_data` gives it (a storage entry that no item names is never read). In
+/// `.metadata`'s order.
+pub fn loaded_items(path: &Path, limits: &ReadLimits) -> Result<Vec<LoadedItem>> {
+    let meta = parse_metadata(path, limits)?;
+    let mut items = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for entry in &meta.entries {
+        let keys: Vec<Option<Vec<u64>>> = match &entry.kind {
+            EntryKind::Tensor { chunks, .. } => chunks.iter().map(|c| Some(c.offsets.clone())).collect(),
+            EntryKind::Bytes => vec![None],
+        };
+        for offsets in keys {
+            let key = (entry.fqn.clone(), offsets.clone());
+            if !seen.insert(key.clone()) {
+                continue; // a replicated chunk, read once
+            }
+            let info = meta.storage.get(&key).cloned().ok_or_else(|| {
+                Error::malformed(path, "storage_data", format!("no storage recorded for '{}' {offsets:?}", entry.fqn))
+            })?;
+            items.push(LoadedItem {
+                fqn: entry.fqn.clone(),
+                offsets,
+                info,
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// The `.metadata` at `path`, interpreted.
+fn parse_metadata(path: &Path, limits: &ReadLimits) -> Result<DcpMetadata> {
+    let source = Source::open(path)?;
+    if source.len() > limits.max_pickle_bytes {
+        return Err(Error::malformed(
+            path,
+            "pickle",
+            format!("{} bytes, more than the limit of {}", source.len(), limits.max_pickle_bytes),
+        ));
+    }
+    let pickle = parse_pickle(path, "pickle", source.bytes(), limits)?;
+    metadata::parse(&pickle).map_err(|why| Error::malformed(path, "pickle", why))
 }
 
 /// Row-major strides of a shape, in elements.
