@@ -1,0 +1,198 @@
+//! DeepSpeed ZeRO checkpoints (`engine.save_checkpoint`): a tag folder (`global_step10/`) of
+//! per-rank `torch.save` files, read as the fp32 state dict DeepSpeed's `zero_to_fp32.py`
+//! (`get_fp32_state_dict_from_zero_checkpoint`) recovers from them: rank 0's buffers (floating
+//! ones as float32), then every trainable parameter assembled from the ranks' flat fp32
+//! partitions ([`layout`]), then the tied names (`shared_params`) as the same tensors. The
+//! partitions are not read until a command streams a tensor, and then a bounded block at a time.
+
+pub mod files;
+pub mod layout;
+pub mod states;
+
+use std::path::{Path, PathBuf};
+
+use crate::assembly::Assembly;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::model::{ByteOrder, Cast, Checkpoint, DataRef, Format, Globals, Key, Node, Origin, Storage, StorageId, Tensor};
+use crate::read::dcp::contiguous_strides;
+use crate::read::{pth_zip, ReadLimits};
+use crate::source::Source;
+
+pub use files::{has_latest, has_rank_files};
+
+/// Reads the checkpoint in `dir`: a tag folder, or the folder whose `latest` file names one.
+pub fn read(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
+    let tag = files::tag_dir(dir)?;
+    let model_files = files::model_states(&tag)?;
+    let optim_files = files::optim_states(&tag)?;
+    let mut globals = Globals::default();
+    let mut open = |path: &Path| -> Result<Checkpoint> {
+        let ckpt = pth_zip::read(Source::open(path)?, limits)?;
+        globals.merge(&ckpt.globals);
+        Ok(ckpt)
+    };
+    let model_ckpt = open(&model_files[0])?;
+    let model = states::model_states(&model_files[0], &model_ckpt)?;
+    let mut optim = Vec::with_capacity(optim_files.len());
+    for path in &optim_files {
+        optim.push(states::optim_states(path, &open(path)?)?);
+    }
+    let first = &optim[0];
+    let world = first.partition_count;
+    if world != optim_files.len() as u64 {
+        return Err(Error::malformed(
+            &tag,
+            "files",
+            format!(
+                "{} says the checkpoint was saved by {world} ranks but the folder holds {} *_optim_states.pt file(s): a rank's file is missing or left from another save",
+                optim_files[0].display(),
+                optim_files.len()
+            ),
+        ));
+    }
+    if let Some((path, _)) = optim_files.iter().zip(&optim).find(|(_, o)| o.stage != first.stage) {
+        return Err(Error::malformed(
+            path,
+            "optimizer_state_dict",
+            format!("saved by another ZeRO stage than {}", optim_files[0].display()),
+        ));
+    }
+    let partitions: Vec<Vec<DataRef>> = optim.iter().map(|o| o.partitions.clone()).collect();
+    let params = layout::params(
+        first.stage,
+        &model.param_shapes,
+        first.alignment_paddings.as_deref(),
+        &partitions,
+    )
+    .map_err(|why| Error::malformed(&tag, "fp32 partitions", why))?;
+
+    let mut out = StateDict::default();
+    for (name, idx) in &model.buffers {
+        out.buffer(&model_files[0], &model_ckpt, name, *idx)?;
+    }
+    for p in params {
+        let assembly = Assembly::new(vec![p.shape.iter().product()], 4, p.pieces)
+            .map_err(|why| Error::malformed(&tag, format!("parameter '{}'", p.name), why))?;
+        let len = assembly.nbytes();
+        let data = DataRef {
+            source: Source::assembled(&optim_files[0], assembly),
+            offset: 0,
+            len,
+        };
+        out.insert(p.name, DType::F32, p.shape, data, None);
+    }
+    for (alias, name) in &model.shared {
+        out.tie(alias, name);
+    }
+    let mut files = model_files[..1].to_vec();
+    files.extend(optim_files);
+    Ok(out.finish(files, globals))
+}
+
+/// The state dict being built, in `zero_to_fp32.py`'s order: assigning a name again keeps its
+/// place, as a Python dict does.
+#[derive(Default)]
+struct StateDict {
+    tensors: Vec<Tensor>,
+    storages: Vec<Storage>,
+}
+
+impl StateDict {
+    fn place(&mut self, tensor: Tensor) {
+        match self.tensors.iter_mut().find(|t| t.name == tensor.name) {
+            Some(t) => *t = tensor,
+            None => self.tensors.push(tensor),
+        }
+    }
+
+    fn insert(&mut self, name: String, dtype: DType, shape: Vec<u64>, data: DataRef, cast: Option<Cast>) {
+        self.storages.push(Storage {
+            key: None,
+            location: "cpu".into(),
+            byte_order: ByteOrder::Little,
+            data,
+            cast,
+        });
+        let stride = contiguous_strides(&shape);
+        self.place(Tensor {
+            name,
+            dtype,
+            shape,
+            stride,
+            offset: 0,
+            storage: StorageId(self.storages.len() - 1),
+            requires_grad: false,
+            parameter: false,
+        });
+    }
+
+    /// A buffer of the model-states file, its bytes where they are; a floating buffer that is
+    /// not float32 is cast to it while streamed (`zero_to_fp32.py` calls `.float()`).
+    fn buffer(&mut self, path: &Path, ckpt: &Checkpoint, name: &str, idx: usize) -> Result<()> {
+        let t = &ckpt.tensors[idx];
+        let storage = &ckpt.storages[t.storage.0];
+        let bad = |what: &str| Error::Unsupported {
+            path: path.into(),
+            what: format!("buffer module.{name}: {what}"),
+        };
+        if !t.is_contiguous() {
+            return Err(bad("a strided view; DeepSpeed saves buffers contiguous"));
+        }
+        if storage.byte_order != ByteOrder::Little {
+            return Err(bad("big-endian"));
+        }
+        let esize = t.dtype.size() as u64;
+        let start = t.offset.checked_mul(esize);
+        let data = match start.and_then(|s| s.checked_add(t.nbytes())) {
+            Some(end) if end <= storage.data.len => DataRef {
+                source: storage.data.source.clone(),
+                offset: storage.data.offset + t.offset * esize,
+                len: t.nbytes(),
+            },
+            _ => {
+                return Err(Error::malformed(
+                    path,
+                    format!("module.{name}"),
+                    format!("its elements reach past its {}-byte storage", storage.data.len),
+                ))
+            }
+        };
+        let (dtype, cast) = match t.dtype {
+            d if d.is_floating() && d != DType::F32 => (DType::F32, Some(Cast { from: d, to: DType::F32 })),
+            d => (d, None),
+        };
+        self.insert(name.to_string(), dtype, t.shape.clone(), data, cast);
+        Ok(())
+    }
+
+    /// `state_dict[alias] = state_dict[name]` when `name` is in it: the same tensor.
+    fn tie(&mut self, alias: &str, name: &str) {
+        if let Some(t) = self.tensors.iter().find(|t| t.name == name) {
+            let tensor = Tensor {
+                name: alias.to_string(),
+                ..t.clone()
+            };
+            self.place(tensor);
+        }
+    }
+
+    fn finish(self, files: Vec<PathBuf>, globals: Globals) -> Checkpoint {
+        let items = (0..self.tensors.len())
+            .map(|i| (Key::Str(self.tensors[i].name.clone()), Node::Tensor(i)))
+            .collect();
+        Checkpoint {
+            format: Format::Zero,
+            root: Node::Dict { ordered: true, items },
+            tensors: self.tensors,
+            storages: self.storages,
+            metadata: Default::default(),
+            globals,
+            origin: Origin::Data,
+            files,
+            module_classes: Default::default(),
+            modules: Vec::new(),
+            names: Default::default(),
+        }
+    }
+}
