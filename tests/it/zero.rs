@@ -1,5 +1,6 @@
 //! DeepSpeed ZeRO checkpoints (fixtures/zero, written by real DeepSpeed 0.19.8 on CPU with
-//! gloo: stages 2 and 3, 1 and 2 ranks, by fixtures/gen_zero.py): reading and converting them
+//! gloo: stages 2 and 3, 1 and 2 ranks, padded partitions, a frozen and a tied parameter, by
+//! fixtures/gen_zero.py): reading and converting them
 //! must give what DeepSpeed's own `zero_to_fp32.py` recovers (fixtures/zero/expected.json),
 //! tensor by tensor and in its order; damaged folders (a rank's file missing or truncated, a
 //! partition short) are refused with exit 2.
@@ -160,6 +161,20 @@ fn inspect_shows_the_flat_ranges_each_rank_holds() {
             {"offsets": [18], "sizes": [17], "file": "zero_pp_rank_1_mp_rank_00_optim_states.pt"},
         ])
     );
+    // The frozen proj.bias: 3 elements in each rank's model states, the last one padding.
+    let bias = json["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "proj.bias")
+        .unwrap();
+    assert_eq!(
+        bias["chunks"],
+        serde_json::json!([
+            {"offsets": [0], "sizes": [3], "file": "zero_pp_rank_0_mp_rank_00_model_states.pt"},
+            {"offsets": [3], "sizes": [2], "file": "zero_pp_rank_1_mp_rank_00_model_states.pt"},
+        ])
+    );
     let text = ckpt().arg("inspect").arg(zero_dir().join("z2_ws2")).assert().success();
     let text = String::from_utf8_lossy(&text.get_output().stdout).into_owned();
     assert!(text.contains("deepspeed-zero"), "{text}");
@@ -215,6 +230,10 @@ fn damaged_folders_exit_2_naming_the_file_and_the_problem() {
     // Rank 1's first partition three elements short, re-saved by torch (gen_zero.py).
     let hostile = zero_dir().join("hostile");
 
+    // ZeRO-3 keeps a frozen parameter's elements in every rank's model-states file.
+    let no_fragment = copy_case("z3_ws2", &tmp.path().join("no_fragment"));
+    std::fs::remove_file(no_fragment.join("global_step2/zero_pp_rank_1_mp_rank_00_model_states.pt")).unwrap();
+
     let bad_tag = copy_case("z2_ws1", &tmp.path().join("bad_tag"));
     std::fs::write(bad_tag.join("latest"), "../../etc\n").unwrap();
 
@@ -230,6 +249,11 @@ fn damaged_folders_exit_2_naming_the_file_and_the_problem() {
             "not a complete zip archive",
         ),
         (&no_model, "global_step2", "no *_model_states.pt file in the folder"),
+        (
+            &no_fragment,
+            "global_step2",
+            "frozen parameter 'proj.bias' (5 elements) is longer than the ranks' fragments joined",
+        ),
         (&bad_tag, "latest", "'../../etc' is not a plain folder name beside it"),
         (
             &hostile.join("z2_ws2_short"),
@@ -239,7 +263,7 @@ fn damaged_folders_exit_2_naming_the_file_and_the_problem() {
         (
             &hostile.join("z3_ws2_short"),
             "global_step2",
-            "rank 1 (zero_pp_rank_1_mp_rank_00_optim_states.pt): its fp32 partitions hold [31, 6] elements but rank 0's hold [34, 6]",
+            "rank 1 (zero_pp_rank_1_mp_rank_00_optim_states.pt): its fp32 partitions hold [31, 3] elements but rank 0's hold [34, 3]",
         ),
     ];
     for (dir, file, problem) in cases {

@@ -63,7 +63,7 @@ fn rank_file(partitions: &[DataRef], rank: usize) -> String {
     }
 }
 
-fn numel(name: &str, shape: &[u64]) -> Result<u64, String> {
+pub fn numel(name: &str, shape: &[u64]) -> Result<u64, String> {
     shape
         .iter()
         .try_fold(1u64, |n, &d| n.checked_mul(d))
@@ -75,13 +75,13 @@ fn elements(d: &DataRef) -> u64 {
     d.len / F32
 }
 
-/// Pieces holding elements `start .. start + n` of the runs joined, placed from element `at` of
-/// the parameter; None when the runs end first.
-fn cut(runs: &[&DataRef], start: u64, n: u64, at: u64, out: &mut Vec<Piece>) -> Option<()> {
+/// Pieces holding elements `start .. start + n` of the runs (of `esize`-byte elements) joined,
+/// placed from element `at` of the parameter; None when the runs end first.
+pub fn cut(runs: &[&DataRef], esize: u64, start: u64, n: u64, at: u64, out: &mut Vec<Piece>) -> Option<()> {
     let end = start.checked_add(n)?;
     let mut base = 0u64;
     for run in runs {
-        let run_end = base + elements(run);
+        let run_end = base + run.len / esize;
         let (lo, hi) = (start.max(base), end.min(run_end));
         if lo < hi {
             out.push(Piece {
@@ -89,8 +89,8 @@ fn cut(runs: &[&DataRef], start: u64, n: u64, at: u64, out: &mut Vec<Piece>) -> 
                 sizes: vec![hi - lo],
                 data: DataRef {
                     source: run.source.clone(),
-                    offset: run.offset + (lo - base) * F32,
-                    len: (hi - lo) * F32,
+                    offset: run.offset + (lo - base) * esize,
+                    len: (hi - lo) * esize,
                 },
             });
         }
@@ -127,7 +127,7 @@ fn stage2(
         for (i, (name, shape)) in group.iter().enumerate() {
             let n = numel(name, shape)?;
             let mut pieces = Vec::new();
-            cut(&runs, offset, n, 0, &mut pieces).ok_or_else(|| {
+            cut(&runs, F32, offset, n, 0, &mut pieces).ok_or_else(|| {
                 format!(
                     "parameter '{name}' ({n} elements from {offset}) reaches past group {g}'s {avail} saved elements"
                 )
@@ -193,7 +193,7 @@ fn stage3(shapes: &[Vec<(String, Vec<u64>)>], partitions: &[Vec<DataRef>]) -> Re
                 break;
             }
             let runs: Vec<&DataRef> = p.iter().collect();
-            cut(&runs, offset, part.min(n - at), at, &mut pieces)
+            cut(&runs, F32, offset, part.min(n - at), at, &mut pieces)
                 .ok_or_else(|| format!("parameter '{name}' reaches past the partitions of {}", rank_file(p, rank)))?;
         }
         params.push(Param {

@@ -1,17 +1,19 @@
 //! DeepSpeed ZeRO checkpoints (`engine.save_checkpoint`): a tag folder (`global_step10/`) of
 //! per-rank `torch.save` files, read as the fp32 state dict DeepSpeed's `zero_to_fp32.py`
 //! (`get_fp32_state_dict_from_zero_checkpoint`) recovers from them: rank 0's buffers (floating
-//! ones as float32), then every trainable parameter assembled from the ranks' flat fp32
-//! partitions ([`layout`]), then the tied names (`shared_params`) as the same tensors. The
-//! partitions are not read until a command streams a tensor, and then a bounded block at a time.
+//! ones as float32), the frozen parameters from the model-states files ([`frozen`]), every
+//! trainable parameter assembled from the ranks' flat fp32 partitions ([`layout`]), then the
+//! tied names (`shared_params`) as the same tensors. Nothing is read until a command streams a
+//! tensor, and then a bounded block at a time.
 
 pub mod files;
+pub mod frozen;
 pub mod layout;
 pub mod states;
 
 use std::path::{Path, PathBuf};
 
-use crate::assembly::Assembly;
+use crate::assembly::{Assembly, Piece};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{ByteOrder, Cast, Checkpoint, DataRef, Format, Globals, Key, Node, Origin, Storage, StorageId, Tensor};
@@ -32,8 +34,17 @@ pub fn read(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         globals.merge(&ckpt.globals);
         Ok(ckpt)
     };
-    let model_ckpt = open(&model_files[0])?;
-    let model = states::model_states(&model_files[0], &model_ckpt)?;
+    // Every rank's model states, as zero_to_fp32 loads them; rank 0's name the tensors.
+    let mut model_ckpts = Vec::with_capacity(model_files.len());
+    for path in &model_files {
+        model_ckpts.push(open(path)?);
+    }
+    let models = model_files
+        .iter()
+        .zip(&model_ckpts)
+        .map(|(path, ckpt)| states::model_states(path, ckpt))
+        .collect::<Result<Vec<_>>>()?;
+    let (model_ckpt, model) = (&model_ckpts[0], &models[0]);
     let mut optim = Vec::with_capacity(optim_files.len());
     for path in &optim_files {
         optim.push(states::optim_states(path, &open(path)?)?);
@@ -67,27 +78,47 @@ pub fn read(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     )
     .map_err(|why| Error::malformed(&tag, "fp32 partitions", why))?;
 
+    let named: Vec<_> = model_files
+        .iter()
+        .zip(&model_ckpts)
+        .zip(&models)
+        .map(|((path, ckpt), states)| (file_name(path), ckpt, states))
+        .collect();
+    let frozen = frozen::frozen(first.stage, &named).map_err(|why| Error::malformed(&tag, "frozen parameters", why))?;
+
     let mut out = StateDict::default();
     for (name, idx) in &model.buffers {
-        out.buffer(&model_files[0], &model_ckpt, name, *idx)?;
+        out.buffer(&model_files[0], model_ckpt, name, *idx)?;
+    }
+    for f in frozen {
+        let what = format!("frozen parameter '{}'", f.name);
+        let data = flat(&tag, &what, &model_files[0], &f.shape, f.dtype, f.pieces)?;
+        out.insert(f.name, f.dtype, f.shape, data, None);
     }
     for p in params {
-        let assembly = Assembly::new(vec![p.shape.iter().product()], 4, p.pieces)
-            .map_err(|why| Error::malformed(&tag, format!("parameter '{}'", p.name), why))?;
-        let len = assembly.nbytes();
-        let data = DataRef {
-            source: Source::assembled(&optim_files[0], assembly),
-            offset: 0,
-            len,
-        };
+        let what = format!("parameter '{}'", p.name);
+        let data = flat(&tag, &what, &optim_files[0], &p.shape, DType::F32, p.pieces)?;
         out.insert(p.name, DType::F32, p.shape, data, None);
     }
     for (alias, name) in &model.shared {
         out.tie(alias, name);
     }
-    let mut files = model_files[..1].to_vec();
+    let mut files = model_files;
     files.extend(optim_files);
     Ok(out.finish(files, globals))
+}
+
+/// The bytes of a parameter of `shape` whose elements, flattened, the 1-D `pieces` tile;
+/// `source` stands for them in messages.
+fn flat(tag: &Path, what: &str, source: &Path, shape: &[u64], dtype: DType, pieces: Vec<Piece>) -> Result<DataRef> {
+    let assembly = Assembly::new(vec![shape.iter().product()], dtype.size() as u64, pieces)
+        .map_err(|why| Error::malformed(tag, what, why))?;
+    let len = assembly.nbytes();
+    Ok(DataRef {
+        source: Source::assembled(source, assembly),
+        offset: 0,
+        len,
+    })
 }
 
 /// The state dict being built, in `zero_to_fp32.py`'s order: assigning a name again keeps its
@@ -131,33 +162,8 @@ impl StateDict {
     /// not float32 is cast to it while streamed (`zero_to_fp32.py` calls `.float()`).
     fn buffer(&mut self, path: &Path, ckpt: &Checkpoint, name: &str, idx: usize) -> Result<()> {
         let t = &ckpt.tensors[idx];
-        let storage = &ckpt.storages[t.storage.0];
-        let bad = |what: &str| Error::Unsupported {
-            path: path.into(),
-            what: format!("buffer module.{name}: {what}"),
-        };
-        if !t.is_contiguous() {
-            return Err(bad("a strided view; DeepSpeed saves buffers contiguous"));
-        }
-        if storage.byte_order != ByteOrder::Little {
-            return Err(bad("big-endian"));
-        }
-        let esize = t.dtype.size() as u64;
-        let start = t.offset.checked_mul(esize);
-        let data = match start.and_then(|s| s.checked_add(t.nbytes())) {
-            Some(end) if end <= storage.data.len => DataRef {
-                source: storage.data.source.clone(),
-                offset: storage.data.offset + t.offset * esize,
-                len: t.nbytes(),
-            },
-            _ => {
-                return Err(Error::malformed(
-                    path,
-                    format!("module.{name}"),
-                    format!("its elements reach past its {}-byte storage", storage.data.len),
-                ))
-            }
-        };
+        let data = states::tensor_bytes(ckpt, idx)
+            .map_err(|why| Error::malformed(path, format!("module.{name}"), why))?;
         let (dtype, cast) = match t.dtype {
             d if d.is_floating() && d != DType::F32 => (DType::F32, Some(Cast { from: d, to: DType::F32 })),
             d => (d, None),
@@ -195,4 +201,8 @@ impl StateDict {
             names: Default::default(),
         }
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap_or_default().to_string_lossy().into_owned()
 }

@@ -34,7 +34,7 @@ pub struct OptimStates {
     pub partitions: Vec<DataRef>,
 }
 
-/// The model-states file of rank 0: names, shapes and buffers.
+/// A model-states file: names, shapes, buffers and frozen parameters.
 pub struct ModelStates {
     /// Per group, (name, shape) in order.
     pub param_shapes: Vec<Vec<(String, Vec<u64>)>>,
@@ -42,6 +42,11 @@ pub struct ModelStates {
     pub buffers: Vec<(String, TensorIdx)>,
     /// (tied name, the name it is the same tensor as), in order.
     pub shared: Vec<(String, String)>,
+    /// Frozen (requires_grad=False) parameters, kept out of the partitions: (name, shape).
+    pub frozen: Vec<(String, Vec<u64>)>,
+    /// This file's piece of each frozen parameter: all of it under ZeRO-2, under ZeRO-3 the
+    /// rank's `ceil(numel / ranks)` elements.
+    pub fragments: Vec<(String, TensorIdx)>,
 }
 
 /// A dict's value by string key (the last one, as Python keeps).
@@ -161,21 +166,34 @@ pub fn optim_states(path: &Path, ckpt: &Checkpoint) -> Result<OptimStates> {
 /// The bytes of a flat fp32 partition: a 1-D contiguous little-endian float32 tensor.
 fn flat_partition(ckpt: &Checkpoint, idx: TensorIdx) -> std::result::Result<DataRef, String> {
     let t = &ckpt.tensors[idx];
-    if t.dtype != DType::F32 || t.shape.len() != 1 || !t.is_contiguous() {
+    if t.dtype != DType::F32 || t.shape.len() != 1 {
         return Err(format!(
-            "a {} tensor of shape {:?} (stride {:?}); ZeRO saves flat contiguous float32 partitions",
-            t.dtype, t.shape, t.stride
+            "a {} tensor of shape {:?}; ZeRO saves flat float32 partitions",
+            t.dtype, t.shape
+        ));
+    }
+    tensor_bytes(ckpt, idx)
+}
+
+/// The bytes of a contiguous little-endian tensor, where they lie in its file.
+pub fn tensor_bytes(ckpt: &Checkpoint, idx: TensorIdx) -> std::result::Result<DataRef, String> {
+    let t = &ckpt.tensors[idx];
+    if !t.is_contiguous() {
+        return Err(format!(
+            "a strided view (stride {:?}); DeepSpeed saves contiguous tensors",
+            t.stride
         ));
     }
     let storage = &ckpt.storages[t.storage.0];
     if storage.byte_order != ByteOrder::Little {
-        return Err("a big-endian partition".into());
+        return Err("a big-endian tensor".into());
     }
-    let start = t.offset.checked_mul(4);
+    let esize = t.dtype.size() as u64;
+    let start = t.offset.checked_mul(esize);
     match start.and_then(|s| s.checked_add(t.nbytes())) {
         Some(end) if end <= storage.data.len => Ok(DataRef {
             source: storage.data.source.clone(),
-            offset: storage.data.offset + t.offset * 4,
+            offset: storage.data.offset + t.offset * esize,
             len: t.nbytes(),
         }),
         _ => Err(format!(
@@ -217,29 +235,29 @@ pub fn model_states(path: &Path, ckpt: &Checkpoint) -> Result<ModelStates> {
     let groups = get(root, "param_shapes")
         .and_then(list)
         .ok_or_else(|| at.bad("param_shapes", "missing or not a list"))?;
-    let mut param_shapes = Vec::with_capacity(groups.len());
-    for (g, group) in groups.iter().enumerate() {
-        let place = format!("param_shapes.{g}");
-        let items = dict_items(group).ok_or_else(|| at.bad(&place, "not a dict"))?;
-        let shapes = items
-            .iter()
-            .map(|(k, v)| {
-                let name = key_str(k).ok_or_else(|| at.bad(&place, format!("key {k} is not a string")))?;
-                let shape = list(v)
-                    .and_then(|d| d.iter().map(uint).collect::<Option<Vec<_>>>())
-                    .ok_or_else(|| at.bad(&format!("{place}.{name}"), "not a torch.Size"))?;
-                Ok((name.to_string(), shape))
+    let param_shapes = groups
+        .iter()
+        .enumerate()
+        .map(|(g, group)| shapes(&at, &format!("param_shapes.{g}"), group))
+        .collect::<Result<Vec<_>>>()?;
+    let frozen = match get(root, "frozen_param_shapes") {
+        None | Some(Node::None) => Vec::new(),
+        Some(node) => shapes(&at, "frozen_param_shapes", node)?,
+    };
+    let fragments = match get(root, "frozen_param_fragments") {
+        None | Some(Node::None) => Vec::new(),
+        Some(node) => dict_items(node)
+            .and_then(|items| {
+                items
+                    .iter()
+                    .map(|(k, v)| match (key_str(k), v) {
+                        (Some(k), Node::Tensor(idx)) => Some((k.to_string(), *idx)),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
             })
-            .collect::<Result<Vec<_>>>()?;
-        param_shapes.push(shapes);
-    }
-    let frozen = get(root, "frozen_param_shapes").and_then(dict_items);
-    if frozen.is_some_and(|f| !f.is_empty()) {
-        return Err(Error::Unsupported {
-            path: path.into(),
-            what: "frozen parameters (frozen_param_shapes): ckpt consolidates the trainable parameters and buffers only".into(),
-        });
-    }
+            .ok_or_else(|| at.bad("frozen_param_fragments", "not a dict of tensors"))?,
+    };
     let shared = match get(root, "shared_params") {
         None => Vec::new(),
         Some(node) => dict_items(node)
@@ -258,6 +276,23 @@ pub fn model_states(path: &Path, ckpt: &Checkpoint) -> Result<ModelStates> {
         param_shapes,
         buffers,
         shared,
+        frozen,
+        fragments,
     })
+}
+
+/// An ordered dict of name -> torch.Size.
+fn shapes(at: &Place, place: &str, node: &Node) -> Result<Vec<(String, Vec<u64>)>> {
+    let items = dict_items(node).ok_or_else(|| at.bad(place, "not a dict"))?;
+    items
+        .iter()
+        .map(|(k, v)| {
+            let name = key_str(k).ok_or_else(|| at.bad(place, format!("key {k} is not a string")))?;
+            let shape = list(v)
+                .and_then(|d| d.iter().map(uint).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| at.bad(&format!("{place}.{name}"), "not a torch.Size"))?;
+            Ok((name.to_string(), shape))
+        })
+        .collect()
 }
 
