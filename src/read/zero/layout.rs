@@ -13,6 +13,8 @@
 //! rank 0's part, then rank 1's..., cut to `n` (the last part holds the padding). Together the
 //! parameters must fill each rank's vector exactly.
 
+use std::collections::HashSet;
+
 use crate::assembly::Piece;
 use crate::model::DataRef;
 
@@ -163,8 +165,9 @@ fn stage3(shapes: &[Vec<(String, Vec<u64>)>], partitions: &[Vec<DataRef>]) -> Re
         }
     }
     let mut all: Vec<(&String, &Vec<u64>)> = Vec::new();
+    let mut seen = HashSet::new();
     for (name, shape) in shapes.iter().flatten() {
-        if all.iter().any(|(n, _)| *n == name) {
+        if !seen.insert(name) {
             return Err(format!("parameter '{name}' is listed in two groups"));
         }
         all.push((name, shape));

@@ -11,6 +11,7 @@ pub mod frozen;
 pub mod layout;
 pub mod states;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::assembly::{Assembly, Piece};
@@ -127,13 +128,18 @@ fn flat(tag: &Path, what: &str, source: &Path, shape: &[u64], dtype: DType, piec
 struct StateDict {
     tensors: Vec<Tensor>,
     storages: Vec<Storage>,
+    /// Position in `tensors` by name.
+    by_name: HashMap<String, usize>,
 }
 
 impl StateDict {
     fn place(&mut self, tensor: Tensor) {
-        match self.tensors.iter_mut().find(|t| t.name == tensor.name) {
-            Some(t) => *t = tensor,
-            None => self.tensors.push(tensor),
+        match self.by_name.get(&tensor.name) {
+            Some(&i) => self.tensors[i] = tensor,
+            None => {
+                self.by_name.insert(tensor.name.clone(), self.tensors.len());
+                self.tensors.push(tensor);
+            }
         }
     }
 
@@ -174,10 +180,10 @@ impl StateDict {
 
     /// `state_dict[alias] = state_dict[name]` when `name` is in it: the same tensor.
     fn tie(&mut self, alias: &str, name: &str) {
-        if let Some(t) = self.tensors.iter().find(|t| t.name == name) {
+        if let Some(&i) = self.by_name.get(name) {
             let tensor = Tensor {
                 name: alias.to_string(),
-                ..t.clone()
+                ..self.tensors[i].clone()
             };
             self.place(tensor);
         }
