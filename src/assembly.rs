@@ -136,6 +136,12 @@ impl Assembly {
         Ok(assembly)
     }
 
+    /// The global shape the pieces tile: the tensor's own, or (DeepSpeed ZeRO) its flat length.
+    #[cfg_attr(not(any(feature = "cli", feature = "internals")), expect(dead_code, reason = "only inspect reads it"))]
+    pub fn shape(&self) -> &[u64] {
+        &self.shape
+    }
+
     /// The pieces, ordered by their offsets.
     pub fn pieces(&self) -> &[Piece] {
         &self.pieces

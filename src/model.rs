@@ -32,6 +32,9 @@ pub enum Format {
     /// A `torch.distributed.checkpoint` directory (FSDP, DTensor): a `.metadata` pickle and
     /// the `.distcp` files holding each tensor's chunks.
     Dcp,
+    /// A DeepSpeed ZeRO checkpoint folder (`global_step10/`): per-rank model- and
+    /// optimizer-states files, read as the fp32 weights `zero_to_fp32.py` recovers.
+    Zero,
     /// Made in a program with [`crate::CheckpointBuilder`], not read from a file.
     Built,
 }
@@ -46,6 +49,7 @@ impl Format {
             Format::Safetensors => "safetensors",
             Format::Sharded => "sharded",
             Format::Dcp => "dcp",
+            Format::Zero => "deepspeed-zero",
             Format::Built => "built",
         }
     }

@@ -28,16 +28,19 @@ pub fn chunks_json(ckpt: &Checkpoint, t: &Tensor) -> Option<Json> {
     )
 }
 
-/// One line of the inspect table: `4 on dims 0, 1` and the files (`__0_0 __1_0 ...`).
+/// One line of the inspect table: `4 on dims 0, 1` (or `3 flat ranges` of a tensor assembled
+/// flat, as DeepSpeed ZeRO partitions it) and the files (`__0_0 __1_0 ...`).
 pub fn summary(ckpt: &Checkpoint, t: &Tensor) -> Option<(String, String)> {
     let assembly = ckpt.storage(t.storage).data.source.assembly()?;
     let pieces = assembly.pieces();
-    let cut: Vec<String> = (0..t.shape.len())
-        .filter(|&d| pieces.iter().any(|p| p.sizes[d] != t.shape[d]))
+    let shape = assembly.shape();
+    let cut: Vec<String> = (0..shape.len())
+        .filter(|&d| pieces.iter().any(|p| p.sizes[d] != shape[d]))
         .map(|d| d.to_string())
         .collect();
     let chunks = match cut.as_slice() {
         [] => format!("{} whole", pieces.len()),
+        [_] if shape != t.shape => format!("{} flat ranges", pieces.len()),
         [d] => format!("{} on dim {d}", pieces.len()),
         many => format!("{} on dims {}", pieces.len(), many.join(",")),
     };
@@ -45,7 +48,8 @@ pub fn summary(ckpt: &Checkpoint, t: &Tensor) -> Option<(String, String)> {
         .iter()
         .map(|p| {
             let name = file_name(p.data.source.path());
-            name.strip_suffix(".distcp").map(str::to_string).unwrap_or(name)
+            let stem = name.strip_suffix(".distcp").or_else(|| name.strip_suffix("_optim_states.pt"));
+            stem.map(str::to_string).unwrap_or(name)
         })
         .collect();
     files.sort();

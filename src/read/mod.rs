@@ -11,6 +11,7 @@ pub mod script;
 pub mod sharded;
 pub mod tar;
 pub mod tarfile;
+pub mod zero;
 
 use std::path::Path;
 

@@ -8,14 +8,15 @@ use std::path::Path;
 use crate::container::index::{self as container_index, IndexError};
 use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Format, Key, Node, Origin, StorageId, Tensor};
-use crate::read::{dcp, open_with, ReadLimits};
+use crate::read::{dcp, open_with, zero, ReadLimits};
 
 /// The single-file names of a Hugging Face snapshot (transformers' `SAFE_WEIGHTS_NAME` and
 /// `WEIGHTS_NAME`), read when a directory holds no index.
 const SINGLE_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 
 /// A directory: reads the one checkpoint in it, a `*.index.json`, a Hugging Face snapshot's
-/// `model.safetensors` / `pytorch_model.bin`, or a distributed checkpoint's `.metadata`. Two
+/// `model.safetensors` / `pytorch_model.bin`, a distributed checkpoint's `.metadata`, or a
+/// DeepSpeed ZeRO folder (its rank files, or a `latest` file naming the folder of them). Two
 /// of these is an error naming them: which one a loader takes depends on the loader, so the
 /// user names it.
 pub fn read_dir(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
@@ -30,12 +31,19 @@ pub fn read_dir(dir: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
         }
     }
     found.sort();
+    // A DeepSpeed folder: its rank files, or (with nothing else to read) its `latest` file.
+    if found.is_empty() && (zero::has_rank_files(dir) || zero::has_latest(dir)) {
+        return zero::read(dir, limits);
+    }
+    if zero::has_rank_files(dir) {
+        found.push(dir.join("*_optim_states.pt (DeepSpeed ZeRO)"));
+    }
     match found.as_slice() {
         [one] if one.to_string_lossy().ends_with(".index.json") => read_index(one, limits),
         [one] => open_with(one, limits),
         [] => Err(Error::UnknownFormat {
             path: dir.into(),
-            why: "directory without a *.index.json, model.safetensors, pytorch_model.bin or a distributed checkpoint's .metadata".into(),
+            why: "directory without a *.index.json, model.safetensors, pytorch_model.bin, a distributed checkpoint's .metadata or DeepSpeed's *_optim_states.pt / latest".into(),
         }),
         many => Err(Error::UnknownFormat {
             path: dir.into(),

@@ -26,3 +26,4 @@ mod transform;
 #[cfg(feature = "tch")]
 mod verify;
 mod write;
+mod zero;

@@ -217,7 +217,7 @@ fn parse_metadata(path: &Path, limits: &ReadLimits) -> Result<DcpMetadata> {
 }
 
 /// Row-major strides of a shape, in elements.
-fn contiguous_strides(shape: &[u64]) -> Vec<u64> {
+pub(crate) fn contiguous_strides(shape: &[u64]) -> Vec<u64> {
     let mut strides = vec![1u64; shape.len()];
     for d in (0..shape.len().saturating_sub(1)).rev() {
         strides[d] = strides[d + 1].saturating_mul(shape[d + 1]);
