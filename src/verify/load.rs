@@ -176,6 +176,7 @@ pub(super) fn load_native(path: &Path, own: &Checkpoint, device: Device) -> Resu
         }
         Format::Sharded => bytes_path("a sharded index".into()),
         Format::Built => bytes_path("built in memory, not read from a file".into()),
+        Format::Dcp => bytes_path("a torch.distributed.checkpoint directory, which libtorch does not load".into()),
         Format::Zero => bytes_path("a DeepSpeed ZeRO folder, which libtorch does not load".into()),
         Format::TorchScript => match TchTensor::load_multi_with_device(path, device) {
             Ok(v) => Ok((
