@@ -234,7 +234,9 @@ fn check_losses(ckpt: &Checkpoint, to: DType, allow_overflow: bool, allow_underf
     if allow_overflow && allow_underflow {
         return Ok(());
     }
-    let losses = transform::try_loss_report(ckpt)?;
+    // It runs beside the write (a safetensors write reads ahead on one thread and writes on
+    // another): the count takes the cores those leave, one at least.
+    let losses = transform::try_loss_report(ckpt, crate::pass::threads().saturating_sub(2).max(1))?;
     let refuse = |what: &str, count: fn(&Losses) -> u64, advice: &str| -> anyhow::Result<()> {
         let hit: Vec<(&str, u64)> = losses
             .iter()

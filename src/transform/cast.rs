@@ -272,15 +272,16 @@ fn storage_reason(
 /// are skipped here (the writer reports them); [`try_loss_report`] fails on them instead.
 #[cfg(feature = "internals")] // only the integration tests call it
 pub fn loss_report(ckpt: &Checkpoint) -> Vec<(String, Losses)> {
-    loss_impl(ckpt, false).unwrap_or_default()
+    loss_impl(ckpt, false, pass::threads()).unwrap_or_default()
 }
 
-/// [`loss_report`], failing on the first tensor whose bytes cannot be read.
-pub fn try_loss_report(ckpt: &Checkpoint) -> crate::Result<Vec<(String, Losses)>> {
-    loss_impl(ckpt, true)
+/// [`loss_report`] on up to `threads` threads (fewer than the cores where it runs beside a
+/// write), failing on the first tensor whose bytes cannot be read.
+pub fn try_loss_report(ckpt: &Checkpoint, threads: usize) -> crate::Result<Vec<(String, Losses)>> {
+    loss_impl(ckpt, true, threads)
 }
 
-fn loss_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, Losses)>> {
+fn loss_impl(ckpt: &Checkpoint, strict: bool, threads: usize) -> crate::Result<Vec<(String, Losses)>> {
     // A copy of the checkpoint's storages without their casts, and each tensor as a view of
     // the source elements: streaming it gives the bytes the cast will convert.
     let mut source = Checkpoint {
@@ -314,9 +315,9 @@ fn loss_impl(ckpt: &Checkpoint, strict: bool) -> crate::Result<Vec<(String, Loss
         source.tensors.push(view);
         casts.push((t.name.clone(), c));
     }
-    // Every byte is read: on all cores, a tensor per core at a time.
+    // Every byte is read: a tensor per thread at a time.
     let tasks: Vec<usize> = (0..casts.len()).collect();
-    let counted = pass::map(&tasks, |&i| source.tensors[i].nbytes(), pass::threads(), |&i| {
+    let counted = pass::map(&tasks, |&i| source.tensors[i].nbytes(), threads, |&i| {
         let c = casts[i].1;
         let mut lost = Losses::default();
         tensor_data::for_each_chunk::<crate::Error>(&source, &source.tensors[i], |bytes| {

@@ -330,7 +330,7 @@ fn overflow_report_counts_what_float16_cannot_hold() {
         vec![("a".to_string(), overflow(3))]
     );
     assert_eq!(
-        transform::try_loss_report(&built.ckpt).unwrap(),
+        transform::try_loss_report(&built.ckpt, 2).unwrap(),
         vec![("a".to_string(), overflow(3))]
     );
     // bfloat16 holds all but 3e38, which rounds up past its largest value.
