@@ -44,23 +44,14 @@ pub fn is_metadata(bytes: &[u8], limits: &ReadLimits) -> bool {
 /// Reads the checkpoint whose `.metadata` is `path`; its data files lie beside it.
 pub fn read(path: &Path, limits: &ReadLimits) -> Result<Checkpoint> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let source = Source::open(path)?;
-    if source.len() > limits.max_pickle_bytes {
-        return Err(Error::malformed(
-            path,
-            "pickle",
-            format!("{} bytes, more than the limit of {}", source.len(), limits.max_pickle_bytes),
-        ));
-    }
-    let pickle = parse_pickle(path, "pickle", source.bytes(), limits)?;
-    let meta = metadata::parse(&pickle).map_err(|why| Error::malformed(path, "pickle", why))?;
+    let (meta, globals) = parse_metadata_with_globals(path, limits)?;
     let mut reader = Reader {
         path,
         dir,
         limits,
         meta: &meta,
         sources: HashMap::new(),
-        globals: Globals::from_uses(&pickle.globals),
+        globals,
     };
     let mut tensors = Vec::new();
     let mut storages = Vec::new();
@@ -204,6 +195,11 @@ pub fn loaded_items(path: &Path, limits: &ReadLimits) -> Result<Vec<LoadedItem>>
 
 /// The `.metadata` at `path`, interpreted.
 fn parse_metadata(path: &Path, limits: &ReadLimits) -> Result<DcpMetadata> {
+    parse_metadata_with_globals(path, limits).map(|(meta, _)| meta)
+}
+
+/// [`parse_metadata`], with the globals its pickle references.
+fn parse_metadata_with_globals(path: &Path, limits: &ReadLimits) -> Result<(DcpMetadata, Globals)> {
     let source = Source::open(path)?;
     if source.len() > limits.max_pickle_bytes {
         return Err(Error::malformed(
@@ -213,7 +209,8 @@ fn parse_metadata(path: &Path, limits: &ReadLimits) -> Result<DcpMetadata> {
         ));
     }
     let pickle = parse_pickle(path, "pickle", source.bytes(), limits)?;
-    metadata::parse(&pickle).map_err(|why| Error::malformed(path, "pickle", why))
+    let meta = metadata::parse(&pickle).map_err(|why| Error::malformed(path, "pickle", why))?;
+    Ok((meta, Globals::from_uses(&pickle.globals)))
 }
 
 /// Row-major strides of a shape, in elements.
