@@ -680,7 +680,9 @@ fn damaged_and_hostile_inputs_end_in_errors_not_panics() {
         }));
         assert!(outcome.is_ok(), "{paths:?} panicked");
     };
-    let mut hostile: Vec<PathBuf> = std::fs::read_dir(fixtures_dir().join("hostile"))
+    // The committed hostile files (a regenerated CKPT_FIXTURES set has none).
+    let hostile_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile");
+    let mut hostile: Vec<PathBuf> = std::fs::read_dir(hostile_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -692,13 +694,19 @@ fn damaged_and_hostile_inputs_end_in_errors_not_panics() {
 
     // Truncations of a history checkpoint, a Lightning checkpoint and a Trainer state.
     let dir = tempfile::tempdir().unwrap();
-    for rel in [
-        "overfit.pth",
-        "lightning/epoch=9-step=30.ckpt",
-        "hf_trainer/trainer_state.json",
+    // The first Lightning file by name: a regenerated run may stop at another epoch.
+    let mut lightning: Vec<PathBuf> = std::fs::read_dir(curves_dir().join("lightning"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    lightning.sort();
+    for path in [
+        curves_dir().join("overfit.pth"),
+        lightning[0].clone(),
+        curves_dir().join("hf_trainer/trainer_state.json"),
     ] {
-        let bytes = std::fs::read(curves_dir().join(rel)).unwrap();
-        let name = Path::new(rel).file_name().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let name = path.file_name().unwrap();
         for cut in [
             0,
             1,
