@@ -9,6 +9,7 @@
 #   bench/dcp.sh [PYTHON]     PYTHON: an interpreter with torch and safetensors
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/rounds.sh
 py=${1:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 reps=${REPS:-3}
 settle=${SETTLE:-2}
@@ -37,19 +38,7 @@ run_one() {
 export -f run_one
 export dir ckpt py torch_route
 
-: > "$dir/times"
-for round in $(seq "$reps"); do
-  for name in $(printf '%s\n' "${names[@]}" | shuf); do
-    rm -rf "$dir"/out.*
-    sync
-    sleep "$settle"
-    start=$(date +%s%N)
-    /usr/bin/time -f "%M" -o "$dir/rss" bash -c "run_one $name" > /dev/null 2>&1
-    end=$(date +%s%N)
-    echo "$name $(( (end - start) / 1000 )) $(tail -1 "$dir/rss")" >> "$dir/times"
-  done
-  echo "round $round of $reps done" >&2
-done
+rounds "${names[@]}"
 
 # The two consolidations agree (names, dtypes, bytes), checked once outside the timing.
 # torch's route keeps the state dict's "model" level, so ckpt selects it to match the names.

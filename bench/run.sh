@@ -14,6 +14,7 @@
 # like `cp && sync`. All four rows are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/rounds.sh
 py=${1:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 reps=${REPS:-5}
 settle=${SETTLE:-2}
@@ -59,20 +60,7 @@ run_one() {
 export -f run_one
 export dir ckpt py python_route python_stats
 
-: > "$dir/times"
-for round in $(seq "$reps"); do
-  for name in $(printf '%s\n' "${names[@]}" | shuf); do
-    rm -f "$dir"/out.*
-    sync
-    sleep "$settle"
-    # Wall time from the clock in nanoseconds (time's %e has 10 ms steps); peak RSS from time.
-    start=$(date +%s%N)
-    /usr/bin/time -f "%M" -o "$dir/rss" bash -c "run_one $name" > /dev/null 2>&1
-    end=$(date +%s%N)
-    echo "$name $(( (end - start) / 1000 )) $(tail -1 "$dir/rss")" >> "$dir/times"
-  done
-  echo "round $round of $reps done" >&2
-done
+rounds "${names[@]}"
 
 size=$(stat -c %s "$dir/x.pth")
 tensors=$("$ckpt" inspect --json "$dir/x.pth" | "$py" -c 'import json,sys; print(len(json.load(sys.stdin)["tensors"]))')
