@@ -81,11 +81,9 @@ pub fn early_stop(series: &Series, patience: u32, min_delta: f64) -> EarlyStop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::curves::Axis;
 
     fn series(name: &str, ys: &[f64]) -> Series {
-        let points = ys.iter().enumerate().map(|(i, &y)| ((i + 1) as f64, y)).collect();
-        Series::named(name, Axis::Epoch, points)
+        Series::epochs(name, ys)
     }
 
     #[test]

@@ -151,6 +151,13 @@ impl Series {
         }
     }
 
+    /// A series named `name` of `ys` at epochs 1, 2, ... (for the unit tests).
+    #[cfg(test)]
+    pub(crate) fn epochs(name: &str, ys: &[f64]) -> Series {
+        let points = ys.iter().enumerate().map(|(i, &y)| ((i + 1) as f64, y)).collect();
+        Series::named(name, Axis::Epoch, points)
+    }
+
     /// Whether `a` is strictly better than `b` in this series' direction.
     pub fn better(&self, a: f64, b: f64) -> bool {
         if self.higher_better {

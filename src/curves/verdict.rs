@@ -199,8 +199,7 @@ mod tests {
     use crate::curves::Axis;
 
     fn series(name: &str, ys: &[f64]) -> Series {
-        let points = ys.iter().enumerate().map(|(i, &y)| ((i + 1) as f64, y)).collect();
-        Series::named(name, Axis::Epoch, points)
+        Series::epochs(name, ys)
     }
 
     #[test]
