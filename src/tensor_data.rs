@@ -23,8 +23,8 @@ use crate::source::Source;
 /// Bytes handed to the consumer at a time, at most (before a widening cast). A multiple of
 /// every element size, so blocks of a storage always hold whole elements.
 ///
-/// 1 MiB, read into one buffer that is reused for the whole run: the buffer stays in the CPU's
-/// cache between the read and the write, so moving bytes through it costs about what the
+/// 1 MiB, read into a buffer that is reused for the whole run (a few, lent by a writer that reads
+/// ahead, [`Sink::lend`]): it stays in the CPU's cache between the read and the write, so moving bytes through it costs about what the
 /// kernel's own file-to-file copy does. Measured on the 1.42 GB benchmark (bench/run.sh),
 /// writing without the flush: 1 MiB 0.42 s, 512 KiB 0.46 s, 128 KiB 0.61 s (system calls), 4 MiB
 /// 1-2 s (out of cache, and larger page-cache folios that this VM is slow to hand out),
@@ -254,29 +254,65 @@ impl Plan {
         path: &Path,
         bytes: &mut [u8],
         conv: &mut Vec<u8>,
-        sink: &mut impl FnMut(&[u8]) -> Result<(), E>,
+        sink: &mut (impl Sink<E> + ?Sized),
     ) -> Result<(), E> {
         if bytes.is_empty() {
             return Ok(());
         }
+        self.swap(bytes);
+        if self.cast.is_none() {
+            return sink.put(bytes);
+        }
+        conv.clear();
+        self.cast_into(path, bytes, conv)?;
+        sink.put(conv)
+    }
+
+    /// Puts big-endian elements into little-endian order, in place.
+    fn swap(&self, bytes: &mut [u8]) {
         if self.swap_unit > 1 {
             for unit in bytes.chunks_exact_mut(self.swap_unit) {
                 unit.reverse();
             }
         }
-        match self.cast {
-            None => sink(bytes),
-            Some(c) => {
-                conv.clear();
-                convert(c.from, c.to, bytes, conv).map_err(|what| {
-                    E::from(Error::Unsupported {
-                        path: path.into(),
-                        what,
-                    })
-                })?;
-                sink(conv)
-            }
-        }
+    }
+
+    /// Appends the elements of `bytes` (little-endian) cast to the output dtype to `out`.
+    fn cast_into(&self, path: &Path, bytes: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let Some(c) = self.cast else {
+            out.extend_from_slice(bytes);
+            return Ok(());
+        };
+        convert(c.from, c.to, bytes, out).map_err(|what| Error::Unsupported {
+            path: path.into(),
+            what,
+        })
+    }
+}
+
+/// Where streamed tensor bytes go. Any `FnMut(&[u8])` closure is one. A sink that hands its
+/// blocks on whole (the writers' read-ahead queue) also lends them, so a contiguous tensor's
+/// bytes are read, or cast, straight into the block that is handed on instead of being copied
+/// into it: one pass over the bytes fewer on the reading thread.
+pub trait Sink<E> {
+    /// Takes the next piece of bytes (copying it, if it keeps it).
+    fn put(&mut self, piece: &[u8]) -> Result<(), E>;
+
+    /// A buffer to fill with the next piece, of any length and contents; None when the sink
+    /// does not lend buffers.
+    fn lend(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Takes a lent buffer back holding the next piece (all of its bytes).
+    fn put_lent(&mut self, block: Vec<u8>) -> Result<(), E> {
+        self.put(&block)
+    }
+}
+
+impl<E, F: FnMut(&[u8]) -> Result<(), E>> Sink<E> for F {
+    fn put(&mut self, piece: &[u8]) -> Result<(), E> {
+        self(piece)
     }
 }
 
@@ -288,15 +324,17 @@ pub fn for_each_chunk<E: From<Error>>(
     tensor: &Tensor,
     sink: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
-    for_each_chunk_with(&mut DataReader::new(), ckpt, tensor, sink)
+    let mut sink = sink;
+    for_each_chunk_with(&mut DataReader::new(), ckpt, tensor, &mut sink)
 }
 
-/// [`for_each_chunk`] reusing `reader`'s open files (writers stream many tensors).
+/// [`for_each_chunk`] reusing `reader`'s open files (writers stream many tensors), into any
+/// [`Sink`].
 pub fn for_each_chunk_with<E: From<Error>>(
     reader: &mut DataReader,
     ckpt: &Checkpoint,
     tensor: &Tensor,
-    sink: impl FnMut(&[u8]) -> Result<(), E>,
+    sink: &mut (impl Sink<E> + ?Sized),
 ) -> Result<(), E> {
     stream_tensor(reader, ckpt, tensor, CHUNK, SPAN_LIMIT, sink)
 }
@@ -308,7 +346,7 @@ fn stream_tensor<E: From<Error>>(
     tensor: &Tensor,
     chunk: usize,
     span_limit: u64,
-    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+    sink: &mut (impl Sink<E> + ?Sized),
 ) -> Result<(), E> {
     let storage = ckpt.storage(tensor.storage);
     let path = storage.data.source.path();
@@ -317,8 +355,13 @@ fn stream_tensor<E: From<Error>>(
     let Some((plan, lo, hi)) = checked else {
         return Ok(());
     };
+    if tensor.is_contiguous() {
+        if let Some(block) = sink.lend() {
+            return read_lent(reader, &storage.data, &plan, (lo, hi), chunk, block, sink);
+        }
+    }
     let mut conv = Vec::new();
-    let mut emit = |bytes: &mut [u8]| plan.emit(path, bytes, &mut conv, &mut sink);
+    let mut emit = |bytes: &mut [u8]| plan.emit(path, bytes, &mut conv, sink);
     if tensor.is_contiguous() {
         // One run of bytes: read it block by block.
         let mut buf = reader.take_block(chunk.min((hi - lo) as usize));
@@ -682,6 +725,43 @@ fn read_blocks<E: From<Error>>(
     Ok(())
 }
 
+/// [`read_blocks`] into the sink's own buffers: each block is read into a lent buffer and
+/// handed back, or, when cast, read into the reader's block and cast into a lent buffer.
+fn read_lent<E: From<Error>>(
+    reader: &mut DataReader,
+    data: &DataRef,
+    plan: &Plan,
+    (lo, hi): (u64, u64),
+    chunk: usize,
+    first: Vec<u8>,
+    sink: &mut (impl Sink<E> + ?Sized),
+) -> Result<(), E> {
+    let path = data.source.path();
+    let mut lent = Some(first);
+    let mut pos = lo;
+    while pos < hi {
+        let n = (chunk as u64).min(hi - pos) as usize;
+        let mut block = lent.take().or_else(|| sink.lend()).unwrap_or_default();
+        if plan.cast.is_none() {
+            // Shortening a reused block costs nothing; only a new one is zeroed once.
+            block.resize(n, 0);
+            reader.read(data, pos, &mut block)?;
+            plan.swap(&mut block);
+        } else {
+            let mut buf = reader.take_block(n);
+            let read = reader.read(data, pos, &mut buf[..n]);
+            plan.swap(&mut buf[..n]);
+            block.clear();
+            let cast = read.and_then(|()| plan.cast_into(path, &buf[..n], &mut block));
+            reader.put_block(buf);
+            cast?;
+        }
+        sink.put_lent(block)?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
 /// The element type the storage's tensors agree on, by byte layout: the same size and swap
 /// unit (a float32 and an int32 view agree). None when no tensor views it.
 pub fn storage_elem(ckpt: &Checkpoint, id: StorageId) -> std::result::Result<Option<DType>, String> {
@@ -801,13 +881,80 @@ mod tests {
             let ckpt = checkpoint(&path, t.clone(), big);
             let mut got = Vec::new();
             let mut pieces = 0;
-            stream_tensor::<Error>(&mut DataReader::new(), &ckpt, &t, chunk_elems * e, span_elems * e as u64, |c| {
+            stream_tensor::<Error>(&mut DataReader::new(), &ckpt, &t, chunk_elems * e, span_elems * e as u64, &mut |c: &[u8]| {
                 assert!(c.len() <= (chunk_elems * e).max(e), "piece of {} bytes", c.len());
                 got.extend_from_slice(c);
                 pieces += 1;
                 Ok(())
             }).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(got, naive(&bytes, &t, big && dtype.swap_unit() > 1));
+        }
+    }
+
+    /// A sink that lends blocks, as the writers' read-ahead queue does: lent blocks come with
+    /// stale bytes and lengths that must not leak into the output.
+    struct Lending {
+        got: Vec<u8>,
+        pieces: Vec<usize>,
+        lent: usize,
+    }
+
+    impl Sink<Error> for Lending {
+        fn put(&mut self, piece: &[u8]) -> Result<()> {
+            self.got.extend_from_slice(piece);
+            self.pieces.push(piece.len());
+            Ok(())
+        }
+
+        fn lend(&mut self) -> Option<Vec<u8>> {
+            self.lent += 1;
+            Some(vec![0xAB; 3 + 5 * (self.lent % 4)])
+        }
+    }
+
+    /// Contiguous tensors read into lent blocks, with big-endian swaps and pending casts, give
+    /// the bytes the copying path gives, in pieces no larger than the chunk (a cast's scaled).
+    #[test]
+    fn lent_blocks_give_the_copying_paths_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d");
+        let bytes: Vec<u8> = (0..4000u32).map(|i| (i * 37 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let cases = [
+            (DType::U8, false, None),
+            (DType::F32, true, None),
+            (DType::F16, true, Some(DType::F32)),
+            (DType::F32, false, Some(DType::BF16)),
+            (DType::F64, true, Some(DType::F16)),
+        ];
+        for (dtype, big, cast_to) in cases {
+            let n = bytes.len() as u64 / dtype.size() as u64 - 3;
+            let mut t = Tensor { name: "t".into(), dtype, shape: vec![n], stride: vec![1], offset: 2, storage: StorageId(0), requires_grad: false, parameter: false };
+            let mut ckpt = checkpoint(&path, t.clone(), big);
+            if let Some(to) = cast_to {
+                ckpt.storages[0].cast = Some(Cast { from: dtype, to });
+                t.dtype = to;
+                ckpt.tensors[0].dtype = to;
+            }
+            for chunk_elems in [1usize, 7, 64, 5000] {
+                let chunk = chunk_elems * dtype.size();
+                let mut copied = Vec::new();
+                stream_tensor::<Error>(&mut DataReader::new(), &ckpt, &t, chunk, 1 << 20, &mut |c: &[u8]| {
+                    copied.extend_from_slice(c);
+                    Ok(())
+                })
+                .unwrap();
+                let mut lending = Lending { got: Vec::new(), pieces: Vec::new(), lent: 0 };
+                stream_tensor::<Error>(&mut DataReader::new(), &ckpt, &t, chunk, 1 << 20, &mut lending).unwrap();
+                let what = format!("{dtype} big={big} cast={cast_to:?} chunk={chunk}");
+                assert_eq!(lending.got, copied, "{what}");
+                assert_eq!(lending.lent, lending.pieces.len(), "{what}: every block lent and handed back");
+                let limit = chunk / dtype.size() * t.dtype.size();
+                assert!(lending.pieces.iter().all(|&p| p <= limit), "{what}: {:?}", lending.pieces);
+                if cast_to.is_none() {
+                    assert_eq!(copied, naive(&bytes, &t, big && dtype.swap_unit() > 1), "{what}");
+                }
+            }
         }
     }
 
@@ -847,7 +994,7 @@ mod tests {
         ckpt.storages[0].data = DataRef { source: Source::assembled("x/.metadata", assembly), offset: 0, len: 70 };
         for elems in 1..=36 {
             let mut got = Vec::new();
-            stream_tensor::<Error>(&mut DataReader::new(), &ckpt, &t, elems * 2, 1 << 20, |c| {
+            stream_tensor::<Error>(&mut DataReader::new(), &ckpt, &t, elems * 2, 1 << 20, &mut |c: &[u8]| {
                 got.extend_from_slice(c);
                 Ok(())
             })
@@ -876,7 +1023,7 @@ mod tests {
         };
         let ckpt = checkpoint(&path, t.clone(), false);
         let mut got = Vec::new();
-        stream_tensor::<Error>(&mut DataReader::new(), &ckpt, &t, 32, 16, |c| {
+        stream_tensor::<Error>(&mut DataReader::new(), &ckpt, &t, 32, 16, &mut |c: &[u8]| {
             assert!(c.len() <= 32);
             got.extend_from_slice(c);
             Ok(())

@@ -134,21 +134,20 @@ fn search_floor(len: usize) -> usize {
 }
 
 /// Every EOCD signature in the searched tail with room for a record after it, last first.
-pub(crate) fn eocd_candidates(bytes: &[u8]) -> Vec<usize> {
-    if bytes.len() < EOCD_LEN {
-        return Vec::new();
-    }
-    (search_floor(bytes.len())..=bytes.len() - EOCD_LEN)
-        .rev()
-        .filter(|&i| &bytes[i..i + 4] == EOCD_SIG)
-        .collect()
+/// memchr's vectorised search: every chunk archive of a distributed checkpoint is searched, so a
+/// byte-by-byte walk of 64 KiB each was a tenth of opening one.
+pub(crate) fn eocd_candidates(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    // A signature with room for a record starts at len - EOCD_LEN at the latest.
+    let floor = search_floor(bytes.len());
+    let end = (bytes.len() + EOCD_SIG.len()).saturating_sub(EOCD_LEN).max(floor);
+    memchr::memmem::rfind_iter(&bytes[floor..end], EOCD_SIG).map(move |i| floor + i)
 }
 
 /// Reads the central directory as miniz does (`mz_zip_reader_read_central_dir` with the checks of
 /// `mz_zip_reader_file_stat`). The error says what miniz would refuse.
 pub fn read_directory(bytes: &[u8]) -> Result<Directory, String> {
-    let eocd = *eocd_candidates(bytes)
-        .first()
+    let eocd = eocd_candidates(bytes)
+        .next()
         .ok_or("no end-of-central-directory record in the last 64 KiB: not a complete zip archive")?;
     directory_at(bytes, eocd)
 }

@@ -6,6 +6,7 @@
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
 use crate::error::{Error, Result};
+use crate::tensor_data::Sink;
 
 /// Blocks in flight between the threads: enough to ride out a slow write or read, few enough
 /// to stay in the CPU's cache.
@@ -14,12 +15,13 @@ const DEPTH: usize = 4;
 /// What the reading thread hands on: a block to write, or where reading failed.
 type Block = Result<Vec<u8>>;
 
-/// Runs `produce` on another thread, which calls its emitter with consecutive pieces of the
-/// output, and `consume` on this one with the same pieces in order. The first error of either
+/// Runs `produce` on another thread, which hands its emitter consecutive pieces of the output
+/// (copied in, or filled in the emitter's own blocks), and `consume` on this one with the same
+/// pieces in order. The first error of either
 /// side stops both and is returned (the reader's first when both fail, since the writer's is
 /// then only a symptom).
 pub(crate) fn read_ahead(
-    produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> + Send,
+    produce: impl FnOnce(&mut Emitter) -> Result<()> + Send,
     mut consume: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let (full_tx, full_rx) = sync_channel::<Block>(DEPTH);
@@ -29,8 +31,9 @@ pub(crate) fn read_ahead(
             let mut emitter = Emitter {
                 full: &full_tx,
                 empty: empty_rx,
+                sent: 0,
             };
-            if let Err(e) = produce(&mut |piece| emitter.emit(piece)) {
+            if let Err(e) = produce(&mut emitter) {
                 // The writer may have stopped (its error is the one to report); else it learns here.
                 let _ = full_tx.send(Err(e));
             }
@@ -55,17 +58,35 @@ fn drain(full: &Receiver<Block>, empty: &Sender<Vec<u8>>, consume: &mut impl FnM
     Ok(())
 }
 
-/// The reading side's end of the queue.
-struct Emitter<'a> {
+/// The reading side's end of the queue: a [`Sink`] that lends the blocks it sends, so they
+/// are filled in place.
+pub(crate) struct Emitter<'a> {
     full: &'a SyncSender<Block>,
     empty: Receiver<Vec<u8>>,
+    sent: u64,
 }
 
 impl Emitter<'_> {
-    fn emit(&mut self, piece: &[u8]) -> Result<()> {
+    /// Bytes handed on so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+}
+
+impl Sink<Error> for Emitter<'_> {
+    fn put(&mut self, piece: &[u8]) -> Result<()> {
         let mut block = self.empty.try_recv().unwrap_or_default();
         block.clear();
         block.extend_from_slice(piece);
+        self.put_lent(block)
+    }
+
+    fn lend(&mut self) -> Option<Vec<u8>> {
+        Some(self.empty.try_recv().unwrap_or_default())
+    }
+
+    fn put_lent(&mut self, block: Vec<u8>) -> Result<()> {
+        self.sent += block.len() as u64;
         self.full.send(Ok(block)).map_err(|_| Error::Write {
             path: Default::default(),
             source: std::io::Error::other("the writer stopped"),
@@ -83,7 +104,7 @@ mod tests {
         read_ahead(
             |emit| {
                 for i in 0..1000u32 {
-                    emit(&i.to_le_bytes())?;
+                    emit.put(&i.to_le_bytes())?;
                 }
                 Ok(())
             },
@@ -105,7 +126,7 @@ mod tests {
         };
         let r = read_ahead(
             |emit| {
-                emit(b"a")?;
+                emit.put(b"a")?;
                 Err(unsupported("reader"))
             },
             |_| Ok(()),
@@ -115,7 +136,7 @@ mod tests {
         let r = read_ahead(
             |emit| {
                 for _ in 0..100_000 {
-                    emit(b"block")?;
+                    emit.put(b"block")?;
                 }
                 Ok(())
             },

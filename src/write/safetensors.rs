@@ -14,7 +14,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Checkpoint, Format, TensorIdx};
 use crate::tensor_data::for_each_chunk_with;
-use crate::write::ahead::read_ahead;
+use crate::write::ahead::{read_ahead, Emitter};
 use crate::write::context::{write_error, WriteCtx};
 
 /// The safetensors crate refuses headers larger than this.
@@ -243,14 +243,12 @@ pub(crate) fn write_file(
     w.write_all(&head).map_err(werr)?;
     let mut total = head.len() as u64;
     // Tensors are read (and cast) on another thread while this one writes.
-    let produce = |emit: &mut dyn FnMut(&[u8]) -> Result<()>| {
+    let produce = |emit: &mut Emitter| {
         for &i in &order {
             let t = &ckpt.tensors[i];
-            let mut n = 0u64;
-            for_each_chunk_with::<Error>(reader, ckpt, t, |chunk| {
-                n += chunk.len() as u64;
-                emit(chunk)
-            })?;
+            let before = emit.sent();
+            for_each_chunk_with::<Error>(reader, ckpt, t, emit)?;
+            let n = emit.sent() - before;
             if n != t.nbytes() {
                 return Err(Error::Unwritable {
                     tensor: t.name.clone(),
