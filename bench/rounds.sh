@@ -1,10 +1,9 @@
 # The timing loop bench/run.sh and bench/dcp.sh share (sourced, not run): `rounds NAME...`
 # runs `run_one NAME` for every name once per round, REPS rounds, in a shuffled order, each
 # after removing outputs ($dir/out.*), `sync` and a SETTLE-second pause; it appends
-# "name microseconds peak-RSS-KiB" per run to $dir/times. Needs $dir, $reps, $settle and an
-# exported run_one.
+# "name microseconds peak-RSS-KiB" per run to $dir/times (the caller empties it first). Needs
+# $dir, $reps, $settle and an exported run_one.
 rounds() {
-  : > "$dir/times"
   for round in $(seq "$reps"); do
     for name in $(printf '%s\n' "$@" | shuf); do
       rm -rf "$dir"/out.*

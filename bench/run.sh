@@ -60,6 +60,7 @@ run_one() {
 export -f run_one
 export dir ckpt py python_route python_stats
 
+: > "$dir/times"
 rounds "${names[@]}"
 
 size=$(stat -c %s "$dir/x.pth")
