@@ -26,9 +26,10 @@ use crate::source::Source;
 /// 1 MiB, read into a buffer that is reused for the whole run (a few, lent by a writer that
 /// reads ahead, [`Sink::lend`]): it stays in the CPU's cache between the read and the write, so
 /// moving bytes through it costs about what the kernel's own file-to-file copy does. Measured
-/// on the 1.42 GB benchmark (bench/run.sh), writing without the flush: 1 MiB 0.42 s, 512 KiB 0.46 s, 128 KiB 0.61 s (system calls), 4 MiB
-/// 1-2 s (out of cache, and larger page-cache folios that this VM is slow to hand out),
-/// `copy_file_range` per tensor 0.60 s, `cp` of the whole file 0.39-0.44 s.
+/// on the 1.42 GB benchmark (bench/run.sh), writing without the flush: 1 MiB 0.42 s, 512 KiB
+/// 0.46 s, 128 KiB 0.61 s (system calls), 4 MiB 1-2 s (out of cache, and larger page-cache
+/// folios that this VM is slow to hand out), `copy_file_range` per tensor 0.60 s, `cp` of the
+/// whole file 0.39-0.44 s.
 pub const CHUNK: usize = 1 << 20;
 
 /// A non-contiguous view (or piece of one) whose elements span at most this many bytes of its
