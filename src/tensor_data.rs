@@ -37,6 +37,11 @@ pub const CHUNK: usize = 1 << 20;
 /// run by run ([`Gather::read_compact`]).
 const SPAN_LIMIT: u64 = 16 << 20;
 
+/// Sees the source bytes (little-endian, whole elements) of every block a pending cast converts,
+/// with the tensor's name, so the converting pass itself can count what the cast loses instead
+/// of a second pass reading the input again.
+pub type CastWatch = Arc<dyn Fn(&str, Cast, &[u8]) + Send + Sync>;
+
 /// Reads storage bytes with positioned reads, keeping one open file per input.
 #[derive(Default)]
 pub struct DataReader {
@@ -47,11 +52,21 @@ pub struct DataReader {
     /// An assembled tensor's runs of the block being read, and its pieces' bytes for it.
     runs: Vec<Run>,
     gathered: Vec<u8>,
+    /// Shown every cast block's source bytes.
+    watch: Option<CastWatch>,
 }
 
 impl DataReader {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A reader that shows `watch` the source bytes of every cast block it streams.
+    pub fn with_watch(watch: Option<CastWatch>) -> Self {
+        DataReader {
+            watch,
+            ..Self::default()
+        }
     }
 
     /// The input opened for positioned reads; None when it cannot be (then the map serves) or
@@ -255,6 +270,7 @@ impl Plan {
         path: &Path,
         bytes: &mut [u8],
         conv: &mut Vec<u8>,
+        seen: &dyn Fn(&[u8]),
         sink: &mut (impl Sink<E> + ?Sized),
     ) -> Result<(), E> {
         if bytes.is_empty() {
@@ -265,7 +281,7 @@ impl Plan {
             return sink.put(bytes);
         }
         conv.clear();
-        self.cast_into(path, bytes, conv)?;
+        self.cast_into(path, bytes, conv, seen)?;
         sink.put(conv)
     }
 
@@ -278,12 +294,14 @@ impl Plan {
         }
     }
 
-    /// Appends the elements of `bytes` (little-endian) cast to the output dtype to `out`.
-    fn cast_into(&self, path: &Path, bytes: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    /// Appends the elements of `bytes` (little-endian) cast to the output dtype to `out`,
+    /// showing them to `seen` first.
+    fn cast_into(&self, path: &Path, bytes: &[u8], out: &mut Vec<u8>, seen: &dyn Fn(&[u8])) -> Result<()> {
         let Some(c) = self.cast else {
             out.extend_from_slice(bytes);
             return Ok(());
         };
+        seen(bytes);
         convert(c.from, c.to, bytes, out).map_err(|what| Error::Unsupported {
             path: path.into(),
             what,
@@ -356,13 +374,19 @@ fn stream_tensor<E: From<Error>>(
     let Some((plan, lo, hi)) = checked else {
         return Ok(());
     };
+    let watch = reader.watch.clone();
+    let seen = |src: &[u8]| {
+        if let (Some(watch), Some(cast)) = (&watch, plan.cast) {
+            watch(&tensor.name, cast, src);
+        }
+    };
     if tensor.is_contiguous() {
         if let Some(block) = sink.lend() {
-            return read_lent(reader, &storage.data, &plan, (lo, hi), chunk, block, sink);
+            return read_lent(reader, &storage.data, &plan, (lo, hi, chunk), block, &seen, sink);
         }
     }
     let mut conv = Vec::new();
-    let mut emit = |bytes: &mut [u8]| plan.emit(path, bytes, &mut conv, sink);
+    let mut emit = |bytes: &mut [u8]| plan.emit(path, bytes, &mut conv, &seen, sink);
     if tensor.is_contiguous() {
         // One run of bytes: read it block by block.
         let mut buf = reader.take_block(chunk.min((hi - lo) as usize));
@@ -698,8 +722,9 @@ pub fn for_each_storage_chunk_with<E: From<Error>>(
     }
     let mut buf = reader.take_block(CHUNK.min(len as usize));
     let mut conv = Vec::new();
+    // Storages are written whole only to .pth files, whose writes show no cast blocks.
     let done = read_blocks(reader, &storage.data, 0, len, CHUNK, &mut buf, |block| {
-        plan.emit(path, block, &mut conv, &mut sink)
+        plan.emit(path, block, &mut conv, &|_| {}, &mut sink)
     });
     reader.put_block(buf);
     done
@@ -726,15 +751,16 @@ fn read_blocks<E: From<Error>>(
     Ok(())
 }
 
-/// [`read_blocks`] into the sink's own buffers: each block is read into a lent buffer and
-/// handed back, or, when cast, read into the reader's block and cast into a lent buffer.
+/// [`read_blocks`] (bytes `lo..hi` in blocks of at most `chunk`) into the sink's own buffers:
+/// each block is read into a lent buffer and handed back, or, when cast, read into the
+/// reader's block and cast into a lent buffer.
 fn read_lent<E: From<Error>>(
     reader: &mut DataReader,
     data: &DataRef,
     plan: &Plan,
-    (lo, hi): (u64, u64),
-    chunk: usize,
+    (lo, hi, chunk): (u64, u64, usize),
     first: Vec<u8>,
+    seen: &dyn Fn(&[u8]),
     sink: &mut (impl Sink<E> + ?Sized),
 ) -> Result<(), E> {
     let path = data.source.path();
@@ -753,7 +779,7 @@ fn read_lent<E: From<Error>>(
             let read = reader.read(data, pos, &mut buf[..n]);
             plan.swap(&mut buf[..n]);
             block.clear();
-            let cast = read.and_then(|()| plan.cast_into(path, &buf[..n], &mut block));
+            let cast = read.and_then(|()| plan.cast_into(path, &buf[..n], &mut block, seen));
             reader.put_block(buf);
             cast?;
         }

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 
 use crate::dtype::DType;
-use crate::model::Checkpoint;
 use crate::record::{cast_actions, Action, Record};
 use crate::transform::{self, DeviceRule, RenameRule};
 use crate::transform::{CastReport, Keep, Losses};
@@ -201,14 +200,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let report = transform::set_device(&mut ckpt, rule);
         did(&mut record, &report, json);
     }
-    // What the cast loses is counted while the output is written (both read every byte); a
-    // refused cast renames nothing into place.
+    // What the cast loses is counted while the output is written; a refused cast renames
+    // nothing into place.
     let (allow_overflow, allow_underflow) = (args.allow_overflow, args.allow_underflow);
     match cast_to {
-        Some(to) => output.write_gated(&ckpt, &mut record, || {
-            check_losses(&ckpt, to, allow_overflow, allow_underflow)
-        })?,
-        None => output.write(&ckpt, &mut record)?,
+        Some(to) if !(allow_overflow && allow_underflow) => {
+            output.write_judging_losses(&ckpt, &mut record, |losses| {
+                judge_losses(losses, to, allow_overflow, allow_underflow)
+            })?
+        }
+        _ => output.write(&ckpt, &mut record)?,
     }
     finish(&record, json, "convert", &args.input)?;
     #[cfg(feature = "tch")]
@@ -230,13 +231,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Refuses a cast that turns finite values into inf or non-zero values into zero, unless
 /// allowed: the file would be written without a word about the damage.
-fn check_losses(ckpt: &Checkpoint, to: DType, allow_overflow: bool, allow_underflow: bool) -> anyhow::Result<()> {
-    if allow_overflow && allow_underflow {
-        return Ok(());
-    }
-    // It runs beside the write (a safetensors write reads ahead on one thread and writes on
-    // another): the count takes the cores those leave, one at least.
-    let losses = transform::try_loss_report(ckpt, crate::pass::threads().saturating_sub(2).max(1))?;
+fn judge_losses(
+    losses: &[(String, Losses)],
+    to: DType,
+    allow_overflow: bool,
+    allow_underflow: bool,
+) -> anyhow::Result<()> {
     let refuse = |what: &str, count: fn(&Losses) -> u64, advice: &str| -> anyhow::Result<()> {
         let hit: Vec<(&str, u64)> = losses
             .iter()

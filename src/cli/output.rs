@@ -7,7 +7,8 @@ use anyhow::{anyhow, bail};
 
 use crate::model::Checkpoint;
 use crate::record::{Action, Record, Written};
-use crate::write::{self, OutFormat, WriteOptions};
+use crate::transform::Losses;
+use crate::write::{self, OutFormat, WriteOptions, WriteReport};
 
 /// Output options every writing command takes.
 #[derive(clap::Args, Debug)]
@@ -98,23 +99,33 @@ impl Output {
 
     /// Writes the checkpoint and adds what was written to `record`.
     pub fn write(&self, ckpt: &Checkpoint, record: &mut Record) -> anyhow::Result<()> {
-        self.write_gated(ckpt, record, || Ok(()))
+        let report = write::write(ckpt, &self.path, &self.options)?;
+        self.written(record, report);
+        Ok(())
     }
 
-    /// [`Output::write`], renaming the output into place only if `gate`, run alongside the
-    /// write, returns Ok (see `write::write_gated`).
-    pub fn write_gated(
+    /// Writes `ckpt` as a cast output: `judge` gets what the cast loses, per tensor, and the
+    /// output is renamed into place only if it returns Ok.
+    pub fn write_judging_losses(
         &self,
         ckpt: &Checkpoint,
         record: &mut Record,
-        gate: impl FnOnce() -> anyhow::Result<()> + Send,
+        judge: impl FnOnce(&[(String, Losses)]) -> anyhow::Result<()> + Send,
     ) -> anyhow::Result<()> {
-        let report = write::write_gated(ckpt, &self.path, &self.options, gate)?;
+        // Where the count cannot be taken in the writing pass it runs beside the write (a
+        // safetensors write reads ahead on one thread and writes on another): on the cores
+        // those leave, one at least.
+        let threads = crate::pass::threads().saturating_sub(2).max(1);
+        let report = write::write_judging_losses(ckpt, &self.path, &self.options, threads, judge)?;
+        self.written(record, report);
+        Ok(())
+    }
+
+    fn written(&self, record: &mut Record, report: WriteReport) {
         record.written = Some(Written {
             format: self.options.format,
             report,
         });
-        Ok(())
     }
 }
 

@@ -18,6 +18,8 @@
 mod ahead;
 pub mod atomic;
 mod context;
+#[cfg(feature = "cli")]
+mod losses;
 pub mod pickler;
 pub mod progress;
 pub mod pth;
@@ -29,11 +31,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
-use crate::tensor_data::DataReader;
+use crate::tensor_data::{CastWatch, DataReader};
 
 use self::atomic::AtomicFile;
 use self::context::WriteCtx;
 use self::progress::OnProgress;
+#[cfg(feature = "cli")]
+pub use losses::write_judging_losses;
 
 /// The container to write ([`WriteOptions::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,13 +186,12 @@ pub fn write_text(inputs: &[&Path], out: &Path, text: &str, force: bool, always_
 /// `out`); [`Error::Io`] when an input cannot be read; [`Error::Unwritable`] for a tensor the
 /// format cannot hold (a .pth with extra metadata, a dtype safetensors lacks).
 pub fn write(ckpt: &Checkpoint, out: &Path, opts: &WriteOptions) -> Result<WriteReport> {
-    write_impl(ckpt, out, opts, &mut || Ok(()))
+    write_impl(ckpt, out, opts, None, &mut || Ok(()))
 }
 
 /// [`write()`], with `gate` run on another thread while the output is written: the output is
 /// renamed into place only if the gate returns Ok, else the gate's error is returned and nothing
-/// is left. For a check that reads every byte (what a cast loses), which then costs no time of
-/// its own.
+/// is left. For a check that reads every byte, which then costs no time of its own.
 #[cfg(feature = "cli")]
 pub(crate) fn write_gated<E>(
     ckpt: &Checkpoint,
@@ -200,36 +203,58 @@ where
     E: From<Error> + Send,
 {
     std::thread::scope(|scope| {
-        let mut verdict = Some(scope.spawn(gate));
-        let mut refused = None;
-        let written = write_impl(ckpt, out, opts, &mut || {
-            let Some(handle) = verdict.take() else { return Ok(()) };
-            match handle.join() {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => {
-                    refused = Some(e);
-                    // Stops the write before its rename; the gate's own error is returned.
-                    Err(Error::Write {
-                        path: out.into(),
-                        source: std::io::Error::other("refused by a check"),
-                    })
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        });
-        match (written, refused) {
-            (_, Some(e)) => Err(e),
-            (r, None) => r.map_err(E::from),
-        }
+        let verdict = scope.spawn(gate);
+        write_checked(ckpt, out, opts, None, || {
+            verdict.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     })
 }
 
+/// [`write()`] through a reader that shows `watch` every cast block, with `check` run just
+/// before the rename: the output is renamed into place only if it returns Ok, else its error is
+/// returned and nothing is left.
+#[cfg(feature = "cli")]
+fn write_checked<E: From<Error>>(
+    ckpt: &Checkpoint,
+    out: &Path,
+    opts: &WriteOptions,
+    watch: Option<CastWatch>,
+    check: impl FnOnce() -> std::result::Result<(), E>,
+) -> std::result::Result<WriteReport, E> {
+    let mut check = Some(check);
+    let mut refused = None;
+    let written = write_impl(ckpt, out, opts, watch, &mut || {
+        let Some(check) = check.take() else { return Ok(()) };
+        check().map_err(|e| {
+            refused = Some(e);
+            // Stops the write before its rename; the check's own error is returned.
+            Error::Write {
+                path: out.into(),
+                source: std::io::Error::other("refused by a check"),
+            }
+        })
+    });
+    match (written, refused) {
+        (_, Some(e)) => Err(e),
+        (r, None) => r.map_err(E::from),
+    }
+}
+
+/// Whether writing to `out` streams each tensor once, in one pass through one reader, so a
+/// [`CastWatch`] given to [`write_impl`] sees every cast element once: one safetensors file
+/// without `dedupe` (shards and .pth files read in their own ways).
+fn streams_each_tensor_once(out: &Path, opts: &WriteOptions) -> bool {
+    opts.format == OutFormat::Safetensors && !opts.dedupe && shard::Layout::for_output(out, opts).is_none()
+}
+
 /// The writing, with `ready` called just before outputs are renamed into place: its error
-/// stops the write and leaves nothing.
+/// stops the write and leaves nothing. `watch` sees the cast blocks of a write for which
+/// [`streams_each_tensor_once`] holds; other writes do not show it any.
 fn write_impl(
     ckpt: &Checkpoint,
     out: &Path,
     opts: &WriteOptions,
+    watch: Option<CastWatch>,
     ready: &mut dyn FnMut() -> Result<()>,
 ) -> Result<WriteReport> {
     let inputs = input_paths(ckpt);
@@ -253,7 +278,7 @@ fn write_impl(
         return shard::write_sharded(ckpt, &layout, opts, &inputs, ready);
     }
     check_output(&inputs, out, opts.force)?;
-    let mut reader = DataReader::new();
+    let mut reader = DataReader::with_watch(watch.filter(|_| streams_each_tensor_once(out, opts)));
     match opts.format {
         OutFormat::Safetensors => {
             let sel = safetensors::select(ckpt, opts.dedupe)?;

@@ -10,6 +10,7 @@ use ckpt::model::{ByteOrder, Checkpoint, DataRef, Format, Key, Node, Origin, Sto
 use ckpt::source::Source;
 use ckpt::transform::freeze::FlagSource;
 use ckpt::transform::{self, DeviceRule, FreezeRule, Keep, KeepReason, Losses, Pattern, TransformError};
+use ckpt::write::{OutFormat, WriteOptions};
 use serde_json::Value as Json;
 
 use crate::common::{expected, fixtures_dir};
@@ -342,6 +343,69 @@ fn overflow_report_counts_what_float16_cannot_hold() {
         transform::cast::loss_report(&built.ckpt),
         vec![("a".to_string(), overflow(1))]
     );
+}
+
+/// The converting pass counts what the cast loses as the separate count does, on every read
+/// path: a contiguous tensor, a view inside an overflowing storage, a transposed view (read
+/// by gathering) and a big-endian storage; a refusal leaves no file, for a safetensors output
+/// (counted in the pass) as for .pth and sharded ones (counted beside the write).
+#[test]
+fn losses_counted_while_writing_are_the_separate_counts() {
+    let mut m = Mk::new();
+    let a = m.t(&[1.0, 65504.0, 65519.0, 65520.0, -1e6, f32::INFINITY, f32::NAN, 3e38]);
+    let s = m.f32s(&[1e9, 2.0, 3.0, 1e9]);
+    let inner = m.view(s, DType::F32, &[2], 1);
+    // [[1e-8, 2.0], [1.0, 1e-30], [7e4, 3.0]] read column by column from a 2 x 3 storage.
+    let s = m.f32s(&[1e-8, 1.0, 7e4, 2.0, 1e-30, 3.0]);
+    let transposed = m.view(s, DType::F32, &[3, 2], 0);
+    let big: Vec<u8> = [1e9f32, 1.0, -1e-9].iter().flat_map(|v| v.to_be_bytes()).collect();
+    let s = m.storage(&big, "cpu");
+    let be = m.view(s, DType::F32, &[3], 0);
+    let root = dict(vec![("a", a), ("inner", inner), ("transposed", transposed), ("be", be)]);
+    let mut built = m.finish(root);
+    let t = built.ckpt.tensors.iter_mut().find(|t| t.name == "transposed").unwrap();
+    t.stride = vec![1, 3];
+    let be_storage = built.ckpt.tensors.iter().find(|t| t.name == "be").unwrap().storage;
+    built.ckpt.storages[be_storage.0].byte_order = ByteOrder::Big;
+    transform::cast(&mut built.ckpt, DType::F16, &Keep::default());
+    // float16: |x| >= 65520 becomes inf; |x| at or below 2^-25 (about 2.98e-8) becomes 0.
+    let lost = |overflow, underflow| Losses { overflow, underflow };
+    let want = vec![
+        ("a".to_string(), lost(3, 0)),
+        ("transposed".to_string(), lost(1, 2)),
+        ("be".to_string(), lost(1, 1)),
+    ];
+    assert_eq!(transform::try_loss_report(&built.ckpt, 2).unwrap(), want);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, format, shard) in [
+        ("o.safetensors", OutFormat::Safetensors, None),
+        ("o.pth", OutFormat::Pth, None),
+        ("s.safetensors", OutFormat::Safetensors, Some(16)),
+    ] {
+        let out = dir.path().join(name);
+        let mut opts = WriteOptions::new(format);
+        opts.max_shard_size = shard;
+        let mut judged = Vec::new();
+        let refused = ckpt::write::write_judging_losses(&built.ckpt, &out, &opts, 1, |l| {
+            judged = l.to_vec();
+            Err(ckpt::Error::Unsupported {
+                path: out.clone(),
+                what: "refused".into(),
+            })
+        });
+        assert!(refused.is_err(), "{name}");
+        assert_eq!(judged, want, "{name}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{name}: a refused write leaves nothing"
+        );
+        ckpt::write::write_judging_losses::<ckpt::Error>(&built.ckpt, &out, &opts, 1, |_| Ok(())).unwrap();
+        assert!(std::fs::read_dir(dir.path()).unwrap().count() > 0, "{name}");
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+    }
 }
 
 fn overflow(n: u64) -> Losses {
