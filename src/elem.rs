@@ -116,6 +116,25 @@ pub fn losses(from: DType, to: DType, src: &[u8]) -> Losses {
     }
 }
 
+/// [`losses`] of a conversion already done: `out` holds the `to` elements converted from
+/// `src`. A loss leaves an inf or a zero in the output, so an output of 16- or 32-bit floats
+/// with neither (nearly every block of trained weights) is known to have lost nothing after
+/// one pass over its bits, half the bytes of the source; otherwise the source is counted.
+#[cfg(feature = "cli")]
+pub fn losses_of_output(from: DType, to: DType, src: &[u8], out: &[u8]) -> Losses {
+    let clean = match to {
+        DType::BF16 => !fast::any_inf_or_zero_16(out, 0x7F80),
+        DType::F16 => !fast::any_inf_or_zero_16(out, 0x7C00),
+        DType::F32 => !fast::any_inf_or_zero_32(out),
+        _ => false,
+    };
+    if clean {
+        Losses::default()
+    } else {
+        losses(from, to, src)
+    }
+}
+
 /// [`losses`] by converting and comparing element by element: every pair, the reference for
 /// the vector counts.
 #[cfg(feature = "cli")]

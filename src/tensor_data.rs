@@ -37,10 +37,13 @@ pub const CHUNK: usize = 1 << 20;
 /// run by run ([`Gather::read_compact`]).
 const SPAN_LIMIT: u64 = 16 << 20;
 
-/// Sees the source bytes (little-endian, whole elements) of every block a pending cast converts,
-/// with the tensor's name, so the converting pass itself can count what the cast loses instead
-/// of a second pass reading the input again.
-pub type CastWatch = Arc<dyn Fn(&str, Cast, &[u8]) + Send + Sync>;
+/// Sees every block a pending cast converts, with the tensor's name: its source bytes and what
+/// they became (both little-endian, whole elements), so the converting pass itself can count
+/// what the cast loses instead of a second pass reading the input again.
+pub type CastWatch = Arc<dyn Fn(&str, Cast, &[u8], &[u8]) + Send + Sync>;
+
+/// What a block's cast is shown to: its source bytes and what they became.
+type Seen<'a> = dyn Fn(&[u8], &[u8]) + 'a;
 
 /// Reads storage bytes with positioned reads, keeping one open file per input.
 #[derive(Default)]
@@ -270,7 +273,7 @@ impl Plan {
         path: &Path,
         bytes: &mut [u8],
         conv: &mut Vec<u8>,
-        seen: &dyn Fn(&[u8]),
+        seen: &Seen<'_>,
         sink: &mut (impl Sink<E> + ?Sized),
     ) -> Result<(), E> {
         if bytes.is_empty() {
@@ -294,18 +297,20 @@ impl Plan {
         }
     }
 
-    /// Appends the elements of `bytes` (little-endian) cast to the output dtype to `out`,
-    /// showing them to `seen` first.
-    fn cast_into(&self, path: &Path, bytes: &[u8], out: &mut Vec<u8>, seen: &dyn Fn(&[u8])) -> Result<()> {
+    /// Appends the elements of `bytes` (little-endian) cast to the output dtype to `out`, and
+    /// shows `seen` both.
+    fn cast_into(&self, path: &Path, bytes: &[u8], out: &mut Vec<u8>, seen: &Seen<'_>) -> Result<()> {
         let Some(c) = self.cast else {
             out.extend_from_slice(bytes);
             return Ok(());
         };
-        seen(bytes);
+        let start = out.len();
         convert(c.from, c.to, bytes, out).map_err(|what| Error::Unsupported {
             path: path.into(),
             what,
-        })
+        })?;
+        seen(bytes, &out[start..]);
+        Ok(())
     }
 }
 
@@ -375,9 +380,9 @@ fn stream_tensor<E: From<Error>>(
         return Ok(());
     };
     let watch = reader.watch.clone();
-    let seen = |src: &[u8]| {
+    let seen = |src: &[u8], out: &[u8]| {
         if let (Some(watch), Some(cast)) = (&watch, plan.cast) {
-            watch(&tensor.name, cast, src);
+            watch(&tensor.name, cast, src, out);
         }
     };
     if tensor.is_contiguous() {
@@ -724,7 +729,7 @@ pub fn for_each_storage_chunk_with<E: From<Error>>(
     let mut conv = Vec::new();
     // Storages are written whole only to .pth files, whose writes show no cast blocks.
     let done = read_blocks(reader, &storage.data, 0, len, CHUNK, &mut buf, |block| {
-        plan.emit(path, block, &mut conv, &|_| {}, &mut sink)
+        plan.emit(path, block, &mut conv, &|_, _| {}, &mut sink)
     });
     reader.put_block(buf);
     done
@@ -760,7 +765,7 @@ fn read_lent<E: From<Error>>(
     plan: &Plan,
     (lo, hi, chunk): (u64, u64, usize),
     first: Vec<u8>,
-    seen: &dyn Fn(&[u8]),
+    seen: &Seen<'_>,
     sink: &mut (impl Sink<E> + ?Sized),
 ) -> Result<(), E> {
     let path = data.source.path();

@@ -35,8 +35,8 @@ where
     }
     let tally: Arc<Mutex<HashMap<String, Losses>>> = Arc::default();
     let counting = Arc::clone(&tally);
-    let watch: CastWatch = Arc::new(move |name, cast, src| {
-        let lost = elem::losses(cast.from, cast.to, src);
+    let watch: CastWatch = Arc::new(move |name, cast, src, out| {
+        let lost = elem::losses_of_output(cast.from, cast.to, src, out);
         if lost != Losses::default() {
             let mut tally = counting.lock().unwrap_or_else(PoisonError::into_inner);
             let sum = tally.entry(name.to_owned()).or_default();

@@ -17,6 +17,10 @@ use crate::tensor_data::for_each_chunk_with;
 use crate::write::ahead::{read_ahead, Emitter};
 use crate::write::context::{write_error, WriteCtx};
 
+/// Blocks of tensor data at least this long are written to the file directly, not through the
+/// writer's buffer.
+const DIRECT: usize = 64 << 10;
+
 /// The safetensors crate refuses headers larger than this.
 const MAX_HEADER: usize = 100_000_000;
 
@@ -259,7 +263,13 @@ pub(crate) fn write_file(
         Ok(())
     };
     read_ahead(produce, |chunk| {
-        w.write_all(chunk).map_err(werr)?;
+        if chunk.len() >= DIRECT {
+            // Past the buffer: a cast's half-size blocks would otherwise be copied into it.
+            w.flush().map_err(werr)?;
+            w.get_mut().write_all(chunk).map_err(werr)?;
+        } else {
+            w.write_all(chunk).map_err(werr)?;
+        }
         total += chunk.len() as u64;
         progress.add(chunk.len() as u64);
         behind.poll(w.get_ref());
