@@ -11,6 +11,14 @@ use super::Losses;
 /// Elements per step of the vector loops.
 const LANES: usize = 8;
 
+/// The first four bytes of `b` (it has them). Taken as one slice, so the vector loops load
+/// words: built byte by byte (`[b[0], b[1], ...]`), the compiler inserted bytes one at a time,
+/// and the bfloat16 cast ran at 0.85 ns an element instead of 0.10.
+#[inline(always)]
+fn word(b: &[u8]) -> [u8; 4] {
+    b.get(..4).and_then(|w| w.try_into().ok()).unwrap_or_default()
+}
+
 /// float32 bits -> bfloat16 bits as PyTorch's vectorised kernel: round to nearest even, every
 /// NaN -> 0xFFFF (see `f32_to_bf16_vec`), without branches.
 #[inline(always)]
@@ -50,7 +58,7 @@ fn f32_to_bf16_into(src: &[u8], dst: &mut [u8]) {
     let mut d = dst.chunks_exact_mut(2 * LANES);
     for (s, d) in (&mut s).zip(&mut d) {
         for j in 0..LANES {
-            let x = u32::from_le_bytes([s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3]]);
+            let x = u32::from_le_bytes(word(&s[4 * j..]));
             d[2 * j..2 * j + 2].copy_from_slice(&bf16_of(x).to_le_bytes());
         }
     }
@@ -129,7 +137,7 @@ fn f32_losses_in(src: &[u8], overflow_from: u32, underflow_to: u32) -> Losses {
         let mut s = block.chunks_exact(4 * LANES);
         for s in &mut s {
             for j in 0..LANES {
-                let a = u32::from_le_bytes([s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3]]) & 0x7FFF_FFFF;
+                let a = u32::from_le_bytes(word(&s[4 * j..])) & 0x7FFF_FFFF;
                 over[j] += u32::from(a >= overflow_from && a < 0x7F80_0000);
                 under[j] += u32::from(a != 0 && a <= underflow_to);
             }
@@ -170,7 +178,7 @@ fn any_inf_or_zero_16_in(out: &[u8], inf: u16) -> bool {
     // Branch-free over steps of 256 elements, so the loop vectorises; stops at the first hit.
     out.chunks(512).any(|step| {
         step.chunks_exact(2).fold(false, |hit, b| {
-            let x = u16::from_le_bytes([b[0], b[1]]) & 0x7FFF;
+            let x = u16::from_le_bytes(b.try_into().unwrap_or_default()) & 0x7FFF;
             hit | (x == inf) | (x == 0)
         })
     })
@@ -181,7 +189,7 @@ fn any_inf_or_zero_16_in(out: &[u8], inf: u16) -> bool {
 pub(super) fn any_inf_or_zero_32(out: &[u8]) -> bool {
     out.chunks(1024).any(|step| {
         step.chunks_exact(4).fold(false, |hit, b| {
-            let x = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7FFF_FFFF;
+            let x = u32::from_le_bytes(word(b)) & 0x7FFF_FFFF;
             hit | (x == 0x7F80_0000) | (x == 0)
         })
     })
