@@ -55,7 +55,7 @@ pub struct DataReader {
     /// An assembled tensor's runs of the block being read, and its pieces' bytes for it.
     runs: Vec<Run>,
     gathered: Vec<u8>,
-    /// Shown every cast block's source bytes.
+    /// Shown every cast block, before and after.
     watch: Option<CastWatch>,
 }
 
@@ -64,7 +64,7 @@ impl DataReader {
         Self::default()
     }
 
-    /// A reader that shows `watch` the source bytes of every cast block it streams.
+    /// A reader that shows `watch` every cast block it streams.
     pub fn with_watch(watch: Option<CastWatch>) -> Self {
         DataReader {
             watch,
@@ -280,11 +280,11 @@ impl Plan {
             return Ok(());
         }
         self.swap(bytes);
-        if self.cast.is_none() {
+        let Some(cast) = self.cast else {
             return sink.put(bytes);
-        }
+        };
         conv.clear();
-        self.cast_into(path, bytes, conv, seen)?;
+        cast_into(cast, path, bytes, conv, seen)?;
         sink.put(conv)
     }
 
@@ -296,22 +296,18 @@ impl Plan {
             }
         }
     }
+}
 
-    /// Appends the elements of `bytes` (little-endian) cast to the output dtype to `out`, and
-    /// shows `seen` both.
-    fn cast_into(&self, path: &Path, bytes: &[u8], out: &mut Vec<u8>, seen: &Seen<'_>) -> Result<()> {
-        let Some(c) = self.cast else {
-            out.extend_from_slice(bytes);
-            return Ok(());
-        };
-        let start = out.len();
-        convert(c.from, c.to, bytes, out).map_err(|what| Error::Unsupported {
-            path: path.into(),
-            what,
-        })?;
-        seen(bytes, &out[start..]);
-        Ok(())
-    }
+/// Appends the elements of `bytes` (little-endian) cast as `c` says to `out`, and shows `seen`
+/// both.
+fn cast_into(c: Cast, path: &Path, bytes: &[u8], out: &mut Vec<u8>, seen: &Seen<'_>) -> Result<()> {
+    let start = out.len();
+    convert(c.from, c.to, bytes, out).map_err(|what| Error::Unsupported {
+        path: path.into(),
+        what,
+    })?;
+    seen(bytes, &out[start..]);
+    Ok(())
 }
 
 /// Where streamed tensor bytes go. Any `FnMut(&[u8])` closure is one. A sink that hands its
@@ -346,9 +342,8 @@ impl<E, F: FnMut(&[u8]) -> Result<(), E>> Sink<E> for F {
 pub fn for_each_chunk<E: From<Error>>(
     ckpt: &Checkpoint,
     tensor: &Tensor,
-    sink: impl FnMut(&[u8]) -> Result<(), E>,
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut sink = sink;
     for_each_chunk_with(&mut DataReader::new(), ckpt, tensor, &mut sink)
 }
 
@@ -774,19 +769,22 @@ fn read_lent<E: From<Error>>(
     while pos < hi {
         let n = (chunk as u64).min(hi - pos) as usize;
         let mut block = lent.take().or_else(|| sink.lend()).unwrap_or_default();
-        if plan.cast.is_none() {
-            // Shortening a reused block costs nothing; only a new one is zeroed once.
-            block.resize(n, 0);
-            reader.read(data, pos, &mut block)?;
-            plan.swap(&mut block);
-        } else {
-            let mut buf = reader.take_block(n);
-            let read = reader.read(data, pos, &mut buf[..n]);
-            plan.swap(&mut buf[..n]);
-            block.clear();
-            let cast = read.and_then(|()| plan.cast_into(path, &buf[..n], &mut block, seen));
-            reader.put_block(buf);
-            cast?;
+        match plan.cast {
+            None => {
+                // Shortening a reused block costs nothing; only a new one is zeroed once.
+                block.resize(n, 0);
+                reader.read(data, pos, &mut block)?;
+                plan.swap(&mut block);
+            }
+            Some(cast) => {
+                let mut buf = reader.take_block(n);
+                let read = reader.read(data, pos, &mut buf[..n]);
+                plan.swap(&mut buf[..n]);
+                block.clear();
+                let done = read.and_then(|()| cast_into(cast, path, &buf[..n], &mut block, seen));
+                reader.put_block(buf);
+                done?;
+            }
         }
         sink.put_lent(block)?;
         pos += n as u64;
